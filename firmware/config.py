@@ -1,0 +1,155 @@
+"""Board configuration: one TOML file, validated into typed settings.
+
+The key names are a contract (installers' files and docs rely on them), so unknown keys are
+rejected instead of ignored: a typo must not silently fall back to a default.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+CAMERA_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
+
+
+class ConfigError(Exception):
+    """A config that cannot be used; the message names the file, the key and the problem."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class BoardConfig(_Section):
+    name: str = "single"
+    data_dir: Path = Path("/var/lib/nvr")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not CAMERA_NAME.match(v):
+            raise ValueError("must be 1-63 letters, digits, '-' or '_'")
+        return v
+
+
+class NetworkConfig(_Section):
+    lan_interface: str = "eth0"
+    sync_interface: str = "eth1"
+
+
+class PairConfig(_Section):
+    peer_lan_address: str
+    peer_sync_address: str
+    virtual_ip: str
+    priority: Annotated[int, Field(ge=1, le=254)] = 100
+    advert_interval_ms: Annotated[int, Field(ge=10, le=10000)] = 100
+    key_file: Path = Path("/etc/nvr/pair.key")
+
+
+class RecorderConfig(_Section):
+    segment_seconds: Annotated[float, Field(gt=0.5, le=600)] = 4.0
+    workers: Annotated[int, Field(ge=0, le=64)] = 0
+    """Worker processes for ingest; 0 = one per CPU core, never more than cameras."""
+    retention_days: Annotated[float, Field(gt=0)] = 30.0
+    min_free_percent: Annotated[float, Field(ge=0, lt=90)] = 5.0
+    min_free_mb: Annotated[float, Field(ge=0)] = 256.0
+    open_timeout_seconds: Annotated[float, Field(gt=0, le=120)] = 10.0
+    stall_seconds: Annotated[float, Field(gt=0, le=120)] = 5.0
+    max_drift_seconds: Annotated[float, Field(gt=0, le=3600)] = 5.0
+    reconnect_min_seconds: Annotated[float, Field(gt=0, le=60)] = 0.5
+    reconnect_max_seconds: Annotated[float, Field(gt=0, le=600)] = 10.0
+
+
+class ApiConfig(_Section):
+    listen_port: Annotated[int, Field(ge=0, le=65535)] = 8080
+    listen_address: str = "0.0.0.0"
+    token_file: Path | None = None
+    """Defaults to <data_dir>/api.token, generated on first start."""
+
+
+class CameraConfig(_Section):
+    name: str
+    url: str
+    enabled: bool = True
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not CAMERA_NAME.match(v):
+            raise ValueError("must be 1-63 letters, digits, '-' or '_'")
+        return v
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        if not re.match(r"^(rtsp|rtsps|file)://", v):
+            raise ValueError("must be an rtsp:// (or rtsps://, file://) URL")
+        return v
+
+
+class Config(_Section):
+    board: BoardConfig = BoardConfig()
+    network: NetworkConfig = NetworkConfig()
+    pair: PairConfig | None = None
+    recorder: RecorderConfig = RecorderConfig()
+    api: ApiConfig = ApiConfig()
+    camera: list[CameraConfig] = []
+
+    @field_validator("camera")
+    @classmethod
+    def _unique(cls, v: list[CameraConfig]) -> list[CameraConfig]:
+        seen: set[str] = set()
+        for cam in v:
+            if cam.name in seen:
+                raise ValueError(f"camera name {cam.name!r} is used twice")
+            seen.add(cam.name)
+        return v
+
+    @property
+    def token_file(self) -> Path:
+        return self.api.token_file or self.board.data_dir / "api.token"
+
+
+def _where(loc: tuple[int | str, ...], raw: dict) -> str:
+    """Turn pydantic's location into the TOML key an installer sees, e.g. camera[2].url."""
+    parts: list[str] = []
+    for item in loc:
+        if isinstance(item, int):
+            name = ""
+            if parts and parts[-1] == "camera":
+                cams = raw.get("camera") or []
+                if 0 <= item < len(cams) and isinstance(cams[item], dict):
+                    name = f" ({cams[item].get('name', '?')})"
+            parts[-1] = f"{parts[-1]}[{item + 1}]{name}" if parts else str(item)
+        else:
+            parts.append(str(item))
+    return ".".join(parts) or "(top level)"
+
+
+def parse_config(text: str, source: str = "<config>") -> Config:
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{source}: not valid TOML: {e}") from None
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as e:
+        lines = []
+        for err in e.errors():
+            msg = err["msg"].removeprefix("Value error, ")
+            if err["type"] == "extra_forbidden":
+                msg = "unknown key (check the spelling against the documented example)"
+            lines.append(f"{source}: {_where(err['loc'], raw)}: {msg}")
+        raise ConfigError("\n".join(lines)) from None
+
+
+def load_config(path: Path) -> Config:
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read: {e.strerror}") from None
+    return parse_config(text, str(path))

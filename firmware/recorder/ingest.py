@@ -1,0 +1,374 @@
+"""One camera's ingest: PyAV over RTSP/TCP in, crash-safe fMP4 segments out. Remux only.
+
+The adapter around SegmentPolicy: it reads packets and the clocks, asks the policy what to do,
+and carries out the actions (open segment, mux, commit + catalog row, end run). Every way a
+session can end becomes a run end with a reason, so every gap is explicit in the catalog.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import av
+import av.error
+
+from firmware.catalog import Catalog, Segment, segment_id
+from firmware.config import RecorderConfig
+from firmware.recorder import policy as P
+from firmware.recorder.access_units import AccessUnitJoiner
+from firmware.recorder.backoff import Backoff
+from firmware.recorder.salvage import salvage_partial
+from firmware.recorder.segment_file import (
+    FMP4_OPTIONS,
+    PARTIAL,
+    HashingFile,
+    SegmentMeta,
+    commit,
+    drop_meta,
+    relative_path,
+    write_meta,
+)
+
+log = logging.getLogger(__name__)
+
+VIDEO_CODECS = {"h264", "hevc"}
+AUDIO_CODECS = {"aac"}
+
+# Run end reasons (besides the policy's timestamp-jump and clock-step).
+STALL = "stall"
+STREAM_ENDED = "stream-ended"
+STREAM_ERROR = "stream-error"
+DISK_ERROR = "disk-error"
+STOPPED = "recorder-stopped"
+
+Report = Callable[[str, str, dict], None]
+"""report(kind, camera, payload): events for the supervisor (status, counters, alerts)."""
+
+
+def redact(url: str) -> str:
+    """Camera URLs carry credentials; logs and the API must not."""
+    parts = urlsplit(url)
+    if parts.password is None and parts.username is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port:
+        host += f":{parts.port}"
+    return urlunsplit((parts.scheme, f"***@{host}", parts.path, parts.query, parts.fragment))
+
+
+class CameraError(Exception):
+    """A session could not start or went wrong in a way that names the camera's fault."""
+
+    def __init__(self, reason: str, text: str) -> None:
+        super().__init__(text)
+        self.reason = reason
+
+
+class StallError(Exception):
+    pass
+
+
+class DiskError(Exception):
+    pass
+
+
+def describe_open_error(e: Exception) -> tuple[str, str]:
+    """(run-end reason, human text) for a failed av.open."""
+    if isinstance(e, av.error.HTTPUnauthorizedError | av.error.HTTPForbiddenError):
+        return "camera-auth-failed", "camera refused the credentials (401/403)"
+    if isinstance(e, av.error.HTTPNotFoundError):
+        return "camera-not-found", "camera has no stream at that path (404)"
+    if isinstance(e, av.error.ConnectionRefusedError | ConnectionRefusedError):
+        return "camera-unreachable", "connection refused"
+    if isinstance(e, av.error.ExitError | av.error.TimeoutError | TimeoutError):
+        return "camera-unreachable", "no answer before the timeout"
+    if isinstance(e, av.error.InvalidDataError):
+        return STREAM_ERROR, "the camera's answer is not a valid stream"
+    return "camera-unreachable", str(e)
+
+
+@dataclass
+class _Open:
+    """The segment being written."""
+
+    sid: str
+    rel: str
+    final: Path
+    file: HashingFile
+    out: av.container.OutputContainer
+    streams: dict[int, av.stream.Stream]
+    offsets: dict[int, int]
+    start_us: int
+    media_start_us: int
+    frames: int = 0
+
+
+@dataclass
+class CameraIngest:
+    name: str
+    url: str
+    data_dir: Path
+    origin: str
+    cfg: RecorderConfig
+    catalog: Catalog
+    report: Report
+    stop: threading.Event
+    make_room: Callable[[], None] = lambda: None
+    """Called before each segment opens: frees space if the disk is below its watermark."""
+    policy: P.SegmentPolicy = field(init=False)
+    run_id: int | None = field(default=None, init=False)
+    seg: _Open | None = field(default=None, init=False)
+    codec: str = field(default="", init=False)
+    last_frame_wall_us: int | None = field(default=None, init=False)
+    """Wall time the newest recorded frame stands for."""
+    last_frame_seen_us: int | None = field(default=None, init=False)
+    """Wall time it arrived: the difference is the ingest lag."""
+
+    def __post_init__(self) -> None:
+        self.policy = P.SegmentPolicy(
+            segment_us=round(self.cfg.segment_seconds * 1e6),
+            max_drift_us=round(self.cfg.max_drift_seconds * 1e6),
+        )
+
+    # --- the loop ---------------------------------------------------------------------------
+
+    def run_forever(self) -> None:
+        backoff = Backoff(self.cfg.reconnect_min_seconds, self.cfg.reconnect_max_seconds)
+        first = True
+        while not self.stop.is_set():
+            began = time.monotonic()
+            reason, text = self.session()
+            self.report("state", self.name, {"recording": False, "error": text})
+            if self.stop.is_set():
+                break
+            if not first or reason != STOPPED:
+                self.report("reconnect", self.name, {"reason": reason})
+            first = False
+            backoff.session_lasted(time.monotonic() - began)
+            delay = backoff.next_delay()
+            if text:
+                log.warning("camera %s: %s; retrying in %.1f s", self.name, text, delay)
+            self.stop.wait(delay)
+
+    def session(self) -> tuple[str, str | None]:
+        """Connect, record until the stream ends, return why it ended."""
+        try:
+            container = self._open()
+        except CameraError as e:
+            return e.reason, f"{redact(self.url)}: {e}"
+        reason, text = STREAM_ENDED, "camera ended the stream"
+        try:
+            reason, text = self._record(container)
+        except CameraError as e:
+            reason, text = e.reason, f"{redact(self.url)}: {e}"
+        except StallError as e:
+            reason, text = STALL, str(e)
+        except DiskError as e:
+            reason, text = DISK_ERROR, str(e)
+        except av.error.ExitError:
+            reason, text = STALL, f"no data for {self.cfg.stall_seconds:g} s"
+        except (av.error.FFmpegError, OSError) as e:
+            reason, text = STREAM_ERROR, f"stream error: {e}"
+        finally:
+            self._end_run(reason)
+            container.close()
+        return reason, text
+
+    def _open(self) -> av.container.InputContainer:
+        options = {"timeout": str(round(self.cfg.open_timeout_seconds * 1e6))}
+        if self.url.startswith("rtsp"):
+            options["rtsp_transport"] = "tcp"
+        try:
+            container = av.open(
+                self.url,
+                options=options,
+                timeout=(self.cfg.open_timeout_seconds, self.cfg.stall_seconds),
+            )
+        except Exception as e:  # PyAV maps FFmpeg errors onto many classes
+            reason, text = describe_open_error(e)
+            raise CameraError(reason, text) from None
+        video = container.streams.video
+        if not video:
+            container.close()
+            raise CameraError(STREAM_ERROR, "the stream has no video track")
+        codec = video[0].codec_context.name
+        if codec not in VIDEO_CODECS:
+            container.close()
+            raise CameraError(
+                "unsupported-codec", f"video codec {codec!r} cannot be stored (H.264 or H.265)"
+            )
+        self.codec = codec
+        return container
+
+    def _record(self, container: av.container.InputContainer) -> tuple[str, str | None]:
+        vstream = container.streams.video[0]
+        streams = [vstream]
+        for a in container.streams.audio[:1]:
+            if a.codec_context.name in AUDIO_CODECS:
+                streams.append(a)
+            else:
+                log.warning(
+                    "camera %s: audio codec %r is not stored (AAC only); recording video only",
+                    self.name,
+                    a.codec_context.name,
+                )
+        self.templates = streams
+        stall_us = round(self.cfg.stall_seconds * 1e6)
+        self.report("state", self.name, {"recording": True, "error": None, "codec": self.codec})
+        joiner = AccessUnitJoiner()
+        for pkt in container.demux(streams):
+            if self.stop.is_set():
+                self._handle(joiner.flush(), vstream.index, stall_us)
+                return STOPPED, None
+            if pkt.size == 0:
+                continue
+            if pkt.stream.index == vstream.index:
+                pkt = joiner.push(pkt)
+            elif pkt.pts is None:
+                continue
+            self._handle(pkt, vstream.index, stall_us)
+        self._handle(joiner.flush(), vstream.index, stall_us)
+        return STREAM_ENDED, "camera ended the stream"
+
+    def _handle(self, pkt: av.Packet | None, video_index: int, stall_us: int) -> None:
+        if pkt is None:
+            return
+        mono = time.monotonic_ns() // 1000
+        now = P.Clocks(mono, time.time_ns() // 1000)
+        video = pkt.stream.index == video_index
+        pts_us = round(pkt.pts * pkt.time_base * 1_000_000)
+        for action in self.policy.packet(P.PacketInfo(video, bool(pkt.is_keyframe), pts_us), now):
+            self._apply(action, pkt)
+        if video and self.seg is not None and self.policy.run is not None:
+            # Read by the worker's status loop; per-frame events would flood the queue.
+            self.last_frame_wall_us = self.policy.run.wall(pts_us)
+            self.last_frame_seen_us = now.wall_us
+        deadline = self.policy.deadline_us(stall_us)
+        if deadline is not None and mono > deadline:
+            raise StallError(f"no video for {self.cfg.stall_seconds:g} s")
+
+    # --- actions ----------------------------------------------------------------------------
+
+    def _apply(self, action: P.Action, pkt: av.Packet) -> None:
+        if isinstance(action, P.Write):
+            self._write(pkt)
+        elif isinstance(action, P.StartSegment):
+            self._start(action)
+        elif isinstance(action, P.FinishSegment):
+            self._finish(action.end_us, action.media_end_us)
+        elif isinstance(action, P.EndRun):
+            self._close_run(action.reason)
+        elif isinstance(action, P.Drop):
+            pass
+
+    def _start(self, a: P.StartSegment) -> None:
+        try:
+            self.make_room()
+            if a.new_run or self.run_id is None:
+                self.run_id = self.catalog.new_run(self.name, self.origin, a.start_us, a.start_us)
+            sid = segment_id(self.name, a.start_us, self.origin)
+            rel = relative_path(self.name, a.start_us, sid)
+            final = self.data_dir / rel
+            final.parent.mkdir(parents=True, exist_ok=True)
+            meta = SegmentMeta(sid, self.name, self.run_id, self.origin, self.codec,
+                               a.start_us, a.media_start_us)
+            write_meta(final, meta)
+            f = HashingFile(Path(str(final) + PARTIAL))
+            out = av.open(f, "w", format="mp4", options=FMP4_OPTIONS)
+            ostreams = {}
+            offsets = {}
+            for s in self.templates:
+                o = out.add_stream_from_template(s)
+                ostreams[s.index] = o
+                offsets[s.index] = round(a.media_start_us / 1e6 / s.time_base)
+        except OSError as e:
+            raise DiskError(f"cannot start a segment in {self.data_dir}: {e}") from e
+        self.seg = _Open(sid, rel, final, f, out, ostreams, offsets, a.start_us, a.media_start_us)
+
+    def _write(self, pkt: av.Packet) -> None:
+        seg = self.seg
+        if seg is None:
+            return
+        idx = pkt.stream.index
+        off = seg.offsets[idx]
+        if pkt.pts - off < 0:
+            return  # audio stamped before this segment's first keyframe
+        pkt.pts -= off
+        if pkt.dts is not None:
+            pkt.dts -= off
+        pkt.stream = seg.streams[idx]
+        try:
+            seg.out.mux(pkt)
+        except OSError as e:
+            raise DiskError(f"writing {seg.rel}: {e.strerror or e}") from e
+        if pkt.stream.type == "video":
+            seg.frames += 1
+
+    def _finish(self, end_us: int, media_end_us: int) -> None:
+        seg, self.seg = self.seg, None
+        if seg is None:
+            return
+        partial = seg.file.path
+        try:
+            seg.out.close()
+            sha = seg.file.fsync_close()
+            commit(partial, seg.final)
+        except OSError as e:
+            seg.file.abandon()
+            self._salvage_after_error(seg, e)
+            raise DiskError(f"committing {seg.rel}: {e.strerror or e}") from e
+        row = Segment(
+            id=seg.sid, camera=self.name, run_id=self.run_id or 0, path=seg.rel,
+            start_us=seg.start_us, end_us=end_us, media_start_us=seg.media_start_us,
+            media_end_us=media_end_us, frames=seg.frames, bytes=seg.file.bytes, sha256=sha,
+            origin=self.origin, codec=self.codec,
+        )
+        self.catalog.add_segment(row)
+        drop_meta(seg.final)
+        self.report("segment", self.name, {"bytes": row.bytes, "frames": row.frames})
+
+    def _salvage_after_error(self, seg: _Open, e: OSError) -> None:
+        """A write failed mid-segment: keep the complete fragments that reached the disk."""
+        try:
+            result = salvage_partial(self.data_dir, seg.final, self.catalog)
+            log.error("camera %s: %s while writing %s; %s", self.name, e, seg.rel, result)
+        except Exception:
+            log.exception("camera %s: salvage of %s failed", self.name, seg.rel)
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            self.report("alert", self.name, {
+                "id": "disk-full", "severity": "critical", "raise": True,
+                "text": f"data disk full while writing {seg.rel}",
+            })
+
+    def _close_run(self, reason: str) -> None:
+        if self.run_id is not None:
+            self.catalog.end_run(self.run_id, reason)
+            self.report("run_end", self.name, {"reason": reason})
+        self.run_id = None
+
+    def _end_run(self, reason: str) -> None:
+        """The session is over: commit the open segment (if it can be) and close the run."""
+        actions = self.policy.end(reason)
+        try:
+            for action in actions:
+                if isinstance(action, P.FinishSegment):
+                    self._finish(action.end_us, action.media_end_us)
+                elif isinstance(action, P.EndRun):
+                    self._close_run(action.reason)
+        except DiskError as e:
+            log.error("camera %s: %s", self.name, e)
+            self._close_run(DISK_ERROR)
+        if self.seg is not None:  # opened but policy had nothing to finish
+            self.seg.file.abandon()
+            os.unlink(self.seg.file.path)
+            drop_meta(self.seg.final)
+            self.seg = None
+        self._close_run(reason)

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Installs everything the firmware, the rig and the tests need on a fresh Debian 12 (as root):
+# Debian packages, then a virtual environment in .venv with the project installed in it.
+# Idempotent: a second run only checks.
+set -euo pipefail
+top="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$top"
+
+apt_packages=(
+  python3 python3-venv python3-gi
+  gir1.2-gstreamer-1.0 gir1.2-gst-plugins-base-1.0 gir1.2-gst-rtsp-server-1.0
+  gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good
+  gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly
+  ffmpeg iproute2 util-linux procps sqlite3 ca-certificates
+)
+missing=()
+for p in "${apt_packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "bootstrap: installing Debian packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q
+  apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+# Debian's python3: GStreamer's Python bindings (python3-gi) come from Debian, so the
+# environment sees system site-packages.
+py=/usr/bin/python3
+stamp=.venv/.installed
+if [ ! -x .venv/bin/python ]; then
+  "$py" -m venv --system-site-packages .venv
+fi
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  .venv/bin/python -m pip install -q --upgrade pip
+  .venv/bin/python -m pip install -q -e '.[test]'
+  touch "$stamp"
+fi
