@@ -181,13 +181,18 @@ class Catalog:
             )
 
     def has_run(self, run_id: int) -> bool:
-        return self._db().execute("SELECT 1 FROM runs WHERE id = ?", (run_id,)).fetchone() is not None
+        return (
+            self._db().execute("SELECT 1 FROM runs WHERE id = ?", (run_id,)).fetchone() is not None
+        )
 
-    def restore_run(self, run_id: int, camera: str, origin: str, start_us: int, end_us: int) -> None:
+    def restore_run(
+        self, run_id: int, camera: str, origin: str, start_us: int, end_us: int
+    ) -> None:
         """Recreate a run row that recovery needs (the run's only segment was never cataloged)."""
         with self._tx() as db:
             db.execute(
-                "INSERT OR IGNORE INTO runs(id, camera, origin, start_us, end_us) VALUES (?,?,?,?,?)",
+                "INSERT OR IGNORE INTO runs(id, camera, origin, start_us, end_us)"
+                " VALUES (?,?,?,?,?)",
                 (run_id, camera, origin, start_us, end_us),
             )
 

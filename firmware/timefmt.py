@@ -18,4 +18,4 @@ def parse_iso(text: str) -> int:
     dt = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)
-    return int(round(dt.timestamp() * 1_000_000))
+    return round(dt.timestamp() * 1_000_000)

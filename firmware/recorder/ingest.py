@@ -278,8 +278,9 @@ class CameraIngest:
             rel = relative_path(self.name, a.start_us, sid)
             final = self.data_dir / rel
             final.parent.mkdir(parents=True, exist_ok=True)
-            meta = SegmentMeta(sid, self.name, self.run_id, self.origin, self.codec,
-                               a.start_us, a.media_start_us)
+            meta = SegmentMeta(
+                sid, self.name, self.run_id, self.origin, self.codec, a.start_us, a.media_start_us
+            )
             write_meta(final, meta)
             f = HashingFile(Path(str(final) + PARTIAL))
             out = av.open(f, "w", format="mp4", options=FMP4_OPTIONS)
@@ -326,10 +327,19 @@ class CameraIngest:
             self._salvage_after_error(seg, e)
             raise DiskError(f"committing {seg.rel}: {e.strerror or e}") from e
         row = Segment(
-            id=seg.sid, camera=self.name, run_id=self.run_id or 0, path=seg.rel,
-            start_us=seg.start_us, end_us=end_us, media_start_us=seg.media_start_us,
-            media_end_us=media_end_us, frames=seg.frames, bytes=seg.file.bytes, sha256=sha,
-            origin=self.origin, codec=self.codec,
+            id=seg.sid,
+            camera=self.name,
+            run_id=self.run_id or 0,
+            path=seg.rel,
+            start_us=seg.start_us,
+            end_us=end_us,
+            media_start_us=seg.media_start_us,
+            media_end_us=media_end_us,
+            frames=seg.frames,
+            bytes=seg.file.bytes,
+            sha256=sha,
+            origin=self.origin,
+            codec=self.codec,
         )
         self.catalog.add_segment(row)
         drop_meta(seg.final)
@@ -343,10 +353,16 @@ class CameraIngest:
         except Exception:
             log.exception("camera %s: salvage of %s failed", self.name, seg.rel)
         if e.errno in (errno.ENOSPC, errno.EDQUOT):
-            self.report("alert", self.name, {
-                "id": "disk-full", "severity": "critical", "raise": True,
-                "text": f"data disk full while writing {seg.rel}",
-            })
+            self.report(
+                "alert",
+                self.name,
+                {
+                    "id": "disk-full",
+                    "severity": "critical",
+                    "raise": True,
+                    "text": f"data disk full while writing {seg.rel}",
+                },
+            )
 
     def _close_run(self, reason: str) -> None:
         if self.run_id is not None:

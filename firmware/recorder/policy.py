@@ -114,7 +114,10 @@ class SegmentPolicy:
             actions += self.end(CLOCK_STEP)
             return actions + self._start_run(p, now)
         assert self.seg_media_start_us is not None
-        if p.keyframe and p.pts_us - self.seg_media_start_us >= self.segment_us - self._half_frame():
+        if (
+            p.keyframe
+            and p.pts_us - self.seg_media_start_us >= self.segment_us - self._half_frame()
+        ):
             actions.append(FinishSegment(self.run.wall(p.pts_us), p.pts_us))
             actions.append(StartSegment(self.run.wall(p.pts_us), p.pts_us, new_run=False))
             self.seg_media_start_us = p.pts_us
@@ -148,7 +151,10 @@ class SegmentPolicy:
         assert run is not None and self.last_video_pts_us is not None
         media_elapsed = p.pts_us - run.anchor_pts_us
         mono_elapsed = now.mono_us - run.anchor_mono_us
-        if p.pts_us < self.last_video_pts_us or abs(media_elapsed - mono_elapsed) > self.max_drift_us:
+        if (
+            p.pts_us < self.last_video_pts_us
+            or abs(media_elapsed - mono_elapsed) > self.max_drift_us
+        ):
             return TIMESTAMP_JUMP
         wall_offset = now.wall_us - now.mono_us
         anchor_offset = run.anchor_wall_us - run.anchor_mono_us

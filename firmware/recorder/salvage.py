@@ -80,19 +80,29 @@ def media_facts(path: Path) -> tuple[int, int, int]:
     return frames, first, last + step
 
 
-def catalog_file(final: Path, meta: SegmentMeta, catalog: Catalog, data_dir: Path,
-                 salvaged: bool) -> Segment | None:
+def catalog_file(
+    final: Path, meta: SegmentMeta, catalog: Catalog, data_dir: Path, salvaged: bool
+) -> Segment | None:
     """Insert the row for a committed file that has none (its writer died before the insert)."""
     frames, first, end = media_facts(final)
     if frames == 0:
         return None
     rel = str(final.relative_to(data_dir))
     seg = Segment(
-        id=meta.id, camera=meta.camera, run_id=meta.run_id, path=rel,
-        start_us=meta.start_us, end_us=meta.start_us + (end - first),
-        media_start_us=meta.media_start_us, media_end_us=meta.media_start_us + (end - first),
-        frames=frames, bytes=final.stat().st_size, sha256=sha256_file(final),
-        origin=meta.origin, codec=meta.codec, salvaged=salvaged,
+        id=meta.id,
+        camera=meta.camera,
+        run_id=meta.run_id,
+        path=rel,
+        start_us=meta.start_us,
+        end_us=meta.start_us + (end - first),
+        media_start_us=meta.media_start_us,
+        media_end_us=meta.media_start_us + (end - first),
+        frames=frames,
+        bytes=final.stat().st_size,
+        sha256=sha256_file(final),
+        origin=meta.origin,
+        codec=meta.codec,
+        salvaged=salvaged,
     )
     if not catalog.has_run(meta.run_id):
         catalog.restore_run(meta.run_id, meta.camera, meta.origin, seg.start_us, seg.end_us)
@@ -101,7 +111,7 @@ def catalog_file(final: Path, meta: SegmentMeta, catalog: Catalog, data_dir: Pat
 
 
 def salvage_partial(data_dir: Path, final: Path, catalog: Catalog) -> str:
-    """Turn final+'.partial' into a committed, cataloged segment, or remove it if nothing is left."""
+    """Turn final+'.partial' into a committed, cataloged segment, or remove it if nothing's left."""
     partial = Path(str(final) + PARTIAL)
     meta = read_meta(final)
     keep = complete_prefix(partial) if partial.exists() else 0

@@ -1,0 +1,122 @@
+"""The board's HTTP API (aiohttp): status and metrics open on the LAN, footage behind a token."""
+
+from __future__ import annotations
+
+import hmac
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from firmware.metrics import registry_for
+from firmware.timefmt import iso, parse_iso
+
+if TYPE_CHECKING:
+    from firmware.board import Board
+
+BOARD = web.AppKey("board", object)
+
+
+def _board(request: web.Request) -> Board:
+    return request.app[BOARD]  # type: ignore[return-value]
+
+
+@web.middleware
+async def require_token(request: web.Request, handler):
+    """Everything but status and metrics needs `Authorization: Bearer <token>`."""
+    if request.path in ("/api/v1/status", "/metrics", "/"):
+        return await handler(request)
+    token = _board(request).api_token
+    given = request.headers.get("Authorization", "")
+    if not (given.startswith("Bearer ") and hmac.compare_digest(given[7:].strip(), token)):
+        raise web.HTTPUnauthorized(
+            text='{"error": "authentication required: Authorization: Bearer <token>"}',
+            content_type="application/json",
+            headers={"WWW-Authenticate": 'Bearer realm="nvr"'},
+        )
+    return await handler(request)
+
+
+async def status(request: web.Request) -> web.Response:
+    return web.json_response(_board(request).status())
+
+
+async def metrics(request: web.Request) -> web.Response:
+    body = generate_latest(request.app["registry"])
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def cameras(request: web.Request) -> web.Response:
+    return web.json_response({"cameras": _board(request).cameras_detail()})
+
+
+def _time_arg(request: web.Request, key: str) -> int | None:
+    raw = request.query.get(key)
+    if raw is None or raw == "":
+        return None
+    try:
+        return parse_iso(raw)
+    except ValueError:
+        raise web.HTTPBadRequest(
+            text=f'{{"error": "{key}: not an ISO 8601 time: {raw!r}"}}',
+            content_type="application/json",
+        ) from None
+
+
+async def recordings(request: web.Request) -> web.Response:
+    board = _board(request)
+    name = request.match_info["name"]
+    if name not in board.camera_names():
+        raise web.HTTPNotFound(
+            text=f'{{"error": "no camera named {name!r}"}}', content_type="application/json"
+        )
+    start, end = _time_arg(request, "start"), _time_arg(request, "end")
+    cat = board.catalog
+    segs = cat.segments(name, start, end)
+    gaps = cat.gaps(name, start, end)
+    return web.json_response(
+        {
+            "camera": name,
+            "start": iso(start),
+            "end": iso(end),
+            "segments": [s.to_json() for s in segs],
+            "gaps": [g.to_json() for g in gaps],
+        }
+    )
+
+
+async def segment(request: web.Request) -> web.StreamResponse:
+    board = _board(request)
+    seg = board.catalog.segment(request.match_info["id"])
+    if seg is None:
+        raise web.HTTPNotFound(text='{"error": "no such segment"}', content_type="application/json")
+    path = board.data_dir / seg.path
+    if not path.exists():
+        raise web.HTTPGone(
+            text='{"error": "segment file is gone"}', content_type="application/json"
+        )
+    return web.FileResponse(
+        path,
+        headers={
+            "Content-Type": "video/mp4",
+            "ETag": f'"{seg.sha256}"',
+            "X-Segment-Sha256": seg.sha256,
+            "Content-Disposition": f'inline; filename="{path.name}"',
+        },
+    )
+
+
+def make_app(board: Board) -> web.Application:
+    app = web.Application(middlewares=[require_token])
+    app[BOARD] = board
+    app["registry"] = registry_for(board)
+    app.add_routes(
+        [
+            web.get("/api/v1/status", status),
+            web.get("/metrics", metrics),
+            web.get("/api/v1/cameras", cameras),
+            web.get("/api/v1/cameras/{name}/recordings", recordings),
+            web.get("/api/v1/segments/{id}", segment),
+        ]
+    )
+    return app

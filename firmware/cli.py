@@ -1,0 +1,318 @@
+"""`nvr`: the one command of the firmware (see docs/DESIGN.md for the contract)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from firmware.config import Config, ConfigError, load_config, parse_config
+
+DEFAULT_CONFIG = Path("/etc/nvr/nvr.toml")
+log = logging.getLogger("nvr")
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _fail(msg: str, code: int = 2) -> int:
+    print(f"nvr: {msg}", file=sys.stderr)
+    return code
+
+
+def _camera_arg(text: str) -> dict:
+    name, sep, url = text.partition("=")
+    if not sep or not name or not url:
+        raise argparse.ArgumentTypeError(f"--camera wants NAME=URL, got {text!r}")
+    return {"name": name, "url": url}
+
+
+# --- run / record ----------------------------------------------------------------------------
+
+
+def _serve(cfg: Config, serve_api: bool) -> int:
+    from firmware.board import Board
+    from firmware.datadir import DataDirError
+
+    try:
+        board = Board(cfg, serve_api=serve_api)
+    except DataDirError as e:
+        return _fail(str(e))
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        task = asyncio.create_task(board.serve(stop))
+        while board.api_port is None and serve_api and not task.done():
+            await asyncio.sleep(0.05)
+        _announce(board)
+        await task
+
+    asyncio.run(main())
+    return 0
+
+
+def _announce(board) -> None:
+    cfg = board.cfg
+    lines = [
+        f"nvr: board {cfg.board.name!r} recording {len(board.recorder.cameras)} camera(s)",
+        f"nvr: segments go to {cfg.board.data_dir / 'segments'}/<camera>/<date>/*.mp4",
+        f"nvr: list them with: nvr catalog --data {cfg.board.data_dir}",
+    ]
+    if board.api_port:
+        lines.append(f"nvr: API on http://127.0.0.1:{board.api_port}/api/v1/status")
+        lines.append(f"nvr: API token for footage is in {cfg.token_file}")
+    lines.append("nvr: stop with Ctrl-C or SIGTERM (open segments are committed first)")
+    print("\n".join(lines), file=sys.stderr, flush=True)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as e:
+        return _fail(str(e))
+    return _serve(cfg, serve_api=True)
+
+
+def cmd_record(args: argparse.Namespace) -> int:
+    raw = {
+        "board": {"name": args.board, "data_dir": str(args.data)},
+        "recorder": {"segment_seconds": args.segment_seconds, "workers": args.workers},
+        "camera": args.camera,
+    }
+    if args.min_free_mb is not None:
+        raw["recorder"]["min_free_mb"] = args.min_free_mb
+    if args.api_port is not None:
+        raw["api"] = {"listen_port": args.api_port, "listen_address": args.api_address}
+    try:
+        cfg = Config.model_validate(raw)
+    except Exception:
+        # Same messages as for a config file, naming the option.
+        import tomllib  # noqa: F401  (parse_config reports like for a file)
+
+        try:
+            parse_config(_to_toml(raw), "command line")
+        except ConfigError as e:
+            return _fail(str(e))
+        raise
+    return _serve(cfg, serve_api=args.api_port is not None)
+
+
+def _to_toml(raw: dict) -> str:
+    out = []
+    for section in ("board", "recorder", "api"):
+        if section in raw:
+            out.append(f"[{section}]")
+            out += [f"{k} = {json.dumps(v)}" for k, v in raw[section].items()]
+    for cam in raw["camera"]:
+        out.append("[[camera]]")
+        out += [f"{k} = {json.dumps(v)}" for k, v in cam.items()]
+    return "\n".join(out) + "\n"
+
+
+# --- catalog / verify ------------------------------------------------------------------------
+
+
+def _open_catalog(data: Path):
+    from firmware.catalog import CATALOG_FILE, Catalog
+
+    if not (data / CATALOG_FILE).exists():
+        raise FileNotFoundError(f"{data}: no catalog here ({CATALOG_FILE} missing)")
+    return Catalog(data)
+
+
+def cmd_catalog(args: argparse.Namespace) -> int:
+    from firmware.timefmt import iso
+
+    try:
+        cat = _open_catalog(args.data)
+    except FileNotFoundError as e:
+        return _fail(str(e))
+    segs = cat.segments(args.camera)
+    gaps = cat.gaps(args.camera)
+    runs = cat.runs(args.camera)
+    if args.json:
+        keys = ("id", "camera", "path", "start", "end", "frames", "bytes", "sha256", "origin")
+        print(
+            json.dumps(
+                {
+                    "segments": [
+                        {k: s.to_json()[k] for k in (*keys, "codec", "run", "salvaged")}
+                        for s in segs
+                    ],
+                    "gaps": [g.to_json() for g in gaps],
+                    "runs": [
+                        {
+                            "id": r.id,
+                            "camera": r.camera,
+                            "origin": r.origin,
+                            "start": iso(r.start_us),
+                            "end": iso(r.end_us),
+                            "end_reason": r.end_reason,
+                        }
+                        for r in runs
+                    ],
+                },
+                indent=1,
+            )
+        )
+        return 0
+    cams = sorted({s.camera for s in segs} | {r.camera for r in runs})
+    for cam in cams:
+        cs = [s for s in segs if s.camera == cam]
+        total = sum(s.bytes for s in cs)
+        print(
+            f"camera {cam}: {len(cs)} segments, {total / 1e6:.1f} MB, "
+            f"{sum(s.frames for s in cs)} frames"
+        )
+        for r in (r for r in runs if r.camera == cam):
+            rs = [s for s in cs if s.run_id == r.id]
+            end = r.end_reason or "recording"
+            print(
+                f"  run {r.id}: {iso(r.start_us)} .. {iso(r.end_us)}  "
+                f"{len(rs)} segments  ended: {end}"
+            )
+        for g in (g for g in gaps if g.camera == cam):
+            length = "open" if g.end_us is None else f"{(g.end_us - g.start_us) / 1e6:.3f} s"
+            print(
+                f"  gap: {iso(g.start_us)} .. {iso(g.end_us) or 'now'}  {length}  "
+                f"reason: {g.reason}"
+            )
+    if not cams:
+        print("no recordings")
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from firmware.recorder.segment_file import sha256_file
+
+    try:
+        cat = _open_catalog(args.data)
+    except FileNotFoundError as e:
+        return _fail(str(e))
+    bad = 0
+    segs = cat.segments()
+    for s in segs:
+        path = args.data / s.path
+        try:
+            digest = sha256_file(path)
+        except FileNotFoundError:
+            print(f"MISSING  {s.path}  (segment {s.id})")
+            bad += 1
+            continue
+        if digest != s.sha256:
+            print(f"MISMATCH {s.path}  catalog {s.sha256[:16]}… file {digest[:16]}…")
+            bad += 1
+    print(f"verify: {len(segs)} segments checked, {bad} bad")
+    return 1 if bad else 0
+
+
+# --- status / token --------------------------------------------------------------------------
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    url = args.url
+    if url is None:
+        try:
+            cfg = load_config(args.config)
+        except ConfigError as e:
+            return _fail(str(e))
+        url = f"http://127.0.0.1:{cfg.api.listen_port}"
+    try:
+        with urllib.request.urlopen(url.rstrip("/") + "/api/v1/status", timeout=5) as r:
+            st = json.load(r)
+    except (urllib.error.URLError, OSError) as e:
+        return _fail(f"the firmware does not answer at {url}: {e}", 1)
+    if args.json:
+        print(json.dumps(st, indent=1))
+        return 0
+    print(f"board {st['board']}  role {st['role']}  version {st.get('version', '?')}")
+    disk = st.get("disk") or {}
+    if disk:
+        print(
+            f"data disk: {disk['free_bytes'] / 1e9:.2f} GB free of "
+            f"{disk['total_bytes'] / 1e9:.2f} GB"
+        )
+    for cam in st["cameras"]:
+        state = "recording" if cam["recording"] else "NOT recording"
+        print(f"  camera {cam['name']}: {state}, last frame {cam['last_frame_at']}")
+    for a in st["alerts"]:
+        print(f"  ALERT [{a['severity']}] {a['id']}: {a['text']} (since {a['since']})")
+    return 0
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as e:
+        return _fail(str(e))
+    try:
+        print(cfg.token_file.read_text().strip())
+    except OSError as e:
+        return _fail(f"{cfg.token_file}: {e.strerror} (the board creates it on first start)", 1)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="nvr", description="Firmware of the hot-standby NVR pair")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    r = sub.add_parser("run", help="the board firmware, as the config enables it")
+    r.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
+    r.set_defaults(func=cmd_run)
+
+    r = sub.add_parser("record", help="a recorder alone, no pair")
+    r.add_argument("--data", type=Path, required=True)
+    r.add_argument("--camera", type=_camera_arg, action="append", required=True, metavar="NAME=URL")
+    r.add_argument("--segment-seconds", type=float, default=4.0)
+    r.add_argument("--workers", type=int, default=0, help="worker processes (0 = per core)")
+    r.add_argument("--board", default="single", help="board name stored as segment origin")
+    r.add_argument("--min-free-mb", type=float, default=None)
+    r.add_argument("--api-port", type=int, default=None, help="serve the HTTP API too")
+    r.add_argument("--api-address", default="127.0.0.1")
+    r.set_defaults(func=cmd_record)
+
+    r = sub.add_parser("catalog", help="recordings on this board: segments, runs, gaps")
+    r.add_argument("--data", type=Path, required=True)
+    r.add_argument("--camera")
+    r.add_argument("--json", action="store_true")
+    r.set_defaults(func=cmd_catalog)
+
+    r = sub.add_parser("verify", help="re-hash every segment against the catalog")
+    r.add_argument("--data", type=Path, required=True)
+    r.set_defaults(func=cmd_verify)
+
+    r = sub.add_parser("status", help="state of the running firmware")
+    r.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
+    r.add_argument("--url", help="API base URL instead of the config's port on 127.0.0.1")
+    r.add_argument("--json", action="store_true")
+    r.set_defaults(func=cmd_status)
+
+    r = sub.add_parser("token", help="print the API token (console only)")
+    r.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
+    r.set_defaults(func=cmd_token)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _setup_logging(args.log_level)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

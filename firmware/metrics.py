@@ -1,0 +1,92 @@
+"""Prometheus metrics, collected on scrape from the recorder's live status (no second books)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector, CollectorRegistry
+
+if TYPE_CHECKING:
+    from firmware.board import Board
+
+
+class BoardCollector(Collector):
+    def __init__(self, board: Board) -> None:
+        self.board = board
+
+    def collect(self) -> Iterator:
+        rec = self.board.recorder
+        cams = list(rec.status.values())
+
+        def per_camera(cls, name: str, doc: str, value) -> object:
+            fam = cls(name, doc, labels=["camera"])
+            for st in cams:
+                v = value(st)
+                if v is not None:
+                    fam.add_metric([st.name], v)
+            return fam
+
+        yield per_camera(
+            CounterMetricFamily, "nvr_segments_written", "Segments committed", lambda s: s.segments
+        )
+        yield per_camera(
+            CounterMetricFamily, "nvr_bytes_written", "Bytes committed", lambda s: s.bytes
+        )
+        yield per_camera(
+            CounterMetricFamily, "nvr_frames_written", "Video frames committed", lambda s: s.frames
+        )
+        yield per_camera(
+            CounterMetricFamily,
+            "nvr_reconnects",
+            "Camera sessions restarted",
+            lambda s: s.reconnects,
+        )
+        yield per_camera(
+            GaugeMetricFamily,
+            "nvr_camera_recording",
+            "1 while recording",
+            lambda s: int(s.recording),
+        )
+        yield per_camera(
+            GaugeMetricFamily,
+            "nvr_ingest_lag_seconds",
+            "Arrival time of the newest frame minus the time it stands for",
+            lambda s: s.lag_seconds,
+        )
+        gaps = CounterMetricFamily(
+            "nvr_gaps", "Run ends (gaps) by reason", labels=["camera", "reason"]
+        )
+        for st in cams:
+            for reason, n in st.gaps.items():
+                gaps.add_metric([st.name, reason], n)
+        yield gaps
+        free, total = rec.disk()
+        yield GaugeMetricFamily("nvr_disk_free_bytes", "Free bytes on the data disk", value=free)
+        yield GaugeMetricFamily("nvr_disk_total_bytes", "Size of the data disk", value=total)
+        deleted = CounterMetricFamily(
+            "nvr_retention_deleted_segments", "Segments deleted by retention", labels=["reason"]
+        )
+        for why, n in rec.retention_deleted.items():
+            deleted.add_metric([why], n)
+        yield deleted
+        yield CounterMetricFamily(
+            "nvr_worker_restarts", "Recorder worker processes restarted", value=rec.worker_restarts
+        )
+        alerts = GaugeMetricFamily(
+            "nvr_alert_active", "1 per active alert", labels=["id", "severity"]
+        )
+        for a in self.board.alerts.active():
+            alerts.add_metric([a.id, a.severity], 1)
+        yield alerts
+        raised = CounterMetricFamily("nvr_alerts_raised", "Alerts raised", labels=["id"])
+        for aid, n in self.board.alerts.raised_total.items():
+            raised.add_metric([aid], n)
+        yield raised
+
+
+def registry_for(board: Board) -> CollectorRegistry:
+    reg = CollectorRegistry()
+    reg.register(BoardCollector(board))
+    return reg

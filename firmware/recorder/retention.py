@@ -1,0 +1,123 @@
+"""Retention: delete the oldest footage by age and whenever free space falls below the watermark.
+
+`plan` is pure (segments, free space and now in; what to delete out). `Retention` carries it out:
+catalog rows first (into the garbage list), then the files, so a crash in between is finished by
+recovery. A disk that fills up frees space and keeps recording; it never stops silently.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from firmware.catalog import Catalog, Segment
+from firmware.config import RecorderConfig
+
+log = logging.getLogger(__name__)
+
+FREE_SPACE = "free-space"
+AGE = "age"
+
+
+@dataclass(frozen=True)
+class Watermarks:
+    low: int
+    """Below this many free bytes, delete."""
+    target: int
+    """Delete until this many bytes are free, so deletion runs in batches, not per segment."""
+
+
+def watermarks(total_bytes: int, cfg: RecorderConfig) -> Watermarks:
+    low = max(round(total_bytes * cfg.min_free_percent / 100), round(cfg.min_free_mb * 1e6))
+    low = min(low, total_bytes // 2)
+    return Watermarks(low, min(total_bytes, low + max(low // 4, 1)))
+
+
+def plan(
+    oldest_first: Iterable[Segment],
+    free_bytes: int,
+    marks: Watermarks,
+    now_us: int,
+    max_age_us: int,
+) -> tuple[list[Segment], list[Segment]]:
+    """(deleted for age, deleted for space), oldest first."""
+    by_age: list[Segment] = []
+    by_space: list[Segment] = []
+    need_space = free_bytes < marks.low
+    for seg in oldest_first:
+        if seg.end_us < now_us - max_age_us:
+            by_age.append(seg)
+            free_bytes += seg.bytes
+        elif need_space and free_bytes < marks.target:
+            by_space.append(seg)
+            free_bytes += seg.bytes
+        else:
+            break
+    return by_age, by_space
+
+
+def disk_usage(path: Path) -> tuple[int, int]:
+    """(free bytes for us, total bytes) of the filesystem holding path."""
+    st = os.statvfs(path)
+    return st.f_bavail * st.f_frsize, st.f_blocks * st.f_frsize
+
+
+def unlink_files(data_dir: Path, rel_paths: list[str]) -> None:
+    dirs = set()
+    for rel in rel_paths:
+        p = data_dir / rel
+        p.unlink(missing_ok=True)
+        dirs.add(p.parent)
+    for d in dirs:
+        try:
+            if d.exists() and not any(d.iterdir()):
+                d.rmdir()
+        except OSError:
+            pass
+
+
+@dataclass
+class Retention:
+    data_dir: Path
+    cfg: RecorderConfig
+    catalog: Catalog
+    on_delete: Callable[[str, int, int], None] = lambda why, n, nbytes: None
+    """Told (why, segments, bytes) after each deletion, for alerts and metrics."""
+
+    def run(self, now_us: int, batch: int = 256) -> tuple[int, int]:
+        """One pass; returns (segments deleted, bytes freed)."""
+        total_n = total_b = 0
+        with open(self.data_dir / ".retention.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # workers share the disk: one deleter at a time
+            while True:
+                free, total = disk_usage(self.data_dir)
+                marks = watermarks(total, self.cfg)
+                oldest = self.catalog.segments(limit=batch)
+                max_age = round(self.cfg.retention_days * 86400e6)
+                by_age, by_space = plan(oldest, free, marks, now_us, max_age)
+                if not by_age and not by_space:
+                    break
+                for why, segs in ((AGE, by_age), (FREE_SPACE, by_space)):
+                    if not segs:
+                        continue
+                    paths = self.catalog.delete_segment_rows([s.id for s in segs])
+                    unlink_files(self.data_dir, paths)
+                    self.catalog.forget_garbage(paths)
+                    nbytes = sum(s.bytes for s in segs)
+                    total_n += len(segs)
+                    total_b += nbytes
+                    log.info(
+                        "retention (%s): deleted %d segments, %d bytes", why, len(segs), nbytes
+                    )
+                    self.on_delete(why, len(segs), nbytes)
+                if len(oldest) < batch and not by_age and len(by_space) == len(oldest):
+                    break  # nothing older left to delete
+        return total_n, total_b
+
+    def below_watermark(self) -> bool:
+        free, total = disk_usage(self.data_dir)
+        return free < watermarks(total, self.cfg).low

@@ -1,0 +1,268 @@
+"""The recorder as the board sees it: worker processes, per-camera status, counters and alerts.
+
+Runs in the main process. Spreads cameras over workers, restarts a worker that dies, turns the
+workers' events into status, metrics and alerts, and runs retention by age in the background.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import os
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from firmware.alerts import Alerts
+from firmware.catalog import Catalog
+from firmware.config import CameraConfig, RecorderConfig
+from firmware.recorder.ingest import redact
+from firmware.recorder.recovery import CRASH, recover, salvage_camera
+from firmware.recorder.retention import FREE_SPACE, Retention, disk_usage
+from firmware.recorder.worker import worker_main
+
+log = logging.getLogger(__name__)
+
+MAINTENANCE_PERIOD_S = 2.0
+AGE_RETENTION_PERIOD_S = 60.0
+
+
+def now_us() -> int:
+    return time.time_ns() // 1000
+
+
+@dataclass
+class CameraStatus:
+    name: str
+    url: str
+    recording: bool = False
+    last_frame_wall_us: int | None = None
+    last_frame_seen_us: int | None = None
+    error: str | None = None
+    codec: str | None = None
+    segments: int = 0
+    bytes: int = 0
+    frames: int = 0
+    reconnects: int = 0
+    gaps: dict[str, int] = field(default_factory=dict)
+    """Run ends by reason."""
+
+    @property
+    def lag_seconds(self) -> float | None:
+        if self.last_frame_wall_us is None or self.last_frame_seen_us is None:
+            return None
+        return max(0.0, (self.last_frame_seen_us - self.last_frame_wall_us) / 1e6)
+
+
+def worker_count(requested: int, cameras: int) -> int:
+    n = requested or (os.cpu_count() or 1)
+    return max(1, min(n, cameras))
+
+
+class Recorder:
+    def __init__(
+        self,
+        data_dir: Path,
+        origin: str,
+        cfg: RecorderConfig,
+        cameras: list[CameraConfig],
+        alerts: Alerts,
+    ) -> None:
+        self.data_dir = Path(data_dir)
+        self.origin = origin
+        self.cfg = cfg
+        self.cameras = [c for c in cameras if c.enabled]
+        self.alerts = alerts
+        self.status = {c.name: CameraStatus(c.name, redact(c.url)) for c in self.cameras}
+        self.retention_deleted: dict[str, int] = {}
+        self.retention_bytes: dict[str, int] = {}
+        self.worker_restarts = 0
+        self._ctx = mp.get_context("spawn")
+        self._events = self._ctx.Queue()
+        self._stop = self._ctx.Event()
+        self._halt = threading.Event()
+        self._workers: list[tuple[mp.process.BaseProcess, list[tuple[str, str]]]] = []
+        self._threads: list[threading.Thread] = []
+        self._last_space_deletion = 0.0
+        self.catalog = Catalog(self.data_dir)
+        self.retention = Retention(self.data_dir, cfg, self.catalog, self._on_delete)
+
+    # --- lifecycle -----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        report = recover(self.data_dir, self.catalog)
+        if report.quarantined or report.missing_files:
+            self.alerts.raise_("recovery", "warning", report.summary(), now_us())
+        self.retention.run(now_us())
+        n = worker_count(self.cfg.workers, len(self.cameras))
+        shares: list[list[tuple[str, str]]] = [[] for _ in range(n)]
+        for i, cam in enumerate(self.cameras):
+            shares[i % n].append((cam.name, cam.url))
+        for share in shares:
+            if share:
+                self._workers.append((self._spawn(share), share))
+        log.info(
+            "recording %d cameras in %d worker processes into %s",
+            len(self.cameras),
+            len(self._workers),
+            self.data_dir,
+        )
+        for target in (self._consume, self._maintain):
+            t = threading.Thread(target=target, daemon=True, name=target.__name__)
+            t.start()
+            self._threads.append(t)
+
+    def _spawn(self, share: list[tuple[str, str]]) -> mp.process.BaseProcess:
+        p = self._ctx.Process(
+            target=worker_main,
+            args=(
+                str(self.data_dir),
+                self.origin,
+                self.cfg.model_dump_json(),
+                share,
+                self._events,
+                self._stop,
+                logging.getLogger().level,
+            ),
+            name="nvr-rec-" + ",".join(n for n, _ in share)[:40],
+            daemon=False,
+        )
+        p.start()
+        return p
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Commit open segments, close runs as stopped, wait for workers."""
+        self._stop.set()
+        deadline = time.monotonic() + (timeout or self.cfg.stall_seconds + 10)
+        for p, _ in self._workers:
+            p.join(max(0.1, deadline - time.monotonic()))
+        for p, _ in self._workers:
+            if p.is_alive():
+                log.error("worker %s did not stop in time; killing it", p.name)
+                p.kill()
+                p.join(2)
+        self._halt.set()
+        self._drain()
+        for t in self._threads:
+            t.join(2)
+
+    # --- events --------------------------------------------------------------------------------
+
+    def _consume(self) -> None:
+        while not self._halt.is_set():
+            try:
+                event = self._events.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            except (EOFError, OSError):
+                return
+            self._apply(event)
+
+    def _drain(self) -> None:
+        while True:
+            try:
+                self._apply(self._events.get_nowait())
+            except (queue.Empty, EOFError, OSError):
+                return
+
+    def _apply(self, event: tuple[str, str, dict]) -> None:
+        kind, cam, p = event
+        st = self.status.get(cam)
+        if kind == "status" and st:
+            st.last_frame_wall_us = p["last_frame_wall_us"]
+            st.last_frame_seen_us = p["last_frame_seen_us"]
+            st.recording = p["recording"]
+        elif kind == "state" and st:
+            st.recording = p["recording"]
+            st.error = p.get("error")
+            st.codec = p.get("codec", st.codec)
+            if p["recording"]:
+                self.alerts.clear(f"camera-{cam}")
+        elif kind == "segment" and st:
+            st.segments += 1
+            st.bytes += p["bytes"]
+            st.frames += p["frames"]
+        elif kind == "run_end" and st:
+            st.gaps[p["reason"]] = st.gaps.get(p["reason"], 0) + 1
+        elif kind == "reconnect" and st:
+            st.reconnects += 1
+        elif kind == "retention":
+            why = p["why"]
+            self.retention_deleted[why] = self.retention_deleted.get(why, 0) + p["n"]
+            self.retention_bytes[why] = self.retention_bytes.get(why, 0) + p["bytes"]
+            if why == FREE_SPACE:
+                self._last_space_deletion = time.monotonic()
+                self.alerts.raise_(
+                    "disk-full",
+                    "warning",
+                    f"data disk at its free-space watermark: oldest footage is being deleted "
+                    f"to keep recording ({self.retention_deleted[why]} segments so far)",
+                    now_us(),
+                )
+        elif kind == "alert":
+            if p["raise"]:
+                self.alerts.raise_(p["id"], p["severity"], p["text"], now_us())
+            else:
+                self.alerts.clear(p["id"])
+
+    def _on_delete(self, why: str, n: int, nbytes: int) -> None:
+        self._apply(("retention", "", {"why": why, "n": n, "bytes": nbytes}))
+
+    # --- maintenance ---------------------------------------------------------------------------
+
+    def _maintain(self) -> None:
+        last_age = time.monotonic()
+        while not self._halt.wait(MAINTENANCE_PERIOD_S):
+            self._check_workers()
+            self._check_cameras()
+            quiet = time.monotonic() - self._last_space_deletion
+            if (
+                quiet > max(30.0, 5 * self.cfg.segment_seconds)
+                and not self.retention.below_watermark()
+            ):
+                self.alerts.clear("disk-full")
+            if time.monotonic() - last_age > AGE_RETENTION_PERIOD_S:
+                last_age = time.monotonic()
+                try:
+                    self.retention.run(now_us())
+                except OSError as e:
+                    log.error("retention failed: %s", e)
+
+    def _check_workers(self) -> None:
+        if self._stop.is_set():
+            return
+        for i, (p, share) in enumerate(self._workers):
+            if p.is_alive():
+                continue
+            self.worker_restarts += 1
+            names = ", ".join(n for n, _ in share)
+            log.error("worker for %s exited (code %s); restarting it", names, p.exitcode)
+            for name, _ in share:
+                self.status[name].recording = False
+                self.status[name].error = f"worker process died (exit code {p.exitcode})"
+            # Its open runs were cut short: close them so the gap is explicit, then go on.
+            for name, _ in share:
+                salvage_camera(self.data_dir, self.catalog, name)
+                self.catalog.close_open_runs(CRASH, camera=name)
+            self._workers[i] = (self._spawn(share), share)
+
+    def _check_cameras(self) -> None:
+        now = now_us()
+        for st in self.status.values():
+            fresh = st.last_frame_seen_us is not None and (
+                now - st.last_frame_seen_us < self.cfg.stall_seconds * 1e6 * 2
+            )
+            if st.recording and fresh:
+                self.alerts.clear(f"camera-{st.name}")
+            elif st.error:
+                self.alerts.raise_(
+                    f"camera-{st.name}",
+                    "warning",
+                    f"camera {st.name} is not recording: {st.error}",
+                    now,
+                )
+
+    def disk(self) -> tuple[int, int]:
+        return disk_usage(self.data_dir)

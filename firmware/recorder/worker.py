@@ -1,0 +1,84 @@
+"""A worker process: records a share of the cameras, one thread each.
+
+Cameras are spread over several processes because one Python process cannot remux dozens of
+streams (PyAV's interrupt callback takes the GIL on every poll); threads inside a process keep
+each camera isolated from another camera's stalls. Events go to the supervisor over a queue.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from pathlib import Path
+
+import av.logging
+
+from firmware.catalog import Catalog
+from firmware.config import RecorderConfig
+from firmware.recorder.ingest import CameraIngest
+from firmware.recorder.retention import Retention
+
+STATUS_PERIOD_S = 1.0
+
+
+def worker_main(
+    data_dir: str,
+    origin: str,
+    cfg_json: str,
+    cameras: list[tuple[str, str]],
+    events,  # multiprocessing.Queue
+    stop,  # multiprocessing.Event
+    log_level: int,
+) -> None:
+    logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    av.logging.set_level(None)  # FFmpeg logging from threads is unsafe (PyAV #751)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides when we stop
+    local_stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: local_stop.set())
+
+    cfg = RecorderConfig.model_validate_json(cfg_json)
+    root = Path(data_dir)
+    catalog = Catalog(root)
+
+    def report(kind: str, camera: str, payload: dict) -> None:
+        events.put((kind, camera, payload))
+
+    retention = Retention(
+        root,
+        cfg,
+        catalog,
+        on_delete=lambda why, n, b: report("retention", "", {"why": why, "n": n, "bytes": b}),
+    )
+
+    def make_room() -> None:
+        if retention.below_watermark():
+            retention.run(time.time_ns() // 1000)
+
+    ingests = [
+        CameraIngest(name, url, root, origin, cfg, catalog, report, local_stop, make_room)
+        for name, url in cameras
+    ]
+    threads = [
+        threading.Thread(target=i.run_forever, name=f"cam-{i.name}", daemon=True) for i in ingests
+    ]
+    for t in threads:
+        t.start()
+    while not local_stop.is_set():
+        if stop.wait(STATUS_PERIOD_S):
+            local_stop.set()
+        for ing in ingests:
+            report(
+                "status",
+                ing.name,
+                {
+                    "last_frame_wall_us": ing.last_frame_wall_us,
+                    "last_frame_seen_us": ing.last_frame_seen_us,
+                    "recording": ing.seg is not None,
+                },
+            )
+    deadline = time.monotonic() + cfg.stall_seconds + 5
+    for t in threads:
+        t.join(max(0.1, deadline - time.monotonic()))
+    events.put(("worker_exit", "", {"cameras": [n for n, _ in cameras]}))

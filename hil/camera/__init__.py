@@ -1,0 +1,1 @@
+"""Camera simulator for tests, demo and benchmarks (placeholder, replaced below)."""

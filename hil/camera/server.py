@@ -1,0 +1,634 @@
+"""The camera simulator process: GStreamer's RTSP server fed by Python producer threads.
+
+Each stream has one producer thread that owns the camera's frame clock: frame n belongs
+to the instant epoch + n/fps, whether or not anybody receives it, so a gap in the frame
+numbers of a recording measures the outage. The thread takes encoded access units either
+from a live encoder pipeline or from a clip encoded once at start (cheap mode), stamps each
+with the frame-number SEI and pushes it into the appsrc of every prepared RTSP media of its
+stream. Media are shared, so all clients of one stream receive the very same frames.
+
+The GLib main loop runs in the main thread (RTSP server, signals); the control socket is
+served by its own thread and hands anything touching RTSP clients to the main loop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import signal
+import socketserver
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+# Quiet unless the caller asked for GStreamer debug output.
+os.environ.setdefault("GST_DEBUG", "1")
+
+import gi  # noqa: E402
+
+gi.require_version("Gst", "1.0")
+gi.require_version("GstApp", "1.0")
+gi.require_version("GstRtspServer", "1.0")
+gi.require_version("GstVideo", "1.0")
+from gi.repository import GLib, Gst, GstApp, GstRtspServer, GstVideo  # noqa: E402
+
+from hil.camera.sei import first_vcl_offset, insert_sei  # noqa: E402
+from hil.camera.spec import StreamSpec  # noqa: E402
+
+# A producer this late behind its frame clock (process frozen, machine overloaded) drops the
+# frames it missed instead of bursting them out, like a camera whose frames are lost.
+MAX_LATENESS_S = 0.5
+PULL_TIMEOUT_NS = 2 * Gst.SECOND
+MAIN_LOOP_CALL_TIMEOUT_S = 5.0
+
+
+def _log(msg: str) -> None:
+    print(f"camera-sim: {msg}", file=sys.stderr, flush=True)
+
+
+def _encoder_description(spec: StreamSpec) -> str:
+    """Encoder chain producing byte-stream access units with parameter sets at every IDR."""
+    if spec.codec == "h264":
+        return (
+            f"x264enc tune=zerolatency speed-preset=ultrafast bitrate={spec.bitrate} "
+            f"key-int-max={spec.gop} bframes=0 byte-stream=true "
+            f"vbv-buf-capacity=1000 option-string=scenecut=0 "
+            "! h264parse config-interval=-1 "
+            "! video/x-h264,stream-format=byte-stream,alignment=au"
+        )
+    return (
+        f"x265enc tune=zerolatency speed-preset=ultrafast bitrate={spec.bitrate} "
+        f"key-int-max={spec.gop} log-level=none "
+        "option-string=bframes=0:scenecut=0:repeat-headers=1 "
+        "! h265parse config-interval=-1 "
+        "! video/x-h265,stream-format=byte-stream,alignment=au"
+    )
+
+
+def _raw_caps(spec: StreamSpec) -> str:
+    return (
+        f"video/x-raw,format=I420,width={spec.width},height={spec.height},"
+        f"framerate={spec.fps}/1"
+    )
+
+
+def _check_pattern(spec: StreamSpec) -> None:
+    src = Gst.ElementFactory.make("videotestsrc", None)
+    try:
+        Gst.util_set_object_arg(src, "pattern", spec.pattern)
+    except Exception as exc:  # GLib reports unknown enum nicks as a warning or TypeError
+        raise ValueError(f"stream {spec.name}: unknown pattern {spec.pattern!r}") from exc
+    nick = src.get_property("pattern").value_nick
+    if nick != spec.pattern and str(int(src.get_property("pattern"))) != spec.pattern:
+        raise ValueError(f"stream {spec.name}: unknown pattern {spec.pattern!r}")
+
+
+class _EncoderPipeline:
+    """videotestsrc ! encoder ! appsink, pulled on demand (one pull = one frame)."""
+
+    def __init__(self, spec: StreamSpec, num_buffers: int = -1) -> None:
+        self.spec = spec
+        self.pipeline = Gst.parse_launch(
+            f"videotestsrc pattern={spec.pattern} num-buffers={num_buffers} "
+            f"! {_raw_caps(spec)} ! {_encoder_description(spec)} "
+            "! appsink name=sink sync=false max-buffers=2 drop=false emit-signals=false"
+        )
+        self.sink = self.pipeline.get_by_name("sink")
+        if self.pipeline.set_state(Gst.State.PLAYING) == Gst.StateChangeReturn.FAILURE:
+            raise RuntimeError(f"stream {spec.name}: encoder pipeline failed to start")
+
+    def pull(self) -> tuple[bytes, bool] | None:
+        """Next access unit and whether it is a keyframe; None at end of stream."""
+        sample = self.sink.try_pull_sample(PULL_TIMEOUT_NS)
+        if sample is None:
+            bus = self.pipeline.get_bus()
+            msg = bus.pop_filtered(Gst.MessageType.ERROR)
+            if msg is not None:
+                err, dbg = msg.parse_error()
+                raise RuntimeError(f"stream {self.spec.name}: encoder error: {err.message}")
+            return None
+        buf = sample.get_buffer()
+        ok, info = buf.map(Gst.MapFlags.READ)
+        if not ok:
+            raise RuntimeError("cannot map encoded buffer")
+        try:
+            data = bytes(info.data)
+        finally:
+            buf.unmap(info)
+        return data, not buf.has_flags(Gst.BufferFlags.DELTA_UNIT)
+
+    def request_keyframe(self) -> None:
+        event = GstVideo.video_event_new_upstream_force_key_unit(
+            Gst.CLOCK_TIME_NONE, True, 0
+        )
+        self.sink.get_static_pad("sink").push_event(event)
+
+    def close(self) -> None:
+        self.pipeline.set_state(Gst.State.NULL)
+
+
+@dataclass(frozen=True)
+class _AccessUnit:
+    data: bytes
+    keyframe: bool
+    sei_offset: int
+
+
+class _Clip:
+    """A few GOPs encoded once; the loop point is a keyframe."""
+
+    def __init__(self, spec: StreamSpec) -> None:
+        gops = max(2, math.ceil(2 * spec.fps / spec.gop))
+        frames = gops * spec.gop
+        enc = _EncoderPipeline(spec, num_buffers=frames)
+        aus: list[_AccessUnit] = []
+        try:
+            while (item := enc.pull()) is not None:
+                data, key = item
+                aus.append(_AccessUnit(data, key, first_vcl_offset(spec.codec, data)))
+        finally:
+            enc.close()
+        # Cut at the last keyframe so that looping never continues a GOP from a wrong picture.
+        keys = [i for i, au in enumerate(aus) if au.keyframe]
+        if not keys or keys[0] != 0:
+            raise RuntimeError(f"stream {spec.name}: clip does not start with a keyframe")
+        if len(keys) > 1:
+            aus = aus[: keys[-1]]
+        self.aus = aus
+
+
+class _LiveSource:
+    def __init__(self, spec: StreamSpec) -> None:
+        self.encoder = _EncoderPipeline(spec)
+        self._codec = spec.codec
+
+    def next(self) -> _AccessUnit:
+        item = self.encoder.pull()
+        if item is None:
+            raise RuntimeError("live encoder stopped")
+        data, key = item
+        return _AccessUnit(data, key, first_vcl_offset(self._codec, data))
+
+    def request_keyframe(self) -> None:
+        self.encoder.request_keyframe()
+
+    def close(self) -> None:
+        self.encoder.close()
+
+
+class _ClipSource:
+    def __init__(self, clip: _Clip) -> None:
+        self.clip = clip
+        self.pos = 0
+        self._restart = threading.Event()
+
+    def next(self) -> _AccessUnit:
+        if self._restart.is_set():
+            self._restart.clear()
+            self.pos = 0
+        au = self.clip.aus[self.pos]
+        self.pos = (self.pos + 1) % len(self.clip.aus)
+        return au
+
+    def request_keyframe(self) -> None:
+        if self.pos != 0:
+            self._restart.set()
+
+    def close(self) -> None:
+        pass
+
+
+def _top_pipeline(element: Gst.Element) -> Gst.Element:
+    while (parent := element.get_parent()) is not None:
+        element = parent
+    return element
+
+
+def _running_time(element: Gst.Element) -> int:
+    clock = element.get_clock()
+    if clock is None:
+        return 0
+    return max(0, clock.get_time() - element.get_base_time())
+
+
+class _Sink:
+    """The appsrc of one prepared media and where its timestamps start."""
+
+    def __init__(self, media: GstRtspServer.RTSPMedia, appsrc: GstApp.AppSrc) -> None:
+        self.media = media
+        self.appsrc = appsrc
+        self.pipeline = _top_pipeline(appsrc)
+        self.audio_valve: Gst.Element | None = None
+        self.audio_pad: Gst.Pad | None = None
+        self.ready = False  # the appsrc asked for data: it is running
+        self.need_key = True
+        self.n0: int | None = None
+        self.base_ns = 0
+        self.jump0_ns = 0
+
+
+class Stream:
+    """One camera stream: its frame clock, producer thread and prepared media."""
+
+    def __init__(self, spec: StreamSpec, epoch: float, clip: _Clip | None) -> None:
+        self.spec = spec
+        self.epoch = epoch
+        self.frame_ns = Gst.SECOND // spec.fps
+        self.source: _LiveSource | _ClipSource = (
+            _ClipSource(clip) if clip is not None else _LiveSource(spec)
+        )
+        self._lock = threading.Lock()
+        self._sinks: list[_Sink] = []
+        self._stalled = False
+        self._jump_ns = 0
+        self._last_sent: int | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"producer-{spec.name}", daemon=True)
+        self.failed: BaseException | None = None
+
+    # -- frame clock -------------------------------------------------------------------
+    def clock_frame(self, now: float | None = None) -> int:
+        """Number of the frame period `now` (UNIX seconds) falls into."""
+        t = time.time() if now is None else now
+        return math.floor((t - self.epoch) * self.spec.fps)
+
+    # -- media bookkeeping (main loop thread) -----------------------------------------------
+    def add_media(self, media: GstRtspServer.RTSPMedia) -> None:
+        element = media.get_element()
+        appsrc = element.get_by_name("src")
+        sink = _Sink(media, appsrc)
+        sink.audio_valve = element.get_by_name("avalve")
+        pay1 = element.get_by_name("pay1")
+        if pay1 is not None:
+            sink.audio_pad = pay1.get_static_pad("sink")
+        with self._lock:
+            if sink.audio_valve is not None:
+                sink.audio_valve.set_property("drop", self._stalled)
+            self._sinks.append(sink)
+
+        handler: list[int] = []
+
+        def on_need_data(src: GstApp.AppSrc, _length: int) -> None:
+            # Only the first request matters: it says the media runs. Stop the per-frame
+            # signal traffic afterwards.
+            if not sink.ready:
+                sink.ready = True
+                self.source.request_keyframe()
+            if handler:
+                with contextlib.suppress(Exception):
+                    src.disconnect(handler.pop())
+                src.set_property("emit-signals", False)
+
+        handler.append(appsrc.connect("need-data", on_need_data))
+        media.connect("unprepared", self._on_unprepared, sink)
+
+    def _on_unprepared(self, _media: GstRtspServer.RTSPMedia, sink: _Sink) -> None:
+        with self._lock:
+            if sink in self._sinks:
+                self._sinks.remove(sink)
+
+    def medias(self) -> list[GstRtspServer.RTSPMedia]:
+        with self._lock:
+            return [s.media for s in self._sinks]
+
+    # -- control ---------------------------------------------------------------------
+    def set_stalled(self, on: bool) -> None:
+        with self._lock:
+            was = self._stalled
+            self._stalled = on
+            for sink in self._sinks:
+                if sink.audio_valve is not None:
+                    sink.audio_valve.set_property("drop", on)
+                if was and not on:
+                    sink.need_key = True
+        if was and not on:
+            self.source.request_keyframe()
+
+    def jump(self, seconds: float) -> None:
+        delta = round(seconds * Gst.SECOND)
+        with self._lock:
+            self._jump_ns += delta
+            for sink in self._sinks:
+                if sink.audio_pad is not None:
+                    sink.audio_pad.set_offset(sink.audio_pad.get_offset() + delta)
+
+    def status(self) -> dict[str, Any]:
+        with self._lock:
+            return {
+                "frame": self._last_sent,
+                "clock": self.clock_frame(),
+                "stalled": self._stalled,
+                "jump": self._jump_ns / Gst.SECOND,
+                "media": len(self._sinks),
+            }
+
+    # -- producer ------------------------------------------------------------------------
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+        self.source.close()
+
+    def _run(self) -> None:
+        try:
+            self._produce()
+        except BaseException as exc:
+            self.failed = exc
+            _log(f"stream {self.spec.name}: producer failed: {exc!r}")
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    def _produce(self) -> None:
+        fps = self.spec.fps
+        # Pace on the monotonic clock, number on the wall clock (the epoch is UNIX time).
+        mono_epoch = time.monotonic() - (time.time() - self.epoch)
+        n = max(0, math.ceil((time.monotonic() - mono_epoch) * fps))
+        while not self._stop.is_set():
+            due = mono_epoch + n / fps
+            delay = due - time.monotonic()
+            if delay > 0 and self._stop.wait(delay):
+                return
+            late = time.monotonic() - due
+            if late > MAX_LATENESS_S:
+                n = math.floor((time.monotonic() - mono_epoch) * fps)
+            au = self.source.next()
+            self._deliver(n, au)
+            n += 1
+
+    def _deliver(self, n: int, au: _AccessUnit) -> None:
+        with self._lock:
+            if self._stalled:
+                return
+            sinks = [s for s in self._sinks if s.ready and (au.keyframe or not s.need_key)]
+            jump_ns = self._jump_ns
+        if not sinks:
+            return
+        data = insert_sei(self.spec.codec, au.data, n, time.time_ns() // 1000, au.sei_offset)
+        proto = Gst.Buffer.new_wrapped(data)
+        if not au.keyframe:
+            proto.set_flags(Gst.BufferFlags.DELTA_UNIT)
+        sent = False
+        for sink in sinks:
+            if sink.n0 is None:
+                sink.n0 = n
+                sink.base_ns = _running_time(sink.pipeline)
+                sink.jump0_ns = jump_ns
+            pts = sink.base_ns + (n - sink.n0) * self.frame_ns + jump_ns - sink.jump0_ns
+            buf = proto.copy() if len(sinks) > 1 else proto
+            buf.pts = buf.dts = max(0, pts)
+            buf.duration = self.frame_ns
+            ret = sink.appsrc.emit("push-buffer", buf)
+            if ret == Gst.FlowReturn.OK:
+                sink.need_key = False
+                sent = True
+            else:
+                sink.need_key = True  # the next picture it gets must be decodable alone
+        if sent:
+            with self._lock:
+                self._last_sent = n
+
+
+def _media_launch(spec: StreamSpec) -> str:
+    enc = "h264" if spec.codec == "h264" else "h265"
+    caps = (
+        f"video/x-{enc},stream-format=byte-stream,alignment=au,"
+        f"width={spec.width},height={spec.height},framerate={spec.fps}/1"
+    )
+    video = (
+        f"appsrc name=src is-live=true format=time do-timestamp=false "
+        f"max-bytes=0 max-buffers={4 * spec.fps} leaky-type=downstream "
+        f'caps="{caps}" '
+        f"! rtp{enc}pay name=pay0 pt=96 config-interval=0"
+    )
+    audio = ""
+    if spec.audio:
+        audio = (
+            " audiotestsrc is-live=true wave=sine freq=440 volume=0.2 samplesperbuffer=1024 "
+            "! audioconvert ! audio/x-raw,rate=48000,channels=1 "
+            "! voaacenc bitrate=64000 ! valve name=avalve drop=false "
+            "! rtpmp4gpay name=pay1 pt=97"
+        )
+    return f"( {video}{audio} )"
+
+
+class CameraServer:
+    """The RTSP server and its streams."""
+
+    def __init__(self, specs: list[StreamSpec], bind: str, port: int, epoch: float) -> None:
+        names = [s.name for s in specs]
+        if len(set(names)) != len(names):
+            raise ValueError("stream names must be unique")
+        self.bind = bind
+        self.port = port
+        self.epoch = epoch
+        clips: dict[tuple[Any, ...], _Clip] = {}
+        self.streams: dict[str, Stream] = {}
+        for spec in specs:
+            _check_pattern(spec)
+            clip = None
+            if spec.cheap:
+                key = (spec.codec, spec.width, spec.height, spec.fps, spec.bitrate, spec.gop,
+                       spec.pattern)
+                if key not in clips:
+                    clips[key] = _Clip(spec)
+                clip = clips[key]
+            self.streams[spec.name] = Stream(spec, epoch, clip)
+
+        self.server = GstRtspServer.RTSPServer()
+        self.server.set_address(bind)
+        self.server.set_service(str(port))
+        mounts = self.server.get_mount_points()
+        for stream in self.streams.values():
+            factory = GstRtspServer.RTSPMediaFactory()
+            factory.set_launch(_media_launch(stream.spec))
+            factory.set_shared(True)
+            factory.connect("media-configure", self._on_media_configure, stream)
+            mounts.add_factory(f"/{stream.spec.name}", factory)
+        self._clients: set[GstRtspServer.RTSPClient] = set()
+        self.server.connect("client-connected", self._on_client_connected)
+
+    def attach(self) -> None:
+        if self.server.attach(None) == 0:
+            raise RuntimeError(f"cannot listen on {self.bind}:{self.port}")
+        # Sessions of clients that vanished without TEARDOWN (UDP) expire only when asked.
+        GLib.timeout_add_seconds(2, self._cleanup_sessions)
+        for stream in self.streams.values():
+            stream.start()
+
+    def stop(self) -> None:
+        for stream in self.streams.values():
+            stream.stop()
+
+    def _cleanup_sessions(self) -> bool:
+        self.server.get_session_pool().cleanup()
+        return True
+
+    def _on_media_configure(
+        self, _factory: GstRtspServer.RTSPMediaFactory, media: GstRtspServer.RTSPMedia,
+        stream: Stream,
+    ) -> None:
+        stream.add_media(media)
+        pipeline = _top_pipeline(media.get_element())
+        if isinstance(pipeline, Gst.Bin):
+            # Pushes are paced by the frame clock already; syncing the senders to the
+            # timestamps would only stall them after a timestamp jump.
+            pipeline.connect("deep-element-added", self._on_element_added)
+
+    @staticmethod
+    def _on_element_added(_bin: Gst.Bin, _sub: Gst.Bin, element: Gst.Element) -> None:
+        if isinstance(element, Gst.BaseSink):
+            element.set_property("sync", False)
+
+    def _on_client_connected(
+        self, _server: GstRtspServer.RTSPServer, client: GstRtspServer.RTSPClient
+    ) -> None:
+        self._clients.add(client)
+        client.connect("closed", self._clients.discard)
+
+    # -- main loop only ------------------------------------------------------------------
+    def clients_of(self, stream: Stream) -> list[GstRtspServer.RTSPClient]:
+        medias = stream.medias()
+        found = []
+        for client in list(self._clients):
+            sessions = client.session_filter(None)
+            if any(
+                sm.get_media() in medias for sess in sessions for sm in sess.filter(None)
+            ):
+                found.append(client)
+        return found
+
+    def drop(self, stream: Stream) -> int:
+        clients = self.clients_of(stream)
+        for client in clients:
+            client.close()
+        return len(clients)
+
+
+def _call_in_main_loop(func: Callable[[], Any]) -> Any:
+    """Run func in the GLib main loop thread and wait for its result."""
+    done = threading.Event()
+    result: dict[str, Any] = {}
+
+    def run() -> bool:
+        try:
+            result["value"] = func()
+        except BaseException as exc:
+            result["error"] = exc
+        done.set()
+        return False
+
+    GLib.idle_add(run)
+    if not done.wait(MAIN_LOOP_CALL_TIMEOUT_S):
+        raise TimeoutError("main loop did not answer")
+    if "error" in result:
+        raise result["error"]
+    return result.get("value")
+
+
+class _ControlHandler(socketserver.StreamRequestHandler):
+    server: _ControlServer
+
+    def handle(self) -> None:
+        for line in self.rfile:
+            if not line.strip():
+                continue
+            try:
+                reply = self.server.dispatch(json.loads(line))
+            except Exception as exc:
+                reply = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+            self.wfile.write(json.dumps(reply).encode() + b"\n")
+            self.wfile.flush()
+
+
+class _ControlServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    daemon_threads = True
+
+    def __init__(self, path: str, camera: CameraServer) -> None:
+        self.camera = camera
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        super().__init__(path, _ControlHandler)
+
+    def _stream(self, req: dict[str, Any]) -> Stream:
+        name = req.get("stream")
+        if name not in self.camera.streams:
+            raise KeyError(f"no stream {name!r}")
+        return self.camera.streams[name]
+
+    def dispatch(self, req: dict[str, Any]) -> dict[str, Any]:
+        cmd = req.get("cmd")
+        if cmd == "ping":
+            return {"ok": True, "pid": os.getpid(), "epoch": self.camera.epoch,
+                    "streams": list(self.camera.streams)}
+        if cmd == "stall":
+            self._stream(req).set_stalled(bool(req.get("on", True)))
+            return {"ok": True}
+        if cmd == "jump":
+            seconds = float(req["seconds"])
+            if not seconds > 0:
+                raise ValueError("jump only goes forward (seconds > 0)")
+            self._stream(req).jump(seconds)
+            return {"ok": True}
+        if cmd == "frame":
+            status = self._stream(req).status()
+            return {"ok": True, "frame": status["frame"], "clock": status["clock"]}
+        if cmd == "status":
+            return {"ok": True, **self._stream(req).status()}
+        if cmd == "clients":
+            stream = self._stream(req)
+            n = _call_in_main_loop(lambda: len(self.camera.clients_of(stream)))
+            return {"ok": True, "clients": n}
+        if cmd == "drop":
+            stream = self._stream(req)
+            n = _call_in_main_loop(lambda: self.camera.drop(stream))
+            return {"ok": True, "dropped": n}
+        raise ValueError(f"unknown cmd {cmd!r}")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m hil.camera", description=__doc__.split("\n")[0])
+    p.add_argument("--port", type=int, default=8554)
+    p.add_argument("--bind", default="127.0.0.1")
+    p.add_argument("--control", help="unix socket path for the JSON-lines control interface")
+    p.add_argument("--epoch", type=float, default=None,
+                   help="UNIX time of frame 0 (default: now); pass the same to continue a clock")
+    p.add_argument("--stream", action="append", type=StreamSpec.from_arg, required=True,
+                   help="name=cam1,codec=h264,width=640,height=360,fps=25,bitrate=1000,"
+                        "gop=25,audio=0,cheap=0,pattern=ball (repeatable)")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    Gst.init(None)
+    epoch = time.time() if args.epoch is None else args.epoch
+    camera = CameraServer(args.stream, args.bind, args.port, epoch)
+    loop = GLib.MainLoop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        GLib.unix_signal_add(GLib.PRIORITY_HIGH, signum, lambda *_: loop.quit() or False)
+    camera.attach()
+    control: _ControlServer | None = None
+    if args.control:
+        control = _ControlServer(args.control, camera)
+        threading.Thread(target=control.serve_forever, name="control", daemon=True).start()
+    _log(f"serving {', '.join(camera.streams)} on rtsp://{args.bind}:{args.port}/ epoch={epoch}")
+    try:
+        loop.run()
+    finally:
+        if control is not None:
+            control.shutdown()
+            control.server_close()
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(args.control)
+        camera.stop()
+    failed = [s.spec.name for s in camera.streams.values() if s.failed is not None]
+    return 1 if failed else 0
+
