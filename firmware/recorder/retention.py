@@ -47,12 +47,15 @@ def plan(
     """(deleted for age, deleted for space), oldest first."""
     by_age: list[Segment] = []
     by_space: list[Segment] = []
-    need_space = free_bytes < marks.low
+    need_space: bool | None = None  # decided once age has freed what it frees
     for seg in oldest_first:
-        if seg.end_us < now_us - max_age_us:
+        if need_space is None and seg.end_us < now_us - max_age_us:
             by_age.append(seg)
             free_bytes += seg.bytes
-        elif need_space and free_bytes < marks.target:
+            continue
+        if need_space is None:
+            need_space = free_bytes < marks.low
+        if need_space and free_bytes < marks.target:
             by_space.append(seg)
             free_bytes += seg.bytes
         else:

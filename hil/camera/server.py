@@ -34,9 +34,10 @@ import gi  # noqa: E402
 
 gi.require_version("Gst", "1.0")
 gi.require_version("GstApp", "1.0")
+gi.require_version("GstBase", "1.0")
 gi.require_version("GstRtspServer", "1.0")
 gi.require_version("GstVideo", "1.0")
-from gi.repository import GLib, Gst, GstApp, GstRtspServer, GstVideo  # noqa: E402
+from gi.repository import GLib, Gst, GstApp, GstBase, GstRtspServer, GstVideo  # noqa: E402
 
 from hil.camera.sei import first_vcl_offset, insert_sei  # noqa: E402
 from hil.camera.spec import StreamSpec  # noqa: E402
@@ -217,6 +218,15 @@ def _running_time(element: Gst.Element) -> int:
     return max(0, clock.get_time() - element.get_base_time())
 
 
+def _refuse_seeking(_pad: Gst.Pad, info: Gst.PadProbeInfo) -> Gst.PadProbeReturn:
+    query = info.get_query()
+    if query is not None and query.type == Gst.QueryType.SEEKING:
+        # Answered as is: a fresh SEEKING query says "not seekable". (Python holds a
+        # reference, so the query is not writable here.)
+        return Gst.PadProbeReturn.HANDLED
+    return Gst.PadProbeReturn.OK
+
+
 class _Sink:
     """The appsrc of one prepared media and where its timestamps start."""
 
@@ -267,6 +277,12 @@ class Stream:
         pay1 = element.get_by_name("pay1")
         if pay1 is not None:
             sink.audio_pad = pay1.get_static_pad("sink")
+            # audiotestsrc claims to be seekable, which makes the server try (and fail) to
+            # honour the Range of a PLAY request: a camera is never seekable.
+            asrc = element.get_by_name("asrc")
+            asrc.get_static_pad("src").add_probe(
+                Gst.PadProbeType.QUERY_UPSTREAM, _refuse_seeking
+            )
         with self._lock:
             if sink.audio_valve is not None:
                 sink.audio_valve.set_property("drop", self._stalled)
@@ -411,7 +427,7 @@ def _media_launch(spec: StreamSpec) -> str:
     audio = ""
     if spec.audio:
         audio = (
-            " audiotestsrc is-live=true wave=sine freq=440 volume=0.2 samplesperbuffer=1024 "
+            " audiotestsrc name=asrc is-live=true wave=sine freq=440 volume=0.2 samplesperbuffer=1024 "
             "! audioconvert ! audio/x-raw,rate=48000,channels=1 "
             "! voaacenc bitrate=64000 ! valve name=avalve drop=false "
             "! rtpmp4gpay name=pay1 pt=97"
@@ -484,7 +500,7 @@ class CameraServer:
 
     @staticmethod
     def _on_element_added(_bin: Gst.Bin, _sub: Gst.Bin, element: Gst.Element) -> None:
-        if isinstance(element, Gst.BaseSink):
+        if isinstance(element, GstBase.BaseSink):
             element.set_property("sync", False)
 
     def _on_client_connected(

@@ -1,0 +1,48 @@
+from firmware.catalog import Catalog, Segment, segment_id
+
+
+def seg(cat_run, cam, start, end, origin="a"):
+    sid = segment_id(cam, start, origin)
+    return Segment(sid, cam, cat_run, f"segments/{cam}/{sid}.mp4", start, end, 0, end - start,
+                   10, 100, "0" * 64, origin, "h264")
+
+
+def test_runs_segments_and_gaps(tmp_path):
+    cat = Catalog(tmp_path)
+    r1 = cat.new_run("c", "a", 1_000_000, 1_000_000)
+    cat.add_segment(seg(r1, "c", 1_000_000, 5_000_000))
+    cat.add_segment(seg(r1, "c", 5_000_000, 9_000_000))
+    cat.end_run(r1, "stall")
+    r2 = cat.new_run("c", "a", 12_000_000, 12_000_000)
+    cat.add_segment(seg(r2, "c", 12_000_000, 16_000_000))
+    gaps = cat.gaps("c")
+    assert [(g.start_us, g.end_us, g.reason) for g in gaps] == [(9_000_000, 12_000_000, "stall")]
+    cat.end_run(r2, "recorder-stopped")
+    gaps = cat.gaps("c")
+    assert gaps[-1].end_us is None and gaps[-1].reason == "recorder-stopped"
+    assert [s.start_us for s in cat.segments("c", 4_000_000, 13_000_000)] == [
+        1_000_000, 5_000_000, 12_000_000]
+    assert cat.gaps("c", 17_000_000, 18_000_000)[0].reason == "recorder-stopped"
+
+
+def test_delete_moves_rows_to_garbage_and_drops_empty_runs(tmp_path):
+    cat = Catalog(tmp_path)
+    r1 = cat.new_run("c", "a", 0, 0)
+    s1 = seg(r1, "c", 0, 4_000_000)
+    cat.add_segment(s1)
+    cat.end_run(r1, "stall")
+    r2 = cat.new_run("c", "a", 10_000_000, 10_000_000)
+    cat.add_segment(seg(r2, "c", 10_000_000, 14_000_000))
+    paths = cat.delete_segment_rows([s1.id, "nonexistent"])
+    assert paths == [s1.path]
+    assert cat.garbage() == [s1.path]
+    assert [r.id for r in cat.runs("c")] == [r2]
+    cat.forget_garbage(paths)
+    assert cat.garbage() == []
+
+
+def test_catalog_is_shared_between_connections(tmp_path):
+    a, b = Catalog(tmp_path), Catalog(tmp_path)
+    r = a.new_run("c", "a", 0, 0)
+    a.add_segment(seg(r, "c", 0, 4))
+    assert len(b.segments()) == 1
