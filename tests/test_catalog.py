@@ -3,8 +3,21 @@ from firmware.catalog import Catalog, Segment, segment_id
 
 def seg(cat_run, cam, start, end, origin="a"):
     sid = segment_id(cam, start, origin)
-    return Segment(sid, cam, cat_run, f"segments/{cam}/{sid}.mp4", start, end, 0, end - start,
-                   10, 100, "0" * 64, origin, "h264")
+    return Segment(
+        sid,
+        cam,
+        cat_run,
+        f"segments/{cam}/{sid}.mp4",
+        start,
+        end,
+        0,
+        end - start,
+        10,
+        100,
+        "0" * 64,
+        origin,
+        "h264",
+    )
 
 
 def test_runs_segments_and_gaps(tmp_path):
@@ -21,7 +34,10 @@ def test_runs_segments_and_gaps(tmp_path):
     gaps = cat.gaps("c")
     assert gaps[-1].end_us is None and gaps[-1].reason == "recorder-stopped"
     assert [s.start_us for s in cat.segments("c", 4_000_000, 13_000_000)] == [
-        1_000_000, 5_000_000, 12_000_000]
+        1_000_000,
+        5_000_000,
+        12_000_000,
+    ]
     assert cat.gaps("c", 17_000_000, 18_000_000)[0].reason == "recorder-stopped"
 
 

@@ -37,8 +37,10 @@ def test_good_config():
         ("[recordr]\nsegment_seconds = 4\n", "nvr.toml: recordr: unknown key"),
         ("[[camera]]\nname = 'c 1'\nurl = 'rtsp://x'\n", "camera[1] (c 1).name"),
         ("[[camera]]\nname = 'c1'\nurl = 'http://x'\n", "camera[1] (c1).url: must be an rtsp"),
-        ("[[camera]]\nname='a'\nurl='rtsp://x'\n[[camera]]\nname='a'\nurl='rtsp://y'\n",
-         "used twice"),
+        (
+            "[[camera]]\nname='a'\nurl='rtsp://x'\n[[camera]]\nname='a'\nurl='rtsp://y'\n",
+            "used twice",
+        ),
         ("[pair]\npriority = 300\n", "pair.priority"),
         ("[board\nname='a'\n", "nvr.toml: not valid TOML"),
     ],

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -83,7 +85,7 @@ def test_timestamp_jump_ends_run_and_restarts_at_next_keyframe():
 
 def test_backwards_timestamps_are_a_jump_too():
     pol = P.SegmentPolicy(segment_us=SEG)
-    frames = steady(30) + [(10 * FRAME, True, 30 * FRAME, 0)]
+    frames = [*steady(30), (10 * FRAME, True, 30 * FRAME, 0)]
     _, cur, ends = segments_from(feed(pol, frames))
     assert ends == [P.TIMESTAMP_JUMP] and cur["new_run"]
 
@@ -132,7 +134,7 @@ def test_segments_contiguous_and_bounded(fps, gop, seg_s, jitter):
     assert not ends
     written = sum(s["frames"] for s in segs) + (cur["frames"] if cur else 0)
     assert written == len(frames)  # first frame is a keyframe: nothing dropped
-    for a, b in zip(segs, segs[1:], strict=False):
+    for a, b in itertools.pairwise(segs):
         assert a["end"] == b["start"]
     for s in segs:
         assert s["end"] - s["start"] <= max(seg_s * 1_000_000, gop * frame) + gop * frame

@@ -6,8 +6,24 @@ DAY = 86_400_000_000
 
 
 def segs(n, size=10, start=0, step=4_000_000):
-    return [Segment(f"s{i}", "c", 1, f"p{i}", start + i * step, start + (i + 1) * step, 0, 0, 1,
-                    size, "", "a", "h264") for i in range(n)]
+    return [
+        Segment(
+            f"s{i}",
+            "c",
+            1,
+            f"p{i}",
+            start + i * step,
+            start + (i + 1) * step,
+            0,
+            0,
+            1,
+            size,
+            "",
+            "a",
+            "h264",
+        )
+        for i in range(n)
+    ]
 
 
 def test_nothing_to_do_when_space_and_young():

@@ -223,7 +223,9 @@ class CameraIngest:
         self.templates = streams
         stall_us = round(self.cfg.stall_seconds * 1e6)
         self.report("state", self.name, {"recording": True, "error": None, "codec": self.codec})
-        joiner = AccessUnitJoiner()
+        rate = vstream.guessed_rate or vstream.average_rate
+        ticks = round(1 / (rate * vstream.time_base)) if rate else None
+        joiner = AccessUnitJoiner(self.codec, ticks)
         for pkt in container.demux(streams):
             if self.stop.is_set():
                 self._handle(joiner.flush(), vstream.index, stall_us)

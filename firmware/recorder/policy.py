@@ -70,7 +70,12 @@ class _Run:
     anchor_wall_us: int
 
     def wall(self, pts_us: int) -> int:
-        return self.anchor_wall_us + (pts_us - self.anchor_pts_us)
+        """Wall time of a media time, to the millisecond: the catalog's and the API's unit."""
+        return _ms(self.anchor_wall_us + (pts_us - self.anchor_pts_us))
+
+
+def _ms(us: int) -> int:
+    return round(us, -3)
 
 
 @dataclass
@@ -141,10 +146,10 @@ class SegmentPolicy:
         return actions
 
     def _start_run(self, p: PacketInfo, now: Clocks) -> list[Action]:
-        self.run = _Run(p.pts_us, now.mono_us, now.wall_us)
+        self.run = _Run(p.pts_us, now.mono_us, _ms(now.wall_us))
         self.seg_media_start_us = p.pts_us
         self._note_video(p, now)
-        return [StartSegment(now.wall_us, p.pts_us, new_run=True), WRITE]
+        return [StartSegment(self.run.anchor_wall_us, p.pts_us, new_run=True), WRITE]
 
     def _discontinuity(self, p: PacketInfo, now: Clocks) -> str | None:
         run = self.run

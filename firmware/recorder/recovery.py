@@ -51,7 +51,6 @@ def recover(data_dir: Path, catalog: Catalog) -> RecoveryReport:
     rep.garbage_finished = len(garbage)
 
     root = data_dir / SEGMENTS_DIR
-    known = catalog.paths()
     if root.exists():
         for partial in sorted(root.rglob("*.mp4" + PARTIAL)):
             final = Path(str(partial)[: -len(PARTIAL)])
@@ -60,6 +59,7 @@ def recover(data_dir: Path, catalog: Catalog) -> RecoveryReport:
                 str(final.relative_to(data_dir))
             )
             log.info("recovery: %s", result)
+        known = catalog.paths()
         for f in sorted(root.rglob("*.mp4")):
             rel = str(f.relative_to(data_dir))
             if rel in known:

@@ -1,0 +1,178 @@
+"""Shared rig for the recorder's integration tests: real RTSP camera, real `nvr` processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+
+import pytest
+
+from hil.camera import CameraSim, StreamSpec, free_port
+
+NVR = [sys.executable, "-m", "firmware.cli"]
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def wait_until(cond: Callable[[], object], timeout: float, what: str, every: float = 0.1):
+    """Poll cond until it returns something truthy; fail naming what we waited for."""
+    deadline = time.monotonic() + timeout
+    last_exc: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            value = cond()
+            if value:
+                return value
+        except Exception as e:  # the thing we wait for may not exist yet
+            last_exc = e
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what} (last error: {last_exc})")
+
+
+def nvr(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [*NVR, *args], capture_output=True, text=True, cwd=ROOT, check=check, timeout=120
+    )
+
+
+def catalog(data: Path) -> dict:
+    return json.loads(nvr("catalog", "--data", str(data), "--json").stdout)
+
+
+class Recorder:
+    """`nvr record` as its own process group, so a test can cut its power (SIGKILL all)."""
+
+    def __init__(
+        self,
+        data: Path,
+        cameras: dict[str, str],
+        segment_seconds: float = 2.0,
+        extra: list[str] | None = None,
+    ) -> None:
+        self.data = data
+        self.port = free_port()
+        args = [
+            "record",
+            "--data",
+            str(data),
+            "--segment-seconds",
+            str(segment_seconds),
+            "--api-port",
+            str(self.port),
+            *(extra or []),
+        ]
+        for name, url in cameras.items():
+            args += ["--camera", f"{name}={url}"]
+        self.log = data.parent / f"{data.name}-nvr.log"
+        with open(self.log, "ab") as logf:  # the child keeps its own descriptor
+            self.proc = subprocess.Popen(
+                [*NVR, *args],
+                cwd=ROOT,
+                stdout=logf,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        wait_until(self._ready, 30, "the recorder's API")
+
+    def _ready(self) -> bool:
+        if self.proc.poll() is not None:
+            raise AssertionError(f"nvr record exited {self.proc.returncode}:\n{self.output()}")
+        return self.get("/api/v1/status") is not None
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def get(self, path: str, token: bool = False, headers: dict | None = None):
+        req = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", headers=headers or {})
+        if token:
+            req.add_header("Authorization", f"Bearer {self.token}")
+        with urllib.request.urlopen(req, timeout=5) as r:
+            body = r.read()
+            return json.loads(body) if r.headers.get_content_type() == "application/json" else body
+
+    @property
+    def token(self) -> str:
+        return (self.data / "api.token").read_text().strip()
+
+    def status(self) -> dict:
+        return self.get("/api/v1/status")
+
+    def segments(self) -> int:
+        return len(catalog(self.data)["segments"])
+
+    def stop(self) -> None:
+        """SIGTERM: the recorder commits its open segments and closes its runs."""
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+                raise AssertionError("nvr record did not stop within 30 s after SIGTERM") from None
+
+    def kill(self) -> None:
+        """Power cut: every process of the recorder dies at once."""
+        with suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(10)
+
+
+@pytest.fixture
+def camera() -> Iterator[Callable[..., CameraSim]]:
+    """Start camera simulators; all are stopped at teardown, also when the test fails."""
+    started: list[CameraSim] = []
+
+    def start(*specs: StreamSpec) -> CameraSim:
+        sim = CameraSim(streams=list(specs), port=free_port())
+        started.append(sim)
+        sim.start()
+        return sim
+
+    yield start
+    for sim in started:
+        sim.stop()
+
+
+@pytest.fixture
+def recorder(tmp_path) -> Iterator[Callable[..., Recorder]]:
+    started: list[Recorder] = []
+
+    def start(cameras: dict[str, str], data: Path | None = None, **kw) -> Recorder:
+        rec = Recorder(data or tmp_path / "data", cameras, **kw)
+        started.append(rec)
+        return rec
+
+    yield start
+    for rec in started:
+        if rec.proc.poll() is None:
+            rec.kill()
+
+
+@contextmanager
+def mounted_tmpfs(path: Path, size: str, readonly: bool = False) -> Iterator[Path]:
+    """A real small filesystem (needs root), unmounted afterwards whatever happens."""
+    path.mkdir(parents=True, exist_ok=True)
+    opts = f"size={size}" + (",ro" if readonly else "")
+    subprocess.run(["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(path)], check=True)
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+def ffprobe(path: Path) -> dict:
+    out = subprocess.run(
+        ["ffprobe", "-v", "error", "-show_streams", "-show_format", "-of", "json", str(path)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    )
+    return json.loads(out.stdout)

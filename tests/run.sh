@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Command two: set up (Debian packages + .venv), lint, and run the default test suite.
+set -euo pipefail
+top="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+bash "$top/hil/bootstrap.sh"
+cd "$top"
+.venv/bin/ruff check .
+.venv/bin/ruff format --check .
+exec .venv/bin/python -m pytest -p no:cacheprovider "$@"
