@@ -12,7 +12,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from firmware.config import Config, ConfigError, load_config, parse_config
+from firmware.config import Config, ConfigError, load_config, validate_config
 
 DEFAULT_CONFIG = Path("/etc/nvr/nvr.toml")
 log = logging.getLogger("nvr")
@@ -95,32 +95,15 @@ def cmd_record(args: argparse.Namespace) -> int:
     }
     if args.min_free_mb is not None:
         raw["recorder"]["min_free_mb"] = args.min_free_mb
+    if args.stall_seconds is not None:
+        raw["recorder"]["stall_seconds"] = args.stall_seconds
     if args.api_port is not None:
         raw["api"] = {"listen_port": args.api_port, "listen_address": args.api_address}
     try:
-        cfg = Config.model_validate(raw)
-    except Exception:
-        # Same messages as for a config file, naming the option.
-        import tomllib  # noqa: F401  (parse_config reports like for a file)
-
-        try:
-            parse_config(_to_toml(raw), "command line")
-        except ConfigError as e:
-            return _fail(str(e))
-        raise
+        cfg = validate_config(raw, "command line")
+    except ConfigError as e:
+        return _fail(str(e))
     return _serve(cfg, serve_api=args.api_port is not None)
-
-
-def _to_toml(raw: dict) -> str:
-    out = []
-    for section in ("board", "recorder", "api"):
-        if section in raw:
-            out.append(f"[{section}]")
-            out += [f"{k} = {json.dumps(v)}" for k, v in raw[section].items()]
-    for cam in raw["camera"]:
-        out.append("[[camera]]")
-        out += [f"{k} = {json.dumps(v)}" for k, v in cam.items()]
-    return "\n".join(out) + "\n"
 
 
 # --- catalog / verify ------------------------------------------------------------------------
@@ -282,6 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--workers", type=int, default=0, help="worker processes (0 = per core)")
     r.add_argument("--board", default="single", help="board name stored as segment origin")
     r.add_argument("--min-free-mb", type=float, default=None)
+    r.add_argument("--stall-seconds", type=float, default=None)
     r.add_argument("--api-port", type=int, default=None, help="serve the HTTP API too")
     r.add_argument("--api-address", default="127.0.0.1")
     r.set_defaults(func=cmd_record)

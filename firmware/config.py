@@ -135,6 +135,10 @@ def parse_config(text: str, source: str = "<config>") -> Config:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{source}: not valid TOML: {e}") from None
+    return validate_config(raw, source)
+
+
+def validate_config(raw: dict, source: str) -> Config:
     try:
         return Config.model_validate(raw)
     except ValidationError as e:

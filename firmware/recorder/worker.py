@@ -23,6 +23,15 @@ from firmware.recorder.retention import Retention
 STATUS_PERIOD_S = 1.0
 
 
+def _name_process(name: str) -> None:
+    """Show which cameras a worker records in ps/top (the kernel keeps 15 characters)."""
+    try:
+        with open("/proc/self/comm", "w") as f:
+            f.write(name[:15])
+    except OSError:
+        pass
+
+
 def worker_main(
     data_dir: str,
     origin: str,
@@ -38,6 +47,7 @@ def worker_main(
     local_stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: local_stop.set())
 
+    _name_process("nvr-" + ",".join(name for name, _ in cameras))
     cfg = RecorderConfig.model_validate_json(cfg_json)
     root = Path(data_dir)
     catalog = Catalog(root)

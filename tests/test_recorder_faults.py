@@ -1,0 +1,107 @@
+"""Cameras and processes misbehaving: every gap explicit, other cameras untouched."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+from conftest import catalog, nvr, wait_until
+from test_recorder import assert_contiguous, run_frames
+
+from hil.camera import StreamSpec
+
+
+def runs_of(data, camera):
+    return [r for r in catalog(data)["runs"] if r["camera"] == camera]
+
+
+def test_stall_ends_run_with_reason_and_recording_resumes(camera, recorder):
+    cam = camera(StreamSpec("cam1", gop=10))
+    rec = recorder({"cam1": cam.url("cam1")}, segment_seconds=1, extra=["--stall-seconds", "2"])
+    wait_until(lambda: rec.segments() >= 2, 30, "two segments")
+    cam.stall("cam1", True)
+    wait_until(lambda: runs_of(rec.data, "cam1")[0]["end_reason"], 20, "the stalled run to end")
+    cam.stall("cam1", False)
+    wait_until(lambda: len(runs_of(rec.data, "cam1")) >= 2, 30, "a new run after the stall")
+    wait_until(lambda: rec.status()["cameras"][0]["recording"], 20, "recording again")
+    rec.stop()
+    assert runs_of(rec.data, "cam1")[0]["end_reason"] == "stall"
+    for frames in run_frames(rec.data, catalog(rec.data)):
+        assert_contiguous(frames)
+
+
+def test_timestamp_jump_starts_a_new_run_without_a_long_segment(camera, recorder):
+    cam = camera(StreamSpec("cam1", gop=10))
+    rec = recorder({"cam1": cam.url("cam1")}, segment_seconds=1)
+    wait_until(lambda: rec.segments() >= 2, 30, "two segments")
+    cam.jump("cam1", 3600)
+    wait_until(lambda: len(runs_of(rec.data, "cam1")) >= 2, 30, "a run after the jump")
+    wait_until(lambda: rec.segments() >= 5, 30, "segments after the jump")
+    rec.stop()
+    cat = catalog(rec.data)
+    assert cat["runs"][0]["end_reason"] == "timestamp-jump"
+    from firmware.timefmt import parse_iso
+
+    for s in cat["segments"]:
+        assert parse_iso(s["end"]) - parse_iso(s["start"]) < 3_000_000, s
+
+
+def test_dead_worker_is_restarted_and_other_cameras_keep_recording(camera, recorder):
+    cam = camera(StreamSpec("cam1", gop=10), StreamSpec("cam2", gop=10))
+    rec = recorder(
+        {"cam1": cam.url("cam1"), "cam2": cam.url("cam2")},
+        segment_seconds=1,
+        extra=["--workers", "2"],
+    )
+    wait_until(lambda: rec.segments() >= 4, 30, "segments of both cameras")
+    with open(f"/proc/{rec.proc.pid}/task/{rec.proc.pid}/children") as f:
+        workers = [int(p) for p in f.read().split() if _runs_camera(int(p), "cam1")]
+    assert workers, "no worker process found for cam1"
+    os.kill(workers[0], signal.SIGKILL)
+    wait_until(lambda: len(runs_of(rec.data, "cam1")) >= 2, 30, "cam1 recording again")
+    wait_until(lambda: rec.status()["cameras"][0]["recording"], 20, "cam1 recording")
+    rec.stop()
+    cat = catalog(rec.data)
+    assert runs_of(rec.data, "cam1")[0]["end_reason"] == "recorder-crash"
+    [cam2] = run_frames(rec.data, cat, "cam2")  # one run: cam2 never noticed
+    assert_contiguous(cam2)
+    assert nvr("verify", "--data", str(rec.data)).returncode == 0
+
+
+def _runs_camera(pid: int, camera: str) -> bool:
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return camera in f.read()
+    except OSError:
+        return False
+
+
+def test_bad_cameras_get_clear_errors_and_the_good_one_records(camera, recorder):
+    cam = camera(StreamSpec("good", gop=10))
+    bad = {
+        "refused": "rtsp://127.0.0.1:9/x",
+        "nopath": cam.url("good").rsplit("/", 1)[0] + "/no-such-stream",
+    }
+    rec = recorder({"good": cam.url("good"), **bad}, segment_seconds=1)
+    wait_until(lambda: rec.segments() >= 4, 30, "segments of the good camera")
+
+    def errors():
+        cams = rec.get("/api/v1/cameras", token=True)["cameras"]
+        return {c["name"]: c["error"] for c in cams if c["error"]}
+
+    errs = wait_until(lambda: len(errors()) == 2 and errors(), 20, "errors for both bad cameras")
+    assert "connection refused" in errs["refused"]
+    assert "404" in errs["nopath"] or "no stream" in errs["nopath"]
+    alerts = {a["id"]: a["text"] for a in rec.status()["alerts"]}
+    assert "camera refused" in str(alerts) or "camera-refused" in alerts
+    rec.stop()
+    [good] = run_frames(rec.data, catalog(rec.data), "good")
+    assert_contiguous(good)
+
+
+def test_malformed_config_names_file_and_key(tmp_path):
+    cfg = tmp_path / "nvr.toml"
+    cfg.write_text('[board]\nname = "a"\n[recorder]\nsegment_secs = 4\n')
+    res = nvr("run", "--config", str(cfg), check=False)
+    assert res.returncode == 2
+    assert f"{cfg}: recorder.segment_secs: unknown key" in res.stderr
