@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import logging
 import multiprocessing as mp
+import multiprocessing.connection as mp_connection
 import os
-import queue
 import threading
 import time
 from dataclasses import dataclass, field
@@ -80,8 +80,10 @@ class Recorder:
         self.retention_bytes: dict[str, int] = {}
         self.worker_restarts = 0
         self._ctx = mp.get_context("spawn")
-        self._events = self._ctx.Queue()
-        self._stop = self._ctx.Event()
+        self._conns: list = []
+        """One pipe per worker: a worker killed mid-send only breaks its own pipe."""
+        self._conns_lock = threading.Lock()
+        self._stopping = False
         self._halt = threading.Event()
         self._workers: list[tuple[mp.process.BaseProcess, list[tuple[str, str]]]] = []
         self._threads: list[threading.Thread] = []
@@ -115,6 +117,7 @@ class Recorder:
             self._threads.append(t)
 
     def _spawn(self, share: list[tuple[str, str]]) -> mp.process.BaseProcess:
+        receiver, sender = self._ctx.Pipe(duplex=False)
         p = self._ctx.Process(
             target=worker_main,
             args=(
@@ -122,19 +125,26 @@ class Recorder:
                 self.origin,
                 self.cfg.model_dump_json(),
                 share,
-                self._events,
-                self._stop,
+                sender,
                 logging.getLogger().level,
             ),
             name="nvr-rec-" + ",".join(n for n, _ in share)[:40],
             daemon=False,
         )
         p.start()
+        sender.close()
+        with self._conns_lock:
+            self._conns.append(receiver)
         return p
 
     def stop(self, timeout: float | None = None) -> None:
         """Commit open segments, close runs as stopped, wait for workers."""
-        self._stop.set()
+        # SIGTERM, not a shared Event: a worker killed while holding a shared lock would
+        # deadlock every other worker on it.
+        self._stopping = True
+        for p, _ in self._workers:
+            if p.is_alive():
+                p.terminate()
         deadline = time.monotonic() + (timeout or self.cfg.stall_seconds + 10)
         for p, _ in self._workers:
             p.join(max(0.1, deadline - time.monotonic()))
@@ -152,19 +162,33 @@ class Recorder:
 
     def _consume(self) -> None:
         while not self._halt.is_set():
+            self._receive(0.5)
+
+    def _receive(self, timeout: float) -> None:
+        with self._conns_lock:
+            conns = list(self._conns)
+        if not conns:
+            self._halt.wait(timeout)
+            return
+        for conn in mp_connection.wait(conns, timeout):
             try:
-                event = self._events.get(timeout=0.5)
-            except queue.Empty:
-                continue
+                event = conn.recv()
             except (EOFError, OSError):
-                return
+                with self._conns_lock:  # that worker is gone; its replacement has a new pipe
+                    self._conns.remove(conn)
+                conn.close()
+                continue
             self._apply(event)
 
     def _drain(self) -> None:
         while True:
-            try:
-                self._apply(self._events.get_nowait())
-            except (queue.Empty, EOFError, OSError):
+            with self._conns_lock:
+                if not self._conns:
+                    return
+            self._receive(0)
+            with self._conns_lock:
+                ready = mp_connection.wait(self._conns, 0)
+            if not ready:
                 return
 
     def _apply(self, event: tuple[str, str, dict]) -> None:
@@ -231,7 +255,7 @@ class Recorder:
                     log.error("retention failed: %s", e)
 
     def _check_workers(self) -> None:
-        if self._stop.is_set():
+        if self._stopping:
             return
         for i, (p, share) in enumerate(self._workers):
             if p.is_alive():

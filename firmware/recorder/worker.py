@@ -8,6 +8,7 @@ each camera isolated from another camera's stalls. Events go to the supervisor o
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 import time
@@ -37,8 +38,7 @@ def worker_main(
     origin: str,
     cfg_json: str,
     cameras: list[tuple[str, str]],
-    events,  # multiprocessing.Queue
-    stop,  # multiprocessing.Event
+    events,  # multiprocessing.connection.Connection, this worker's own
     log_level: int,
 ) -> None:
     logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -52,8 +52,14 @@ def worker_main(
     root = Path(data_dir)
     catalog = Catalog(root)
 
+    send_lock = threading.Lock()
+
     def report(kind: str, camera: str, payload: dict) -> None:
-        events.put((kind, camera, payload))
+        with send_lock:  # a Connection is not thread-safe
+            try:
+                events.send((kind, camera, payload))
+            except OSError:
+                local_stop.set()  # the supervisor is gone: stop cleanly
 
     retention = Retention(
         root,
@@ -75,9 +81,10 @@ def worker_main(
     ]
     for t in threads:
         t.start()
-    while not local_stop.is_set():
-        if stop.wait(STATUS_PERIOD_S):
-            local_stop.set()
+    parent = os.getppid()
+    while not local_stop.wait(STATUS_PERIOD_S):
+        if os.getppid() != parent:
+            local_stop.set()  # orphaned: the supervisor died without stopping us
         for ing in ingests:
             report(
                 "status",
@@ -91,4 +98,5 @@ def worker_main(
     deadline = time.monotonic() + cfg.stall_seconds + 5
     for t in threads:
         t.join(max(0.1, deadline - time.monotonic()))
-    events.put(("worker_exit", "", {"cameras": [n for n, _ in cameras]}))
+    report("worker_exit", "", {"cameras": [n for n, _ in cameras]})
+    events.close()
