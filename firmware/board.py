@@ -6,6 +6,7 @@ import asyncio
 import logging
 import socket
 import time
+from pathlib import Path
 
 from aiohttp import web
 
@@ -13,7 +14,7 @@ from firmware import __version__
 from firmware.alerts import Alerts
 from firmware.api import make_app
 from firmware.catalog import Catalog
-from firmware.config import Config
+from firmware.config import Config, ConfigError, load_config
 from firmware.datadir import api_token, prepare
 from firmware.recorder.supervisor import Recorder, now_us
 from firmware.timefmt import iso
@@ -42,6 +43,37 @@ class Board:
                 "[pair] is configured but this firmware version records as a single board",
                 now_us(),
             )
+
+    def reload(self, path: Path) -> str:
+        """SIGHUP: apply a changed config; a bad one is refused and the running one kept."""
+        try:
+            new = load_config(path)
+        except ConfigError as e:
+            self.alerts.raise_(
+                "config-invalid", "critical", f"{e} (still running the last good config)", now_us()
+            )
+            return "refused"
+        self.alerts.clear("config-invalid")
+        fixed = (new.board, new.api, new.network, new.pair)
+        if fixed != (self.cfg.board, self.cfg.api, self.cfg.network, self.cfg.pair):
+            self.alerts.raise_(
+                "restart-needed",
+                "warning",
+                f"{path}: [board], [network], [pair] or [api] changed; restart the firmware "
+                "to apply them",
+                now_us(),
+            )
+        if (new.recorder, new.camera) == (self.cfg.recorder, self.cfg.camera):
+            self.cfg = new
+            return "unchanged"
+        log.info("config reloaded: restarting the recorder with %d cameras", len(new.camera))
+        self.recorder.stop()
+        self.recorder = Recorder(
+            self.data_dir, self.cfg.board.name, new.recorder, new.camera, self.alerts
+        )
+        self.recorder.start()
+        self.cfg = self.cfg.model_copy(update={"recorder": new.recorder, "camera": new.camera})
+        return "applied"
 
     @property
     def role(self) -> str:

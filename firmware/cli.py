@@ -41,7 +41,7 @@ def _camera_arg(text: str) -> dict:
 # --- run / record ----------------------------------------------------------------------------
 
 
-def _serve(cfg: Config, serve_api: bool) -> int:
+def _serve(cfg: Config, serve_api: bool, config_path: Path | None = None) -> int:
     from firmware.board import Board
     from firmware.datadir import DataDirError
 
@@ -55,6 +55,13 @@ def _serve(cfg: Config, serve_api: bool) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        if config_path is not None:
+
+            def reload() -> None:
+                fut = loop.run_in_executor(None, board.reload, config_path)
+                fut.add_done_callback(lambda f: log.info("SIGHUP: config %s", f.result()))
+
+            loop.add_signal_handler(signal.SIGHUP, reload)
         task = asyncio.create_task(board.serve(stop))
         while board.api_port is None and serve_api and not task.done():
             await asyncio.sleep(0.05)
@@ -84,7 +91,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         cfg = load_config(args.config)
     except ConfigError as e:
         return _fail(str(e))
-    return _serve(cfg, serve_api=True)
+    return _serve(cfg, serve_api=True, config_path=args.config)
 
 
 def cmd_record(args: argparse.Namespace) -> int:

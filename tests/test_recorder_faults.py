@@ -105,3 +105,61 @@ def test_malformed_config_names_file_and_key(tmp_path):
     res = nvr("run", "--config", str(cfg), check=False)
     assert res.returncode == 2
     assert f"{cfg}: recorder.segment_secs: unknown key" in res.stderr
+
+
+def test_sighup_with_a_bad_config_keeps_recording_on_the_last_good_one(camera, tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    from hil.camera import free_port
+
+    cam = camera(StreamSpec("cam1", gop=10), StreamSpec("cam2", gop=10))
+    port = free_port()
+    data = tmp_path / "data"
+    cfg = tmp_path / "nvr.toml"
+    base = (
+        f'[board]\nname = "a"\ndata_dir = "{data}"\n[recorder]\nsegment_seconds = 1\n'
+        f'[api]\nlisten_port = {port}\nlisten_address = "127.0.0.1"\n'
+        f'[[camera]]\nname = "cam1"\nurl = "{cam.url("cam1")}"\n'
+    )
+    cfg.write_text(base)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "firmware.cli", "run", "--config", str(cfg)],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        import json
+        import urllib.request
+
+        def status():
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/status", timeout=2) as r:
+                return json.load(r)
+
+        wait_until(lambda: status()["cameras"][0]["recording"], 30, "cam1 recording")
+        cfg.write_text(base.replace("segment_seconds = 1", "segment_seconds = 'one'"))
+        proc.send_signal(signal.SIGHUP)
+        alert = wait_until(
+            lambda: [a for a in status()["alerts"] if a["id"] == "config-invalid"],
+            20,
+            "the config-invalid alert",
+        )[0]
+        assert "recorder.segment_seconds" in alert["text"] and str(cfg) in alert["text"]
+        assert status()["cameras"][0]["recording"]
+        # A good config with a second camera is applied, and the alert clears.
+        cfg.write_text(base + f'[[camera]]\nname = "cam2"\nurl = "{cam.url("cam2")}"\n')
+        proc.send_signal(signal.SIGHUP)
+        wait_until(
+            lambda: [c["recording"] for c in status()["cameras"]] == [True, True],
+            40,
+            "both cameras recording after the reload",
+        )
+        assert not [a for a in status()["alerts"] if a["id"] == "config-invalid"]
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(30)
+    assert {s["camera"] for s in catalog(data)["segments"]} == {"cam1", "cam2"}
