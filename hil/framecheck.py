@@ -12,6 +12,7 @@ recording order) into counts of lost, duplicated and reordered frames.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 from collections import Counter
@@ -49,6 +50,18 @@ def _iter_nals(data: bytes, length_size: int | None) -> Iterator[bytes]:
     return iter_length_prefixed_nals(data, length_size)
 
 
+def stamp_from_packet(
+    data: bytes, codec: str, length_size: int | None = None
+) -> FrameRecord | None:
+    """The stamp of one demuxed video packet (e.g. read live from RTSP with PyAV).
+
+    length_size: NAL length field size of MP4-style samples; None for Annex B (what the
+    RTSP demuxer delivers). Returns None for a packet without a stamp.
+    """
+    stamp = find_stamp(normalize_codec(codec), _iter_nals(data, length_size))
+    return None if stamp is None else FrameRecord(*stamp)
+
+
 def frame_records(path: str | Path) -> list[FrameRecord]:
     """(frame number, sender time in us) of every stamped video packet, in file order.
 
@@ -73,9 +86,9 @@ def frame_records(path: str | Path) -> list[FrameRecord]:
                 break  # truncated or damaged tail
             if packet.size == 0 or packet.is_corrupt:
                 continue
-            stamp = find_stamp(codec, _iter_nals(bytes(packet), length_size))
-            if stamp is not None:
-                records.append(FrameRecord(*stamp))
+            record = stamp_from_packet(bytes(packet), codec, length_size)
+            if record is not None:
+                records.append(record)
     return records
 
 
@@ -132,7 +145,7 @@ def check_contiguous(
     report.unique = len(counts)
     report.duplicated_numbers = sorted(n for n, c in counts.items() if c > 1)
     report.duplicates = sum(c - 1 for c in counts.values())
-    for prev, cur in zip(seq, seq[1:], strict=False):
+    for prev, cur in itertools.pairwise(seq):
         if cur < prev:
             report.out_of_order += 1
             report.backsteps.append((prev, cur))

@@ -104,7 +104,9 @@ def first_vcl_offset(codec: str, au: bytes) -> int:
     return len(au)
 
 
-def insert_sei(codec: str, au: bytes, frame: int, sender_us: int, offset: int | None = None) -> bytes:
+def insert_sei(
+    codec: str, au: bytes, frame: int, sender_us: int, offset: int | None = None
+) -> bytes:
     """Annex B access unit with the frame-number SEI put just before its first slice.
 
     `offset` (from first_vcl_offset) lets callers that send the same access unit many

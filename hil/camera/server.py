@@ -30,7 +30,7 @@ from typing import Any
 # Quiet unless the caller asked for GStreamer debug output.
 os.environ.setdefault("GST_DEBUG", "1")
 
-import gi  # noqa: E402
+import gi
 
 gi.require_version("Gst", "1.0")
 gi.require_version("GstApp", "1.0")
@@ -66,17 +66,14 @@ def _encoder_description(spec: StreamSpec) -> str:
     return (
         f"x265enc tune=zerolatency speed-preset=ultrafast bitrate={spec.bitrate} "
         f"key-int-max={spec.gop} log-level=none "
-        "option-string=bframes=0:scenecut=0:repeat-headers=1 "
+        "option-string=bframes=0:scenecut=0:open-gop=0:repeat-headers=1 "
         "! h265parse config-interval=-1 "
         "! video/x-h265,stream-format=byte-stream,alignment=au"
     )
 
 
 def _raw_caps(spec: StreamSpec) -> str:
-    return (
-        f"video/x-raw,format=I420,width={spec.width},height={spec.height},"
-        f"framerate={spec.fps}/1"
-    )
+    return f"video/x-raw,format=I420,width={spec.width},height={spec.height},framerate={spec.fps}/1"
 
 
 def _check_pattern(spec: StreamSpec) -> None:
@@ -91,89 +88,134 @@ def _check_pattern(spec: StreamSpec) -> None:
 
 
 class _EncoderPipeline:
-    """videotestsrc ! encoder ! appsink, pulled on demand (one pull = one frame)."""
+    """A test source and an encoder ending in an appsink that Python pulls from.
 
-    def __init__(self, spec: StreamSpec, num_buffers: int = -1) -> None:
-        self.spec = spec
+    Without a live source the pipeline runs on demand: every pull lets one more frame
+    through, so a live stream encodes at exactly the producer's pace.
+    """
+
+    def __init__(self, description: str, name: str) -> None:
+        self.name = name
         self.pipeline = Gst.parse_launch(
-            f"videotestsrc pattern={spec.pattern} num-buffers={num_buffers} "
-            f"! {_raw_caps(spec)} ! {_encoder_description(spec)} "
-            "! appsink name=sink sync=false max-buffers=2 drop=false emit-signals=false"
+            f"{description} ! appsink name=sink sync=false max-buffers=2 drop=false"
         )
         self.sink = self.pipeline.get_by_name("sink")
         if self.pipeline.set_state(Gst.State.PLAYING) == Gst.StateChangeReturn.FAILURE:
-            raise RuntimeError(f"stream {spec.name}: encoder pipeline failed to start")
+            raise RuntimeError(f"{name}: encoder pipeline failed to start")
 
-    def pull(self) -> tuple[bytes, bool] | None:
-        """Next access unit and whether it is a keyframe; None at end of stream."""
+    def pull(self) -> tuple[bytes, bool, Gst.Caps] | None:
+        """Next encoded buffer, whether it is a keyframe, its caps; None at end of stream."""
         sample = self.sink.try_pull_sample(PULL_TIMEOUT_NS)
         if sample is None:
-            bus = self.pipeline.get_bus()
-            msg = bus.pop_filtered(Gst.MessageType.ERROR)
+            msg = self.pipeline.get_bus().pop_filtered(Gst.MessageType.ERROR)
             if msg is not None:
-                err, dbg = msg.parse_error()
-                raise RuntimeError(f"stream {self.spec.name}: encoder error: {err.message}")
+                err, _debug = msg.parse_error()
+                raise RuntimeError(f"{self.name}: encoder error: {err.message}")
             return None
         buf = sample.get_buffer()
         ok, info = buf.map(Gst.MapFlags.READ)
         if not ok:
-            raise RuntimeError("cannot map encoded buffer")
+            raise RuntimeError(f"{self.name}: cannot map an encoded buffer")
         try:
             data = bytes(info.data)
         finally:
             buf.unmap(info)
-        return data, not buf.has_flags(Gst.BufferFlags.DELTA_UNIT)
+        return data, not buf.has_flags(Gst.BufferFlags.DELTA_UNIT), sample.get_caps()
 
     def request_keyframe(self) -> None:
-        event = GstVideo.video_event_new_upstream_force_key_unit(
-            Gst.CLOCK_TIME_NONE, True, 0
-        )
+        event = GstVideo.video_event_new_upstream_force_key_unit(Gst.CLOCK_TIME_NONE, True, 0)
         self.sink.get_static_pad("sink").push_event(event)
 
     def close(self) -> None:
         self.pipeline.set_state(Gst.State.NULL)
 
 
+def _video_encoder(spec: StreamSpec, num_buffers: int = -1) -> _EncoderPipeline:
+    return _EncoderPipeline(
+        f"videotestsrc pattern={spec.pattern} num-buffers={num_buffers} "
+        f"! {_raw_caps(spec)} ! {_encoder_description(spec)}",
+        f"stream {spec.name}",
+    )
+
+
 @dataclass(frozen=True)
 class _AccessUnit:
     data: bytes
     keyframe: bool
-    sei_offset: int
+    sei_offset: int  # where the SEI goes (start code of the first slice)
 
 
 class _Clip:
-    """A few GOPs encoded once; the loop point is a keyframe."""
+    """A few GOPs encoded once at start, looped by cheap streams; starts with an IDR."""
 
     def __init__(self, spec: StreamSpec) -> None:
+        # At least two seconds, and an even number of GOPs: x264 alternates idr_pic_id, so
+        # neighbouring keyframes of the loop then always differ in it, as H.264 requires.
         gops = max(2, math.ceil(2 * spec.fps / spec.gop))
-        frames = gops * spec.gop
-        enc = _EncoderPipeline(spec, num_buffers=frames)
+        gops += gops % 2
+        enc = _video_encoder(spec, num_buffers=gops * spec.gop)
         aus: list[_AccessUnit] = []
         try:
             while (item := enc.pull()) is not None:
-                data, key = item
+                data, key, _caps = item
                 aus.append(_AccessUnit(data, key, first_vcl_offset(spec.codec, data)))
         finally:
             enc.close()
-        # Cut at the last keyframe so that looping never continues a GOP from a wrong picture.
-        keys = [i for i, au in enumerate(aus) if au.keyframe]
-        if not keys or keys[0] != 0:
-            raise RuntimeError(f"stream {spec.name}: clip does not start with a keyframe")
-        if len(keys) > 1:
-            aus = aus[: keys[-1]]
         self.aus = aus
+        self.keys = [i for i, au in enumerate(aus) if au.keyframe]
+        if len(self.keys) < 2 or self.keys[0] != 0:
+            raise RuntimeError(f"stream {spec.name}: clip needs an IDR first and another later")
+
+
+class _AudioClip:
+    """About a second of AAC frames, encoded once and looped by every stream with audio.
+
+    The tone's period divides the frame length, so the loop point is inaudible enough.
+    """
+
+    RATE = 48000
+    SAMPLES_PER_FRAME = 1024
+    FRAMES = 47
+
+    def __init__(self) -> None:
+        enc = _EncoderPipeline(
+            f"audiotestsrc wave=sine freq=375 volume=0.2 "
+            f"samplesperbuffer={self.SAMPLES_PER_FRAME} num-buffers={self.FRAMES + 2} "
+            f"! audio/x-raw,format=S16LE,rate={self.RATE},channels=1 "
+            "! voaacenc bitrate=64000",
+            "audio",
+        )
+        frames: list[bytes] = []
+        caps: Gst.Caps | None = None
+        try:
+            while (item := enc.pull()) is not None:
+                frames.append(item[0])
+                caps = item[2]
+        finally:
+            enc.close()
+        if caps is None or len(frames) < self.FRAMES:
+            raise RuntimeError("audio: the AAC encoder produced too little")
+        # Skip the encoder's priming frames at the start.
+        self.frames = frames[-self.FRAMES :]
+        self.caps = caps.to_string()
+
+    def frame_ns(self, k: int) -> int:
+        """Start of audio frame k on the camera's timeline, in ns since the epoch."""
+        return k * self.SAMPLES_PER_FRAME * Gst.SECOND // self.RATE
 
 
 class _LiveSource:
+    """Encodes the test picture in step with the frame clock."""
+
     def __init__(self, spec: StreamSpec) -> None:
-        self.encoder = _EncoderPipeline(spec)
+        self.encoder = _video_encoder(spec)
         self._codec = spec.codec
 
     def next(self) -> _AccessUnit:
         item = self.encoder.pull()
         if item is None:
             raise RuntimeError("live encoder stopped")
-        data, key = item
+        data, key, _caps = item
         return _AccessUnit(data, key, first_vcl_offset(self._codec, data))
 
     def request_keyframe(self) -> None:
@@ -184,6 +226,8 @@ class _LiveSource:
 
 
 class _ClipSource:
+    """Loops a clip; a keyframe request continues it at one of its IDRs."""
+
     def __init__(self, clip: _Clip) -> None:
         self.clip = clip
         self.pos = 0
@@ -192,14 +236,16 @@ class _ClipSource:
     def next(self) -> _AccessUnit:
         if self._restart.is_set():
             self._restart.clear()
-            self.pos = 0
+            # Not the IDR just sent: two identical IDRs in a row would share idr_pic_id.
+            keys = self.clip.keys
+            just_sent = (self.pos - 1) % len(self.clip.aus)
+            self.pos = keys[(keys.index(just_sent) + 1) % len(keys)] if just_sent in keys else 0
         au = self.clip.aus[self.pos]
         self.pos = (self.pos + 1) % len(self.clip.aus)
         return au
 
     def request_keyframe(self) -> None:
-        if self.pos != 0:
-            self._restart.set()
+        self._restart.set()
 
     def close(self) -> None:
         pass
@@ -218,38 +264,42 @@ def _running_time(element: Gst.Element) -> int:
     return max(0, clock.get_time() - element.get_base_time())
 
 
-def _refuse_seeking(_pad: Gst.Pad, info: Gst.PadProbeInfo) -> Gst.PadProbeReturn:
-    query = info.get_query()
-    if query is not None and query.type == Gst.QueryType.SEEKING:
-        # Answered as is: a fresh SEEKING query says "not seekable". (Python holds a
-        # reference, so the query is not writable here.)
-        return Gst.PadProbeReturn.HANDLED
-    return Gst.PadProbeReturn.OK
-
-
 class _Sink:
-    """The appsrc of one prepared media and where its timestamps start."""
+    """The appsrcs of one prepared media and where its timestamps start."""
 
-    def __init__(self, media: GstRtspServer.RTSPMedia, appsrc: GstApp.AppSrc) -> None:
+    def __init__(
+        self, media: GstRtspServer.RTSPMedia, video: GstApp.AppSrc, audio: GstApp.AppSrc | None
+    ) -> None:
         self.media = media
-        self.appsrc = appsrc
-        self.pipeline = _top_pipeline(appsrc)
-        self.audio_valve: Gst.Element | None = None
-        self.audio_pad: Gst.Pad | None = None
-        self.ready = False  # the appsrc asked for data: it is running
-        self.need_key = True
-        self.n0: int | None = None
-        self.base_ns = 0
-        self.jump0_ns = 0
+        self.video = video
+        self.audio = audio
+        self.pipeline = _top_pipeline(video)
+        self.ready = False  # the video appsrc asked for data: the media runs
+        self.need_key = True  # the next picture it gets must be decodable alone
+        self.t0_ns: int | None = None  # camera time of its first frame
+        self.base_ns = 0  # its running time then
+        self.jump0_ns = 0  # jumps before it started do not concern it
+
+    def pts(self, t_ns: int, jump_ns: int) -> int:
+        """Timestamp in this media for camera time t_ns (ns since the epoch)."""
+        assert self.t0_ns is not None
+        return self.base_ns + t_ns - self.t0_ns + jump_ns - self.jump0_ns
+
+
+def _push(appsrc: GstApp.AppSrc, buf: Gst.Buffer) -> bool:
+    # Flushing or stopped appsrcs (media shutting down) refuse the buffer; that is harmless.
+    return appsrc.emit("push-buffer", buf) == Gst.FlowReturn.OK
 
 
 class Stream:
     """One camera stream: its frame clock, producer thread and prepared media."""
 
-    def __init__(self, spec: StreamSpec, epoch: float, clip: _Clip | None) -> None:
+    def __init__(
+        self, spec: StreamSpec, epoch: float, clip: _Clip | None, audio: _AudioClip | None
+    ) -> None:
         self.spec = spec
         self.epoch = epoch
-        self.frame_ns = Gst.SECOND // spec.fps
+        self.audio_clip = audio
         self.source: _LiveSource | _ClipSource = (
             _ClipSource(clip) if clip is not None else _LiveSource(spec)
         )
@@ -258,41 +308,28 @@ class Stream:
         self._stalled = False
         self._jump_ns = 0
         self._last_sent: int | None = None
+        self._next_audio = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"producer-{spec.name}", daemon=True)
         self.failed: BaseException | None = None
 
-    # -- frame clock -------------------------------------------------------------------
+    def frame_ns(self, n: int) -> int:
+        """Start of frame n on the camera's timeline, in ns since the epoch."""
+        return n * Gst.SECOND // self.spec.fps
+
     def clock_frame(self, now: float | None = None) -> int:
         """Number of the frame period `now` (UNIX seconds) falls into."""
         t = time.time() if now is None else now
         return math.floor((t - self.epoch) * self.spec.fps)
 
-    # -- media bookkeeping (main loop thread) -----------------------------------------------
+    # -- media bookkeeping (main loop thread) ---------------------------------------------
     def add_media(self, media: GstRtspServer.RTSPMedia) -> None:
         element = media.get_element()
-        appsrc = element.get_by_name("src")
-        sink = _Sink(media, appsrc)
-        sink.audio_valve = element.get_by_name("avalve")
-        pay1 = element.get_by_name("pay1")
-        if pay1 is not None:
-            sink.audio_pad = pay1.get_static_pad("sink")
-            # audiotestsrc claims to be seekable, which makes the server try (and fail) to
-            # honour the Range of a PLAY request: a camera is never seekable.
-            asrc = element.get_by_name("asrc")
-            asrc.get_static_pad("src").add_probe(
-                Gst.PadProbeType.QUERY_UPSTREAM, _refuse_seeking
-            )
-        with self._lock:
-            if sink.audio_valve is not None:
-                sink.audio_valve.set_property("drop", self._stalled)
-            self._sinks.append(sink)
-
+        sink = _Sink(media, element.get_by_name("src"), element.get_by_name("asrc"))
         handler: list[int] = []
 
         def on_need_data(src: GstApp.AppSrc, _length: int) -> None:
-            # Only the first request matters: it says the media runs. Stop the per-frame
-            # signal traffic afterwards.
+            # The first request says the media runs; then stop the per-frame signal.
             if not sink.ready:
                 sink.ready = True
                 self.source.request_keyframe()
@@ -301,8 +338,10 @@ class Stream:
                     src.disconnect(handler.pop())
                 src.set_property("emit-signals", False)
 
-        handler.append(appsrc.connect("need-data", on_need_data))
+        handler.append(sink.video.connect("need-data", on_need_data))
         media.connect("unprepared", self._on_unprepared, sink)
+        with self._lock:
+            self._sinks.append(sink)
 
     def _on_unprepared(self, _media: GstRtspServer.RTSPMedia, sink: _Sink) -> None:
         with self._lock:
@@ -313,26 +352,24 @@ class Stream:
         with self._lock:
             return [s.media for s in self._sinks]
 
-    # -- control ---------------------------------------------------------------------
+    # -- control ----------------------------------------------------------------------------
+    def request_keyframe(self) -> None:
+        """Make the next picture an IDR."""
+        self.source.request_keyframe()
+
     def set_stalled(self, on: bool) -> None:
         with self._lock:
-            was = self._stalled
+            resumed = self._stalled and not on
             self._stalled = on
-            for sink in self._sinks:
-                if sink.audio_valve is not None:
-                    sink.audio_valve.set_property("drop", on)
-                if was and not on:
+            if resumed:
+                for sink in self._sinks:
                     sink.need_key = True
-        if was and not on:
+        if resumed:
             self.source.request_keyframe()
 
     def jump(self, seconds: float) -> None:
-        delta = round(seconds * Gst.SECOND)
         with self._lock:
-            self._jump_ns += delta
-            for sink in self._sinks:
-                if sink.audio_pad is not None:
-                    sink.audio_pad.set_offset(sink.audio_pad.get_offset() + delta)
+            self._jump_ns += round(seconds * Gst.SECOND)
 
     def status(self) -> dict[str, Any]:
         with self._lock:
@@ -344,7 +381,7 @@ class Stream:
                 "media": len(self._sinks),
             }
 
-    # -- producer ------------------------------------------------------------------------
+    # -- producer -------------------------------------------------------------------------
     def start(self) -> None:
         self._thread.start()
 
@@ -372,67 +409,96 @@ class Stream:
             delay = due - time.monotonic()
             if delay > 0 and self._stop.wait(delay):
                 return
-            late = time.monotonic() - due
-            if late > MAX_LATENESS_S:
+            if time.monotonic() - due > MAX_LATENESS_S:
                 n = math.floor((time.monotonic() - mono_epoch) * fps)
             au = self.source.next()
-            self._deliver(n, au)
+            try:
+                self._deliver(n, au)
+            except Exception as exc:  # one bad push must not end the camera
+                _log(f"stream {self.spec.name}: frame {n} not delivered: {exc!r}")
             n += 1
 
     def _deliver(self, n: int, au: _AccessUnit) -> None:
+        audio_frames = self._audio_due(n)
         with self._lock:
             if self._stalled:
                 return
-            sinks = [s for s in self._sinks if s.ready and (au.keyframe or not s.need_key)]
+            sinks = [s for s in self._sinks if s.ready]
             jump_ns = self._jump_ns
         if not sinks:
             return
-        data = insert_sei(self.spec.codec, au.data, n, time.time_ns() // 1000, au.sei_offset)
-        proto = Gst.Buffer.new_wrapped(data)
-        if not au.keyframe:
-            proto.set_flags(Gst.BufferFlags.DELTA_UNIT)
-        sent = False
-        for sink in sinks:
-            if sink.n0 is None:
-                sink.n0 = n
-                sink.base_ns = _running_time(sink.pipeline)
-                sink.jump0_ns = jump_ns
-            pts = sink.base_ns + (n - sink.n0) * self.frame_ns + jump_ns - sink.jump0_ns
-            buf = proto.copy() if len(sinks) > 1 else proto
-            buf.pts = buf.dts = max(0, pts)
-            buf.duration = self.frame_ns
-            ret = sink.appsrc.emit("push-buffer", buf)
-            if ret == Gst.FlowReturn.OK:
-                sink.need_key = False
-                sent = True
-            else:
-                sink.need_key = True  # the next picture it gets must be decodable alone
-        if sent:
-            with self._lock:
-                self._last_sent = n
+        t_ns = self.frame_ns(n)
+        video = [s for s in sinks if au.keyframe or not s.need_key]
+        if video:
+            data = insert_sei(self.spec.codec, au.data, n, time.time_ns() // 1000, au.sei_offset)
+            proto = Gst.Buffer.new_wrapped(data)
+            if not au.keyframe:
+                proto.set_flags(Gst.BufferFlags.DELTA_UNIT)
+            sent = False
+            for sink in video:
+                if sink.t0_ns is None:
+                    sink.t0_ns = t_ns
+                    sink.base_ns = _running_time(sink.pipeline)
+                    sink.jump0_ns = jump_ns
+                buf = proto.copy() if len(video) > 1 else proto
+                buf.pts = buf.dts = max(0, sink.pts(t_ns, jump_ns))
+                buf.duration = self.frame_ns(n + 1) - t_ns
+                ok = _push(sink.video, buf)
+                sink.need_key = not ok
+                sent = sent or ok
+            if sent:
+                with self._lock:
+                    self._last_sent = n
+        if self.audio_clip is not None:
+            self._deliver_audio(sinks, audio_frames, jump_ns)
+
+    def _audio_due(self, n: int) -> range:
+        """Audio frames that start before video frame n+1 and were not yet due.
+
+        Advances even while nothing is sent, so audio resumes in step after a stall.
+        """
+        clip = self.audio_clip
+        if clip is None:
+            return range(0)
+        per_frame = clip.SAMPLES_PER_FRAME * self.spec.fps
+        first = max(self._next_audio, n * clip.RATE // per_frame)
+        end = -(-(n + 1) * clip.RATE // per_frame)
+        self._next_audio = max(self._next_audio, end)
+        return range(first, end)
+
+    def _deliver_audio(self, sinks: list[_Sink], frames: range, jump_ns: int) -> None:
+        clip = self.audio_clip
+        assert clip is not None
+        for k in frames:
+            t_ns = clip.frame_ns(k)
+            data = clip.frames[k % len(clip.frames)]
+            for sink in sinks:
+                if sink.audio is None or sink.t0_ns is None or t_ns < sink.t0_ns:
+                    continue  # audio starts with the media's first picture
+                buf = Gst.Buffer.new_wrapped(data)
+                buf.pts = buf.dts = sink.pts(t_ns, jump_ns)
+                buf.duration = clip.frame_ns(k + 1) - t_ns
+                _push(sink.audio, buf)
 
 
-def _media_launch(spec: StreamSpec) -> str:
+def _media_launch(spec: StreamSpec, audio_caps: str | None) -> str:
     enc = "h264" if spec.codec == "h264" else "h265"
     caps = (
         f"video/x-{enc},stream-format=byte-stream,alignment=au,"
         f"width={spec.width},height={spec.height},framerate={spec.fps}/1"
     )
-    video = (
-        f"appsrc name=src is-live=true format=time do-timestamp=false "
-        f"max-bytes=0 max-buffers={4 * spec.fps} leaky-type=downstream "
-        f'caps="{caps}" '
+    # Bounded queues: a media blocked before PLAY must not hoard frames forever.
+    queue = f"max-bytes=0 max-buffers={4 * spec.fps} leaky-type=downstream"
+    launch = (
+        f'( appsrc name=src is-live=true format=time {queue} caps="{caps}" '
         f"! rtp{enc}pay name=pay0 pt=96 config-interval=0"
     )
-    audio = ""
-    if spec.audio:
-        audio = (
-            " audiotestsrc name=asrc is-live=true wave=sine freq=440 volume=0.2 samplesperbuffer=1024 "
-            "! audioconvert ! audio/x-raw,rate=48000,channels=1 "
-            "! voaacenc bitrate=64000 ! valve name=avalve drop=false "
+    if audio_caps is not None:
+        launch += (
+            f' appsrc name=asrc is-live=true format=time {queue} caps="{audio_caps}" '
             "! rtpmp4gpay name=pay1 pt=97"
         )
-    return f"( {video}{audio} )"
+    return launch + " )"
 
 
 class CameraServer:
@@ -446,17 +512,25 @@ class CameraServer:
         self.port = port
         self.epoch = epoch
         clips: dict[tuple[Any, ...], _Clip] = {}
+        audio = _AudioClip() if any(spec.audio for spec in specs) else None
         self.streams: dict[str, Stream] = {}
         for spec in specs:
             _check_pattern(spec)
             clip = None
             if spec.cheap:
-                key = (spec.codec, spec.width, spec.height, spec.fps, spec.bitrate, spec.gop,
-                       spec.pattern)
+                key = (
+                    spec.codec,
+                    spec.width,
+                    spec.height,
+                    spec.fps,
+                    spec.bitrate,
+                    spec.gop,
+                    spec.pattern,
+                )
                 if key not in clips:
                     clips[key] = _Clip(spec)
                 clip = clips[key]
-            self.streams[spec.name] = Stream(spec, epoch, clip)
+            self.streams[spec.name] = Stream(spec, epoch, clip, audio if spec.audio else None)
 
         self.server = GstRtspServer.RTSPServer()
         self.server.set_address(bind)
@@ -464,7 +538,8 @@ class CameraServer:
         mounts = self.server.get_mount_points()
         for stream in self.streams.values():
             factory = GstRtspServer.RTSPMediaFactory()
-            factory.set_launch(_media_launch(stream.spec))
+            audio_caps = stream.audio_clip.caps if stream.audio_clip is not None else None
+            factory.set_launch(_media_launch(stream.spec, audio_caps))
             factory.set_shared(True)
             factory.connect("media-configure", self._on_media_configure, stream)
             mounts.add_factory(f"/{stream.spec.name}", factory)
@@ -488,26 +563,31 @@ class CameraServer:
         return True
 
     def _on_media_configure(
-        self, _factory: GstRtspServer.RTSPMediaFactory, media: GstRtspServer.RTSPMedia,
+        self,
+        _factory: GstRtspServer.RTSPMediaFactory,
+        media: GstRtspServer.RTSPMedia,
         stream: Stream,
     ) -> None:
         stream.add_media(media)
-        pipeline = _top_pipeline(media.get_element())
-        if isinstance(pipeline, Gst.Bin):
-            # Pushes are paced by the frame clock already; syncing the senders to the
-            # timestamps would only stall them after a timestamp jump.
-            pipeline.connect("deep-element-added", self._on_element_added)
-
-    @staticmethod
-    def _on_element_added(_bin: Gst.Bin, _sub: Gst.Bin, element: Gst.Element) -> None:
-        if isinstance(element, GstBase.BaseSink):
-            element.set_property("sync", False)
 
     def _on_client_connected(
         self, _server: GstRtspServer.RTSPServer, client: GstRtspServer.RTSPClient
     ) -> None:
         self._clients.add(client)
         client.connect("closed", self._clients.discard)
+        client.connect("play-request", self._on_play_request)
+
+    def _on_play_request(
+        self, _client: GstRtspServer.RTSPClient, ctx: GstRtspServer.RTSPContext
+    ) -> None:
+        media = ctx.sessmedia.get_media() if ctx.sessmedia is not None else None
+        for stream in self.streams.values():
+            if media in stream.medias():
+                _unsync_senders(media)
+                # A client joining a running shared media waits for a keyframe: make one.
+                # (The first client gets the one the media started with.)
+                if len(self.clients_of(stream)) > 1:
+                    stream.request_keyframe()
 
     # -- main loop only ------------------------------------------------------------------
     def clients_of(self, stream: Stream) -> list[GstRtspServer.RTSPClient]:
@@ -515,9 +595,7 @@ class CameraServer:
         found = []
         for client in list(self._clients):
             sessions = client.session_filter(None)
-            if any(
-                sm.get_media() in medias for sess in sessions for sm in sess.filter(None)
-            ):
+            if any(sm.get_media() in medias for sess in sessions for sm in sess.filter(None)):
                 found.append(client)
         return found
 
@@ -526,6 +604,26 @@ class CameraServer:
         for client in clients:
             client.close()
         return len(clients)
+
+
+def _unsync_senders(media: GstRtspServer.RTSPMedia) -> None:
+    """Let the media's network sinks send as soon as data arrives.
+
+    Pushes are paced by the frame clock already; sinks that sync to the timestamps would
+    hold a stream back for as long as a timestamp jump. (Turning the media's rate control
+    off would do this too, but also strips the RTP times from RTCP sender reports, which
+    breaks clients' audio/video sync.) Every PLAY sets sync again, so this runs after each.
+    """
+    it = _top_pipeline(media.get_element()).iterate_recurse()
+    while True:
+        res, element = it.next()
+        if res == Gst.IteratorResult.RESYNC:
+            it.resync()
+            continue
+        if res != Gst.IteratorResult.OK:
+            return
+        if isinstance(element, GstBase.BaseSink):
+            element.set_property("sync", False)
 
 
 def _call_in_main_loop(func: Callable[[], Any]) -> Any:
@@ -582,8 +680,12 @@ class _ControlServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer)
     def dispatch(self, req: dict[str, Any]) -> dict[str, Any]:
         cmd = req.get("cmd")
         if cmd == "ping":
-            return {"ok": True, "pid": os.getpid(), "epoch": self.camera.epoch,
-                    "streams": list(self.camera.streams)}
+            return {
+                "ok": True,
+                "pid": os.getpid(),
+                "epoch": self.camera.epoch,
+                "streams": list(self.camera.streams),
+            }
         if cmd == "stall":
             self._stream(req).set_stalled(bool(req.get("on", True)))
             return {"ok": True}
@@ -614,11 +716,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--port", type=int, default=8554)
     p.add_argument("--bind", default="127.0.0.1")
     p.add_argument("--control", help="unix socket path for the JSON-lines control interface")
-    p.add_argument("--epoch", type=float, default=None,
-                   help="UNIX time of frame 0 (default: now); pass the same to continue a clock")
-    p.add_argument("--stream", action="append", type=StreamSpec.from_arg, required=True,
-                   help="name=cam1,codec=h264,width=640,height=360,fps=25,bitrate=1000,"
-                        "gop=25,audio=0,cheap=0,pattern=ball (repeatable)")
+    p.add_argument(
+        "--epoch",
+        type=float,
+        default=None,
+        help="UNIX time of frame 0 (default: now); pass the same to continue a clock",
+    )
+    p.add_argument(
+        "--stream",
+        action="append",
+        type=StreamSpec.from_arg,
+        required=True,
+        help="name=cam1,codec=h264,width=640,height=360,fps=25,bitrate=1000,"
+        "gop=25,audio=0,cheap=0,pattern=ball (repeatable)",
+    )
     return p.parse_args(argv)
 
 
@@ -626,11 +737,20 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     Gst.init(None)
     epoch = time.time() if args.epoch is None else args.epoch
-    camera = CameraServer(args.stream, args.bind, args.port, epoch)
+    try:
+        camera = CameraServer(args.stream, args.bind, args.port, epoch)
+    except (ValueError, RuntimeError, GLib.Error) as exc:
+        _log(f"cannot start: {exc}")
+        return 2
+    try:
+        camera.attach()
+    except RuntimeError as exc:
+        camera.stop()
+        _log(f"cannot start: {exc}")
+        return 2
     loop = GLib.MainLoop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         GLib.unix_signal_add(GLib.PRIORITY_HIGH, signum, lambda *_: loop.quit() or False)
-    camera.attach()
     control: _ControlServer | None = None
     if args.control:
         control = _ControlServer(args.control, camera)
@@ -647,4 +767,3 @@ def main(argv: list[str] | None = None) -> int:
         camera.stop()
     failed = [s.spec.name for s in camera.streams.values() if s.failed is not None]
     return 1 if failed else 0
-
