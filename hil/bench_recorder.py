@@ -1,16 +1,18 @@
 """Recording cost: `nvr record` against `ffmpeg -c copy -f segment` (one process per camera, as
 other open NVRs record), on the same simulated cameras in the same run.
 
-For each N it records N cheap-mode cameras for --seconds with nvr, then with ffmpeg, and reports
-CPU seconds per camera-minute of each (the whole process tree, from the kernel's accounting of
-waited-for children), their ratio, and what each recording lost: frames the camera sent in the
-window that are missing or duplicated in the files (read back from the frame numbers), plus the
-worst ingest lag nvr reported. The camera simulator's own CPU is not counted for either.
+For each N it records N cheap-mode cameras with nvr, then with ffmpeg. After a warm-up it measures
+a window of --seconds: CPU seconds per camera-minute of each recorder's whole process tree in that
+window (what a camera-hour costs; start-up is reported apart, as the CPU of the whole run), their
+ratio, and what each recording lost: frames missing or duplicated in the files (read back from the
+camera's frame numbers), plus the worst ingest lag nvr reported. The camera simulator's own CPU is
+counted for neither.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -22,7 +24,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from hil.camera import CameraSim, StreamSpec, free_port
@@ -31,20 +33,18 @@ from hil.framecheck import frame_numbers
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def children_cpu() -> float:
-    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return ru.ru_utime + ru.ru_stime
-
-
 @dataclass
 class Result:
     tool: str
     n: int
     seconds: float
     cpu: float
+    """CPU seconds of the measured window."""
+    total_cpu: float
+    """CPU seconds of the whole run, start-up and shutdown included."""
+    frames: int
     missing: int
     duplicated: int
-    frames: int
     max_lag: float | None = None
 
     @property
@@ -52,8 +52,34 @@ class Result:
         return self.cpu / (self.n * self.seconds / 60)
 
 
+def children_cpu() -> float:
+    """CPU of every child this process has waited for (their waited children included)."""
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
+def _cpu_of(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _children(pid: int) -> list[int]:
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        return [int(p) for p in f.read().split()]
+
+
+def tree_cpu(pids: list[int]) -> float:
+    """CPU of these processes and their living descendants."""
+    total = 0.0
+    for pid in pids:
+        with contextlib.suppress(OSError):  # it may have exited meanwhile
+            total += _cpu_of(pid) + tree_cpu(_children(pid))
+    return total
+
+
 def count_frames(files_by_camera: dict[str, list[Path]]) -> tuple[int, int, int]:
-    """(frames kept, missing inside the kept span, duplicates) over all cameras."""
+    """(frames kept, missing inside each camera's kept span, duplicates) over all cameras."""
     kept = missing = dup = 0
     for files in files_by_camera.values():
         nums: list[int] = []
@@ -61,42 +87,30 @@ def count_frames(files_by_camera: dict[str, list[Path]]) -> tuple[int, int, int]
             try:
                 nums.extend(frame_numbers(f))
             except Exception:
-                continue  # an unreadable tail file (killed writer) counts as missing frames
+                continue  # an unreadable file counts through the frames missing from it
         if not nums:
             continue
         kept += len(nums)
         dup += len(nums) - len(set(nums))
-        span = max(nums) - min(nums) + 1
-        missing += span - len(set(nums))
+        missing += max(nums) - min(nums) + 1 - len(set(nums))
     return kept, missing, dup
 
 
-def run_nvr(urls: dict[str, str], seconds: float, workdir: Path, workers: int) -> Result:
+def run_nvr(
+    urls: dict[str, str], seconds: float, warmup: float, workdir: Path, workers: int
+) -> Result:
     data = workdir / "nvr"
     port = free_port()
-    args = [
-        sys.executable,
-        "-m",
-        "firmware.cli",
-        "--log-level",
-        "warning",
-        "record",
-        "--data",
-        str(data),
-        "--segment-seconds",
-        "4",
-        "--api-port",
-        str(port),
-        "--workers",
-        str(workers),
-        "--min-free-mb",
-        "64",
-    ]
+    args = [sys.executable, "-m", "firmware.cli", "--log-level", "warning", "record",
+            "--data", str(data), "--segment-seconds", "4", "--api-port", str(port),
+            "--workers", str(workers), "--min-free-mb", "64"]  # fmt: skip
     for name, url in urls.items():
         args += ["--camera", f"{name}={url}"]
     before = children_cpu()
     with open(workdir / "nvr.log", "wb") as log:
         proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log)
+    time.sleep(warmup)
+    w0 = tree_cpu([proc.pid])
     max_lag = 0.0
     end = time.monotonic() + seconds
     while time.monotonic() < end:
@@ -108,50 +122,30 @@ def run_nvr(urls: dict[str, str], seconds: float, workdir: Path, workers: int) -
                         max_lag = max(max_lag, float(line.rsplit(" ", 1)[1]))
         except OSError:
             pass
+    window = tree_cpu([proc.pid]) - w0
     proc.send_signal(signal.SIGTERM)
     proc.wait(120)
-    cpu = children_cpu() - before
+    total = children_cpu() - before
     files = {n: sorted((data / "segments" / n).rglob("*.mp4")) for n in urls}
     kept, missing, dup = count_frames(files)
-    return Result(
-        f"nvr (workers={workers or 'auto'})", len(urls), seconds, cpu, missing, dup, kept, max_lag
-    )
+    label = f"nvr record, workers={workers or len(urls)}"
+    return Result(label, len(urls), seconds, window, total, kept, missing, dup, max_lag)
 
 
-def run_ffmpeg(urls: dict[str, str], seconds: float, workdir: Path) -> Result:
+def run_ffmpeg(urls: dict[str, str], seconds: float, warmup: float, workdir: Path) -> Result:
     procs = []
     before = children_cpu()
     for name, url in urls.items():
         out = workdir / "ffmpeg" / name
         out.mkdir(parents=True)
-        procs.append(
-            subprocess.Popen(
-                [
-                    "ffmpeg",
-                    "-nostdin",
-                    "-loglevel",
-                    "error",
-                    "-rtsp_transport",
-                    "tcp",
-                    "-i",
-                    url,
-                    "-c",
-                    "copy",
-                    "-f",
-                    "segment",
-                    "-segment_time",
-                    "4",
-                    "-reset_timestamps",
-                    "1",
-                    "-segment_format",
-                    "mp4",
-                    str(out / "%05d.mp4"),
-                ],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-        )
+        cmd = ["ffmpeg", "-nostdin", "-loglevel", "error", "-rtsp_transport", "tcp", "-i", url,
+               "-c", "copy", "-f", "segment", "-segment_time", "4", "-reset_timestamps", "1",
+               "-segment_format", "mp4", str(out / "%05d.mp4")]  # fmt: skip
+        procs.append(subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    time.sleep(warmup)
+    w0 = tree_cpu([p.pid for p in procs])
     time.sleep(seconds)
+    window = tree_cpu([p.pid for p in procs]) - w0
     for p in procs:
         p.send_signal(signal.SIGINT)  # ffmpeg finishes the file it is writing
     for p in procs:
@@ -160,18 +154,47 @@ def run_ffmpeg(urls: dict[str, str], seconds: float, workdir: Path) -> Result:
         except subprocess.TimeoutExpired:
             p.kill()
             p.wait()
-    cpu = children_cpu() - before
+    total = children_cpu() - before
     files = {n: sorted((workdir / "ffmpeg" / n).glob("*.mp4")) for n in urls}
     kept, missing, dup = count_frames(files)
-    return Result("ffmpeg -c copy -f segment", len(urls), seconds, cpu, missing, dup, kept)
+    return Result("ffmpeg -c copy -f segment", len(urls), seconds, window, total, kept, missing,
+                  dup)  # fmt: skip
+
+
+def row(r: Result, ref: Result | None) -> str:
+    ratio = f"{r.cpu_per_camera_minute / ref.cpu_per_camera_minute:.2f}" if ref else ""
+    lag = f"{r.max_lag:.2f}" if r.max_lag is not None else "n/a"
+    return (
+        f"| {r.n} | {r.tool} | {r.cpu:.1f} | {r.cpu_per_camera_minute:.3f} | {ratio} | "
+        f"{r.total_cpu:.1f} | {r.frames} | {r.missing} | {r.duplicated} | {lag} |"
+    )
+
+
+def report(results: list[Result], args: argparse.Namespace) -> str:
+    lines = [
+        f"Machine: {platform.machine()}, {os.cpu_count()} cores, Linux {platform.release()}; "
+        f"{args.warmup:g} s warm-up, then a {args.seconds:g} s window per run; cheap-mode "
+        f"cameras 1280x720 25 fps at {args.bitrate} kbit/s, 4 s segments.",
+        "",
+        "| N | recorder | CPU s in window | CPU s per camera-minute | ratio to ffmpeg | "
+        "CPU s whole run | frames kept | missing | duplicated | max ingest lag s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for n in sorted({r.n for r in results}):
+        group = [r for r in results if r.n == n]
+        ref = next((r for r in group if r.tool.startswith("ffmpeg")), None)
+        lines += [row(r, ref) for r in group]
+    return "\n".join(lines)
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--n", default="8,32,64", help="camera counts, comma separated")
-    ap.add_argument("--seconds", type=float, default=60)
+    ap.add_argument("--seconds", type=float, default=60, help="measured window")
+    ap.add_argument("--warmup", type=float, default=10, help="seconds before the window")
     ap.add_argument("--bitrate", type=int, default=4000, help="kbit/s per camera")
-    ap.add_argument("--workers", default="0", help="nvr worker counts to try, e.g. 1,0")
+    ap.add_argument("--workers", default="0",
+                    help="nvr worker counts to try, e.g. 0,4 (0 = one per camera)")  # fmt: skip
     ap.add_argument("--json", type=Path, help="also write the results here")
     args = ap.parse_args()
     if not shutil.which("ffmpeg"):
@@ -198,43 +221,18 @@ def main() -> int:
             urls = {s.name: cam.url(s.name) for s in specs}
             for workers in (int(w) for w in args.workers.split(",")):
                 with tempfile.TemporaryDirectory(prefix="bench-nvr-") as d:
-                    results.append(run_nvr(urls, args.seconds, Path(d), workers))
-                    print(_row(results[-1], None), flush=True)
+                    results.append(run_nvr(urls, args.seconds, args.warmup, Path(d), workers))
+                    print(row(results[-1], None), flush=True)
             with tempfile.TemporaryDirectory(prefix="bench-ffmpeg-") as d:
-                results.append(run_ffmpeg(urls, args.seconds, Path(d)))
-                print(_row(results[-1], None), flush=True)
+                results.append(run_ffmpeg(urls, args.seconds, args.warmup, Path(d)))
+                print(row(results[-1], None), flush=True)
         finally:
             cam.stop()
     print()
     print(report(results, args))
     if args.json:
-        args.json.write_text(json.dumps([r.__dict__ for r in results], indent=1))
+        args.json.write_text(json.dumps([asdict(r) for r in results], indent=1))
     return 0
-
-
-def _row(r: Result, ref: Result | None) -> str:
-    ratio = f"{r.cpu_per_camera_minute / ref.cpu_per_camera_minute:.2f}" if ref else ""
-    lag = f"{r.max_lag:.2f}" if r.max_lag is not None else "n/a"
-    return (
-        f"| {r.n} | {r.tool} | {r.cpu:.1f} | {r.cpu_per_camera_minute:.3f} | {ratio} | "
-        f"{r.frames} | {r.missing} | {r.duplicated} | {lag} |"
-    )
-
-
-def report(results: list[Result], args: argparse.Namespace) -> str:
-    lines = [
-        f"Machine: {platform.machine()}, {os.cpu_count()} cores, Linux {platform.release()}; "
-        f"{args.seconds:g} s per run, cheap-mode cameras 1280x720 25 fps at {args.bitrate} kbit/s.",
-        "",
-        "| N | recorder | CPU s | CPU s per camera-minute | ratio to ffmpeg | frames kept | "
-        "missing | duplicated | max ingest lag s |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    for n in sorted({r.n for r in results}):
-        group = [r for r in results if r.n == n]
-        ref = next(r for r in group if r.tool.startswith("ffmpeg"))
-        lines += [_row(r, ref) for r in group]
-    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import multiprocessing as mp
 import multiprocessing.connection as mp_connection
-import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -57,7 +56,9 @@ class CameraStatus:
 
 
 def worker_count(requested: int, cameras: int) -> int:
-    n = requested or (os.cpu_count() or 1)
+    """0 = a process per camera: cameras sharing a process contend for its GIL on every
+    socket poll (PyAV's read-timeout callback), which costs more CPU than a process does."""
+    n = requested or cameras
     return max(1, min(n, cameras))
 
 
