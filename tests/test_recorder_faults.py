@@ -163,3 +163,59 @@ def test_sighup_with_a_bad_config_keeps_recording_on_the_last_good_one(camera, t
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(30)
     assert {s["camera"] for s in catalog(data)["segments"]} == {"cam1", "cam2"}
+
+
+def test_wrong_credentials_and_unsupported_codec_are_named(recorder):
+    from hil.camera import CameraSim, free_port
+
+    vp8 = (  # a codec MP4 segments here do not take
+        "videotestsrc is-live=true ! video/x-raw,width=320,height=240,framerate=10/1 ! "
+        "vp8enc deadline=1 ! rtpvp8pay name=pay0 pt=96"
+    )
+    cam = CameraSim([StreamSpec("good", gop=10)], port=free_port(), raw_mounts={"vp8": vp8},
+                    auth="admin:s3cret")  # fmt: skip
+    cam.start()
+    try:
+        rec = recorder(
+            {
+                "good": cam.url("good"),
+                "badpass": cam.url("good", credentials="admin:wrong"),
+                "vp8": cam.url("vp8"),
+            },
+            segment_seconds=1,
+        )
+        wait_until(lambda: rec.segments() >= 3, 30, "segments of the good camera")
+
+        def errors():
+            cams = rec.get("/api/v1/cameras", token=True)["cameras"]
+            return {c["name"]: c["error"] for c in cams if c["error"]}
+
+        errs = wait_until(lambda: len(errors()) == 2 and errors(), 30, "both errors")
+        assert "credentials" in errs["badpass"]
+        assert "'vp8' cannot be stored" in errs["vp8"]
+        assert "wrong" not in errs["badpass"] and "s3cret" not in str(errs)  # no secrets shown
+        rec.stop()
+    finally:
+        cam.stop()
+    [good] = run_frames(rec.data, catalog(rec.data), "good")
+    assert_contiguous(good)
+
+
+def test_corrupt_stream_is_recorded_without_harm_to_others(camera, recorder):
+    cam = camera(StreamSpec("bad", gop=10), StreamSpec("good", gop=10))
+    rec = recorder({"bad": cam.url("bad"), "good": cam.url("good")}, segment_seconds=1)
+    wait_until(lambda: rec.segments() >= 4, 30, "segments of both cameras")
+    cam.corrupt("bad", True)
+    n = rec.segments()
+    wait_until(lambda: rec.segments() >= n + 6, 30, "segments while the stream is corrupt")
+    cam.corrupt("bad", False)
+    n = rec.segments()
+    wait_until(lambda: rec.segments() >= n + 4, 30, "segments after the corruption")
+    assert rec.proc.poll() is None
+    rec.stop()
+    cat = catalog(rec.data)
+    [good] = run_frames(rec.data, cat, "good")
+    assert_contiguous(good)
+    bad = [s for s in cat["segments"] if s["camera"] == "bad"]
+    assert bad and bad[-1]["frames"] > 0
+    assert nvr("verify", "--data", str(rec.data)).returncode == 0

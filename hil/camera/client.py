@@ -69,9 +69,15 @@ class CameraSim:
         python: str = sys.executable,
         start_timeout: float = 60.0,
         env: dict[str, str] | None = None,
+        raw_mounts: dict[str, str] | None = None,
+        auth: str | None = None,
     ) -> None:
-        if not streams:
+        if not streams and not raw_mounts:
             raise ValueError("a camera needs at least one stream")
+        self.raw_mounts = dict(raw_mounts or {})
+        """Extra streams from raw GStreamer launch lines (odd codecs), without frame numbers."""
+        self.auth = auth
+        """USER:PASSWORD the camera asks for, or None."""
         self.streams = list(streams)
         self.port = port if port is not None else free_port(bind if netns is None else "127.0.0.1")
         self.bind = bind
@@ -106,6 +112,10 @@ class CameraSim:
             cmd += ["--epoch", repr(self.epoch)]
         for spec in self.streams:
             cmd += ["--stream", spec.to_arg()]
+        for name, launch in self.raw_mounts.items():
+            cmd += ["--mount", f"{name}={launch}"]
+        if self.auth:
+            cmd += ["--auth", self.auth]
         if self.netns:
             cmd = ["ip", "netns", "exec", self.netns, *cmd]
         return cmd
@@ -265,13 +275,15 @@ class CameraSim:
             raise CameraError(f"{req}: {reply.get('error')}")
         return reply
 
-    def url(self, name: str, host: str | None = None) -> str:
-        """rtsp:// URL of a stream (host defaults to the bind address)."""
-        if name not in {s.name for s in self.streams}:
+    def url(self, name: str, host: str | None = None, credentials: str | None = None) -> str:
+        """rtsp:// URL of a stream (host defaults to the bind address; credentials to the
+        camera's own, when it asks for any)."""
+        if name not in {s.name for s in self.streams} | set(self.raw_mounts):
             raise KeyError(name)
         if host is None:
             host = "127.0.0.1" if self.bind in ("0.0.0.0", "") else self.bind
-        return f"rtsp://{host}:{self.port}/{name}"
+        cred = credentials if credentials is not None else self.auth
+        return f"rtsp://{cred + '@' if cred else ''}{host}:{self.port}/{name}"
 
     def ping(self) -> dict[str, Any]:
         return self.request({"cmd": "ping"})
@@ -283,6 +295,10 @@ class CameraSim:
     def drop(self, name: str) -> int:
         """Close every client connection of a stream; returns how many were closed."""
         return int(self.request({"cmd": "drop", "stream": name})["dropped"])
+
+    def corrupt(self, name: str, on: bool = True) -> None:
+        """Garble the picture data of every frame sent (the frame numbers stay readable)."""
+        self.request({"cmd": "corrupt", "stream": name, "on": on})
 
     def jump(self, name: str, seconds: float) -> None:
         """Move the stream's media timestamps `seconds` forward from now on."""

@@ -18,6 +18,7 @@ import contextlib
 import json
 import math
 import os
+import random
 import signal
 import socketserver
 import sys
@@ -306,6 +307,7 @@ class Stream:
         self._lock = threading.Lock()
         self._sinks: list[_Sink] = []
         self._stalled = False
+        self._corrupt = False
         self._jump_ns = 0
         self._last_sent: int | None = None
         self._next_audio = 0
@@ -356,6 +358,11 @@ class Stream:
     def request_keyframe(self) -> None:
         """Make the next picture an IDR."""
         self.source.request_keyframe()
+
+    def set_corrupt(self, on: bool) -> None:
+        """Garble the coded picture data (after the frame-number SEI) of every frame sent."""
+        with self._lock:
+            self._corrupt = on
 
     def set_stalled(self, on: bool) -> None:
         with self._lock:
@@ -425,12 +432,15 @@ class Stream:
                 return
             sinks = [s for s in self._sinks if s.ready]
             jump_ns = self._jump_ns
+            corrupt = self._corrupt
         if not sinks:
             return
         t_ns = self.frame_ns(n)
         video = [s for s in sinks if au.keyframe or not s.need_key]
         if video:
             data = insert_sei(self.spec.codec, au.data, n, time.time_ns() // 1000, au.sei_offset)
+            if corrupt:
+                data = _garble(data, len(data) - len(au.data) + (au.sei_offset or 0) + 48)
             proto = Gst.Buffer.new_wrapped(data)
             if not au.keyframe:
                 proto.set_flags(Gst.BufferFlags.DELTA_UNIT)
@@ -481,6 +491,18 @@ class Stream:
                 _push(sink.audio, buf)
 
 
+def _garble(data: bytes, keep: int) -> bytes:
+    """Overwrite a few runs of bytes after `keep` with noise, start codes and NAL headers too."""
+    out = bytearray(data)
+    rnd = random.Random(len(data))
+    for _ in range(8):
+        if keep >= len(out) - 16:
+            break
+        at = rnd.randrange(keep, len(out) - 16)
+        out[at : at + 16] = rnd.randbytes(16)
+    return bytes(out)
+
+
 def _media_launch(spec: StreamSpec, audio_caps: str | None) -> str:
     enc = "h264" if spec.codec == "h264" else "h265"
     caps = (
@@ -504,13 +526,22 @@ def _media_launch(spec: StreamSpec, audio_caps: str | None) -> str:
 class CameraServer:
     """The RTSP server and its streams."""
 
-    def __init__(self, specs: list[StreamSpec], bind: str, port: int, epoch: float) -> None:
+    def __init__(
+        self,
+        specs: list[StreamSpec],
+        bind: str,
+        port: int,
+        epoch: float,
+        raw_mounts: dict[str, str] | None = None,
+        auth: str | None = None,
+    ) -> None:
         names = [s.name for s in specs]
         if len(set(names)) != len(names):
             raise ValueError("stream names must be unique")
         self.bind = bind
         self.port = port
         self.epoch = epoch
+        self._raw_names = list(raw_mounts or {})
         clips: dict[tuple[Any, ...], _Clip] = {}
         audio = _AudioClip() if any(spec.audio for spec in specs) else None
         self.streams: dict[str, Stream] = {}
@@ -543,8 +574,33 @@ class CameraServer:
             factory.set_shared(True)
             factory.connect("media-configure", self._on_media_configure, stream)
             mounts.add_factory(f"/{stream.spec.name}", factory)
+        # Odd cameras for bad-input tests (MJPEG, other audio codecs): plain launch lines,
+        # no frame numbers.
+        for name, launch in (raw_mounts or {}).items():
+            factory = GstRtspServer.RTSPMediaFactory()
+            factory.set_launch(f"( {launch} )")
+            factory.set_shared(True)
+            mounts.add_factory(f"/{name}", factory)
+        if auth is not None:
+            self._require_basic_auth(auth, mounts)
         self._clients: set[GstRtspServer.RTSPClient] = set()
         self.server.connect("client-connected", self._on_client_connected)
+
+    def _require_basic_auth(self, auth: str, mounts: GstRtspServer.RTSPMountPoints) -> None:
+        """Every mount asks for HTTP basic credentials, as most cameras do."""
+        user, _, password = auth.partition(":")
+        rtsp_auth = GstRtspServer.RTSPAuth()
+        token = GstRtspServer.RTSPToken()
+        token.set_string("media.factory.role", "viewer")
+        rtsp_auth.add_basic(GstRtspServer.RTSPAuth.make_basic(user, password), token)
+        self.server.set_auth(rtsp_auth)
+        names = [s for s in self.streams] + list(self._raw_names)
+        for name in names:
+            factory = mounts.match(f"/{name}")[0]
+            perms = GstRtspServer.RTSPPermissions()
+            perms.add_permission_for_role("viewer", "media.factory.access", True)
+            perms.add_permission_for_role("viewer", "media.factory.construct", True)
+            factory.set_permissions(perms)
 
     def attach(self) -> None:
         if self.server.attach(None) == 0:
@@ -689,6 +745,9 @@ class _ControlServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer)
         if cmd == "stall":
             self._stream(req).set_stalled(bool(req.get("on", True)))
             return {"ok": True}
+        if cmd == "corrupt":
+            self._stream(req).set_corrupt(bool(req.get("on", True)))
+            return {"ok": True}
         if cmd == "jump":
             seconds = float(req["seconds"])
             if not seconds > 0:
@@ -726,10 +785,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--stream",
         action="append",
         type=StreamSpec.from_arg,
-        required=True,
+        default=[],
         help="name=cam1,codec=h264,width=640,height=360,fps=25,bitrate=1000,"
         "gop=25,audio=0,cheap=0,pattern=ball (repeatable)",
     )
+    p.add_argument(
+        "--mount",
+        action="append",
+        default=[],
+        metavar="NAME=LAUNCH",
+        help="an extra stream from a raw GStreamer launch line ending in pay0 (repeatable)",
+    )
+    p.add_argument("--auth", metavar="USER:PASSWORD", help="require these credentials")
     return p.parse_args(argv)
 
 
@@ -738,7 +805,8 @@ def main(argv: list[str] | None = None) -> int:
     Gst.init(None)
     epoch = time.time() if args.epoch is None else args.epoch
     try:
-        camera = CameraServer(args.stream, args.bind, args.port, epoch)
+        raw = dict(m.split("=", 1) for m in args.mount)
+        camera = CameraServer(args.stream, args.bind, args.port, epoch, raw, args.auth)
     except (ValueError, RuntimeError, GLib.Error) as exc:
         _log(f"cannot start: {exc}")
         return 2
