@@ -226,6 +226,10 @@ class CameraIngest:
         rate = vstream.guessed_rate or vstream.average_rate
         ticks = round(1 / (rate * vstream.time_base)) if rate else None
         joiner = AccessUnitJoiner(self.codec, ticks)
+        # pts to µs in integers: Fraction arithmetic per packet is measurably slow.
+        self._us_per_tick = {
+            s.index: (s.time_base.numerator * 1_000_000, s.time_base.denominator) for s in streams
+        }
         for pkt in container.demux(streams):
             if self.stop.is_set():
                 self._handle(joiner.flush(), vstream.index, stall_us)
@@ -245,8 +249,10 @@ class CameraIngest:
             return
         mono = time.monotonic_ns() // 1000
         now = P.Clocks(mono, time.time_ns() // 1000)
-        video = pkt.stream.index == video_index
-        pts_us = round(pkt.pts * pkt.time_base * 1_000_000)
+        index = pkt.stream.index
+        video = index == video_index
+        num, den = self._us_per_tick[index]
+        pts_us = pkt.pts * num // den
         for action in self.policy.packet(P.PacketInfo(video, bool(pkt.is_keyframe), pts_us), now):
             self._apply(action, pkt)
         if video and self.seg is not None and self.policy.run is not None:
