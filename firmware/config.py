@@ -11,9 +11,9 @@ import tomllib
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-CAMERA_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
 
 
 class ConfigError(Exception):
@@ -24,16 +24,19 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class BoardConfig(_Section):
-    name: str = "single"
-    data_dir: Path = Path("/var/lib/nvr")
+def _check_name(v: str) -> str:
+    if not NAME.match(v):
+        raise ValueError("must be 1-63 letters, digits, '-' or '_'")
+    return v
 
-    @field_validator("name")
-    @classmethod
-    def _name(cls, v: str) -> str:
-        if not CAMERA_NAME.match(v):
-            raise ValueError("must be 1-63 letters, digits, '-' or '_'")
-        return v
+
+Name = Annotated[str, AfterValidator(_check_name)]
+"""Board and camera names: they end up in file names, segment ids and metric labels."""
+
+
+class BoardConfig(_Section):
+    name: Name = "single"
+    data_dir: Path = Path("/var/lib/nvr")
 
 
 class NetworkConfig(_Section):
@@ -72,16 +75,9 @@ class ApiConfig(_Section):
 
 
 class CameraConfig(_Section):
-    name: str
+    name: Name
     url: str
     enabled: bool = True
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, v: str) -> str:
-        if not CAMERA_NAME.match(v):
-            raise ValueError("must be 1-63 letters, digits, '-' or '_'")
-        return v
 
     @field_validator("url")
     @classmethod

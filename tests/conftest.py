@@ -101,6 +101,11 @@ class Recorder:
     def token(self) -> str:
         return (self.data / "api.token").read_text().strip()
 
+    def camera_errors(self) -> dict[str, str]:
+        """Camera name -> the error the API shows for it, for cameras that have one."""
+        cams = self.get("/api/v1/cameras", token=True)["cameras"]
+        return {c["name"]: c["error"] for c in cams if c["error"]}
+
     def status(self) -> dict:
         return self.get("/api/v1/status")
 

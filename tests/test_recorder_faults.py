@@ -85,11 +85,11 @@ def test_bad_cameras_get_clear_errors_and_the_good_one_records(camera, recorder)
     rec = recorder({"good": cam.url("good"), **bad}, segment_seconds=1)
     wait_until(lambda: rec.segments() >= 4, 30, "segments of the good camera")
 
-    def errors():
-        cams = rec.get("/api/v1/cameras", token=True)["cameras"]
-        return {c["name"]: c["error"] for c in cams if c["error"]}
-
-    errs = wait_until(lambda: len(errors()) == 2 and errors(), 20, "errors for both bad cameras")
+    errs = wait_until(
+        lambda: len(rec.camera_errors()) == 2 and rec.camera_errors(),
+        20,
+        "errors for both bad cameras",
+    )
     assert "connection refused" in errs["refused"]
     assert "404" in errs["nopath"] or "no stream" in errs["nopath"]
     alerts = {a["id"]: a["text"] for a in rec.status()["alerts"]}
@@ -186,11 +186,9 @@ def test_wrong_credentials_and_unsupported_codec_are_named(recorder):
         )
         wait_until(lambda: rec.segments() >= 3, 30, "segments of the good camera")
 
-        def errors():
-            cams = rec.get("/api/v1/cameras", token=True)["cameras"]
-            return {c["name"]: c["error"] for c in cams if c["error"]}
-
-        errs = wait_until(lambda: len(errors()) == 2 and errors(), 30, "both errors")
+        errs = wait_until(
+            lambda: len(rec.camera_errors()) == 2 and rec.camera_errors(), 30, "both errors"
+        )
         assert "credentials" in errs["badpass"]
         assert "'vp8' cannot be stored" in errs["vp8"]
         assert "wrong" not in errs["badpass"] and "s3cret" not in str(errs)  # no secrets shown
