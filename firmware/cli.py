@@ -269,7 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--data", type=Path, required=True)
     r.add_argument("--camera", type=_camera_arg, action="append", required=True, metavar="NAME=URL")
     r.add_argument("--segment-seconds", type=float, default=4.0)
-    r.add_argument("--workers", type=int, default=0, help="worker processes (0 = one per camera)")
+    r.add_argument("--workers", type=int, default=0, help="worker processes (0 = one per CPU core)")
     r.add_argument("--board", default="single", help="board name stored as segment origin")
     r.add_argument("--min-free-mb", type=float, default=None)
     r.add_argument("--stall-seconds", type=float, default=None)

@@ -56,7 +56,7 @@ class PairConfig(_Section):
 class RecorderConfig(_Section):
     segment_seconds: Annotated[float, Field(gt=0.5, le=600)] = 4.0
     workers: Annotated[int, Field(ge=0, le=64)] = 0
-    """Worker processes for ingest; 0 = one per camera (least CPU, ~30 MB each)."""
+    """Worker processes for ingest; 0 = one per CPU core, never more than cameras."""
     retention_days: Annotated[float, Field(gt=0)] = 30.0
     min_free_percent: Annotated[float, Field(ge=0, lt=90)] = 5.0
     min_free_mb: Annotated[float, Field(ge=0)] = 256.0

@@ -128,7 +128,7 @@ def run_nvr(
     total = children_cpu() - before
     files = {n: sorted((data / "segments" / n).rglob("*.mp4")) for n in urls}
     kept, missing, dup = count_frames(files)
-    label = f"nvr record, workers={workers or len(urls)}"
+    label = f"nvr record, workers={workers or min(len(urls), os.cpu_count() or 1)}"
     return Result(label, len(urls), seconds, window, total, kept, missing, dup, max_lag)
 
 
@@ -194,7 +194,7 @@ def main() -> int:
     ap.add_argument("--warmup", type=float, default=10, help="seconds before the window")
     ap.add_argument("--bitrate", type=int, default=4000, help="kbit/s per camera")
     ap.add_argument("--workers", default="0",
-                    help="nvr worker counts to try, e.g. 0,4 (0 = one per camera)")  # fmt: skip
+                    help="nvr worker counts to try, e.g. 0,1,32 (0 = one per core)")  # fmt: skip
     ap.add_argument("--json", type=Path, help="also write the results here")
     args = ap.parse_args()
     if not shutil.which("ffmpeg"):

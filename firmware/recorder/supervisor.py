@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import multiprocessing as mp
 import multiprocessing.connection as mp_connection
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -56,9 +57,10 @@ class CameraStatus:
 
 
 def worker_count(requested: int, cameras: int) -> int:
-    """0 = a process per camera: cameras sharing a process contend for its GIL on every
-    socket poll (PyAV's read-timeout callback), which costs more CPU than a process does."""
-    n = requested or cameras
+    """0 = one process per CPU core (never more than cameras): one process alone cannot remux
+    dozens of cameras, and a process per camera costs more CPU and memory than it saves in GIL
+    contention (docs/BENCHMARKS.md)."""
+    n = requested or (os.cpu_count() or 1)
     return max(1, min(n, cameras))
 
 
