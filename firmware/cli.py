@@ -102,6 +102,8 @@ def cmd_record(args: argparse.Namespace) -> int:
     }
     if args.min_free_mb is not None:
         raw["recorder"]["min_free_mb"] = args.min_free_mb
+    if args.retention_days is not None:
+        raw["recorder"]["retention_days"] = args.retention_days
     if args.stall_seconds is not None:
         raw["recorder"]["stall_seconds"] = args.stall_seconds
     if args.api_port is not None:
@@ -273,6 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--board", default="single", help="board name stored as segment origin")
     r.add_argument("--min-free-mb", type=float, default=None)
     r.add_argument("--stall-seconds", type=float, default=None)
+    r.add_argument("--retention-days", type=float, default=None)
     r.add_argument("--api-port", type=int, default=None, help="serve the HTTP API too")
     r.add_argument("--api-address", default="127.0.0.1")
     r.set_defaults(func=cmd_record)

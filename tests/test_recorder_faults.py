@@ -217,3 +217,38 @@ def test_corrupt_stream_is_recorded_without_harm_to_others(camera, recorder):
     bad = [s for s in cat["segments"] if s["camera"] == "bad"]
     assert bad and bad[-1]["frames"] > 0
     assert nvr("verify", "--data", str(rec.data)).returncode == 0
+
+
+def test_dropped_connection_reconnects_with_one_gap(camera, recorder):
+    cam = camera(StreamSpec("cam1", gop=10))
+    rec = recorder({"cam1": cam.url("cam1")}, segment_seconds=1)
+    wait_until(lambda: rec.segments() >= 2, 30, "two segments")
+    assert cam.drop("cam1") == 1
+    wait_until(lambda: len(runs_of(rec.data, "cam1")) >= 2, 30, "a new run after the drop")
+    wait_until(lambda: rec.status()["cameras"][0]["recording"], 20, "recording again")
+    rec.stop()
+    cat = catalog(rec.data)
+    closed = [g for g in cat["gaps"] if g["end"] is not None]
+    assert len(closed) == 1 and closed[0]["reason"] in ("stream-ended", "stream-error", "stall")
+    for frames in run_frames(rec.data, cat):
+        assert_contiguous(frames)
+
+
+def test_retention_by_age_deletes_old_footage_and_keeps_recording(camera, recorder):
+    cam = camera(StreamSpec("cam1", gop=10))
+    max_age_s = 6.0
+    rec = recorder({"cam1": cam.url("cam1")}, segment_seconds=1,
+                   extra=["--retention-days", str(max_age_s / 86400)])  # fmt: skip
+    first = wait_until(lambda: catalog(rec.data)["segments"], 30, "a segment")[0]
+    wait_until(lambda: first["id"] not in [s["id"] for s in catalog(rec.data)["segments"]], 40,
+               "the first segment to age out")  # fmt: skip
+    rec.stop()
+    from firmware.timefmt import parse_iso
+
+    cat = catalog(rec.data)
+    newest = max(parse_iso(s["end"]) for s in cat["segments"])
+    oldest = min(parse_iso(s["end"]) for s in cat["segments"])
+    assert newest - oldest <= (max_age_s + 10 + 2) * 1e6  # one retention period of slack
+    assert len(cat["runs"]) == 1  # deleting old footage never interrupted recording
+    assert not (rec.data / first["path"]).exists()
+    assert nvr("verify", "--data", str(rec.data)).returncode == 0

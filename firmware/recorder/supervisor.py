@@ -26,7 +26,7 @@ from firmware.recorder.worker import worker_main
 log = logging.getLogger(__name__)
 
 MAINTENANCE_PERIOD_S = 2.0
-AGE_RETENTION_PERIOD_S = 60.0
+AGE_RETENTION_PERIOD_S = 10.0  # one indexed query of the oldest segments
 
 
 def now_us() -> int:
