@@ -89,3 +89,17 @@ def test_cameras_detail_names_the_failure(board):
         "an alert for the dead camera",
     )
     assert iso(0) == "1970-01-01T00:00:00.000Z"
+
+
+def test_nvr_status_command_reads_the_running_board(board):
+    import json
+
+    from conftest import nvr
+
+    out = json.loads(nvr("status", "--url", f"http://127.0.0.1:{board.port}", "--json").stdout)
+    assert out["board"] == "single" and out["role"] == "single"
+    assert {c["name"] for c in out["cameras"]} == {"cam1", "dead"}
+    human = nvr("status", "--url", f"http://127.0.0.1:{board.port}").stdout
+    assert "camera cam1: recording" in human and "camera dead: NOT recording" in human
+    gone = nvr("status", "--url", "http://127.0.0.1:9", check=False)
+    assert gone.returncode == 1 and "does not answer" in gone.stderr

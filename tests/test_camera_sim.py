@@ -5,7 +5,6 @@ from __future__ import annotations
 import itertools
 import json
 import os
-import shutil
 import socket
 import subprocess
 import time
@@ -29,10 +28,6 @@ from hil.camera.sei import (
 )
 from hil.framecheck import check_contiguous, frame_numbers, frame_records, stamp_from_packet
 
-needs_media_tools = pytest.mark.skipif(
-    shutil.which("ffmpeg") is None or shutil.which("ffprobe") is None,
-    reason="ffmpeg/ffprobe not installed",
-)
 FRAGMENTED = ["-f", "mp4", "-movflags", "frag_keyframe+empty_moov+default_base_moof"]
 
 
@@ -229,7 +224,6 @@ def test_stream_spec_roundtrip() -> None:
 # -- the server -----------------------------------------------------------------------------
 
 
-@needs_media_tools
 def test_h264_recording(camera: Callable[..., CameraSim], tmp_path: Path) -> None:
     cam = camera(StreamSpec("cam1"))
     out = record(cam.url("cam1"), tmp_path / "h264.mp4")
@@ -241,7 +235,6 @@ def test_h264_recording(camera: Callable[..., CameraSim], tmp_path: Path) -> Non
     assert cam.frame("cam1") is not None and cam.frame("cam1") >= numbers[-1]
 
 
-@needs_media_tools
 def test_h265_fragmented_recording(camera: Callable[..., CameraSim], tmp_path: Path) -> None:
     cam = camera(StreamSpec("cam1", codec="h265", width=320, height=240, fps=30, gop=30))
     out = record(cam.url("cam1"), tmp_path / "h265.mp4", 3, *FRAGMENTED)
@@ -260,7 +253,6 @@ def test_h265_fragmented_recording(camera: Callable[..., CameraSim], tmp_path: P
     assert prefix and prefix == numbers[: len(prefix)]
 
 
-@needs_media_tools
 @pytest.mark.parametrize("codec", ["h264", "h265"])
 def test_cheap_mode(camera: Callable[..., CameraSim], tmp_path: Path, codec: str) -> None:
     specs = [
@@ -298,7 +290,6 @@ def test_pyav_live_ingest_sees_stamps(camera: Callable[..., CameraSim], codec: s
     assert_contiguous([s.frame for s in stamps if s is not None], at_least=30)
 
 
-@needs_media_tools
 def test_audio_track(camera: Callable[..., CameraSim], tmp_path: Path) -> None:
     cam = camera(StreamSpec("cam1", audio=True, cheap=True))
     out = record(cam.url("cam1"), tmp_path / "av.mp4", 3)
@@ -312,7 +303,6 @@ def test_audio_track(camera: Callable[..., CameraSim], tmp_path: Path) -> None:
     assert abs(spans["audio"] - spans["video"]) < 0.3, spans
 
 
-@needs_media_tools
 def test_stall_skips_numbers(
     camera: Callable[..., CameraSim], recorders: Callable[..., Recorder], tmp_path: Path
 ) -> None:
@@ -338,7 +328,6 @@ def test_stall_skips_numbers(
     assert 48 <= end - start + 1 <= 50 + 25 + 5, report.gaps  # stall + at most one GOP
 
 
-@needs_media_tools
 def test_drop_disconnects_clients(
     camera: Callable[..., CameraSim], recorders: Callable[..., Recorder], tmp_path: Path
 ) -> None:
@@ -357,7 +346,6 @@ def test_drop_disconnects_clients(
     assert_contiguous(frame_numbers(again), at_least=40)
 
 
-@needs_media_tools
 def test_two_clients_get_identical_frames(
     camera: Callable[..., CameraSim], recorders: Callable[..., Recorder], tmp_path: Path
 ) -> None:
@@ -376,7 +364,6 @@ def test_two_clients_get_identical_frames(
     assert [r for r in ra if r.frame in common] == [r for r in rb if r.frame in common]
 
 
-@needs_media_tools
 def test_jump_moves_timestamps(
     camera: Callable[..., CameraSim], recorders: Callable[..., Recorder], tmp_path: Path
 ) -> None:
@@ -399,7 +386,6 @@ def test_jump_moves_timestamps(
         cam.jump("cam1", -5)
 
 
-@needs_media_tools
 def test_restart_continues_frame_clock(camera: Callable[..., CameraSim], tmp_path: Path) -> None:
     cam = camera(StreamSpec("cam1", cheap=True))
     epoch = cam.epoch
@@ -458,14 +444,10 @@ def test_free_port_is_bindable() -> None:
         s.bind(("127.0.0.1", port))
 
 
-@needs_media_tools
 def test_netns(tmp_path: Path) -> None:
     """The camera runs inside a network namespace; control still works from outside."""
-    if shutil.which("ip") is None:
-        pytest.skip("iproute2 not installed")
     ns = f"camsim-test-{os.getpid()}"
-    if subprocess.run(["ip", "netns", "add", ns], capture_output=True).returncode != 0:
-        pytest.skip("cannot create network namespaces here")
+    subprocess.run(["ip", "netns", "add", ns], check=True)  # needs root, as the rig does
     cam = CameraSim([StreamSpec("cam1", cheap=True)], netns=ns)
     try:
         subprocess.run(["ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up"], check=True)
