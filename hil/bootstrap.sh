@@ -11,7 +11,7 @@ apt_packages=(
   gir1.2-gstreamer-1.0 gir1.2-gst-plugins-base-1.0 gir1.2-gst-rtsp-server-1.0
   gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good
   gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly
-  ffmpeg iproute2 util-linux procps sqlite3 ca-certificates
+  ffmpeg iproute2 iputils-ping util-linux procps sqlite3 ca-certificates
 )
 missing=()
 for p in "${apt_packages[@]}"; do

@@ -1,0 +1,138 @@
+"""The twin-board rig on one machine: network namespaces for both boards, the LAN switch, the
+camera and a client, with the direct sync link between the boards.
+
+    <p>-a  eth0 ─┐                         ┌─ eth0 <p>-cam   192.0.2.31
+                 ├── bridge "lan" in <p>-sw ┤
+    <p>-b  eth0 ─┘                         └─ eth0 <p>-cli   192.0.2.50
+    <p>-a  eth1 ───── direct veth (sync) ───── eth1 <p>-b
+
+LAN 192.0.2.0/24 (a .11, b .12, VIP .100), sync 198.51.100.0/28 (a .1, b .2): documentation
+ranges, inside namespaces this rig made; nothing in the root namespace routes to them. Every
+rig removes all it made, also when the test using it fails.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+LAN_PREFIX = 24
+SYNC_PREFIX = 28
+ADDRESSES = {
+    "a": {"lan": "192.0.2.11", "sync": "198.51.100.1"},
+    "b": {"lan": "192.0.2.12", "sync": "198.51.100.2"},
+    "cam": {"lan": "192.0.2.31"},
+    "cli": {"lan": "192.0.2.50"},
+}
+VIRTUAL_IP = "192.0.2.100"
+HOSTS = ("a", "b", "cam", "cli")
+
+
+def _ip(*args: str, ns: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    cmd = ["ip", *(["-n", ns] if ns else []), *args]
+    return subprocess.run(cmd, capture_output=True, text=True, check=check, timeout=20)
+
+
+@dataclass
+class PairRig:
+    prefix: str = field(default_factory=lambda: "r" + uuid.uuid4().hex[:6])
+    procs: dict[str, list[subprocess.Popen]] = field(default_factory=dict)
+
+    def ns(self, host: str) -> str:
+        return f"{self.prefix}-{host}"
+
+    @property
+    def switch(self) -> str:
+        return f"{self.prefix}-sw"
+
+    # --- lifecycle -----------------------------------------------------------------------------
+
+    def up(self) -> PairRig:
+        try:
+            for name in [self.switch, *(self.ns(h) for h in HOSTS)]:
+                _ip("netns", "add", name)
+                _ip("link", "set", "lo", "up", ns=name)
+            _ip("link", "add", "lan", "type", "bridge", ns=self.switch)
+            _ip("link", "set", "lan", "up", ns=self.switch)
+            for host in HOSTS:
+                port = f"{host}-lan"
+                _ip("link", "add", port, "netns", self.switch, "type", "veth", "peer", "name",
+                    "eth0", "netns", self.ns(host))  # fmt: skip
+                _ip("link", "set", port, "master", "lan", "up", ns=self.switch)
+                self._address(host, "eth0", ADDRESSES[host]["lan"], LAN_PREFIX)
+            _ip("link", "add", "eth1", "netns", self.ns("a"), "type", "veth", "peer", "name",
+                "eth1", "netns", self.ns("b"))  # fmt: skip
+            for host in ("a", "b"):
+                self._address(host, "eth1", ADDRESSES[host]["sync"], SYNC_PREFIX)
+        except BaseException:
+            self.down()
+            raise
+        return self
+
+    def _address(self, host: str, dev: str, addr: str, prefix: int) -> None:
+        _ip("addr", "add", f"{addr}/{prefix}", "dev", dev, ns=self.ns(host))
+        _ip("link", "set", dev, "up", ns=self.ns(host))
+
+    def down(self) -> None:
+        """Kill what runs in the rig, then remove every namespace (and so every link) it made."""
+        for host in list(self.procs):
+            self.kill(host)
+        for name in [self.switch, *(self.ns(h) for h in HOSTS)]:
+            _ip("netns", "del", name, check=False)
+
+    def __enter__(self) -> PairRig:
+        return self.up()
+
+    def __exit__(self, *exc: object) -> None:
+        self.down()
+
+    # --- running things ------------------------------------------------------------------------
+
+    def run(self, host: str, cmd: Sequence[str], **kw) -> subprocess.CompletedProcess:
+        kw.setdefault("capture_output", True)
+        kw.setdefault("text", True)
+        kw.setdefault("timeout", 60)
+        return subprocess.run(["ip", "netns", "exec", self.ns(host), *cmd], **kw)
+
+    def start(self, host: str, cmd: Sequence[str], **kw) -> subprocess.Popen:
+        """A process on a host, in its own process group so a power cut takes all of it."""
+        proc = subprocess.Popen(["ip", "netns", "exec", self.ns(host), *cmd],
+                                start_new_session=True, **kw)  # fmt: skip
+        self.procs.setdefault(host, []).append(proc)
+        return proc
+
+    def kill(self, host: str, sig: int = signal.SIGKILL) -> None:
+        for proc in self.procs.pop(host, []):
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, sig)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(10)
+
+    # --- faults --------------------------------------------------------------------------------
+
+    def cable(self, host: str, link: str, connected: bool) -> None:
+        """Pull or plug a cable: 'lan' (eth0 at the switch side too) or 'sync' (eth1)."""
+        dev = {"lan": "eth0", "sync": "eth1"}[link]
+        state = "up" if connected else "down"
+        _ip("link", "set", dev, state, ns=self.ns(host))
+        if link == "lan":
+            _ip("link", "set", f"{host}-lan", state, ns=self.switch)
+
+    def power_cut(self, host: str) -> None:
+        """Everything on the board dies at once and its links go dark."""
+        self.kill(host)
+        for link in ("lan", "sync") if host in ("a", "b") else ("lan",):
+            self.cable(host, link, False)
+
+    def ping(self, src: str, dst_addr: str, timeout_s: float = 1.0) -> bool:
+        res = self.run(src, ["ping", "-c", "1", "-W", str(max(1, round(timeout_s))), dst_addr])
+        return res.returncode == 0
