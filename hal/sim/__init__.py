@@ -1,0 +1,1 @@
+"""Simulated devices for boards that are not here; same contracts as the Linux backends."""
