@@ -240,6 +240,14 @@ def test_invalid_construction() -> None:
     e.start(0.0)
     with pytest.raises(ValueError):
         e.receive(adv(), 0.0, "wifi")
+    with pytest.raises(ValueError):
+        e.set_newest_segment("s" * 97)
+    e.set_newest_segment("cam1/0001.mp4")
+    e.tick(1.0)
+    assert e.state == "active"
+    assert e.tick(e.deadline or 0.0)[0] == SendAdvert(
+        adv("a", seq=3, priority=100, newest_segment="cam1/0001.mp4")
+    )
 
 
 # ----------------------------------------------------------------------------- two boards

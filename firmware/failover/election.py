@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Final
 
-from firmware.failover.advert import VERSION, Advert, Health
+from firmware.failover.advert import MAX_SEGMENT_BYTES, VERSION, Advert, Health
 
 PATHS: Final = ("lan", "sync", "serial")
 
@@ -242,7 +242,10 @@ class Election:
         self.reachable = reachable
 
     def set_newest_segment(self, name: str) -> None:
-        """Advertised so the peer can tell how far its mirror lags."""
+        """Advertised so the peer can tell how far its mirror lags; checked here so a bad
+        name fails at the caller instead of at the next timer."""
+        if len(name.encode("utf-8")) > MAX_SEGMENT_BYTES or "\x00" in name:
+            raise ValueError("newest_segment must be at most 96 bytes utf-8 without NUL")
         self.newest_segment = name
 
     def set_health(self, flags: Health, now: float) -> list[Action]:
