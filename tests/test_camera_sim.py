@@ -303,13 +303,18 @@ def test_audio_track(camera: Callable[..., CameraSim], tmp_path: Path) -> None:
     assert abs(spans["audio"] - spans["video"]) < 0.3, spans
 
 
+def wait_flowing(cam: CameraSim, name: str) -> None:
+    """One client connected and frames going out to it."""
+    wait_until(lambda: cam.clients(name) == 1, 10, "the recorder to connect")
+    wait_until(lambda: (cam.frame(name) or 0) > 0, 10, "frames to flow")
+
+
 def test_stall_skips_numbers(
     camera: Callable[..., CameraSim], recorders: Callable[..., Recorder], tmp_path: Path
 ) -> None:
     cam = camera(StreamSpec("cam1", cheap=True))
     rec = recorders(cam.url("cam1"), tmp_path / "stall.mp4", "-t", "6")
-    wait_until(lambda: cam.clients("cam1") == 1, 10, "the recorder to connect")
-    wait_until(lambda: (cam.frame("cam1") or 0) > 0, 10, "frames to flow")
+    wait_flowing(cam, "cam1")
     first_sent = cam.frame("cam1") or 0
     wait_until(lambda: (cam.frame("cam1") or 0) >= first_sent + 25, 10, "a second of frames")
     cam.stall("cam1", True)
@@ -369,8 +374,7 @@ def test_jump_moves_timestamps(
 ) -> None:
     cam = camera(StreamSpec("cam1", cheap=True))
     rec = recorders(cam.url("cam1"), tmp_path / "jump.mp4", "-frames:v", "100")
-    wait_until(lambda: cam.clients("cam1") == 1, 10, "the recorder to connect")
-    wait_until(lambda: (cam.frame("cam1") or 0) > 0, 10, "frames to flow")
+    wait_flowing(cam, "cam1")
     first = cam.frame("cam1") or 0
     wait_until(lambda: (cam.frame("cam1") or 0) >= first + 25, 10, "a second of frames")
     cam.jump("cam1", 3600)

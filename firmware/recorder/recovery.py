@@ -83,11 +83,10 @@ def recover(data_dir: Path, catalog: Catalog) -> RecoveryReport:
             if not final.exists() and not Path(str(final) + PARTIAL).exists():
                 meta_file.unlink()
 
-    for seg in catalog.segments():
-        if not (data_dir / seg.path).exists():
-            rep.missing_files.append(seg.path)
-    if rep.missing_files:
-        ids = [s.id for s in catalog.segments() if s.path in set(rep.missing_files)]
+    gone = [seg for seg in catalog.segments() if not (data_dir / seg.path).exists()]
+    rep.missing_files = [seg.path for seg in gone]
+    if gone:
+        ids = [seg.id for seg in gone]
         catalog.forget_garbage(catalog.delete_segment_rows(ids))
         log.error("recovery: %d catalog rows had no file: %s", len(ids), rep.missing_files[:5])
 

@@ -41,11 +41,12 @@ class LinuxNic:
             msg = rt.get_links(self._index(rt, ifname))[0]
         flags = msg["flags"]
         speed = None
-        try:
-            with open(f"/sys/class/net/{ifname}/speed") as f:
-                speed = int(f.read()) if not self.netns else None
-        except (OSError, ValueError):
-            pass
+        if not self.netns:  # /sys shows this process's namespace only
+            try:
+                with open(f"/sys/class/net/{ifname}/speed") as f:
+                    speed = int(f.read())
+            except (OSError, ValueError):
+                pass
         return LinkState(
             name=ifname,
             up=bool(flags & 1),
@@ -60,25 +61,21 @@ class LinuxNic:
             return [f"{a.get('IFA_ADDRESS')}/{a['prefixlen']}" for a in rt.get_addr(index=idx)]
 
     def add_address(self, ifname: str, cidr: str) -> bool:
-        addr, prefix = split_cidr(cidr)
-        with self._rt() as rt:
-            try:
-                rt.addr("add", index=self._index(rt, ifname), address=addr, prefixlen=prefix)
-            except NetlinkError as e:
-                if e.code == EEXIST:
-                    return False
-                raise DeviceIOError(f"{ifname}: cannot add {cidr}: {e}") from e
-        return True
+        return self._change_address("add", ifname, cidr, already=EEXIST)
 
     def remove_address(self, ifname: str, cidr: str) -> bool:
+        return self._change_address("del", ifname, cidr, already=EADDRNOTAVAIL)
+
+    def _change_address(self, op: str, ifname: str, cidr: str, already: int) -> bool:
+        """False when the address already was (or was not) there: idempotent for failover."""
         addr, prefix = split_cidr(cidr)
         with self._rt() as rt:
             try:
-                rt.addr("del", index=self._index(rt, ifname), address=addr, prefixlen=prefix)
+                rt.addr(op, index=self._index(rt, ifname), address=addr, prefixlen=prefix)
             except NetlinkError as e:
-                if e.code == EADDRNOTAVAIL:
+                if e.code == already:
                     return False
-                raise DeviceIOError(f"{ifname}: cannot remove {cidr}: {e}") from e
+                raise DeviceIOError(f"{ifname}: cannot {op} {cidr}: {e}") from e
         return True
 
     def announce(self, ifname: str, address: str) -> None:
