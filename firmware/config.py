@@ -11,7 +11,16 @@ import tomllib
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    IPvAnyAddress,
+    IPvAnyInterface,
+    ValidationError,
+    field_validator,
+)
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
 
@@ -44,13 +53,41 @@ class NetworkConfig(_Section):
     sync_interface: str = "eth1"
 
 
+class HealthWeights(_Section):
+    """How much each fault lowers this board's priority, so the healthier board is active."""
+
+    recorder_unhealthy: Annotated[int, Field(ge=0, le=253)] = 50
+    disk_failed: Annotated[int, Field(ge=0, le=253)] = 100
+    disk_full: Annotated[int, Field(ge=0, le=253)] = 30
+    lan_down: Annotated[int, Field(ge=0, le=253)] = 80
+    ups_on_battery: Annotated[int, Field(ge=0, le=253)] = 20
+    ups_low: Annotated[int, Field(ge=0, le=253)] = 60
+
+
 class PairConfig(_Section):
-    peer_lan_address: str
-    peer_sync_address: str
-    virtual_ip: str
+    peer_lan_address: IPvAnyAddress
+    peer_sync_address: IPvAnyAddress
+    virtual_ip: IPvAnyInterface
+    """With its prefix, e.g. 192.0.2.100/24; an IPv6 VIP is announced by unsolicited NA."""
     priority: Annotated[int, Field(ge=1, le=254)] = 100
     advert_interval_ms: Annotated[int, Field(ge=10, le=10000)] = 100
     key_file: Path = Path("/etc/nvr/pair.key")
+    advert_port: Annotated[int, Field(ge=1, le=65535)] = 5405
+    """UDP port of the adverts, the same on both paths and both boards."""
+    preempt: bool = False
+    """A returning board with higher priority takes the VIP back (after preempt_delay)."""
+    preempt_delay_seconds: Annotated[float, Field(ge=0, le=3600)] = 60.0
+    gateway: IPvAnyAddress | None = None
+    """Tie-breaker besides the cameras: with every advert path silent, a standby takes over
+    only if it can reach one of them."""
+    serial_port: str | None = None
+    """Optional serial crosslink to the peer (e.g. /dev/ttyS1) as a third advert path."""
+    serial_baud: Annotated[int, Field(ge=1200, le=4000000)] = 115200
+    garp_count: Annotated[int, Field(ge=1, le=20)] = 5
+    garp_spacing_ms: Annotated[int, Field(ge=10, le=10000)] = 200
+    garp_refresh_seconds: Annotated[float, Field(ge=0, le=3600)] = 30.0
+    """0 = no periodic refresh."""
+    health_weights: HealthWeights = HealthWeights()
 
 
 class RecorderConfig(_Section):

@@ -12,6 +12,7 @@ apt_packages=(
   gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good
   gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly
   ffmpeg iproute2 iputils-ping util-linux procps sqlite3 ca-certificates
+  keepalived nftables socat
 )
 missing=()
 for p in "${apt_packages[@]}"; do

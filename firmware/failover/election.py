@@ -126,6 +126,8 @@ class Election:
         self._master_down_at: float | None = None
         self._preempt_at: float | None = None
         self._handover = False
+        self._handover_from: str | None = None
+        self._yielded = False
         # Validate now so a bad board_id fails at construction, not at the first send.
         self._advert("init", self.priority)
 
@@ -197,6 +199,8 @@ class Election:
         self._master_down_at = None
         self._preempt_at = None
         self._handover = False
+        self._handover_from = None
+        self._yielded = False
         self._advert_at = now + self.interval
         # Announce before taking the VIP so peers learn the new epoch as early as possible.
         return [self._send(), TakeVIP(self.epoch), StateChanged(old, "active", reason)]
@@ -236,6 +240,23 @@ class Election:
         actions.append(StateChanged(old, "init", "shutdown"))
         actions.append(self._send(state="init", priority=0))
         return actions
+
+    def step_down(self, now: float) -> list[Action]:
+        """Planned handover while staying up (drills, maintenance): release, advertise
+        priority 0 so the best standby takes over after its skew, and do not preempt back.
+        If nobody takes over, the usual master-down timer makes this board claim again."""
+        if self.state != "active":
+            return []
+        self.state = "standby"
+        self._yielded = True
+        self._preempt_at = None
+        self._master_down_at = now + self.master_down
+        self._advert_at = now + self.interval
+        return [
+            ReleaseVIP(),
+            StateChanged("active", "standby", "handover"),
+            self._send(priority=0),
+        ]
 
     def set_reachable(self, reachable: bool) -> None:
         """Tie-breaker input: can this board reach the cameras/gateway?"""
@@ -322,6 +343,7 @@ class Election:
             if was_active or advert.state == "active":
                 # Planned handover: take over after skew only.
                 self._handover = True
+                self._handover_from = advert.board_id
                 self._preempt_at = None
                 self._master_down_at = now + skew_time(
                     self.effective_priority, self._learned_interval
@@ -339,7 +361,12 @@ class Election:
 
     def _check_preempt(self, now: float) -> list[Action]:
         top = self.current_active(now)
-        if not self.preempt or top is None or top.advert.priority >= self.effective_priority:
+        if (
+            not self.preempt
+            or self._yielded
+            or top is None
+            or top.advert.priority >= self.effective_priority
+        ):
             self._preempt_at = None
             return []
         if self._preempt_at is None:
@@ -370,7 +397,11 @@ class Election:
     def _master_down_expired(self, now: float) -> list[Action]:
         # Any active left is either silent or one with a stale epoch; claiming with a newer
         # epoch makes the stale one release, so only standby peers are ranked here.
-        live = [p for p in self._live_peers(now) if p.advert.state != "active"]
+        live = [
+            p
+            for p in self._live_peers(now)
+            if p.advert.state != "active" and p.board_id != self._handover_from
+        ]
         if live:
             best = max(live, key=lambda p: (p.advert.priority, p.board_id))
             if (best.advert.priority, best.board_id) > self._rank():

@@ -2,18 +2,35 @@
 
 from __future__ import annotations
 
+import ipaddress
+import select
 import socket
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from pyroute2 import IPRoute, NetlinkError, NetNS
+from pyroute2 import IPRoute, NetlinkError
+from pyroute2.netlink.rtnl import RTMGRP_IPV4_IFADDR, RTMGRP_IPV6_IFADDR, RTMGRP_LINK
+from pyroute2.netlink.rtnl.marshal import MarshalRtnl
 from pyroute2.netns import popns, pushns
 
 from hal.errors import DeviceIOError, Unavailable
-from hal.nic import LinkState, garp_frame, split_cidr
+from hal.nic import (
+    AddressEvent,
+    LinkEvent,
+    LinkState,
+    NicEvent,
+    garp_frame,
+    na_message,
+    split_cidr,
+)
 
 EEXIST = 17
 EADDRNOTAVAIL = 99
+IFA_F_NODAD = 0x02
+IFF_UP = 1
+ALL_NODES = "ff02::1"
+WATCH_POLL_S = 0.2
 
 
 class LinuxNic:
@@ -24,7 +41,7 @@ class LinuxNic:
 
     @contextmanager
     def _rt(self) -> Iterator[IPRoute]:
-        rt = NetNS(self.netns) if self.netns else IPRoute()
+        rt = IPRoute(netns=self.netns) if self.netns else IPRoute()
         try:
             yield rt
         finally:
@@ -49,7 +66,7 @@ class LinuxNic:
                 pass
         return LinkState(
             name=ifname,
-            up=bool(flags & 1),
+            up=bool(flags & IFF_UP),
             carrier=bool(msg.get("IFLA_CARRIER")),
             mac=msg.get("IFLA_ADDRESS") or "",
             speed_mbps=speed if speed and speed > 0 else None,
@@ -69,9 +86,14 @@ class LinuxNic:
     def _change_address(self, op: str, ifname: str, cidr: str, already: int) -> bool:
         """False when the address already was (or was not) there: idempotent for failover."""
         addr, prefix = split_cidr(cidr)
+        extra = {}
+        if op == "add" and ipaddress.ip_address(addr).version == 6:
+            # A floating address must work at once: duplicate address detection would keep
+            # it tentative (unusable) for a second or more after takeover.
+            extra["IFA_FLAGS"] = IFA_F_NODAD
         with self._rt() as rt:
             try:
-                rt.addr(op, index=self._index(rt, ifname), address=addr, prefixlen=prefix)
+                rt.addr(op, index=self._index(rt, ifname), address=addr, prefixlen=prefix, **extra)
             except NetlinkError as e:
                 if e.code == already:
                     return False
@@ -79,23 +101,82 @@ class LinuxNic:
         return True
 
     def announce(self, ifname: str, address: str) -> None:
-        frame = garp_frame(self.link(ifname).mac, address)
-        with self._packet_socket() as s:
+        mac = self.link(ifname).mac
+        if ipaddress.ip_address(address).version == 6:
+            self._announce_v6(ifname, mac, address)
+            return
+        with self._socket(socket.AF_PACKET, socket.SOCK_RAW) as s:
             try:
                 s.bind((ifname, 0))
-                s.send(frame)
+                s.send(garp_frame(mac, address))
             except OSError as e:
                 raise DeviceIOError(f"{ifname}: gratuitous ARP failed: {e}") from e
 
+    def _announce_v6(self, ifname: str, mac: str, address: str) -> None:
+        with self._socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6) as s:
+            try:
+                index = self._ifindex(ifname)
+                # Neighbour discovery is only believed from hop limit 255 (RFC 4861 7.1.2).
+                s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 255)
+                s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, index)
+                s.bind((address, 0, 0, index))
+                s.sendto(na_message(mac, address), (ALL_NODES, 0, 0, index))
+            except OSError as e:
+                raise DeviceIOError(f"{ifname}: neighbour advertisement failed: {e}") from e
+
+    def _ifindex(self, ifname: str) -> int:
+        with self._rt() as rt:
+            return self._index(rt, ifname)
+
     @contextmanager
-    def _packet_socket(self) -> Iterator[socket.socket]:
+    def _socket(self, *args: int) -> Iterator[socket.socket]:
         # A socket belongs to the namespace it was made in, so make it there.
         if self.netns:
             pushns(self.netns)
         try:
-            s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+            s = socket.socket(*args)
         finally:
             if self.netns:
                 popns()
         with s:
             yield s
+
+    def watch(self, stop: threading.Event) -> Iterator[NicEvent]:
+        """Current links and addresses first, then changes as netlink reports them.
+
+        A plain netlink socket parsed by pyroute2's marshal: select() on it is exact, where
+        IPRoute buffers messages internally and select() would miss queued events."""
+        with self._socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE) as sock:
+            sock.bind((0, RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR))
+            marshal = MarshalRtnl()
+            names: dict[int, str] = {}
+            # Bound before the snapshot, so nothing between the two is missed.
+            with self._rt() as rt:
+                pending = [*rt.get_links(), *rt.get_addr()]
+            while not stop.is_set():
+                for msg in pending:
+                    event = self._event(msg, names)
+                    if event is not None:
+                        yield event
+                ready, _, _ = select.select([sock], [], [], WATCH_POLL_S)
+                pending = list(marshal.parse(sock.recv(1 << 16))) if ready else []
+
+    @staticmethod
+    def _event(msg: dict, names: dict[int, str]) -> NicEvent | None:
+        kind = msg.get("event")
+        if kind in ("RTM_NEWLINK", "RTM_DELLINK"):
+            name = msg.get("IFLA_IFNAME") or names.get(msg["index"], "")
+            names[msg["index"]] = name
+            gone = kind == "RTM_DELLINK"
+            return LinkEvent(
+                ifname=name,
+                up=not gone and bool(msg["flags"] & IFF_UP),
+                carrier=not gone and bool(msg.get("IFLA_CARRIER")),
+            )
+        if kind in ("RTM_NEWADDR", "RTM_DELADDR"):
+            return AddressEvent(
+                ifname=names.get(msg["index"], ""),
+                cidr=f"{msg.get('IFA_ADDRESS')}/{msg['prefixlen']}",
+                present=kind == "RTM_NEWADDR",
+            )
+        return None

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import ipaddress
+import queue
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from hal.errors import Unavailable
-from hal.nic import LinkState, garp_frame, split_cidr
+from hal.nic import AddressEvent, LinkEvent, LinkState, NicEvent, garp_frame, na_message, split_cidr
 
 
 @dataclass
@@ -22,6 +26,7 @@ class SimNic:
         self._ifaces = {name: _Iface(mac) for name, mac in interfaces.items()}
         self.sent: list[tuple[str, bytes]] = []
         """Frames 'sent' by announce(), as (interface, bytes)."""
+        self._events: queue.Queue[NicEvent] = queue.Queue()
 
     def _get(self, ifname: str) -> _Iface:
         if ifname not in self._ifaces:
@@ -29,7 +34,9 @@ class SimNic:
         return self._ifaces[ifname]
 
     def set_carrier(self, ifname: str, carrier: bool) -> None:
-        self._get(ifname).carrier = carrier
+        i = self._get(ifname)
+        i.carrier = carrier
+        self._events.put(LinkEvent(ifname, i.up, carrier))
 
     def link(self, ifname: str) -> LinkState:
         i = self._get(ifname)
@@ -45,6 +52,7 @@ class SimNic:
         if key in i.addresses:
             return False
         i.addresses.append(key)
+        self._events.put(AddressEvent(ifname, key, True))
         return True
 
     def remove_address(self, ifname: str, cidr: str) -> bool:
@@ -54,7 +62,21 @@ class SimNic:
         if key not in i.addresses:
             return False
         i.addresses.remove(key)
+        self._events.put(AddressEvent(ifname, key, False))
         return True
 
     def announce(self, ifname: str, address: str) -> None:
-        self.sent.append((ifname, garp_frame(self._get(ifname).mac, address)))
+        mac = self._get(ifname).mac
+        v6 = ipaddress.ip_address(address).version == 6
+        self.sent.append((ifname, na_message(mac, address) if v6 else garp_frame(mac, address)))
+
+    def watch(self, stop: threading.Event) -> Iterator[NicEvent]:
+        for name, i in list(self._ifaces.items()):
+            yield LinkEvent(name, i.up, i.carrier)
+            for cidr in list(i.addresses):
+                yield AddressEvent(name, cidr, True)
+        while not stop.is_set():
+            try:
+                yield self._events.get(timeout=0.05)
+            except queue.Empty:
+                continue
