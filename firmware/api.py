@@ -106,6 +106,20 @@ async def segment(request: web.Request) -> web.StreamResponse:
     )
 
 
+async def handover(request: web.Request) -> web.Response:
+    board = _board(request)
+    if board.failover is None:
+        raise web.HTTPConflict(
+            text='{"error": "no [pair] configured"}', content_type="application/json"
+        )
+    if not board.failover.handover():
+        raise web.HTTPConflict(
+            text=f'{{"error": "this board is {board.role}, not active"}}',
+            content_type="application/json",
+        )
+    return web.json_response({"board": board.cfg.board.name, "role": board.role})
+
+
 def make_app(board: Board) -> web.Application:
     app = web.Application(middlewares=[require_token])
     app[BOARD] = board
@@ -117,6 +131,7 @@ def make_app(board: Board) -> web.Application:
             web.get("/api/v1/cameras", cameras),
             web.get("/api/v1/cameras/{name}/recordings", recordings),
             web.get("/api/v1/segments/{id}", segment),
+            web.post("/api/v1/pair/handover", handover),
         ]
     )
     return app

@@ -16,14 +16,19 @@ from firmware.api import make_app
 from firmware.catalog import Catalog
 from firmware.config import Config, ConfigError, load_config
 from firmware.datadir import api_token, prepare
+from firmware.failover.advert import Health
+from firmware.failover.daemon import Failover
+from firmware.failover.health import board_health
 from firmware.recorder.supervisor import Recorder, now_us
 from firmware.timefmt import iso
+from hal.linux.nic import LinuxNic
+from hal.nic import Nic
 
 log = logging.getLogger(__name__)
 
 
 class Board:
-    def __init__(self, cfg: Config, serve_api: bool = True) -> None:
+    def __init__(self, cfg: Config, serve_api: bool = True, nic: Nic | None = None) -> None:
         self.cfg = cfg
         self.data_dir = cfg.board.data_dir
         self.identity = prepare(self.data_dir, cfg.board.name, now_us())
@@ -36,13 +41,16 @@ class Board:
         )
         self.started = time.monotonic()
         self.api_port: int | None = None
+        self.failover: Failover | None = None
         if cfg.pair is not None:
-            self.alerts.raise_(
-                "failover-unavailable",
-                "warning",
-                "[pair] is configured but this firmware version records as a single board",
-                now_us(),
-            )
+            self.failover = Failover(cfg, nic or LinuxNic(), self.alerts, self._health, now_us)
+
+    def _health(self, lan_carrier: bool) -> Health:
+        enabled = {c.name for c in self.cfg.camera if c.enabled}
+        recording = sum(
+            1 for st in self.recorder.status.values() if st.name in enabled and st.recording
+        )
+        return board_health(self.alerts.active(), len(enabled), recording, lan_carrier)
 
     def reload(self, path: Path) -> str:
         """SIGHUP: apply a changed config; a bad one is refused and the running one kept."""
@@ -77,7 +85,7 @@ class Board:
 
     @property
     def role(self) -> str:
-        return "single"
+        return self.failover.role if self.failover else "single"
 
     def camera_names(self) -> set[str]:
         return set(self.recorder.status) | set(self.catalog.cameras())
@@ -87,9 +95,9 @@ class Board:
         return {
             "board": self.cfg.board.name,
             "role": self.role,
-            "peer": None,
-            "virtual_ip": self.cfg.pair.virtual_ip if self.cfg.pair else None,
-            "epoch": 0,
+            "peer": self.failover.peer_status() if self.failover else None,
+            "virtual_ip": str(self.cfg.pair.virtual_ip) if self.cfg.pair else None,
+            "epoch": self.failover.election.epoch if self.failover else 0,
             "mirror_lag_seconds": None,
             "version": __version__,
             "hostname": socket.gethostname(),
@@ -105,6 +113,7 @@ class Board:
                 for st in self.recorder.status.values()
             ],
             "alerts": [a.to_json() for a in self.alerts.active()],
+            "failover": self.failover.status() if self.failover else None,
         }
 
     def cameras_detail(self) -> list[dict]:
@@ -128,9 +137,14 @@ class Board:
         return out
 
     async def serve(self, stop: asyncio.Event) -> None:
-        """Record and serve until stop is set; always stops the recorder cleanly."""
+        """Record, elect and serve until stop is set. On the way out the VIP goes first (a
+        planned handover), then the recorder commits its open segments."""
         self.recorder.start()
         runner = None
+        failover_stop = asyncio.Event()
+        failover = None
+        if self.failover is not None:
+            failover = asyncio.create_task(self.failover.run(failover_stop))
         try:
             if self.serve_api:
                 runner = web.AppRunner(make_app(self), access_log=None)
@@ -147,6 +161,9 @@ class Board:
                 log.info("API listening on %s:%s", self.cfg.api.listen_address, self.api_port)
             await stop.wait()
         finally:
+            if failover is not None:
+                failover_stop.set()
+                await failover
             log.info("stopping: committing open segments")
             await asyncio.get_running_loop().run_in_executor(None, self.recorder.stop)
             if runner is not None:

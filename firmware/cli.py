@@ -47,7 +47,7 @@ def _serve(cfg: Config, serve_api: bool, config_path: Path | None = None) -> int
 
     try:
         board = Board(cfg, serve_api=serve_api)
-    except DataDirError as e:
+    except (DataDirError, ConfigError) as e:
         return _fail(str(e))
 
     async def main() -> None:
@@ -232,6 +232,20 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(json.dumps(st, indent=1))
         return 0
     print(f"board {st['board']}  role {st['role']}  version {st.get('version', '?')}")
+    if st.get("virtual_ip"):
+        fo = st.get("failover") or {}
+        print(
+            f"floating IP {st['virtual_ip']}: {'held here' if fo.get('vip_held') else 'not here'}"
+            f", epoch {st['epoch']}, priority {fo.get('effective_priority')}"
+            f"/{fo.get('priority')}, health {', '.join(fo.get('health') or []) or 'ok'}"
+        )
+        peer = st.get("peer")
+        if peer:
+            paths = ", ".join(f"{k} {v:.1f} s ago" for k, v in peer["paths"].items())
+            print(f"peer {peer['board']}: {peer['role']}, priority {peer['priority']}, heard on "
+                  f"{paths}")  # fmt: skip
+        else:
+            print("peer: not heard")
     disk = st.get("disk") or {}
     if disk:
         print(
@@ -255,6 +269,48 @@ def cmd_token(args: argparse.Namespace) -> int:
         print(cfg.token_file.read_text().strip())
     except OSError as e:
         return _fail(f"{cfg.token_file}: {e.strerror} (the board creates it on first start)", 1)
+    return 0
+
+
+def _api_base(args: argparse.Namespace, cfg: Config) -> str:
+    return args.url or f"http://127.0.0.1:{cfg.api.listen_port}"
+
+
+def cmd_handover(args: argparse.Namespace) -> int:
+    """Planned handover: the active board releases the VIP and the standby takes it over."""
+    try:
+        cfg = load_config(args.config)
+        token = cfg.token_file.read_text().strip()
+    except ConfigError as e:
+        return _fail(str(e))
+    except OSError as e:
+        return _fail(f"{cfg.token_file}: {e.strerror}")
+    req = urllib.request.Request(
+        _api_base(args, cfg).rstrip("/") + "/api/v1/pair/handover",
+        method="POST",
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=5) as r:
+            answer = json.load(r)
+    except urllib.error.HTTPError as e:
+        return _fail(f"handover refused: {e.read().decode(errors='replace')}", 1)
+    except (urllib.error.URLError, OSError) as e:
+        return _fail(f"the firmware does not answer: {e}", 1)
+    print(f"board {answer['board']} handed over; it is {answer['role']} now")
+    return 0
+
+
+def cmd_pair_key(args: argparse.Namespace) -> int:
+    from firmware.failover.daemon import make_pair_key
+
+    try:
+        make_pair_key(args.file)
+    except FileExistsError:
+        return _fail(f"{args.file} exists; not overwriting a pair key")
+    except OSError as e:
+        return _fail(f"{args.file}: {e.strerror}")
+    print(f"pair key written to {args.file}; copy it to the same path on the other board")
     return 0
 
 
@@ -295,6 +351,15 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--url", help="API base URL instead of the config's port on 127.0.0.1")
     r.add_argument("--json", action="store_true")
     r.set_defaults(func=cmd_status)
+
+    r = sub.add_parser("handover", help="planned handover of the VIP to the standby board")
+    r.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
+    r.add_argument("--url", help="API base URL instead of the config's port on 127.0.0.1")
+    r.set_defaults(func=cmd_handover)
+
+    r = sub.add_parser("pair-key", help="make a new pair key (the same file goes on both boards)")
+    r.add_argument("file", type=Path)
+    r.set_defaults(func=cmd_pair_key)
 
     r = sub.add_parser("token", help="print the API token (console only)")
     r.add_argument("--config", type=Path, default=DEFAULT_CONFIG)

@@ -14,12 +14,17 @@ rig removes all it made, also when the test using it fails.
 from __future__ import annotations
 
 import contextlib
+import http.client
+import json
 import os
 import signal
+import socket
 import subprocess
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+
+from pyroute2.netns import popns, pushns
 
 LAN_PREFIX = 24
 SYNC_PREFIX = 28
@@ -136,3 +141,60 @@ class PairRig:
     def ping(self, src: str, dst_addr: str, timeout_s: float = 1.0) -> bool:
         res = self.run(src, ["ping", "-c", "1", "-W", str(max(1, round(timeout_s))), dst_addr])
         return res.returncode == 0
+
+    # --- talking from inside a namespace without spawning a process -------------------------
+
+    def socket(self, host: str, family: int = socket.AF_INET, kind: int = socket.SOCK_STREAM):
+        """A socket that lives in the host's namespace (sockets keep the namespace they were
+        made in), used from this process."""
+        pushns(self.ns(host))
+        try:
+            return socket.socket(family, kind)
+        finally:
+            popns()
+
+    def http_json(
+        self, host: str, addr: str, port: int, path: str, timeout: float = 1.0, **kw
+    ) -> dict:
+        """GET (or kw method=...) a JSON document from host's namespace; raises OSError when
+        nothing answers."""
+        sock = self.socket(host)
+        sock.settimeout(timeout)
+        try:
+            sock.connect((addr, port))
+        except OSError:
+            sock.close()
+            raise
+        conn = http.client.HTTPConnection(addr, port, timeout=timeout)
+        conn.sock = sock
+        try:
+            conn.request(kw.get("method", "GET"), path, headers=kw.get("headers", {}))
+            resp = conn.getresponse()
+            body = resp.read()
+            if resp.status >= 400:
+                raise OSError(f"HTTP {resp.status}: {body[:200]!r}")
+            return json.loads(body)
+        finally:
+            conn.close()
+
+    def send_udp(self, host: str, addr: str, port: int, data: bytes) -> None:
+        with self.socket(host, socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.sendto(data, (addr, port))
+
+    def block_udp(self, host: str, link: str, port: int, blocked: bool) -> None:
+        """Block one path without pulling its cable: drop UDP to/from `port` on that link
+        in the host's firewall (nftables), both directions."""
+        dev = {"lan": "eth0", "sync": "eth1"}[link]
+        table = f"rigblock_{dev}"
+        if not blocked:
+            self.run(host, ["nft", "delete", "table", "inet", table], check=False)
+            return
+        rules = (
+            f"table inet {table} {{\n"
+            f" chain in {{ type filter hook input priority 0; "
+            f'iifname "{dev}" udp dport {port} drop; }}\n'
+            f" chain out {{ type filter hook output priority 0; "
+            f'oifname "{dev}" udp dport {port} drop; }}\n'
+            "}\n"
+        )
+        self.run(host, ["nft", "-f", "-"], input=rules, check=True)

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from firmware.failover.advert import Advert, Health, decode, encode
 from firmware.failover.election import (
+    LATE_WINDOW,
     PATHS,
     Action,
     Election,
@@ -389,18 +390,49 @@ def test_dual_active_winner_answers_at_once() -> None:
 # ----------------------------------------------------------------------------- dedupe
 
 
+def test_step_down_hands_over_and_does_not_preempt_back() -> None:
+    net = Net({"a": {"priority": 200, "preempt": True}, "b": {"priority": 100}})
+    net.start("a", "b")
+    net.run_until(2.0)
+    assert net.actives() == ["a"]
+    assert net.board("b").step_down(net.now) == []  # only the active board can hand over
+    net.apply("a", net.board("a").step_down(net.now))
+    stop = net.now
+    first = [a for t, n, a in net.log if n == "a" and t == stop]
+    assert isinstance(first[0], ReleaseVIP)
+    assert [a.advert.priority for a in first if isinstance(a, SendAdvert)] == [0]
+    net.run_until(6.0)
+    t, name, _ = net.takes()[-1]
+    assert name == "b" and net.actives() == ["b"]
+    assert t - stop < master_down_interval(100, IV) / 2  # skew only, not master down
+    assert net.board("a").state == "standby"  # stays up, and does not take the VIP back
+    assert [c.reason for _, _, c in net.changes("b")][-1] == "handover"
+
+
+def test_step_down_with_nobody_to_take_over_claims_again() -> None:
+    net = Net({"a": {"priority": 200}})
+    net.start("a")
+    net.run_until(1.0)
+    net.apply("a", net.board("a").step_down(net.now))
+    assert net.actives() == []
+    net.run_until(2.0)
+    assert net.actives() == ["a"]
+
+
 def test_same_advert_over_three_paths_counted_once() -> None:
     e = Election("a", PAIR, 100, IV)
     e.start(0.0)
-    a = adv("b", priority=200, seq=5)
+    a = adv("b", priority=200, seq=100)
     for path in PATHS:
         e.receive(a, 0.01, path)
     assert e.stats["accepted"] == 1
     assert e.stats["duplicate"] == 2
     assert set(e.peers["b"].paths) == set(PATHS)
-    assert e.receive(adv("b", priority=200, seq=4), 0.02, "lan") == []
+    assert e.receive(adv("b", priority=200, seq=99), 0.02, "lan") == []
+    assert e.stats["late"] == 1 and "replay" not in e.stats
+    assert e.receive(adv("b", priority=200, seq=100 - LATE_WINDOW - 1), 0.03, "lan") == []
     assert e.stats["replay"] == 1
-    assert e.stats["rx_lan"] == 2
+    assert e.stats["rx_lan"] == 3
 
 
 def test_foreign_pair_and_own_adverts_ignored() -> None:

@@ -20,6 +20,9 @@ from typing import Final
 from firmware.failover.advert import MAX_SEGMENT_BYTES, VERSION, Advert, Health
 
 PATHS: Final = ("lan", "sync", "serial")
+LATE_WINDOW: Final = 16
+"""Adverts at most this many sequence numbers behind the newest are counted as late, not
+as replays (both are dropped)."""
 
 DEFAULT_WEIGHTS: Final[dict[Health, int]] = {
     Health.RECORDER_UNHEALTHY: 50,
@@ -305,6 +308,10 @@ class Election:
                 peer = self.peers.get(advert.board_id)
                 if peer is not None:
                     peer.paths[path] = now
+            elif last - advert.seq <= LATE_WINDOW:
+                # The same adverts on several paths can arrive out of order when a busy
+                # board drains one socket before the other: dropped, but not an attack.
+                self._count("late")
             else:
                 self._count("replay")
             return []

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import select
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from typing import ParamSpec, TypeVar
 
 from pyroute2 import IPRoute, NetlinkError
 from pyroute2.netlink.rtnl import RTMGRP_IPV4_IFADDR, RTMGRP_IPV6_IFADDR, RTMGRP_LINK
@@ -33,6 +36,24 @@ ALL_NODES = "ff02::1"
 WATCH_POLL_S = 0.2
 
 
+_NETLINK = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nvr-netlink")
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _netlink_thread(fn: Callable[P, R]) -> Callable[P, R]:
+    """pyroute2's synchronous API runs an asyncio loop of its own and refuses to work in a
+    thread whose loop is running (the firmware's), so every netlink call runs in one
+    dedicated thread; callers just block for the millisecond it takes."""
+
+    @functools.wraps(fn)
+    def call(*args: P.args, **kwargs: P.kwargs) -> R:
+        return _NETLINK.submit(fn, *args, **kwargs).result()
+
+    return call
+
+
 class LinuxNic:
     """netns: operate in that network namespace (the rig's boards); None = this one."""
 
@@ -53,6 +74,7 @@ class LinuxNic:
             raise Unavailable(f"no network interface {ifname!r}")
         return found[0]
 
+    @_netlink_thread
     def link(self, ifname: str) -> LinkState:
         with self._rt() as rt:
             msg = rt.get_links(self._index(rt, ifname))[0]
@@ -72,6 +94,7 @@ class LinuxNic:
             speed_mbps=speed if speed and speed > 0 else None,
         )
 
+    @_netlink_thread
     def addresses(self, ifname: str) -> list[str]:
         with self._rt() as rt:
             idx = self._index(rt, ifname)
@@ -83,6 +106,7 @@ class LinuxNic:
     def remove_address(self, ifname: str, cidr: str) -> bool:
         return self._change_address("del", ifname, cidr, already=EADDRNOTAVAIL)
 
+    @_netlink_thread
     def _change_address(self, op: str, ifname: str, cidr: str, already: int) -> bool:
         """False when the address already was (or was not) there: idempotent for failover."""
         addr, prefix = split_cidr(cidr)
@@ -124,6 +148,7 @@ class LinuxNic:
             except OSError as e:
                 raise DeviceIOError(f"{ifname}: neighbour advertisement failed: {e}") from e
 
+    @_netlink_thread
     def _ifindex(self, ifname: str) -> int:
         with self._rt() as rt:
             return self._index(rt, ifname)

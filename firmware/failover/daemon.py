@@ -1,0 +1,331 @@
+"""The failover daemon: the election core wired to sockets, the clock, the VIP and health.
+
+Everything runs on the board's asyncio loop; `now` is the loop's monotonic clock. The core
+decides, this module only carries out its actions and feeds it what happened.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from firmware.alerts import Alerts
+from firmware.config import Config, ConfigError
+from firmware.failover.advert import Advert, AdvertError, Health, decode, encode
+from firmware.failover.election import (
+    Action,
+    Election,
+    ReleaseVIP,
+    SendAdvert,
+    StateChanged,
+    TakeVIP,
+)
+from firmware.failover.health import health_names, health_weights
+from firmware.failover.reach import Reachability, camera_hosts
+from firmware.failover.transport import SerialPath, UdpPath
+from firmware.failover.vip import FloatingIP
+from hal.nic import AddressEvent, LinkEvent, Nic, NicEvent
+
+log = logging.getLogger("nvr.failover")
+
+MIN_KEY_BYTES = 16
+STATE_FILE = "failover.json"
+HEALTH_PERIOD_S = 0.25
+
+HealthSource = Callable[[bool], Health]
+"""health(lan_carrier) -> flags; the board knows its recorder and alerts."""
+
+
+def load_pair_key(path: Path) -> bytes:
+    """The shared secret both boards hold; a missing or weak key is a config error, because
+    a pair that cannot authenticate adverts must not run an election at all."""
+    try:
+        key = path.read_bytes().strip()
+    except OSError as e:
+        raise ConfigError(
+            f"{path}: cannot read the pair key ({e.strerror}); make one with "
+            f"`nvr pair-key {path}` and copy it to both boards"
+        ) from None
+    if len(key) < MIN_KEY_BYTES:
+        raise ConfigError(f"{path}: the pair key is shorter than {MIN_KEY_BYTES} bytes")
+    return key
+
+
+def make_pair_key(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(os.urandom(32).hex() + "\n")
+
+
+def next_seq_start(data_dir: Path, wall_s: float) -> int:
+    """Peers drop adverts whose sequence number goes back, so every start must begin above
+    anything sent before: a boot number (persisted, and never below the wall clock's
+    seconds) in the high 32 bits, the advert count in the low 32 bits."""
+    path = data_dir / STATE_FILE
+    try:
+        boot = int(json.loads(path.read_text())["boot"])
+    except (OSError, ValueError, KeyError, TypeError):
+        boot = 0
+    boot = max(boot + 1, int(wall_s))
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "w") as f:
+        json.dump({"boot": boot}, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return boot << 32
+
+
+class Failover:
+    def __init__(
+        self,
+        cfg: Config,
+        nic: Nic,
+        alerts: Alerts,
+        health: HealthSource,
+        now_us: Callable[[], int],
+    ) -> None:
+        assert cfg.pair is not None
+        pair = cfg.pair
+        self.cfg, self.pair, self.nic, self.alerts = cfg, pair, nic, alerts
+        self.health_source, self.now_us = health, now_us
+        self.key = load_pair_key(pair.key_file)
+        self.lan_if, self.sync_if = cfg.network.lan_interface, cfg.network.sync_interface
+        self.election = Election(
+            board_id=cfg.board.name,
+            pair_id=str(pair.virtual_ip),
+            priority=pair.priority,
+            interval=pair.advert_interval_ms / 1000,
+            preempt=pair.preempt,
+            preempt_delay=pair.preempt_delay_seconds,
+            weights=health_weights(pair.health_weights),
+            seq_start=next_seq_start(cfg.board.data_dir, time.time()),
+        )
+        self.vip = FloatingIP(
+            nic,
+            self.lan_if,
+            str(pair.virtual_ip),
+            count=pair.garp_count,
+            spacing=pair.garp_spacing_ms / 1000,
+            refresh=pair.garp_refresh_seconds,
+        )
+        targets = camera_hosts([c.url for c in cfg.camera if c.enabled])
+        if pair.gateway is not None:
+            targets.insert(0, str(pair.gateway))
+        self.reach = Reachability(targets)
+        self.paths: list[UdpPath | SerialPath] = [
+            UdpPath("lan", self.lan_if, str(pair.peer_lan_address), pair.advert_port, self._rx),
+            UdpPath("sync", self.sync_if, str(pair.peer_sync_address), pair.advert_port, self._rx),
+        ]
+        if pair.serial_port:
+            self.paths.append(SerialPath(pair.serial_port, pair.serial_baud, self._rx, self._valid))
+        self.dropped: dict[str, int] = {}
+        self.transitions: dict[str, int] = {}
+        self.state_since = time.monotonic()
+        self.state_reason = "starting"
+        self.lan_carrier = True
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._watch_stop = threading.Event()
+
+    # --- inputs --------------------------------------------------------------------------------
+
+    def _now(self) -> float:
+        assert self._loop is not None
+        return self._loop.time()
+
+    def _valid(self, frame: bytes) -> bool:
+        try:
+            decode(frame, self.key)
+        except AdvertError:
+            return False
+        return True
+
+    def _rx(self, data: bytes, path: str) -> None:
+        try:
+            advert = decode(data, self.key)
+        except AdvertError as e:
+            self._drop(e.reason, path)
+            return
+        self._apply(self.election.receive(advert, self._now(), path))
+
+    def _drop(self, reason: str, path: str) -> None:
+        self.dropped[reason] = self.dropped.get(reason, 0) + 1
+        log.debug("dropped an advert on %s: %s", path, reason)
+
+    def _tick(self) -> None:
+        self._timer = None
+        now = self._now()
+        self.election.set_reachable(self.lan_carrier and self.reach.ok(now))
+        self._apply(self.election.tick(now))
+
+    def _nic_event(self, event: NicEvent) -> None:
+        if isinstance(event, LinkEvent) and event.ifname == self.lan_if:
+            carrier = event.up and event.carrier
+            if carrier != self.lan_carrier:
+                log.warning("LAN %s: carrier %s", self.lan_if, "back" if carrier else "lost")
+            self.lan_carrier = carrier
+            self._update_health()
+        elif isinstance(event, AddressEvent):
+            self.vip.on_event(event)
+
+    def _update_health(self) -> None:
+        flags = self.health_source(self.lan_carrier)
+        if flags != self.election.health:
+            log.info("health: %s", ", ".join(health_names(flags)) or "ok")
+            self._apply(self.election.set_health(flags, self._now()))
+
+    def handover(self) -> bool:
+        """Planned handover (drills, maintenance): True if this board was active."""
+        actions = self.election.step_down(self._now())
+        self._apply(actions)
+        return bool(actions)
+
+    # --- actions -------------------------------------------------------------------------------
+
+    def _apply(self, actions: list[Action]) -> None:
+        for action in actions:
+            if isinstance(action, ReleaseVIP):
+                self.vip.release()
+            elif isinstance(action, SendAdvert):
+                self._send(action.advert)
+            elif isinstance(action, TakeVIP):
+                self.vip.take()
+            elif isinstance(action, StateChanged):
+                self._state_changed(action)
+        self._schedule()
+
+    def _send(self, advert: Advert) -> None:
+        data = encode(advert, self.key)
+        for path in self.paths:
+            path.send(data)
+
+    def _state_changed(self, change: StateChanged) -> None:
+        self.state_since = time.monotonic()
+        self.state_reason = change.reason
+        self.transitions[change.new] = self.transitions.get(change.new, 0) + 1
+        log.warning(
+            "role %s -> %s (%s), epoch %d", change.old, change.new, change.reason,
+            self.election.epoch,
+        )  # fmt: skip
+
+    def _schedule(self) -> None:
+        if self._loop is None:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        deadline = self.election.deadline
+        if deadline is not None:
+            self._timer = self._loop.call_at(deadline, self._tick)
+
+    # --- lifecycle -----------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Elect until stop is set, then hand over: release the VIP and tell the peer."""
+        self._loop = asyncio.get_running_loop()
+        # A previous run that crashed may have left the VIP behind; a starting board is standby.
+        self.vip.release()
+        for path in self.paths:
+            try:
+                await path.open()
+            except (OSError, ValueError) as e:
+                path.stats.last_error = str(e)
+                self.alerts.raise_(
+                    f"advert-path-{path.name}",
+                    "critical",
+                    f"advert path {path.name} cannot be opened: {e}; the others carry on",
+                    self.now_us(),
+                )
+        watcher = threading.Thread(target=self._watch, name="nvr-nic-watch", daemon=True)
+        watcher.start()
+        reach = asyncio.create_task(self.reach.run(stop))
+        self.election.set_reachable(self.lan_carrier)
+        self._apply(self.election.start(self._now()))
+        try:
+            while not stop.is_set():
+                self._update_health()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), HEALTH_PERIOD_S)
+        finally:
+            self._apply(self.election.shutdown(self._now()))
+            if self._timer is not None:
+                self._timer.cancel()
+            self.vip.release()
+            self._watch_stop.set()
+            reach.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reach
+            for path in self.paths:
+                path.close()
+            watcher.join(2)
+
+    def _watch(self) -> None:
+        loop = self._loop
+        assert loop is not None
+        try:
+            for event in self.nic.watch(self._watch_stop):
+                loop.call_soon_threadsafe(self._nic_event, event)
+        except Exception as e:
+            log.exception("NIC watch failed")
+            loop.call_soon_threadsafe(
+                self.alerts.raise_, "nic-watch", "warning", f"NIC events lost: {e}", self.now_us()
+            )
+
+    # --- status --------------------------------------------------------------------------------
+
+    @property
+    def role(self) -> str:
+        return {"init": "stopped"}.get(self.election.state, self.election.state)
+
+    def peer_status(self) -> dict | None:
+        if not self.election.peers or self._loop is None:
+            return None
+        now = self._now()
+        peer = max(self.election.peers.values(), key=lambda p: p.last_heard)
+        a = peer.advert
+        return {
+            "board": peer.board_id,
+            "role": {"init": "stopped"}.get(a.state, a.state),
+            "priority": a.priority,
+            "epoch": a.epoch,
+            "health": health_names(a.health),
+            "newest_segment": a.newest_segment or None,
+            "heard_seconds_ago": round(now - peer.last_heard, 3),
+            "paths": {name: round(now - t, 3) for name, t in sorted(peer.paths.items())},
+        }
+
+    def drop_counts(self) -> dict[str, int]:
+        """Adverts ignored, by reason: undecodable or unauthenticated ones from the codec,
+        late, replayed and other pairs' adverts from the core."""
+        counts = dict(self.dropped)
+        for reason in ("late", "replay", "foreign_pair"):
+            counts[reason] = self.election.stats.get(reason, 0)
+        return counts
+
+    def status(self) -> dict:
+        e = self.election
+        now = self._now() if self._loop is not None else None
+        return {
+            "priority": e.priority,
+            "effective_priority": e.effective_priority,
+            "health": health_names(e.health),
+            "reachable": e.reachable,
+            "lan_carrier": self.lan_carrier,
+            "role_since_seconds": round(time.monotonic() - self.state_since, 1),
+            "role_reason": self.state_reason,
+            "vip_held": self.vip.held(),
+            "vip_announcements": self.vip.announcements,
+            "paths": {p.name: p.stats.to_json(p.is_open) for p in self.paths},
+            "dropped": self.drop_counts(),
+            "election": dict(e.stats),
+            "reach_ok": self.reach.ok(now) if now is not None else None,
+        }

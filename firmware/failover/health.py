@@ -1,0 +1,43 @@
+"""Board faults to advert health flags: pure, so the mapping is tested without a board."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from firmware.alerts import Alert
+from firmware.config import HealthWeights
+from firmware.failover.advert import Health
+
+ALERT_FLAGS: dict[str, Health] = {
+    "disk-failed": Health.DISK_FAILED,
+    "ups-on-battery": Health.UPS_ON_BATTERY,
+    "ups-low": Health.UPS_LOW,
+}
+"""Alerts that other parts (hal monitors) raise and that make this board the worse choice."""
+
+
+def board_health(
+    alerts: Iterable[Alert], cameras_enabled: int, cameras_recording: int, lan_carrier: bool
+) -> Health:
+    """A camera that is down for both boards costs both the same, so only relative health
+    decides; the routine `disk-full` warning (retention at its watermark) is not a fault, a
+    write that failed for lack of space (critical) is."""
+    flags = Health.NONE
+    for alert in alerts:
+        flags |= ALERT_FLAGS.get(alert.id, Health.NONE)
+        if alert.id == "disk-full" and alert.severity == "critical":
+            flags |= Health.DISK_FULL
+    if cameras_recording < cameras_enabled:
+        flags |= Health.RECORDER_UNHEALTHY
+    if not lan_carrier:
+        flags |= Health.LAN_DOWN
+    return flags
+
+
+def health_weights(cfg: HealthWeights) -> dict[Health, int]:
+    """Config keys are the flag names in lower case."""
+    return {flag: getattr(cfg, flag.name.lower()) for flag in Health if flag}
+
+
+def health_names(flags: Health) -> list[str]:
+    return [flag.name.lower().replace("_", "-") for flag in Health if flag and flag & flags]

@@ -1,0 +1,198 @@
+"""Two boards running `nvr run --config` in the rig, with one simulated camera.
+
+The tests, the benchmark and the README's main command share this: generated configs and a
+pair key, start, stop, power cut, status over the API from inside the namespaces, and who
+holds the floating IP.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from hal.linux.nic import LinuxNic
+from hil.camera import CameraSim, StreamSpec
+from hil.rig import ADDRESSES, LAN_PREFIX, VIRTUAL_IP, PairRig
+
+ROOT = Path(__file__).resolve().parent.parent
+API_PORT = 8080
+ADVERT_PORT = 5405
+BOARDS = ("a", "b")
+VIP_CIDR = f"{VIRTUAL_IP}/{LAN_PREFIX}"
+
+
+def _peer(host: str) -> str:
+    return "b" if host == "a" else "a"
+
+
+class TwinBoards:
+    """`with TwinBoards() as tb:` brings the rig and the camera up and always tears all down."""
+
+    def __init__(
+        self,
+        workdir: Path | None = None,
+        camera: bool = True,
+        segment_seconds: float = 2.0,
+        advert_interval_ms: int = 100,
+    ) -> None:
+        self._tmp = None if workdir else tempfile.TemporaryDirectory(prefix="twin-")
+        self.workdir = Path(workdir or self._tmp.name)  # type: ignore[union-attr]
+        self.rig = PairRig()
+        self.with_camera = camera
+        self.camera: CameraSim | None = None
+        self.segment_seconds = segment_seconds
+        self.advert_interval_ms = advert_interval_ms
+        self.key_file = self.workdir / "pair.key"
+        self.logs: dict[str, Path] = {}
+
+    # --- lifecycle -----------------------------------------------------------------------------
+
+    def __enter__(self) -> TwinBoards:
+        try:
+            self.rig.up()
+            self.workdir.mkdir(parents=True, exist_ok=True)
+            if not self.key_file.exists():
+                subprocess.run([sys.executable, "-m", "firmware.cli", "pair-key",
+                                str(self.key_file)], cwd=ROOT, check=True,
+                               capture_output=True)  # fmt: skip
+            if self.with_camera:
+                self.camera = CameraSim(
+                    [StreamSpec("cam1", cheap=True, fps=25, gop=25)],
+                    netns=self.rig.ns("cam"),
+                    bind=ADDRESSES["cam"]["lan"],
+                )
+                self.camera.start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.rig.down()
+        if self.camera is not None:
+            self.camera.stop()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+
+    # --- boards --------------------------------------------------------------------------------
+
+    def data_dir(self, host: str) -> Path:
+        return self.workdir / host / "data"
+
+    def config(self, host: str, priority: int = 100, **pair: Any) -> Path:
+        """Write host's config; `pair` overrides [pair] keys (e.g. preempt=True)."""
+        peer = _peer(host)
+        keys: dict[str, Any] = {
+            "peer_lan_address": ADDRESSES[peer]["lan"],
+            "peer_sync_address": ADDRESSES[peer]["sync"],
+            "virtual_ip": VIP_CIDR,
+            "priority": priority,
+            "advert_interval_ms": self.advert_interval_ms,
+            "key_file": str(self.key_file),
+            "advert_port": ADVERT_PORT,
+            **pair,
+        }
+        lines = [
+            "[board]",
+            f'name = "{host}"',
+            f'data_dir = "{self.data_dir(host)}"',
+            "",
+            "[pair]",
+            *(f"{k} = {json.dumps(v)}" for k, v in keys.items()),
+            "",
+            "[recorder]",
+            f"segment_seconds = {self.segment_seconds}",
+            "min_free_mb = 16",
+            "",
+            "[api]",
+            f"listen_port = {API_PORT}",
+        ]
+        if self.camera is not None:
+            url = self.camera.url("cam1", host=ADDRESSES["cam"]["lan"])
+            lines += ["", "[[camera]]", 'name = "cam1"', f'url = "{url}"']
+        path = self.workdir / host / "nvr.toml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("\n".join(lines) + "\n")
+        return path
+
+    def start(self, host: str, priority: int = 100, **pair: Any) -> None:
+        cfg = self.config(host, priority, **pair)
+        log = self.workdir / host / "nvr.log"
+        self.logs[host] = log
+        with open(log, "ab") as out:
+            self.rig.start(
+                host,
+                [sys.executable, "-m", "firmware.cli", "run", "--config", str(cfg)],
+                cwd=ROOT,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+
+    def stop(self, host: str, timeout: float = 60) -> None:
+        """A clean stop (SIGTERM): the board hands over before it exits."""
+        procs = self.rig.procs.get(host, [])
+        for p in procs:
+            with contextlib.suppress(ProcessLookupError):
+                p.send_signal(signal.SIGTERM)
+        for p in procs:
+            p.wait(timeout)
+        self.rig.procs.pop(host, None)
+
+    def power_cut(self, host: str) -> None:
+        self.rig.power_cut(host)
+
+    def power_back(self, host: str) -> None:
+        for link in ("lan", "sync"):
+            self.rig.cable(host, link, True)
+
+    def log(self, host: str) -> str:
+        path = self.logs.get(host)
+        return path.read_text(errors="replace") if path and path.exists() else ""
+
+    # --- observation ---------------------------------------------------------------------------
+
+    def status(self, host: str, timeout: float = 1.0) -> dict:
+        """The board's own status, asked over loopback inside its namespace (so it answers
+        with its cables pulled)."""
+        return self.rig.http_json(host, "127.0.0.1", API_PORT, "/api/v1/status", timeout)
+
+    def role(self, host: str) -> str | None:
+        try:
+            return self.status(host)["role"]
+        except (OSError, ValueError):
+            return None
+
+    def via_vip(self, timeout: float = 0.5) -> dict:
+        """What a client on the LAN gets from the floating IP."""
+        return self.rig.http_json("cli", VIRTUAL_IP, API_PORT, "/api/v1/status", timeout)
+
+    def vip_holders(self) -> list[str]:
+        return [h for h in BOARDS if VIP_CIDR in LinuxNic(self.rig.ns(h)).addresses("eth0")]
+
+    def active(self) -> str | None:
+        """The single board that holds the VIP and says it is active, else None."""
+        holders = self.vip_holders()
+        if len(holders) == 1 and self.role(holders[0]) == "active":
+            return holders[0]
+        return None
+
+
+def wait_for(cond, timeout: float, what: str, every: float = 0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            value = cond()
+            if value:
+                return value
+        time.sleep(every)
+    raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
