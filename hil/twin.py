@@ -13,7 +13,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -177,7 +176,14 @@ class TwinBoards:
         return self.rig.http_json("cli", VIRTUAL_IP, API_PORT, "/api/v1/status", timeout)
 
     def vip_holders(self) -> list[str]:
-        return [h for h in BOARDS if VIP_CIDR in LinuxNic(self.rig.ns(h)).addresses("eth0")]
+        """Boards whose LAN port is up and carries the VIP (a board whose power was cut keeps
+        the address in its namespace, but nothing can reach it there)."""
+        holders = []
+        for h in BOARDS:
+            nic = LinuxNic(self.rig.ns(h))
+            if nic.link("eth0").up and VIP_CIDR in nic.addresses("eth0"):
+                holders.append(h)
+        return holders
 
     def active(self) -> str | None:
         """The single board that holds the VIP and says it is active, else None."""
@@ -185,14 +191,3 @@ class TwinBoards:
         if len(holders) == 1 and self.role(holders[0]) == "active":
             return holders[0]
         return None
-
-
-def wait_for(cond, timeout: float, what: str, every: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError, ValueError, KeyError):
-            value = cond()
-            if value:
-                return value
-        time.sleep(every)
-    raise TimeoutError(f"timed out after {timeout} s waiting for {what}")

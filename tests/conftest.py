@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
@@ -16,24 +15,12 @@ from pathlib import Path
 import pytest
 
 from hil.camera import CameraSim, StreamSpec, free_port
+from hil.wait import holds, wait_until
+
+__all__ = ["holds", "wait_until"]
 
 NVR = [sys.executable, "-m", "firmware.cli"]
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def wait_until(cond: Callable[[], object], timeout: float, what: str, every: float = 0.1):
-    """Poll cond until it returns something truthy; fail naming what we waited for."""
-    deadline = time.monotonic() + timeout
-    last_exc: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            value = cond()
-            if value:
-                return value
-        except Exception as e:  # the thing we wait for may not exist yet
-            last_exc = e
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what} (last error: {last_exc})")
 
 
 def nvr(*args: str, check: bool = True) -> subprocess.CompletedProcess:
