@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Benchmarks (slow; not part of the default suite). Usage: bash hil/bench.sh recorder [ARGS...]
+# Benchmarks (slow; not part of the default suite). Usage: bash hil/bench.sh recorder|failover [ARGS...]
 set -euo pipefail
 top="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$top/hil/bootstrap.sh"
@@ -8,5 +8,6 @@ what="${1:-recorder}"
 shift || true
 case "$what" in
   recorder) exec .venv/bin/python -m hil.bench_recorder "$@" ;;
-  *) echo "unknown benchmark: $what (known: recorder)" >&2; exit 2 ;;
+  failover) exec .venv/bin/python -m hil.bench_failover "$@" ;;
+  *) echo "unknown benchmark: $what (known: recorder, failover)" >&2; exit 2 ;;
 esac

@@ -132,11 +132,25 @@ class PairRig:
         if link == "lan":
             _ip("link", "set", f"{host}-lan", state, ns=self.switch)
 
+    def _links(self, host: str) -> tuple[str, ...]:
+        return ("lan", "sync") if host in ("a", "b") else ("lan",)
+
     def power_cut(self, host: str) -> None:
-        """Everything on the board dies at once and its links go dark."""
+        """Everything on the board dies at once, its links go dark and what it held in RAM
+        (addresses it added, such as a floating IP) is gone."""
         self.kill(host)
-        for link in ("lan", "sync") if host in ("a", "b") else ("lan",):
+        for link in self._links(host):
             self.cable(host, link, False)
+            _ip("addr", "flush", "dev", {"lan": "eth0", "sync": "eth1"}[link], ns=self.ns(host))
+
+    def power_on(self, host: str) -> None:
+        """The board boots: its links come up with their configured addresses only."""
+        for link in self._links(host):
+            dev = {"lan": "eth0", "sync": "eth1"}[link]
+            prefix = LAN_PREFIX if link == "lan" else SYNC_PREFIX
+            self.cable(host, link, True)
+            _ip("addr", "replace", f"{ADDRESSES[host][link]}/{prefix}", "dev", dev,
+                ns=self.ns(host))  # fmt: skip
 
     def ping(self, src: str, dst_addr: str, timeout_s: float = 1.0) -> bool:
         res = self.run(src, ["ping", "-c", "1", "-W", str(max(1, round(timeout_s))), dst_addr])

@@ -151,8 +151,7 @@ class TwinBoards:
         self.rig.power_cut(host)
 
     def power_back(self, host: str) -> None:
-        for link in ("lan", "sync"):
-            self.rig.cable(host, link, True)
+        self.rig.power_on(host)
 
     def log(self, host: str) -> str:
         path = self.logs.get(host)

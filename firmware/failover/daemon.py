@@ -134,6 +134,8 @@ class Failover:
         self.lan_carrier = True
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._deadline: float | None = None
+        self.timer_lateness_max = 0.0
         self._watch_stop = threading.Event()
 
     # --- inputs --------------------------------------------------------------------------------
@@ -164,6 +166,9 @@ class Failover:
     def _tick(self) -> None:
         self._timer = None
         now = self._now()
+        if self._deadline is not None:
+            # How late the loop ran the election's timer: the takeover is late by as much.
+            self.timer_lateness_max = max(self.timer_lateness_max, now - self._deadline)
         self.election.set_reachable(self.lan_carrier and self.reach.ok(now))
         self._apply(self.election.tick(now))
 
@@ -223,7 +228,7 @@ class Failover:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        deadline = self.election.deadline
+        deadline = self._deadline = self.election.deadline
         if deadline is not None:
             self._timer = self._loop.call_at(deadline, self._tick)
 
@@ -320,7 +325,7 @@ class Failover:
             "health": health_names(e.health),
             "reachable": e.reachable,
             "lan_carrier": self.lan_carrier,
-            "role_since_seconds": round(time.monotonic() - self.state_since, 1),
+            "role_since_seconds": round(time.monotonic() - self.state_since, 3),
             "role_reason": self.state_reason,
             "vip_held": self.vip.held(),
             "vip_announcements": self.vip.announcements,
@@ -328,4 +333,5 @@ class Failover:
             "dropped": self.drop_counts(),
             "election": dict(e.stats),
             "reach_ok": self.reach.ok(now) if now is not None else None,
+            "timer_lateness_max_seconds": round(self.timer_lateness_max, 4),
         }

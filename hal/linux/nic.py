@@ -59,6 +59,7 @@ class LinuxNic:
 
     def __init__(self, netns: str | None = None) -> None:
         self.netns = netns
+        self._packet: dict[str, socket.socket] = {}
 
     @contextmanager
     def _rt(self) -> Iterator[IPRoute]:
@@ -129,12 +130,19 @@ class LinuxNic:
         if ipaddress.ip_address(address).version == 6:
             self._announce_v6(ifname, mac, address)
             return
-        with self._socket(socket.AF_PACKET, socket.SOCK_RAW) as s:
-            try:
-                s.bind((ifname, 0))
-                s.send(garp_frame(mac, address))
-            except OSError as e:
-                raise DeviceIOError(f"{ifname}: gratuitous ARP failed: {e}") from e
+        try:
+            sock = self._packet.get(ifname)
+            if sock is None:
+                # Kept open: closing a packet socket waits for an RCU grace period (~15 ms),
+                # which would stall the caller at every announcement.
+                sock = self._packet[ifname] = self._new_socket(socket.AF_PACKET, socket.SOCK_RAW)
+                sock.bind((ifname, 0))
+            sock.send(garp_frame(mac, address))
+        except OSError as e:
+            dropped = self._packet.pop(ifname, None)
+            if dropped is not None:
+                dropped.close()
+            raise DeviceIOError(f"{ifname}: gratuitous ARP failed: {e}") from e
 
     def _announce_v6(self, ifname: str, mac: str, address: str) -> None:
         with self._socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6) as s:
@@ -153,17 +161,19 @@ class LinuxNic:
         with self._rt() as rt:
             return self._index(rt, ifname)
 
-    @contextmanager
-    def _socket(self, *args: int) -> Iterator[socket.socket]:
+    def _new_socket(self, *args: int) -> socket.socket:
         # A socket belongs to the namespace it was made in, so make it there.
         if self.netns:
             pushns(self.netns)
         try:
-            s = socket.socket(*args)
+            return socket.socket(*args)
         finally:
             if self.netns:
                 popns()
-        with s:
+
+    @contextmanager
+    def _socket(self, *args: int) -> Iterator[socket.socket]:
+        with self._new_socket(*args) as s:
             yield s
 
     def watch(self, stop: threading.Event) -> Iterator[NicEvent]:

@@ -1,0 +1,165 @@
+"""The failover adapter's pure parts: serial framing, health mapping, sequence floor, pair
+key, config keys, and the floating IP against the simulated NIC."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import stat
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from firmware.alerts import Alert
+from firmware.config import ConfigError, HealthWeights, parse_config
+from firmware.failover.advert import MAGIC, WIRE_SIZE, Advert, Health, decode, encode
+from firmware.failover.daemon import load_pair_key, make_pair_key, next_seq_start
+from firmware.failover.health import board_health, health_names, health_weights
+from firmware.failover.transport import split_frames
+from firmware.failover.vip import FloatingIP
+from hal.nic import AddressEvent
+from hal.sim.nic import SimNic
+
+KEY = b"k" * 32
+
+
+def advert(seq: int) -> bytes:
+    a = Advert("pair", "a", 100, "active", 1, seq, 100)
+    return encode(a, KEY)
+
+
+def valid(frame: bytes) -> bool:
+    try:
+        decode(frame, KEY)
+    except ValueError:
+        return False
+    return True
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    parts=st.lists(
+        st.one_of(
+            st.integers(1, 10**9).map(lambda s: ("frame", s)),
+            st.binary(max_size=300).map(lambda b: ("noise", b)),
+            st.binary(max_size=40).map(lambda b: ("noise", MAGIC + b)),  # fake frame starts
+        ),
+        max_size=12,
+    ),
+    chunk=st.integers(1, 500),
+)
+def test_serial_framing_recovers_every_frame_through_noise(parts, chunk):
+    stream = b""
+    want = []
+    for kind, value in parts:
+        if kind == "frame":
+            frame = advert(value)
+            want.append(frame)
+            stream += frame
+        else:
+            stream += value
+    got, buf = [], b""
+    for i in range(0, len(stream), chunk):
+        frames, buf, _ = split_frames(buf + stream[i : i + chunk], valid)
+        got += frames
+    # A fake MAGIC less than a frame before a real one can only hide it while the real one
+    # is still incomplete; at the end of the stream every real frame has been found.
+    assert got == want
+    assert len(buf) < WIRE_SIZE
+
+
+def test_serial_framing_counts_skipped_noise():
+    frames, rest, skipped = split_frames(b"xyz" + advert(1) + b"NV", valid)
+    assert len(frames) == 1 and rest == b"NV" and skipped == 3
+
+
+def test_health_flags_from_board_state():
+    def alert(i: str, sev: str = "warning") -> Alert:
+        return Alert(i, sev, "", 0)
+
+    assert board_health([], 2, 2, True) == Health.NONE
+    assert board_health([alert("disk-full")], 2, 2, True) == Health.NONE  # retention at work
+    assert board_health([alert("disk-full", "critical")], 2, 2, True) == Health.DISK_FULL
+    flags = board_health([alert("ups-low"), alert("disk-failed")], 2, 1, False)
+    assert (
+        flags == Health.UPS_LOW | Health.DISK_FAILED | Health.RECORDER_UNHEALTHY | Health.LAN_DOWN
+    )
+    assert health_names(Health.LAN_DOWN | Health.UPS_LOW) == ["lan-down", "ups-low"]
+
+
+def test_health_weights_come_from_config_keys():
+    w = health_weights(HealthWeights(lan_down=7))
+    assert w[Health.LAN_DOWN] == 7 and w[Health.DISK_FAILED] == 100 and len(w) == 6
+
+
+def test_seq_start_rises_across_restarts_even_if_the_clock_goes_back(tmp_path):
+    first = next_seq_start(tmp_path, 2_000_000_000.0)
+    second = next_seq_start(tmp_path, 1_000.0)  # clock reset to 1970
+    assert second > first + 2**31
+    (tmp_path / "failover.json").write_text("garbage")
+    assert next_seq_start(tmp_path, 3_000_000_000.0) >= 3_000_000_000 << 32
+
+
+def test_pair_key_is_made_private_and_never_overwritten(tmp_path):
+    path = tmp_path / "etc" / "pair.key"
+    make_pair_key(path)
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    key = load_pair_key(path)
+    assert len(key) == 64
+    with pytest.raises(FileExistsError):
+        make_pair_key(path)
+    assert load_pair_key(path) == key
+
+
+def test_missing_or_weak_pair_key_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="nvr pair-key"):
+        load_pair_key(tmp_path / "none.key")
+    (tmp_path / "weak.key").write_text("short\n")
+    with pytest.raises(ConfigError, match="shorter than 16"):
+        load_pair_key(tmp_path / "weak.key")
+
+
+PAIR = """
+[pair]
+peer_lan_address = "192.0.2.12"
+peer_sync_address = "198.51.100.2"
+virtual_ip = "{vip}"
+{extra}
+"""
+
+
+def test_pair_config_keys_are_checked():
+    cfg = parse_config(
+        PAIR.format(vip="192.0.2.100/24", extra="[pair.health_weights]\nups_low = 9")
+    )
+    assert cfg.pair is not None and str(cfg.pair.virtual_ip) == "192.0.2.100/24"
+    assert cfg.pair.health_weights.ups_low == 9 and not cfg.pair.preempt
+    with pytest.raises(ConfigError, match=r"pair\.virtual_ip"):
+        parse_config(PAIR.format(vip="192.0.2.300/24", extra=""), "x.toml")
+    with pytest.raises(ConfigError, match=r"pair\.health_weights\.ups_lo.*unknown key"):
+        parse_config(PAIR.format(vip="192.0.2.100/24", extra="[pair.health_weights]\nups_lo = 1"))
+
+
+def test_floating_ip_announces_repeatedly_comes_back_and_releases():
+    nic = SimNic({"eth0": "02:00:00:00:00:01"})
+    vip = FloatingIP(nic, "eth0", "192.0.2.100/24", count=3, spacing=0.01, refresh=0.05)
+
+    async def scenario() -> None:
+        vip.take()
+        assert vip.held() and len(nic.sent) == 1
+        while len(nic.sent) < 4:  # three spaced, then the periodic refresh
+            await asyncio.sleep(0.005)
+        nic.remove_address("eth0", "192.0.2.100/24")  # somebody flushed it
+        vip.on_event(AddressEvent("eth0", "192.0.2.100/24", False))
+        assert vip.held()
+        vip.release()
+        sent = len(nic.sent)
+        await asyncio.sleep(0.1)
+        assert len(nic.sent) == sent  # no announcements after release
+        assert not vip.held()
+        nic.add_address("eth0", "192.0.2.100/24")  # left behind by a crash
+        vip.on_event(AddressEvent("eth0", "192.0.2.100/24", True))
+        assert not vip.held()
+
+    asyncio.run(asyncio.wait_for(scenario(), 10))
