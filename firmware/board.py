@@ -97,7 +97,7 @@ class Board:
             "role": self.role,
             "peer": self.failover.peer_status() if self.failover else None,
             "virtual_ip": str(self.cfg.pair.virtual_ip) if self.cfg.pair else None,
-            "epoch": self.failover.election.epoch if self.failover else 0,
+            "epoch": self.failover.epoch if self.failover else 0,
             "mirror_lag_seconds": None,
             "version": __version__,
             "hostname": socket.gethostname(),

@@ -1,59 +1,80 @@
-"""The main job on its simulated default: a simulated camera and one board recording it.
+"""The main job on its simulated default: the twin pair in network namespaces, one camera.
 
-Starts the camera simulator, writes a board config for it, runs `nvr run --config` and stays in
-the foreground until Ctrl-C (or --seconds), then stops both cleanly and lists what was recorded.
+Brings up the rig (boards a and b, LAN switch, sync link, camera, client), starts `nvr run
+--config` on both boards, shows which board is active and what a client on the LAN gets from the
+floating IP, then keeps printing the pair's state until Ctrl-C (or --seconds). With
+--failover-after N it cuts the active board's power after N seconds, shows the takeover as the
+client saw it, and boots the board again. Everything it made is removed on the way out; the
+recordings stay in --workdir.
 """
 
 from __future__ import annotations
 
 import argparse
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-from hil.camera import CameraSim, StreamSpec, free_port
+from hil.rig import VIRTUAL_IP
+from hil.twin import API_PORT, TwinBoards
+from hil.wait import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
+PRIORITY = {"a": 150, "b": 100}
+
+
+def say(text: str) -> None:
+    print(f"demo: {text}", flush=True)
+
+
+def line(tb: TwinBoards) -> str:
+    parts = []
+    for host in ("a", "b"):
+        try:
+            st = tb.status(host, timeout=1.0)
+        except (OSError, ValueError):
+            parts.append(f"{host}: down")
+            continue
+        cams = st["cameras"]
+        rec = "recording" if cams and all(c["recording"] for c in cams) else "not recording"
+        vip = " +VIP" if st["failover"]["vip_held"] else ""
+        parts.append(f"{host}: {st['role']}{vip} epoch {st['epoch']}, {rec}")
+    try:
+        client = f"client via {VIRTUAL_IP} -> board {tb.via_vip(0.5)['board']}"
+    except (OSError, ValueError):
+        client = f"client via {VIRTUAL_IP} -> no answer"
+    return " | ".join([*parts, client])
+
+
+def failover(tb: TwinBoards) -> None:
+    active = tb.active()
+    if active is None:
+        say("no single active board right now; skipping the power cut")
+        return
+    standby = "b" if active == "a" else "a"
+    say(f"cutting the power of the active board {active} ...")
+    t0 = time.monotonic()
+    tb.power_cut(active)
+    wait_until(lambda: tb.via_vip(0.05)["board"] == standby, 30, "the standby on the VIP", 0.01)
+    say(f"the client reached board {standby} on {VIRTUAL_IP} {time.monotonic() - t0:.3f} s after "
+        "the power cut")  # fmt: skip
+    say(f"booting board {active} again; it comes back as standby")
+    tb.power_back(active)
+    tb.start(active, PRIORITY[active])
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--data", type=Path, default=ROOT / "demo-data")
+    ap.add_argument("--workdir", type=Path, default=ROOT / "demo-data")
     ap.add_argument("--seconds", type=float, default=0, help="stop after this long (0 = Ctrl-C)")
-    ap.add_argument("--api-port", type=int, default=8080)
+    ap.add_argument(
+        "--failover-after",
+        type=float,
+        default=0,
+        help="cut the active board's power after this many seconds (0 = never)",
+    )
     args = ap.parse_args()
-
-    cam = CameraSim(
-        streams=[
-            StreamSpec(
-                "cam1",
-                codec="h264",
-                width=1280,
-                height=720,
-                fps=25,
-                bitrate=2000,
-                gop=25,
-                audio=True,
-            )
-        ],
-        port=free_port(),
-    )
-    cam.start()
-    data = args.data.resolve()
-    data.mkdir(parents=True, exist_ok=True)
-    config = data / "demo.toml"
-    config.write_text(
-        f'[board]\nname = "demo"\ndata_dir = "{data}"\n\n'
-        f"[recorder]\nsegment_seconds = 4\nmin_free_mb = 64\n\n"
-        f'[api]\nlisten_port = {args.api_port}\nlisten_address = "127.0.0.1"\n\n'
-        f'[[camera]]\nname = "cam1"\nurl = "{cam.url("cam1")}"\n'
-    )
-    print(f"demo: simulated camera at {cam.url('cam1')} (H.264 720p25 + AAC)", flush=True)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "firmware.cli", "run", "--config", str(config)], cwd=ROOT
-    )
     stop = False
 
     def on_signal(*_: object) -> None:
@@ -62,39 +83,43 @@ def main() -> int:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    started = time.monotonic()
-    shown = False
-    try:
-        while not stop and proc.poll() is None:
-            if args.seconds and time.monotonic() - started > args.seconds:
+    workdir = args.workdir.resolve()
+    say("bringing up the twin-board rig (network namespaces) and the simulated camera ...")
+    with TwinBoards(workdir, segment_seconds=4) as tb:
+        for host in ("a", "b"):
+            tb.start(host, PRIORITY[host])
+        active = wait_until(tb.active, 60, "an active board")
+        cli = tb.rig.ns("cli")
+        say(f"board {active} is ACTIVE and holds the floating IP {VIRTUAL_IP}; the other board is "
+            "standby")  # fmt: skip
+        say(f"camera: {tb.camera.url('cam1') if tb.camera else '-'} in namespace "
+            f"{tb.rig.ns('cam')}")  # fmt: skip
+        say(f"ask the pair as a LAN client would: ip netns exec {cli} {ROOT}/.venv/bin/nvr status "
+            f"--url http://{VIRTUAL_IP}:{API_PORT}")  # fmt: skip
+        say(f"configs, logs and recordings: {workdir}/a and {workdir}/b")
+        say("stop with Ctrl-C" + (f" (or wait {args.seconds:g} s)" if args.seconds else ""))
+        started = time.monotonic()
+        cut_done = False
+        last = 0.0
+        while not stop:
+            now = time.monotonic() - started
+            if args.seconds and now >= args.seconds:
                 break
-            if not shown and _segment_exists(data):
-                shown = True
-                newest = sorted((data / "segments").rglob("*.mp4"))[-1]
-                print(
-                    f"demo: first segment written: {newest}\n"
-                    f"demo: play it with: ffplay {newest}   (or any player; fMP4, H.264)\n"
-                    f"demo: status: curl http://127.0.0.1:{args.api_port}/api/v1/status\n"
-                    f"demo: stop with Ctrl-C",
-                    flush=True,
-                )
-            time.sleep(0.2)
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(60)
-        cam.stop()
-    subprocess.run(
-        [sys.executable, "-m", "firmware.cli", "catalog", "--data", str(data)],
-        cwd=ROOT,
-        check=False,
-    )
-    print(f"demo: recordings kept in {data}/segments", flush=True)
-    return 0 if shown else 1
-
-
-def _segment_exists(data: Path) -> bool:
-    return any((data / "segments").rglob("*.mp4")) if (data / "segments").exists() else False
+            if args.failover_after and not cut_done and now >= args.failover_after:
+                cut_done = True
+                failover(tb)
+            if now - last >= 2.0:
+                last = now
+                say(line(tb))
+            time.sleep(0.1)
+        say("stopping both boards (each commits its open segments) ...")
+        for host in ("a", "b"):
+            if tb.rig.procs.get(host):
+                tb.stop(host)
+        counts = {h: len(list((tb.data_dir(h) / "segments").rglob("*.mp4"))) for h in ("a", "b")}
+    say(f"segments recorded: board a {counts['a']}, board b {counts['b']}; list them with "
+        f"{ROOT}/.venv/bin/nvr catalog --data {workdir}/a/data")  # fmt: skip
+    return 0 if sum(counts.values()) > 0 else 1
 
 
 if __name__ == "__main__":

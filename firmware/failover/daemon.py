@@ -291,6 +291,12 @@ class Failover:
     def role(self) -> str:
         return {"init": "stopped"}.get(self.election.state, self.election.state)
 
+    @property
+    def epoch(self) -> int:
+        """The pair's current term: our own while active, else the newest we have heard of."""
+        e = self.election
+        return e.epoch if e.state == "active" else e.max_epoch
+
     def peer_status(self) -> dict | None:
         if not self.election.peers or self._loop is None:
             return None
