@@ -289,7 +289,7 @@ class Failover:
 
     @property
     def role(self) -> str:
-        return {"init": "stopped"}.get(self.election.state, self.election.state)
+        return self.election.state
 
     @property
     def epoch(self) -> int:
@@ -305,7 +305,7 @@ class Failover:
         a = peer.advert
         return {
             "board": peer.board_id,
-            "role": {"init": "stopped"}.get(a.state, a.state),
+            "role": a.state,
             "priority": a.priority,
             "epoch": a.epoch,
             "health": health_names(a.health),
