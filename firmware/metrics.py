@@ -10,6 +10,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 
 if TYPE_CHECKING:
     from firmware.board import Board
+    from firmware.failover.daemon import Failover
 
 
 class BoardCollector(Collector):
@@ -84,6 +85,54 @@ class BoardCollector(Collector):
         for aid, n in self.board.alerts.raised_total.items():
             raised.add_metric([aid], n)
         yield raised
+        if self.board.failover is not None:
+            yield from self._failover(self.board.failover)
+
+    def _failover(self, fo: Failover) -> Iterator:
+        role = GaugeMetricFamily(
+            "nvr_pair_role", "1 for this board's current role", labels=["role"]
+        )
+        for r in ("init", "standby", "active"):
+            role.add_metric([r], int(fo.role == r))
+        yield role
+        yield GaugeMetricFamily("nvr_pair_epoch", "The pair's current term", value=fo.epoch)
+        yield GaugeMetricFamily(
+            "nvr_pair_effective_priority",
+            "Configured priority minus health weights",
+            value=fo.election.effective_priority,
+        )
+        yield GaugeMetricFamily(
+            "nvr_pair_vip_held",
+            "1 while the floating IP is on this board",
+            value=int(fo.vip.wanted),
+        )
+        changes = CounterMetricFamily(
+            "nvr_pair_role_changes", "Role changes, by the role entered", labels=["role"]
+        )
+        for r, n in fo.transitions.items():
+            changes.add_metric([r], n)
+        yield changes
+        tx = CounterMetricFamily("nvr_pair_adverts_sent", "Adverts sent", labels=["path"])
+        rx = CounterMetricFamily("nvr_pair_adverts_received", "Datagrams received", labels=["path"])
+        err = CounterMetricFamily("nvr_pair_advert_send_errors", "Send errors", labels=["path"])
+        for p in fo.paths:
+            tx.add_metric([p.name], p.stats.tx)
+            rx.add_metric([p.name], p.stats.rx)
+            err.add_metric([p.name], p.stats.tx_errors)
+        yield from (tx, rx, err)
+        dropped = CounterMetricFamily(
+            "nvr_pair_adverts_dropped", "Adverts ignored, by reason", labels=["reason"]
+        )
+        for reason, n in fo.drop_counts().items():
+            dropped.add_metric([reason], n)
+        yield dropped
+        peer = fo.peer_status()
+        if peer is not None:
+            yield GaugeMetricFamily(
+                "nvr_pair_peer_heard_seconds",
+                "Seconds since the peer's last advert",
+                value=peer["heard_seconds_ago"],
+            )
 
 
 def registry_for(board: Board) -> CollectorRegistry:

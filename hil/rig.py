@@ -167,11 +167,9 @@ class PairRig:
         finally:
             popns()
 
-    def http_json(
-        self, host: str, addr: str, port: int, path: str, timeout: float = 1.0, **kw
-    ) -> dict:
-        """GET (or kw method=...) a JSON document from host's namespace; raises OSError when
-        nothing answers."""
+    def http(self, host: str, addr: str, port: int, path: str, timeout: float = 1.0, **kw) -> bytes:
+        """GET (or kw method=...) from host's namespace; raises OSError when nothing answers
+        or the answer is an HTTP error."""
         sock = self.socket(host)
         sock.settimeout(timeout)
         try:
@@ -187,9 +185,14 @@ class PairRig:
             body = resp.read()
             if resp.status >= 400:
                 raise OSError(f"HTTP {resp.status}: {body[:200]!r}")
-            return json.loads(body)
+            return body
         finally:
             conn.close()
+
+    def http_json(
+        self, host: str, addr: str, port: int, path: str, timeout: float = 1.0, **kw
+    ) -> dict:
+        return json.loads(self.http(host, addr, port, path, timeout, **kw))
 
     def send_udp(self, host: str, addr: str, port: int, data: bytes) -> None:
         with self.socket(host, socket.AF_INET, socket.SOCK_DGRAM) as s:

@@ -19,7 +19,7 @@ from pyroute2.netns import popns, pushns
 from firmware.failover.advert import WIRE_SIZE, decode, encode
 from firmware.failover.daemon import load_pair_key
 from hil.rig import ADDRESSES
-from hil.twin import ADVERT_PORT, TwinBoards
+from hil.twin import ADVERT_PORT, API_PORT, TwinBoards
 
 ETH_P_ALL = 3
 WINDOW_S = 4.0
@@ -179,6 +179,14 @@ def test_forged_garbled_and_replayed_adverts_change_nothing(twin):
     assert dropped_b.get("short", 0) + dropped_b.get("magic", 0) >= 2
     assert after["b"]["peer"]["board"] == "a"
     holds(lambda: steady(twin), 1.0, "nothing changed")
+    metrics = twin.rig.http("b", "127.0.0.1", API_PORT, "/metrics").decode()
+    assert 'nvr_pair_role{role="standby"} 1.0' in metrics
+    hmac_line = next(
+        x
+        for x in metrics.splitlines()
+        if x.startswith('nvr_pair_adverts_dropped_total{reason="hmac"}')
+    )
+    assert float(hmac_line.split()[-1]) >= 2
 
 
 def test_serial_crosslink_carries_adverts_when_both_networks_are_silent(tmp_path):

@@ -13,8 +13,8 @@ log = logging.getLogger(__name__)
 
 
 class FloatingIP:
-    """Holds the VIP while told to. Announcements go out several times, spaced, and then
-    periodically: a switch or client with a stale ARP entry is what makes a moved VIP
+    """Holds the VIP while told to. Announcements go out several times, at doubling gaps,
+    and then periodically: a switch or client with a stale ARP entry is what makes a moved VIP
     unreachable. If something else removes the VIP while we should hold it, it comes back."""
 
     def __init__(
@@ -88,7 +88,11 @@ class FloatingIP:
             self._error(str(e))
         loop = asyncio.get_running_loop()
         if left > 1:
-            self._timer = loop.call_later(self.spacing, self._announce, left - 1)
+            # Gaps double (0.2, 0.4, 0.8 s, ...): a neighbour ignores a changed address for
+            # its locktime (1 s on Linux) after its entry last changed, so at least one
+            # announcement must come later than that.
+            gap = self.spacing * 2 ** (self.count - left)
+            self._timer = loop.call_later(gap, self._announce, left - 1)
         elif self.refresh > 0:
             self._timer = loop.call_later(self.refresh, self._announce, 1)
 
