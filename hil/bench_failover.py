@@ -23,11 +23,10 @@ from hil.twin import API_PORT, VIP_CIDR, TwinBoards
 from hil.wait import wait_until
 
 PRIORITY = {"a": 150, "b": 100}
-PROBE_CONNECT_S = 0.02
-"""Connect attempts to the VIP are retried this often: the resolution of the measurement (a
-SYN sent to the dead board's MAC is lost, the next one goes to the new holder). Much shorter
-retries change what is measured: the client's own neighbour cache then dominates (about 1 s
-for both implementations, see docs/BENCHMARKS.md)."""
+PROBE_TIMEOUT_S = 0.02
+"""Each request to the VIP (connect and answer) is given up after this long and retried: the
+resolution of the measurement. A longer limit measures something else: a request that got
+stuck on the dying board right after the cut waits out its whole timeout."""
 
 
 def other(host: str) -> str:
@@ -40,8 +39,7 @@ def probe_until(tb: TwinBoards, board: str, timeout: float = 10.0) -> float:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            doc = tb.rig.http_json("cli", VIRTUAL_IP, API_PORT, "/api/v1/status", 1.0,
-                                   connect_timeout=PROBE_CONNECT_S)  # fmt: skip
+            doc = tb.rig.http_json("cli", VIRTUAL_IP, API_PORT, "/api/v1/status", PROBE_TIMEOUT_S)
         except (OSError, ValueError):
             continue
         if doc.get("board") == board:
