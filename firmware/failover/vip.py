@@ -32,6 +32,9 @@ class FloatingIP:
         self.address = str(iface.ip)
         self.count, self.spacing, self.refresh = count, spacing, refresh
         self.wanted = False
+        self.present = False
+        """Whether the address is on the interface, as our own calls and the NIC's address
+        events last said: status reads this instead of asking the kernel every time."""
         self.announcements = 0
         self.errors = 0
         self.last_error: str | None = None
@@ -50,18 +53,17 @@ class FloatingIP:
         try:
             if self.nic.remove_address(self.ifname, self.cidr):
                 log.info("released the floating IP %s", self.cidr)
+            self.present = False
         except HalError as e:
             self._error(f"cannot remove {self.cidr}: {e}")
 
     def held(self) -> bool:
-        try:
-            return self.cidr in self.nic.addresses(self.ifname)
-        except HalError:
-            return False
+        return self.present
 
     def on_event(self, event: AddressEvent) -> None:
         if event.ifname != self.ifname or event.cidr != self.cidr:
             return
+        self.present = event.present
         if self.wanted and not event.present:
             log.warning(
                 "the floating IP %s vanished from %s; adding it back", self.cidr, self.ifname
@@ -75,6 +77,7 @@ class FloatingIP:
         try:
             if self.nic.add_address(self.ifname, self.cidr):
                 log.info("took the floating IP %s on %s", self.cidr, self.ifname)
+            self.present = True
         except HalError as e:
             self._error(f"cannot add {self.cidr}: {e}")
 
