@@ -215,16 +215,30 @@ def cmd_verify(args: argparse.Namespace) -> int:
 # --- status / token --------------------------------------------------------------------------
 
 
-def cmd_status(args: argparse.Namespace) -> int:
-    url = args.url
-    if url is None:
-        try:
-            cfg = load_config(args.config)
-        except ConfigError as e:
-            return _fail(str(e))
-        url = f"http://127.0.0.1:{cfg.api.listen_port}"
+def _api_base(args: argparse.Namespace) -> str:
+    """--url, else the config's API port on loopback (ConfigError if the config is bad)."""
+    if args.url:
+        return args.url.rstrip("/")
+    return f"http://127.0.0.1:{load_config(args.config).api.listen_port}"
+
+
+def _read_token(cfg: Config) -> str:
+    """The API token; OSError with a hint when the board has not made it yet."""
     try:
-        with urllib.request.urlopen(url.rstrip("/") + "/api/v1/status", timeout=5) as r:
+        return cfg.token_file.read_text().strip()
+    except OSError as e:
+        raise OSError(
+            f"{cfg.token_file}: {e.strerror} (the board creates it on first start)"
+        ) from None
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    try:
+        url = _api_base(args)
+    except ConfigError as e:
+        return _fail(str(e))
+    try:
+        with urllib.request.urlopen(url + "/api/v1/status", timeout=5) as r:
             st = json.load(r)
     except (urllib.error.URLError, OSError) as e:
         return _fail(f"the firmware does not answer at {url}: {e}", 1)
@@ -266,27 +280,23 @@ def cmd_token(args: argparse.Namespace) -> int:
     except ConfigError as e:
         return _fail(str(e))
     try:
-        print(cfg.token_file.read_text().strip())
+        print(_read_token(cfg))
     except OSError as e:
-        return _fail(f"{cfg.token_file}: {e.strerror} (the board creates it on first start)", 1)
+        return _fail(str(e), 1)
     return 0
-
-
-def _api_base(args: argparse.Namespace, cfg: Config) -> str:
-    return args.url or f"http://127.0.0.1:{cfg.api.listen_port}"
 
 
 def cmd_handover(args: argparse.Namespace) -> int:
     """Planned handover: the active board releases the VIP and the standby takes it over."""
     try:
-        cfg = load_config(args.config)
-        token = cfg.token_file.read_text().strip()
+        token = _read_token(load_config(args.config))
+        url = _api_base(args)
     except ConfigError as e:
         return _fail(str(e))
     except OSError as e:
-        return _fail(f"{cfg.token_file}: {e.strerror}")
+        return _fail(str(e), 1)
     req = urllib.request.Request(
-        _api_base(args, cfg).rstrip("/") + "/api/v1/pair/handover",
+        url + "/api/v1/pair/handover",
         method="POST",
         headers={"Authorization": f"Bearer {token}"},
     )

@@ -104,7 +104,7 @@ class BoardCollector(Collector):
         yield GaugeMetricFamily(
             "nvr_pair_vip_held",
             "1 while the floating IP is on this board",
-            value=int(fo.vip.wanted),
+            value=int(fo.vip.held()),
         )
         changes = CounterMetricFamily(
             "nvr_pair_role_changes", "Role changes, by the role entered", labels=["role"]

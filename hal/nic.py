@@ -48,8 +48,9 @@ class Nic(Protocol):
         """Addresses as 'addr/prefix'."""
         ...
 
-    def add_address(self, ifname: str, cidr: str) -> bool:
-        """Idempotent: True if it was added, False if it was already there."""
+    def add_address(self, ifname: str, cidr: str, dad: bool = True) -> bool:
+        """Idempotent: True if it was added, False if it was already there. dad=False skips
+        IPv6 duplicate address detection, so the address is usable at once."""
         ...
 
     def remove_address(self, ifname: str, cidr: str) -> bool:

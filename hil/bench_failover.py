@@ -18,7 +18,6 @@ import sys
 import time
 from pathlib import Path
 
-from hil.rig import VIRTUAL_IP
 from hil.twin import API_PORT, VIP_CIDR, TwinBoards
 from hil.wait import wait_until
 
@@ -31,20 +30,6 @@ stuck on the dying board right after the cut waits out its whole timeout."""
 
 def other(host: str) -> str:
     return "b" if host == "a" else "a"
-
-
-def probe_until(tb: TwinBoards, board: str, timeout: float = 10.0) -> float:
-    """Back-to-back HTTP requests to the VIP from the client; the time of the first answer
-    from `board`."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            doc = tb.rig.http_json("cli", VIRTUAL_IP, API_PORT, "/api/v1/status", PROBE_TIMEOUT_S)
-        except (OSError, ValueError):
-            continue
-        if doc.get("board") == board:
-            return time.monotonic()
-    raise TimeoutError(f"{board} never answered on the VIP")
 
 
 class Nvr:
@@ -124,7 +109,7 @@ def measure(
         impl.start(tb, "b")
         wait_until(lambda: impl.is_standby(tb, "b"), 60, "b standby")
         active = "a"
-        probe_until(tb, active, 30)
+        tb.wait_vip(active, 30, PROBE_TIMEOUT_S)
         rng = random.Random(seed)
         for i in range(cuts):
             standby = other(active)
@@ -132,14 +117,14 @@ def measure(
             time.sleep(rng.uniform(0.5, 1.5))
             t0 = time.monotonic()
             tb.power_cut(active)
-            t1 = probe_until(tb, standby)
+            t1 = tb.wait_vip(standby, 10, PROBE_TIMEOUT_S)
             times.append(t1 - t0)
             print(f"{impl.name} cut {i + 1}: {active}->{standby} {t1 - t0:.3f} s", flush=True)
             tb.power_back(active)
             impl.start(tb, active)
             wait_until(lambda h=active: impl.is_standby(tb, h), 60, f"{active} back as standby")
             active = standby
-            probe_until(tb, active, 30)
+            tb.wait_vip(active, 30, PROBE_TIMEOUT_S)
     return times
 
 

@@ -111,13 +111,21 @@ class PairRig:
         self.procs.setdefault(host, []).append(proc)
         return proc
 
-    def kill(self, host: str, sig: int = signal.SIGKILL) -> None:
+    def kill(
+        self, host: str, sig: int = signal.SIGKILL, group: bool = True, timeout: float = 30
+    ) -> None:
+        """Signal what runs on host (the whole process group, or with group=False only the
+        started process, so it can shut its children down itself) and wait; SIGKILL whatever
+        is still there after the timeout."""
         for proc in self.procs.pop(host, []):
             if proc.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, sig)
+                    if group:
+                        os.killpg(proc.pid, sig)
+                    else:
+                        proc.send_signal(sig)
             try:
-                proc.wait(30)
+                proc.wait(timeout)
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(10)

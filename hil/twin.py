@@ -7,18 +7,19 @@ holds the floating IP.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import signal
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
 from hal.linux.nic import LinuxNic
 from hil.camera import CameraSim, StreamSpec
 from hil.rig import ADDRESSES, LAN_PREFIX, VIRTUAL_IP, PairRig
+from hil.wait import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 API_PORT = 8080
@@ -139,13 +140,7 @@ class TwinBoards:
 
     def stop(self, host: str, timeout: float = 60) -> None:
         """A clean stop (SIGTERM): the board hands over before it exits."""
-        procs = self.rig.procs.get(host, [])
-        for p in procs:
-            with contextlib.suppress(ProcessLookupError):
-                p.send_signal(signal.SIGTERM)
-        for p in procs:
-            p.wait(timeout)
-        self.rig.procs.pop(host, None)
+        self.rig.kill(host, signal.SIGTERM, group=False, timeout=timeout)
 
     def power_cut(self, host: str) -> None:
         self.rig.power_cut(host)
@@ -173,6 +168,13 @@ class TwinBoards:
     def via_vip(self, timeout: float = 0.5) -> dict:
         """What a client on the LAN gets from the floating IP."""
         return self.rig.http_json("cli", VIRTUAL_IP, API_PORT, "/api/v1/status", timeout)
+
+    def wait_vip(self, board: str, timeout: float, per_request: float = 0.02) -> float:
+        """Ask the VIP from the client back to back, each request given up after per_request,
+        until `board` answers; returns the monotonic time of that answer."""
+        wait_until(lambda: self.via_vip(per_request)["board"] == board, timeout,
+                   f"board {board} answering on the VIP", every=0)  # fmt: skip
+        return time.monotonic()
 
     def vip_holders(self) -> list[str]:
         """Boards whose LAN port is up and carries the VIP (a board whose power was cut keeps

@@ -107,7 +107,7 @@ def test_gratuitous_arp_reaches_the_lan(backend):
 
 def test_ipv6_vip_is_usable_at_once_and_announced(backend):
     nic, rig = backend
-    assert nic.add_address("eth0", VIP6) is True
+    assert nic.add_address("eth0", VIP6, dad=False) is True
     assert VIP6 in nic.addresses("eth0")
     mac = nic.link("eth0").mac
     want = na_message(mac, "2001:db8::100")

@@ -253,7 +253,6 @@ class Failover:
         watcher = threading.Thread(target=self._watch, name="nvr-nic-watch", daemon=True)
         watcher.start()
         reach = asyncio.create_task(self.reach.run(stop))
-        self.election.set_reachable(self.lan_carrier)
         self._apply(self.election.start(self._now()))
         try:
             while not stop.is_set():
@@ -264,7 +263,6 @@ class Failover:
             self._apply(self.election.shutdown(self._now()))
             if self._timer is not None:
                 self._timer.cancel()
-            self.vip.release()
             self._watch_stop.set()
             reach.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -324,7 +322,6 @@ class Failover:
 
     def status(self) -> dict:
         e = self.election
-        now = self._now() if self._loop is not None else None
         return {
             "priority": e.priority,
             "effective_priority": e.effective_priority,
@@ -338,6 +335,5 @@ class Failover:
             "paths": {p.name: p.stats.to_json(p.is_open) for p in self.paths},
             "dropped": self.drop_counts(),
             "election": dict(e.stats),
-            "reach_ok": self.reach.ok(now) if now is not None else None,
             "timer_lateness_max_seconds": round(self.timer_lateness_max, 4),
         }

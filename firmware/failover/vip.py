@@ -75,7 +75,9 @@ class FloatingIP:
 
     def _add(self) -> None:
         try:
-            if self.nic.add_address(self.ifname, self.cidr):
+            # No duplicate address detection for an IPv6 VIP: it would stay tentative
+            # (unusable) for a second or more after the takeover.
+            if self.nic.add_address(self.ifname, self.cidr, dad=False):
                 log.info("took the floating IP %s on %s", self.cidr, self.ifname)
             self.present = True
         except HalError as e:

@@ -101,20 +101,20 @@ class LinuxNic:
             idx = self._index(rt, ifname)
             return [f"{a.get('IFA_ADDRESS')}/{a['prefixlen']}" for a in rt.get_addr(index=idx)]
 
-    def add_address(self, ifname: str, cidr: str) -> bool:
-        return self._change_address("add", ifname, cidr, already=EEXIST)
+    def add_address(self, ifname: str, cidr: str, dad: bool = True) -> bool:
+        return self._change_address("add", ifname, cidr, already=EEXIST, dad=dad)
 
     def remove_address(self, ifname: str, cidr: str) -> bool:
         return self._change_address("del", ifname, cidr, already=EADDRNOTAVAIL)
 
     @_netlink_thread
-    def _change_address(self, op: str, ifname: str, cidr: str, already: int) -> bool:
+    def _change_address(
+        self, op: str, ifname: str, cidr: str, already: int, dad: bool = True
+    ) -> bool:
         """False when the address already was (or was not) there: idempotent for failover."""
         addr, prefix = split_cidr(cidr)
         extra = {}
-        if op == "add" and ipaddress.ip_address(addr).version == 6:
-            # A floating address must work at once: duplicate address detection would keep
-            # it tentative (unusable) for a second or more after takeover.
+        if not dad and ipaddress.ip_address(addr).version == 6:
             extra["IFA_FLAGS"] = IFA_F_NODAD
         with self._rt() as rt:
             try:
@@ -157,6 +157,11 @@ class LinuxNic:
                 raise DeviceIOError(f"{ifname}: neighbour advertisement failed: {e}") from e
 
     @_netlink_thread
+    def _snapshot(self) -> list:
+        with self._rt() as rt:
+            return [*rt.get_links(), *rt.get_addr()]
+
+    @_netlink_thread
     def _ifindex(self, ifname: str) -> int:
         with self._rt() as rt:
             return self._index(rt, ifname)
@@ -186,8 +191,7 @@ class LinuxNic:
             marshal = MarshalRtnl()
             names: dict[int, str] = {}
             # Bound before the snapshot, so nothing between the two is missed.
-            with self._rt() as rt:
-                pending = [*rt.get_links(), *rt.get_addr()]
+            pending = self._snapshot()
             while not stop.is_set():
                 for msg in pending:
                     event = self._event(msg, names)

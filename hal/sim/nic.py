@@ -45,7 +45,7 @@ class SimNic:
     def addresses(self, ifname: str) -> list[str]:
         return list(self._get(ifname).addresses)
 
-    def add_address(self, ifname: str, cidr: str) -> bool:
+    def add_address(self, ifname: str, cidr: str, dad: bool = True) -> bool:
         addr, prefix = split_cidr(cidr)
         i = self._get(ifname)
         key = f"{addr}/{prefix}"
