@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
 import time
@@ -19,6 +20,8 @@ from firmware.datadir import api_token, prepare
 from firmware.failover.advert import Health
 from firmware.failover.daemon import Failover
 from firmware.failover.health import board_health
+from firmware.mirror.service import Mirror
+from firmware.recorder.ingest import RECORD, RING
 from firmware.recorder.supervisor import Recorder, now_us
 from firmware.timefmt import iso
 from hal.linux.nic import LinuxNic
@@ -36,21 +39,45 @@ class Board:
         self.serve_api = serve_api
         self.alerts = Alerts()
         self.catalog = Catalog(self.data_dir)
-        self.recorder = Recorder(
-            self.data_dir, cfg.board.name, cfg.recorder, cfg.camera, self.alerts
-        )
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.recorder = self._make_recorder(cfg, RECORD if cfg.pair is None else RING)
         self.started = time.monotonic()
         self.api_port: int | None = None
         self.failover: Failover | None = None
+        self.mirror: Mirror | None = None
         if cfg.pair is not None:
-            self.failover = Failover(cfg, nic or LinuxNic(), self.alerts, self._health, now_us)
+            self.failover = Failover(cfg, nic or LinuxNic(), self.alerts, self._health, now_us,
+                                     on_role=self._role_changed)  # fmt: skip
+            self.mirror = Mirror(cfg, self.failover.key, self.catalog, self.alerts,
+                                 self._recording, self.failover.path_fresh, now_us)  # fmt: skip
+
+    def _make_recorder(self, cfg: Config, mode: str) -> Recorder:
+        return Recorder(self.data_dir, cfg.board.name, cfg.recorder, cfg.camera, self.alerts,
+                        mode=mode, on_change=self._catalog_changed)  # fmt: skip
+
+    def _role_changed(self, role: str) -> None:
+        """Active records (on from the newest frame this board holds); anything else holds
+        the cameras in memory only, ready to take over."""
+        self.recorder.set_mode(RECORD if role == "active" else RING)
+
+    def _catalog_changed(self) -> None:
+        """From the recorder's thread: a segment was committed or a run ended."""
+        if self.mirror is not None:
+            self.mirror.changed()
+            if self._loop is not None:
+                self._loop.call_soon_threadsafe(self.mirror.server.notify)
+
+    def _recording(self) -> dict[str, bool]:
+        return {st.name: st.recording for st in self.recorder.status.values()}
 
     def _health(self, lan_carrier: bool) -> Health:
         enabled = {c.name for c in self.cfg.camera if c.enabled}
-        recording = sum(
-            1 for st in self.recorder.status.values() if st.name in enabled and st.recording
+        live = sum(
+            1
+            for st in self.recorder.status.values()
+            if st.name in enabled and (st.recording or st.holding)
         )
-        return board_health(self.alerts.active(), len(enabled), recording, lan_carrier)
+        return board_health(self.alerts.active(), len(enabled), live, lan_carrier)
 
     def reload(self, path: Path) -> str:
         """SIGHUP: apply a changed config; a bad one is refused and the running one kept."""
@@ -75,10 +102,9 @@ class Board:
             self.cfg = new
             return "unchanged"
         log.info("config reloaded: restarting the recorder with %d cameras", len(new.camera))
+        mode = self.recorder.mode
         self.recorder.stop()
-        self.recorder = Recorder(
-            self.data_dir, self.cfg.board.name, new.recorder, new.camera, self.alerts
-        )
+        self.recorder = self._make_recorder(new, mode)
         self.recorder.start()
         self.cfg = self.cfg.model_copy(update={"recorder": new.recorder, "camera": new.camera})
         return "applied"
@@ -98,7 +124,7 @@ class Board:
             "peer": self.failover.peer_status() if self.failover else None,
             "virtual_ip": str(self.cfg.pair.virtual_ip) if self.cfg.pair else None,
             "epoch": self.failover.epoch if self.failover else 0,
-            "mirror_lag_seconds": None,
+            "mirror_lag_seconds": self.mirror.lag_seconds(self.role) if self.mirror else None,
             "version": __version__,
             "hostname": socket.gethostname(),
             "uptime_seconds": round(time.monotonic() - self.started, 1),
@@ -108,12 +134,14 @@ class Board:
                 {
                     "name": st.name,
                     "recording": st.recording,
+                    "holding": st.holding,
                     "last_frame_at": iso(st.last_frame_wall_us),
                 }
                 for st in self.recorder.status.values()
             ],
             "alerts": [a.to_json() for a in self.alerts.active()],
             "failover": self.failover.status() if self.failover else None,
+            "mirror": self.mirror.status(self.role) if self.mirror else None,
         }
 
     def cameras_detail(self) -> list[dict]:
@@ -124,6 +152,8 @@ class Board:
                     "name": st.name,
                     "url": st.url,
                     "recording": st.recording,
+                    "holding": st.holding,
+                    "ring_seconds": st.ring_seconds,
                     "codec": st.codec,
                     "last_frame_at": iso(st.last_frame_wall_us),
                     "ingest_lag_seconds": st.lag_seconds,
@@ -139,12 +169,22 @@ class Board:
     async def serve(self, stop: asyncio.Event) -> None:
         """Record, elect and serve until stop is set. On the way out the VIP goes first (a
         planned handover), then the recorder commits its open segments."""
+        self._loop = asyncio.get_running_loop()
         self.recorder.start()
         runner = None
         failover_stop = asyncio.Event()
         failover = None
+        mirror_runner = None
+        ticker = None
         if self.failover is not None:
             failover = asyncio.create_task(self.failover.run(failover_stop))
+        if self.mirror is not None:
+            mirror_runner = web.AppRunner(self.mirror.server.app(), access_log=None)
+            await mirror_runner.setup()
+            await web.TCPSite(mirror_runner, self.cfg.api.listen_address, self.mirror.port,
+                              reuse_address=True).start()  # fmt: skip
+            self.mirror.start()
+            ticker = asyncio.create_task(self._mirror_ticks(self.mirror, failover_stop))
         try:
             if self.serve_api:
                 runner = web.AppRunner(make_app(self), access_log=None)
@@ -164,8 +204,22 @@ class Board:
             if failover is not None:
                 failover_stop.set()
                 await failover
+            if ticker is not None:
+                await ticker
             log.info("stopping: committing open segments")
             await asyncio.get_running_loop().run_in_executor(None, self.recorder.stop)
-            if runner is not None:
-                await runner.cleanup()
+            if self.mirror is not None:
+                await asyncio.to_thread(self.mirror.stop)
+            for r in (runner, mirror_runner):
+                if r is not None:
+                    await r.cleanup()
             log.info("stopped")
+
+    async def _mirror_ticks(self, mirror: Mirror, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await asyncio.to_thread(mirror.tick, self.role)
+            except Exception:
+                log.exception("mirror upkeep failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 1.0)

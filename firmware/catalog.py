@@ -50,7 +50,25 @@ CREATE INDEX IF NOT EXISTS segments_start ON segments(start_us);
 CREATE TABLE IF NOT EXISTS garbage (
     path TEXT PRIMARY KEY
 );
+CREATE TABLE IF NOT EXISTS deleted (
+    id TEXT PRIMARY KEY,
+    start_us INTEGER NOT NULL
+);
 """
+
+# Columns added after the first release: (table, column, declaration). Added on open, so a
+# data directory from an older firmware keeps working.
+MIGRATIONS = (
+    ("runs", "uid", "TEXT"),
+    ("runs", "continues", "TEXT"),
+    ("runs", "changed", "INTEGER NOT NULL DEFAULT 0"),
+    ("segments", "last_frame", "TEXT NOT NULL DEFAULT ''"),
+)
+
+COVER_SLACK_US = 1000
+"""Run times are rounded to the millisecond."""
+
+_NEXT_CHANGE = "(SELECT COALESCE(MAX(changed), 0) + 1 FROM runs)"
 
 
 @dataclass(frozen=True)
@@ -69,6 +87,9 @@ class Segment:
     origin: str
     codec: str
     salvaged: bool = False
+    last_frame: str = ""
+    """Fingerprint of the last video frame (see recorder.fingerprint): where a standby that
+    takes over continues, matched by content across the two boards' camera sessions."""
 
     def to_json(self) -> dict:
         return {
@@ -90,11 +111,28 @@ class Segment:
 @dataclass(frozen=True)
 class Run:
     id: int
+    """Local row id; `uid` names the run across the pair."""
     camera: str
     origin: str
     start_us: int
     end_us: int
     end_reason: str | None
+    uid: str = ""
+    continues: str | None = None
+    """Id of the peer's segment this run took over after, frame for frame (takeover runs)."""
+    changed: int = 0
+    """Change counter: the mirror sends runs changed since the peer last asked."""
+
+    def to_json(self) -> dict:
+        return {
+            "uid": self.uid,
+            "camera": self.camera,
+            "origin": self.origin,
+            "start_us": self.start_us,
+            "end_us": self.end_us,
+            "end_reason": self.end_reason,
+            "continues": self.continues,
+        }
 
 
 @dataclass(frozen=True)
@@ -119,6 +157,10 @@ def segment_id(camera: str, start_us: int, origin: str) -> str:
     return f"{camera}.{start_us // 1000}.{origin}"
 
 
+def run_uid(camera: str, start_us: int, origin: str) -> str:
+    return f"{camera}.{start_us}.{origin}"
+
+
 class Catalog:
     """One connection per thread; cheap to create, safe across processes."""
 
@@ -126,7 +168,27 @@ class Catalog:
         self.data_dir = Path(data_dir)
         self.path = self.data_dir / CATALOG_FILE
         self._local = threading.local()
-        self._db().executescript(SCHEMA)
+        db = self._db()
+        db.executescript(SCHEMA)
+        self._migrate(db)
+
+    @staticmethod
+    def _migrate(db: sqlite3.Connection) -> None:
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for table, column, decl in MIGRATIONS:
+                have = {r["name"] for r in db.execute(f"PRAGMA table_info({table})")}
+                if column not in have:
+                    db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
+            db.execute(
+                "UPDATE runs SET uid = camera || '.' || start_us || '.' || origin WHERE uid IS NULL"
+            )
+            db.execute("CREATE UNIQUE INDEX IF NOT EXISTS runs_uid ON runs(uid)")
+            db.execute("CREATE INDEX IF NOT EXISTS runs_changed ON runs(changed)")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
 
     def _db(self) -> sqlite3.Connection:
         db = getattr(self._local, "db", None)
@@ -158,26 +220,61 @@ class Catalog:
 
     # --- writing -------------------------------------------------------------------------
 
-    def new_run(self, camera: str, origin: str, start_us: int, end_us: int) -> int:
+    def new_run(
+        self,
+        camera: str,
+        origin: str,
+        start_us: int,
+        end_us: int,
+        continues: str | None = None,
+    ) -> int:
         with self._tx() as db:
             cur = db.execute(
-                "INSERT INTO runs(camera, origin, start_us, end_us) VALUES (?,?,?,?)",
-                (camera, origin, start_us, end_us),
+                "INSERT INTO runs(camera, origin, start_us, end_us, uid, continues, changed)"
+                f" VALUES (?,?,?,?,?,?,{_NEXT_CHANGE})",
+                (camera, origin, start_us, end_us, run_uid(camera, start_us, origin), continues),
             )
             return int(cur.lastrowid)
+
+    def merge_run(self, run: Run) -> int:
+        """Take in the peer's view of one of its runs (the mirror); returns the local id. Ends
+        only grow and a reason once set stays, so replays and reordering change nothing."""
+        with self._tx() as db:
+            row = db.execute(
+                "SELECT id, end_us, end_reason, continues FROM runs WHERE uid = ?", (run.uid,)
+            ).fetchone()
+            if row is None:
+                cur = db.execute(
+                    "INSERT INTO runs(camera, origin, start_us, end_us, end_reason, uid,"
+                    f" continues, changed) VALUES (?,?,?,?,?,?,?,{_NEXT_CHANGE})",
+                    (run.camera, run.origin, run.start_us, run.end_us, run.end_reason,
+                     run.uid, run.continues),
+                )  # fmt: skip
+                return int(cur.lastrowid)
+            end = max(row["end_us"], run.end_us)
+            reason = row["end_reason"] or run.end_reason
+            continues = row["continues"] or run.continues
+            if (end, reason, continues) != (row["end_us"], row["end_reason"], row["continues"]):
+                db.execute(
+                    f"UPDATE runs SET end_us = ?, end_reason = ?, continues = ?,"
+                    f" changed = {_NEXT_CHANGE} WHERE id = ?",
+                    (end, reason, continues, row["id"]),
+                )
+            return int(row["id"])
 
     def add_segment(self, seg: Segment) -> None:
         """Insert the segment and stretch its run to cover it, in one transaction."""
         with self._tx() as db:
             db.execute(
                 "INSERT INTO segments(id, camera, run_id, path, start_us, end_us, media_start_us,"
-                " media_end_us, frames, bytes, sha256, origin, codec, salvaged)"
+                " media_end_us, frames, bytes, sha256, origin, codec, salvaged, last_frame)"
                 " VALUES (:id,:camera,:run_id,:path,:start_us,:end_us,:media_start_us,"
-                ":media_end_us,:frames,:bytes,:sha256,:origin,:codec,:salvaged)",
+                ":media_end_us,:frames,:bytes,:sha256,:origin,:codec,:salvaged,:last_frame)",
                 asdict(seg),
             )
             db.execute(
-                "UPDATE runs SET end_us = MAX(end_us, ?) WHERE id = ?", (seg.end_us, seg.run_id)
+                f"UPDATE runs SET end_us = ?, changed = {_NEXT_CHANGE} WHERE id = ? AND end_us < ?",
+                (seg.end_us, seg.run_id, seg.end_us),
             )
 
     def has_run(self, run_id: int) -> bool:
@@ -191,36 +288,45 @@ class Catalog:
         """Recreate a run row that recovery needs (the run's only segment was never cataloged)."""
         with self._tx() as db:
             db.execute(
-                "INSERT OR IGNORE INTO runs(id, camera, origin, start_us, end_us)"
-                " VALUES (?,?,?,?,?)",
-                (run_id, camera, origin, start_us, end_us),
+                "INSERT OR IGNORE INTO runs(id, camera, origin, start_us, end_us, uid, changed)"
+                f" VALUES (?,?,?,?,?,?,{_NEXT_CHANGE})",
+                (run_id, camera, origin, start_us, end_us, run_uid(camera, start_us, origin)),
             )
 
     def end_run(self, run_id: int, reason: str) -> None:
         with self._tx() as db:
             db.execute(
-                "UPDATE runs SET end_reason = ? WHERE id = ? AND end_reason IS NULL",
+                f"UPDATE runs SET end_reason = ?, changed = {_NEXT_CHANGE}"
+                " WHERE id = ? AND end_reason IS NULL",
                 (reason, run_id),
             )
 
-    def close_open_runs(self, reason: str, camera: str | None = None) -> int:
+    def close_open_runs(self, reason: str, origin: str, camera: str | None = None) -> int:
+        """Only this board's own runs: a peer's open run is the peer's to close."""
         with self._tx() as db:
             cur = db.execute(
-                "UPDATE runs SET end_reason = ? WHERE end_reason IS NULL"
-                + (" AND camera = ?" if camera else ""),
-                (reason, camera) if camera else (reason,),
+                f"UPDATE runs SET end_reason = ?, changed = {_NEXT_CHANGE}"
+                " WHERE end_reason IS NULL AND origin = ?" + (" AND camera = ?" if camera else ""),
+                (reason, origin, camera) if camera else (reason, origin),
             )
             return cur.rowcount
 
     def delete_segment_rows(self, ids: list[str]) -> list[str]:
-        """Move segments to the garbage list; returns their paths for the caller to unlink."""
+        """Move segments to the garbage list; returns their paths for the caller to unlink.
+        The ids are remembered, so the mirror never copies them back from the peer."""
         paths: list[str] = []
         with self._tx() as db:
             for sid in ids:
-                row = db.execute("SELECT path FROM segments WHERE id = ?", (sid,)).fetchone()
+                row = db.execute(
+                    "SELECT path, start_us FROM segments WHERE id = ?", (sid,)
+                ).fetchone()
                 if row is None:
                     continue  # another worker got there first
                 db.execute("INSERT OR IGNORE INTO garbage(path) VALUES (?)", (row["path"],))
+                db.execute(
+                    "INSERT OR IGNORE INTO deleted(id, start_us) VALUES (?,?)",
+                    (sid, row["start_us"]),
+                )
                 db.execute("DELETE FROM segments WHERE id = ?", (sid,))
                 paths.append(row["path"])
             db.execute(
@@ -229,6 +335,20 @@ class Catalog:
                 " AND id NOT IN (SELECT MAX(id) FROM runs GROUP BY camera)"
             )
         return paths
+
+    def forget_deleted(self, before_us: int) -> None:
+        """Deleted ids older than retention can go: the peer's retention removes them too."""
+        with self._tx() as db:
+            db.execute("DELETE FROM deleted WHERE start_us < ?", (before_us,))
+
+    def deleted(self, ids: list[str]) -> set[str]:
+        """Those of ids that this board deleted."""
+        db = self._db()
+        return {
+            sid
+            for sid in ids
+            if db.execute("SELECT 1 FROM deleted WHERE id = ?", (sid,)).fetchone()
+        }
 
     def forget_garbage(self, paths: list[str]) -> None:
         with self._tx() as db:
@@ -274,6 +394,53 @@ class Catalog:
             args.append(limit)
         return [self._segment(r) for r in self._db().execute(sql, args)]
 
+    def segments_since(self, rowid: int, limit: int) -> list[tuple[int, Segment]]:
+        """Segments inserted after rowid (rows never change once inserted): the mirror feed."""
+        rows = self._db().execute(
+            "SELECT rowid AS rowid_, * FROM segments WHERE rowid > ? ORDER BY rowid LIMIT ?",
+            (rowid, limit),
+        )
+        out = []
+        for r in rows:
+            d = dict(r)
+            rid = d.pop("rowid_")
+            d["salvaged"] = bool(d["salvaged"])
+            out.append((rid, Segment(**d)))
+        return out
+
+    def runs_since(self, changed: int, limit: int) -> list[Run]:
+        rows = self._db().execute(
+            "SELECT * FROM runs WHERE changed > ? ORDER BY changed LIMIT ?", (changed, limit)
+        )
+        return [Run(**dict(r)) for r in rows]
+
+    def run_by_id(self, run_id: int) -> Run | None:
+        row = self._db().execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
+        return Run(**dict(row)) if row else None
+
+    def takeover_runs(self) -> list[Run]:
+        return [
+            Run(**dict(r))
+            for r in self._db().execute("SELECT * FROM runs WHERE continues IS NOT NULL")
+        ]
+
+    def run_by_uid(self, uid: str) -> Run | None:
+        row = self._db().execute("SELECT * FROM runs WHERE uid = ?", (uid,)).fetchone()
+        return Run(**dict(row)) if row else None
+
+    def run_segments(self, run_id: int) -> list[Segment]:
+        rows = self._db().execute(
+            "SELECT * FROM segments WHERE run_id = ? ORDER BY start_us", (run_id,)
+        )
+        return [self._segment(r) for r in rows]
+
+    def latest_segments(self, camera: str, n: int = 1) -> list[Segment]:
+        """The camera's n newest segments, newest first."""
+        rows = self._db().execute(
+            "SELECT * FROM segments WHERE camera = ? ORDER BY start_us DESC LIMIT ?", (camera, n)
+        )
+        return [self._segment(r) for r in rows]
+
     def paths(self) -> set[str]:
         return {r["path"] for r in self._db().execute("SELECT path FROM segments")}
 
@@ -288,17 +455,26 @@ class Catalog:
     def gaps(
         self, camera: str | None = None, start_us: int | None = None, end_us: int | None = None
     ) -> list[Gap]:
-        """Each run end opens a gap that lasts until the camera's next run starts."""
+        """Each run end opens a gap that lasts until the camera's next run starts, unless a run
+        of the other board covers that moment (a takeover): the timeline is the pair's."""
         out: list[Gap] = []
         by_camera: dict[str, list[Run]] = {}
         for run in self.runs(camera):
             by_camera.setdefault(run.camera, []).append(run)
         for cam, runs in by_camera.items():
-            for i, run in enumerate(runs):
+            for run in runs:
                 if run.end_reason is None:
                     continue  # still recording (or crashed and not yet recovered)
-                nxt = runs[i + 1].start_us if i + 1 < len(runs) else None
-                gap = Gap(cam, run.end_us, nxt, run.end_reason)
+                t = run.end_us
+                if any(
+                    r is not run
+                    and r.start_us <= t + COVER_SLACK_US
+                    and (r.end_reason is None or r.end_us > t)
+                    for r in runs
+                ):
+                    continue
+                nxt = min((r.start_us for r in runs if r.start_us > t), default=None)
+                gap = Gap(cam, t, nxt, run.end_reason)
                 if end_us is not None and gap.start_us >= end_us:
                     continue
                 if start_us is not None and gap.end_us is not None and gap.end_us <= start_us:

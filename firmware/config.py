@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 import tomllib
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import (
     AfterValidator,
@@ -62,6 +62,8 @@ class HealthWeights(_Section):
     lan_down: Annotated[int, Field(ge=0, le=253)] = 80
     ups_on_battery: Annotated[int, Field(ge=0, le=253)] = 20
     ups_low: Annotated[int, Field(ge=0, le=253)] = 60
+    mirror_behind: Annotated[int, Field(ge=0, le=253)] = 100
+    """Still fetching what the peer recorded meanwhile: not the board to preempt with."""
 
 
 class PairConfig(_Section):
@@ -88,6 +90,14 @@ class PairConfig(_Section):
     garp_refresh_seconds: Annotated[float, Field(ge=0, le=3600)] = 30.0
     """0 = no periodic refresh."""
     health_weights: HealthWeights = HealthWeights()
+    mirror_port: Annotated[int, Field(ge=1, le=65535)] = 5406
+    """TCP port of the mirror (segments and catalog rows between the boards)."""
+    mirror_order: Literal["oldest", "newest"] = "oldest"
+    """After an outage, fetch the oldest missing footage first or the newest."""
+    mirror_transfers: Annotated[int, Field(ge=1, le=16)] = 4
+    """Segments fetched at once."""
+    mirror_lag_alert_seconds: Annotated[float, Field(ge=0, le=86400)] = 0.0
+    """Alert when the standby's copy is further behind; 0 = 2 x segment + 5 s."""
 
 
 class RecorderConfig(_Section):
@@ -102,6 +112,8 @@ class RecorderConfig(_Section):
     max_drift_seconds: Annotated[float, Field(gt=0, le=3600)] = 5.0
     reconnect_min_seconds: Annotated[float, Field(gt=0, le=60)] = 0.5
     reconnect_max_seconds: Annotated[float, Field(gt=0, le=600)] = 10.0
+    standby_ring_seconds: Annotated[float, Field(ge=0, le=600)] = 0.0
+    """Seconds of each camera a hot standby holds in memory; 0 = 2 x segment + 4 s."""
 
 
 class ApiConfig(_Section):

@@ -206,20 +206,21 @@ class PairRig:
         with self.socket(host, socket.AF_INET, socket.SOCK_DGRAM) as s:
             s.sendto(data, (addr, port))
 
-    def block_udp(self, host: str, link: str, port: int, blocked: bool) -> None:
-        """Block one path without pulling its cable: drop UDP to/from `port` on that link
-        in the host's firewall (nftables), both directions."""
+    def block(self, host: str, link: str, port: int, blocked: bool, proto: str = "udp") -> None:
+        """Block one kind of traffic on a path without pulling its cable: drop `proto` to or
+        from `port` on that link in the host's firewall (nftables), both directions."""
         dev = {"lan": "eth0", "sync": "eth1"}[link]
-        table = f"rigblock_{dev}"
+        table = f"rigblock_{dev}_{proto}{port}"
         if not blocked:
             self.run(host, ["nft", "delete", "table", "inet", table], check=False)
             return
+        l4 = f"meta l4proto {proto} th"
         rules = (
             f"table inet {table} {{\n"
             f" chain in {{ type filter hook input priority 0; "
-            f'iifname "{dev}" udp dport {port} drop; }}\n'
+            f'iifname "{dev}" {l4} dport {port} drop; iifname "{dev}" {l4} sport {port} drop; }}\n'
             f" chain out {{ type filter hook output priority 0; "
-            f'oifname "{dev}" udp dport {port} drop; }}\n'
+            f'oifname "{dev}" {l4} dport {port} drop; oifname "{dev}" {l4} sport {port} drop; }}\n'
             "}\n"
         )
         self.run(host, ["nft", "-f", "-"], input=rules, check=True)

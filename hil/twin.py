@@ -24,6 +24,7 @@ from hil.wait import wait_until
 ROOT = Path(__file__).resolve().parent.parent
 API_PORT = 8080
 ADVERT_PORT = 5405
+MIRROR_PORT = 5406
 BOARDS = ("a", "b")
 VIP_CIDR = f"{VIRTUAL_IP}/{LAN_PREFIX}"
 
@@ -41,12 +42,14 @@ class TwinBoards:
         camera: bool = True,
         segment_seconds: float = 2.0,
         advert_interval_ms: int = 100,
+        cameras: int = 1,
     ) -> None:
         self._tmp = None if workdir else tempfile.TemporaryDirectory(prefix="twin-")
         self.workdir = Path(workdir or self._tmp.name)  # type: ignore[union-attr]
         self.rig = PairRig()
         self.with_camera = camera
         self.camera: CameraSim | None = None
+        self.cameras = [f"cam{i + 1}" for i in range(cameras)] if camera else []
         self.segment_seconds = segment_seconds
         self.advert_interval_ms = advert_interval_ms
         self.key_file = self.workdir / "pair.key"
@@ -64,7 +67,7 @@ class TwinBoards:
                                capture_output=True)  # fmt: skip
             if self.with_camera:
                 self.camera = CameraSim(
-                    [StreamSpec("cam1", cheap=True, fps=25, gop=25)],
+                    [StreamSpec(name, cheap=True, fps=25, gop=25) for name in self.cameras],
                     netns=self.rig.ns("cam"),
                     bind=ADDRESSES["cam"]["lan"],
                 )
@@ -100,6 +103,7 @@ class TwinBoards:
             "advert_interval_ms": self.advert_interval_ms,
             "key_file": str(self.key_file),
             "advert_port": ADVERT_PORT,
+            "mirror_port": MIRROR_PORT,
             **pair,
         }
         lines = [
@@ -117,9 +121,10 @@ class TwinBoards:
             "[api]",
             f"listen_port = {API_PORT}",
         ]
-        if self.camera is not None:
-            url = self.camera.url("cam1", host=ADDRESSES["cam"]["lan"])
-            lines += ["", "[[camera]]", 'name = "cam1"', f'url = "{url}"']
+        for name in self.cameras:
+            assert self.camera is not None
+            url = self.camera.url(name, host=ADDRESSES["cam"]["lan"])
+            lines += ["", "[[camera]]", f'name = "{name}"', f'url = "{url}"']
         path = self.workdir / host / "nvr.toml"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("\n".join(lines) + "\n")

@@ -70,7 +70,7 @@ def test_pulling_only_the_sync_cable_causes_no_takeover(twin):
 
 
 def test_blocking_only_the_lan_heartbeat_causes_no_takeover(twin):
-    twin.rig.block_udp("a", "lan", ADVERT_PORT, True)
+    twin.rig.block("a", "lan", ADVERT_PORT, True)
     wait_until(lambda: path_age(twin, "b", "lan") > 1.0, 10, "b no longer hearing a on the LAN")
     holds(lambda: steady(twin), WINDOW_S, "a active, b standby with LAN adverts blocked")
     assert path_age(twin, "b", "sync") < 0.5
@@ -94,11 +94,11 @@ def test_healed_dual_active_leaves_exactly_one(twin):
     # Partition: no path between the boards, both still reach the camera.
     twin.rig.cable("a", "sync", False)
     for host in ("a", "b"):
-        twin.rig.block_udp(host, "lan", ADVERT_PORT, True)
+        twin.rig.block(host, "lan", ADVERT_PORT, True)
     wait_until(lambda: twin.vip_holders() == ["a", "b"], 10, "both boards active")
     assert twin.status("b")["epoch"] > twin.status("a")["epoch"]
     for host in ("a", "b"):
-        twin.rig.block_udp(host, "lan", ADVERT_PORT, False)
+        twin.rig.block(host, "lan", ADVERT_PORT, False)
     twin.rig.cable("a", "sync", True)
     wait_until(lambda: len(twin.vip_holders()) == 1, 10, "one VIP holder after healing")
     winner = twin.vip_holders()[0]
@@ -201,7 +201,7 @@ def test_serial_crosslink_carries_adverts_when_both_networks_are_silent(tmp_path
             wait_until(lambda: tb.active() == "a", 60, "a active")
             wait_until(lambda: path_age(tb, "b", "serial") < 0.5, 10, "b hearing a on serial")
             tb.rig.cable("a", "sync", False)
-            tb.rig.block_udp("a", "lan", ADVERT_PORT, True)
+            tb.rig.block("a", "lan", ADVERT_PORT, True)
             wait_until(lambda: min(path_age(tb, "b", p) for p in ("lan", "sync")) > 1.0, 10,
                        "LAN and sync paths silent")  # fmt: skip
             holds(lambda: steady(tb), WINDOW_S, "serial alone keeps b standby")

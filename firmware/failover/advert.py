@@ -52,6 +52,7 @@ class Health(IntFlag):
     LAN_DOWN = 8
     UPS_ON_BATTERY = 16
     UPS_LOW = 32
+    MIRROR_BEHIND = 64
 
 
 HEALTH_MASK: Final = int(
@@ -61,6 +62,7 @@ HEALTH_MASK: Final = int(
     | Health.LAN_DOWN
     | Health.UPS_ON_BATTERY
     | Health.UPS_LOW
+    | Health.MIRROR_BEHIND
 )
 
 

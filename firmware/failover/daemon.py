@@ -92,8 +92,11 @@ class Failover:
         alerts: Alerts,
         health: HealthSource,
         now_us: Callable[[], int],
+        on_role: Callable[[str], None] = lambda role: None,
     ) -> None:
+        """on_role(new role) runs on the loop at every role change: the recorder follows."""
         assert cfg.pair is not None
+        self.on_role = on_role
         pair = cfg.pair
         self.cfg, self.pair, self.nic, self.alerts = cfg, pair, nic, alerts
         self.health_source, self.now_us = health, now_us
@@ -221,6 +224,15 @@ class Failover:
             "role %s -> %s (%s), epoch %d", change.old, change.new, change.reason,
             self.election.epoch,
         )  # fmt: skip
+        self.on_role(change.new)
+
+    def path_fresh(self, name: str) -> bool:
+        """The peer's adverts arrive on this path (within a master-down interval or so)."""
+        if self._loop is None:
+            return False
+        now = self._now()
+        window = 4 * self.election.interval + 0.1
+        return any(now - p.paths.get(name, -1e9) < window for p in self.election.peers.values())
 
     def _schedule(self) -> None:
         if self._loop is None:

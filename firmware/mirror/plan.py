@@ -84,3 +84,98 @@ def reconcile(
     transfers.sort(key=lambda t: (t.start_us, t.id), reverse=order == "newest")
     conflicts.sort(key=lambda c: c.id)
     return Plan(transfers, conflicts)
+
+
+@dataclass(frozen=True, slots=True)
+class RunFacts:
+    uid: str
+    start_us: int
+    end_us: int
+    ended: bool
+    continues: str | None
+    """Segment id a takeover run went on after, frame for frame."""
+
+
+@dataclass(frozen=True, slots=True)
+class SegFacts:
+    id: str
+    run_uid: str
+    start_us: int
+    end_us: int
+
+
+COVER_SLACK_US = 1000
+
+
+def _covers(segs: list[SegFacts], start_us: int, end_us: int) -> bool:
+    """Whether segs (one run's, oldest first) hold every moment of [start_us, end_us)."""
+    reached = None
+    for s in segs:
+        if reached is None:
+            if s.start_us > start_us + COVER_SLACK_US:
+                return False
+            reached = s.end_us
+        elif s.start_us > reached + COVER_SLACK_US:
+            return False
+        else:
+            reached = max(reached, s.end_us)
+        if reached >= end_us - COVER_SLACK_US:
+            return True
+    return False
+
+
+def superseded(runs: Iterable[RunFacts], segments: Iterable[SegFacts]) -> set[str]:
+    """Segments this board holds whose every frame it also holds in another run: the two
+    recordings of one stretch of footage that a takeover leaves behind (the old active
+    board's last segments after a power cut or handover, or either board's copy of a
+    dual-active episode). Decided only once it cannot change: when the takeover run went on
+    past the end of the run it took over from (that run ended), the old run's segments after
+    the takeover point are spare; when the old run went on past the end of the takeover run
+    (which ended), the takeover run's are. A segment is dropped only if the other run's
+    segments that this board holds cover it without a hole, so nothing is lost."""
+    by_uid = {r.uid: r for r in runs}
+    segs = sorted(segments, key=lambda s: s.start_us)
+    by_id = {s.id: s for s in segs}
+    by_run: dict[str, list[SegFacts]] = {}
+    for s in segs:
+        by_run.setdefault(s.run_uid, []).append(s)
+    out: set[str] = set()
+    for r in by_uid.values():
+        point = by_id.get(r.continues or "")
+        base = by_uid.get(point.run_uid) if point else None
+        if point is None or base is None or base.uid == r.uid:
+            continue
+        if r.ended and base.end_us >= r.end_us:
+            spare, keep = by_run.get(r.uid, []), by_run.get(base.uid, [])
+        elif base.ended and r.end_us >= base.end_us:
+            spare = [s for s in by_run.get(base.uid, []) if s.start_us >= point.end_us]
+            keep = by_run.get(r.uid, [])
+        else:
+            continue
+        out.update(s.id for s in spare if _covers(keep, s.start_us, s.end_us))
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class PeerCamera:
+    end_us: int
+    """End of the peer's newest committed segment of the camera."""
+    recording: bool
+    """The peer is writing the camera now (its open segment starts at end_us)."""
+
+
+def lag(
+    peer: dict[str, PeerCamera], missing: Iterable[Summary], durations: dict[str, int], now_us: int
+) -> tuple[float, int]:
+    """(seconds of footage, bytes) this board is behind the peer: per camera, what it still
+    lacks of the peer's committed segments plus the peer's open segment; the worst camera
+    counts. `durations` gives each missing id's length in microseconds."""
+    behind_us: dict[str, int] = {}
+    nbytes = 0
+    for s in missing:
+        behind_us[s.camera] = behind_us.get(s.camera, 0) + durations.get(s.id, 0)
+        nbytes += s.bytes
+    for camera, p in peer.items():
+        if p.recording:
+            behind_us[camera] = behind_us.get(camera, 0) + max(0, now_us - p.end_us)
+    return (max(behind_us.values(), default=0) / 1e6, nbytes)

@@ -25,6 +25,7 @@ from firmware.config import RecorderConfig
 from firmware.recorder import policy as P
 from firmware.recorder.access_units import AccessUnitJoiner
 from firmware.recorder.backoff import Backoff
+from firmware.recorder.ring import Held, Point, StandbyRing, fingerprint
 from firmware.recorder.salvage import salvage_partial
 from firmware.recorder.segment_file import (
     FMP4_OPTIONS,
@@ -48,6 +49,11 @@ STREAM_ENDED = "stream-ended"
 STREAM_ERROR = "stream-error"
 DISK_ERROR = "disk-error"
 STOPPED = "recorder-stopped"
+HANDED_OVER = "handed-over"
+"""This board went standby: the peer records on from the next frame."""
+
+RECORD = "record"
+RING = "ring"
 
 Report = Callable[[str, str, dict], None]
 """report(kind, camera, payload): events for the supervisor (status, counters, alerts)."""
@@ -109,6 +115,7 @@ class _Open:
     start_us: int
     media_start_us: int
     frames: int = 0
+    last_frame: str = ""
 
 
 @dataclass
@@ -123,6 +130,9 @@ class CameraIngest:
     stop: threading.Event
     make_room: Callable[[], None] = lambda: None
     """Called before each segment opens: frees space if the disk is below its watermark."""
+    mode: str = RECORD
+    """record: write segments; ring: hold the stream in memory only (a hot standby)."""
+    ring_seconds: float = 10.0
     policy: P.SegmentPolicy = field(init=False)
     run_id: int | None = field(default=None, init=False)
     seg: _Open | None = field(default=None, init=False)
@@ -131,12 +141,27 @@ class CameraIngest:
     """Wall time the newest recorded frame stands for."""
     last_frame_seen_us: int | None = field(default=None, init=False)
     """Wall time it arrived: the difference is the ingest lag."""
+    ring: StandbyRing = field(init=False)
+    _pending: tuple[str, list[dict] | None] | None = field(default=None, init=False)
+    _continues: str | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         self.policy = P.SegmentPolicy(
             segment_us=round(self.cfg.segment_seconds * 1e6),
             max_drift_us=round(self.cfg.max_drift_seconds * 1e6),
         )
+        self.ring = StandbyRing(round(self.ring_seconds * 1e6))
+
+    def request_mode(self, mode: str, cont: list[dict] | None = None) -> None:
+        """From another thread: switch at the next packet. `cont` lists the newest segments
+        of this camera this board holds, newest first ({"id", "last_frame", "end_us"}):
+        where recording may go on (see StandbyRing.takeover)."""
+        self._pending = (mode, cont)
+
+    @property
+    def holding(self) -> bool:
+        """A hot standby's session is up and its ring is filling."""
+        return self.mode == RING and len(self.ring) > 0
 
     # --- the loop ---------------------------------------------------------------------------
 
@@ -222,7 +247,10 @@ class CameraIngest:
                 )
         self.templates = streams
         stall_us = round(self.cfg.stall_seconds * 1e6)
-        self.report("state", self.name, {"recording": True, "error": None, "codec": self.codec})
+        self.report(
+            "state", self.name, {"recording": self.mode == RECORD, "error": None,
+                                 "codec": self.codec},
+        )  # fmt: skip
         rate = vstream.guessed_rate or vstream.average_rate
         ticks = round(1 / (rate * vstream.time_base)) if rate else None
         joiner = AccessUnitJoiner(self.codec, ticks)
@@ -230,9 +258,12 @@ class CameraIngest:
         self._us_per_tick = {
             s.index: (s.time_base.numerator * 1_000_000, s.time_base.denominator) for s in streams
         }
+        self.ring.clear()  # a new session: its timestamps do not follow the last one's
+        self._video_index = vstream.index
+        self._stall_us = stall_us
         for pkt in container.demux(streams):
             if self.stop.is_set():
-                self._handle(joiner.flush(), vstream.index, stall_us)
+                self._step(joiner.flush())
                 return STOPPED, None
             if pkt.size == 0:
                 continue
@@ -240,27 +271,66 @@ class CameraIngest:
                 pkt = joiner.push(pkt)
             elif pkt.pts is None:
                 continue
-            self._handle(pkt, vstream.index, stall_us)
-        self._handle(joiner.flush(), vstream.index, stall_us)
+            self._step(pkt)
+        self._step(joiner.flush())
         return STREAM_ENDED, "camera ended the stream"
 
-    def _handle(self, pkt: av.Packet | None, video_index: int, stall_us: int) -> None:
+    def _step(self, pkt: av.Packet | None) -> None:
+        """One packet from the camera: into the ring or into segments, per mode."""
+        if self._pending is not None:
+            mode, cont = self._pending
+            self._pending = None
+            self._switch(mode, cont)
         if pkt is None:
             return
-        mono = time.monotonic_ns() // 1000
-        now = P.Clocks(mono, time.time_ns() // 1000)
-        index = pkt.stream.index
-        video = index == video_index
-        num, den = self._us_per_tick[index]
+        video = pkt.stream.index == self._video_index
+        held = Held(
+            pkt,
+            video,
+            bool(pkt.is_keyframe),
+            fingerprint(bytes(pkt)) if video else "",
+            P.Clocks(time.monotonic_ns() // 1000, time.time_ns() // 1000),
+        )
+        if self.mode == RING:
+            self.ring.push(held)
+            self.last_frame_seen_us = held.clocks.wall_us
+        else:
+            self._handle(held)
+
+    def _switch(self, mode: str, cont: list[dict] | None) -> None:
+        if mode == self.mode:
+            return
+        self.mode = mode
+        if mode == RING:
+            self._end_run(HANDED_OVER)
+            log.info("camera %s: standby, holding %.0f s in memory", self.name, self.ring_seconds)
+            return
+        take = self.ring.takeover([Point(**p) for p in cont or []])
+        self.ring.clear()
+        if take.after is not None:
+            self.policy.continue_at(take.after.end_us)
+            self._continues = take.after.id
+        log.info(
+            "camera %s: recording, %d held packets first: %s", self.name, len(take.packets),
+            take.note,
+        )  # fmt: skip
+        for h in take.packets:
+            self._handle(h)
+
+    def _handle(self, held: Held) -> None:
+        pkt, now, video = held.packet, held.clocks, held.video
+        num, den = self._us_per_tick[pkt.stream.index]
         pts_us = pkt.pts * num // den
-        for action in self.policy.packet(P.PacketInfo(video, bool(pkt.is_keyframe), pts_us), now):
+        for action in self.policy.packet(P.PacketInfo(video, held.keyframe, pts_us), now):
             self._apply(action, pkt)
+        if video and self.seg is not None:
+            self.seg.last_frame = held.fingerprint
         if video and self.seg is not None and self.policy.run is not None:
             # Read by the worker's status loop; per-frame events would flood the queue.
             self.last_frame_wall_us = self.policy.run.wall(pts_us)
             self.last_frame_seen_us = now.wall_us
-        deadline = self.policy.deadline_us(stall_us)
-        if deadline is not None and mono > deadline:
+        deadline = self.policy.deadline_us(self._stall_us)
+        if deadline is not None and now.mono_us > deadline:
             raise StallError(f"no video for {self.cfg.stall_seconds:g} s")
 
     # --- actions ----------------------------------------------------------------------------
@@ -281,7 +351,10 @@ class CameraIngest:
         try:
             self.make_room()
             if a.new_run or self.run_id is None:
-                self.run_id = self.catalog.new_run(self.name, self.origin, a.start_us, a.start_us)
+                self.run_id = self.catalog.new_run(
+                    self.name, self.origin, a.start_us, a.start_us, continues=self._continues
+                )
+                self._continues = None
             sid = segment_id(self.name, a.start_us, self.origin)
             rel = relative_path(self.name, a.start_us, sid)
             final = self.data_dir / rel
@@ -348,10 +421,11 @@ class CameraIngest:
             sha256=sha,
             origin=self.origin,
             codec=self.codec,
+            last_frame=seg.last_frame,
         )
         self.catalog.add_segment(row)
         drop_meta(seg.final)
-        self.report("segment", self.name, {"bytes": row.bytes, "frames": row.frames})
+        self.report("segment", self.name, {"id": row.id, "bytes": row.bytes, "frames": row.frames})
 
     def _salvage_after_error(self, seg: _Open, e: OSError) -> None:
         """A write failed mid-segment: keep the complete fragments that reached the disk."""
@@ -379,7 +453,8 @@ class CameraIngest:
         self.run_id = None
 
     def _end_run(self, reason: str) -> None:
-        """The session is over: commit the open segment (if it can be) and close the run."""
+        """The session is over, or this board went standby: commit the open segment (if it
+        can be) and close the run."""
         actions = self.policy.end(reason)
         try:
             for action in actions:
@@ -390,6 +465,7 @@ class CameraIngest:
         except DiskError as e:
             log.error("camera %s: %s", self.name, e)
             self._close_run(DISK_ERROR)
+        self._continues = None
         if self.seg is not None:  # opened but policy had nothing to finish
             self.seg.file.abandon()
             os.unlink(self.seg.file.path)

@@ -68,6 +68,9 @@ class _Run:
     anchor_pts_us: int
     anchor_mono_us: int
     anchor_wall_us: int
+    clock_offset_us: int
+    """Wall minus monotonic clock when the run started: a change means the clock stepped.
+    Kept apart from the anchor, which a takeover sets from the peer's timeline."""
 
     def wall(self, pts_us: int) -> int:
         """Wall time of a media time, to the millisecond: the catalog's and the API's unit."""
@@ -90,6 +93,14 @@ class SegmentPolicy:
     last_video_mono_us: int | None = None
     frame_us_estimate: float = field(default=0.0)
     clock_step_pending: bool = False
+    continue_wall_us: int | None = None
+    """Set by continue_at: the wall time the next run starts at."""
+
+    def continue_at(self, wall_us: int) -> None:
+        """The next run continues another recording of the same frames (the peer's, on a
+        takeover): start it on that recording's wall-clock timeline instead of our arrival
+        time, so the pair's timeline has neither a gap nor an overlap."""
+        self.continue_wall_us = wall_us
 
     @property
     def recording(self) -> bool:
@@ -146,7 +157,9 @@ class SegmentPolicy:
         return actions
 
     def _start_run(self, p: PacketInfo, now: Clocks) -> list[Action]:
-        self.run = _Run(p.pts_us, now.mono_us, _ms(now.wall_us))
+        wall = now.wall_us if self.continue_wall_us is None else self.continue_wall_us
+        self.continue_wall_us = None
+        self.run = _Run(p.pts_us, now.mono_us, _ms(wall), now.wall_us - now.mono_us)
         self.seg_media_start_us = p.pts_us
         self._note_video(p, now)
         return [StartSegment(self.run.anchor_wall_us, p.pts_us, new_run=True), WRITE]
@@ -162,8 +175,7 @@ class SegmentPolicy:
         ):
             return TIMESTAMP_JUMP
         wall_offset = now.wall_us - now.mono_us
-        anchor_offset = run.anchor_wall_us - run.anchor_mono_us
-        if abs(wall_offset - anchor_offset) > self.clock_step_us:
+        if abs(wall_offset - run.clock_offset_us) > self.clock_step_us:
             return CLOCK_STEP
         return None
 

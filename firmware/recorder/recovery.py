@@ -43,7 +43,7 @@ class RecoveryReport:
         )
 
 
-def recover(data_dir: Path, catalog: Catalog) -> RecoveryReport:
+def recover(data_dir: Path, catalog: Catalog, origin: str) -> RecoveryReport:
     rep = RecoveryReport()
     garbage = catalog.garbage()
     unlink_files(data_dir, garbage)
@@ -90,7 +90,7 @@ def recover(data_dir: Path, catalog: Catalog) -> RecoveryReport:
         catalog.forget_garbage(catalog.delete_segment_rows(ids))
         log.error("recovery: %d catalog rows had no file: %s", len(ids), rep.missing_files[:5])
 
-    rep.runs_closed = catalog.close_open_runs(CRASH)
+    rep.runs_closed = catalog.close_open_runs(CRASH, origin)
     log.info(rep.summary())
     return rep
 

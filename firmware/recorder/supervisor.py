@@ -6,19 +6,21 @@ workers' events into status, metrics and alerts, and runs retention by age in th
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing as mp
 import multiprocessing.connection as mp_connection
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from firmware.alerts import Alerts
 from firmware.catalog import Catalog
 from firmware.config import CameraConfig, RecorderConfig
-from firmware.recorder.ingest import redact
+from firmware.recorder.ingest import RECORD, RING, redact
 from firmware.recorder.recovery import CRASH, recover, salvage_camera
 from firmware.recorder.retention import FREE_SPACE, Retention, disk_usage
 from firmware.recorder.worker import worker_main
@@ -27,6 +29,8 @@ log = logging.getLogger(__name__)
 
 MAINTENANCE_PERIOD_S = 2.0
 AGE_RETENTION_PERIOD_S = 10.0  # one indexed query of the oldest segments
+TAKEOVER_POINTS = 4
+"""Newest segments per camera a takeover may continue after (see StandbyRing.takeover)."""
 
 
 def now_us() -> int:
@@ -46,6 +50,9 @@ class CameraStatus:
     bytes: int = 0
     frames: int = 0
     reconnects: int = 0
+    holding: bool = False
+    """A hot standby: the session is up and the last seconds are held in memory."""
+    ring_seconds: float = 0.0
     gaps: dict[str, int] = field(default_factory=dict)
     """Run ends by reason."""
 
@@ -54,6 +61,12 @@ class CameraStatus:
         if self.last_frame_wall_us is None or self.last_frame_seen_us is None:
             return None
         return max(0.0, (self.last_frame_seen_us - self.last_frame_wall_us) / 1e6)
+
+
+def ring_seconds(cfg: RecorderConfig) -> float:
+    """What a standby holds per camera: the peer's open segment, one more in transfer, the
+    time to detect the failure, and a margin (0 in the config = this)."""
+    return cfg.standby_ring_seconds or 2 * cfg.segment_seconds + 4.0
 
 
 def worker_count(requested: int, cameras: int) -> int:
@@ -72,8 +85,14 @@ class Recorder:
         cfg: RecorderConfig,
         cameras: list[CameraConfig],
         alerts: Alerts,
+        mode: str = RECORD,
+        on_change: Callable[[], None] = lambda: None,
     ) -> None:
+        """mode: record, or ring for a board that starts as a hot standby. on_change is called
+        (from a thread) when a segment is committed or a run ends: the mirror's cue."""
         self.data_dir = Path(data_dir)
+        self.mode = mode
+        self.on_change = on_change
         self.origin = origin
         self.cfg = cfg
         self.cameras = [c for c in cameras if c.enabled]
@@ -89,6 +108,8 @@ class Recorder:
         self._stopping = False
         self._halt = threading.Event()
         self._workers: list[tuple[mp.process.BaseProcess, list[tuple[str, str]]]] = []
+        self._commands: dict[int, mp_connection.Connection] = {}
+        """Per worker pid: the pipe that carries mode switches to it."""
         self._threads: list[threading.Thread] = []
         self._last_space_deletion = 0.0
         self.catalog = Catalog(self.data_dir)
@@ -97,7 +118,7 @@ class Recorder:
     # --- lifecycle -----------------------------------------------------------------------------
 
     def start(self) -> None:
-        report = recover(self.data_dir, self.catalog)
+        report = recover(self.data_dir, self.catalog, self.origin)
         if report.quarantined or report.missing_files:
             self.alerts.raise_("recovery", "warning", report.summary(), now_us())
         self.retention.run(now_us())
@@ -121,6 +142,7 @@ class Recorder:
 
     def _spawn(self, share: list[tuple[str, str]]) -> mp.process.BaseProcess:
         receiver, sender = self._ctx.Pipe(duplex=False)
+        cmd_in, cmd_out = self._ctx.Pipe(duplex=False)
         p = self._ctx.Process(
             target=worker_main,
             args=(
@@ -130,15 +152,41 @@ class Recorder:
                 share,
                 sender,
                 logging.getLogger().level,
+                self.mode,
+                ring_seconds(self.cfg),
+                cmd_in,
             ),
             name="nvr-rec-" + ",".join(n for n, _ in share)[:40],
             daemon=False,
         )
         p.start()
         sender.close()
+        cmd_in.close()
         with self._conns_lock:
             self._conns.append(receiver)
+        assert p.pid is not None
+        self._commands[p.pid] = cmd_out
         return p
+
+    def set_mode(self, mode: str) -> None:
+        """record (this board is active) or ring (standby). Taking over, each camera goes on
+        from the frame after the newest one this board holds, found in its ring by content."""
+        if mode not in (RECORD, RING) or mode == self.mode:
+            return
+        self.mode = mode
+        cont: dict[str, list[dict]] = {}
+        if mode == RECORD:
+            for cam in self.cameras:
+                cont[cam.name] = [
+                    {"id": s.id, "last_frame": s.last_frame, "end_us": s.end_us}
+                    for s in self.catalog.latest_segments(cam.name, TAKEOVER_POINTS)
+                    if s.last_frame
+                ]
+        log.info("recorder: %s", "recording" if mode == RECORD else "standby (ring only)")
+        for conn in list(self._commands.values()):
+            # A worker that died misses it; its replacement starts in the new mode.
+            with contextlib.suppress(OSError):
+                conn.send(("mode", {"mode": mode, "cont": cont}))
 
     def stop(self, timeout: float | None = None) -> None:
         """Commit open segments, close runs as stopped, wait for workers."""
@@ -201,6 +249,8 @@ class Recorder:
             st.last_frame_wall_us = p["last_frame_wall_us"]
             st.last_frame_seen_us = p["last_frame_seen_us"]
             st.recording = p["recording"]
+            st.holding = p.get("holding", False)
+            st.ring_seconds = p.get("ring_seconds", 0.0)
         elif kind == "state" and st:
             st.recording = p["recording"]
             st.error = p.get("error")
@@ -211,8 +261,10 @@ class Recorder:
             st.segments += 1
             st.bytes += p["bytes"]
             st.frames += p["frames"]
+            self.on_change()
         elif kind == "run_end" and st:
             st.gaps[p["reason"]] = st.gaps.get(p["reason"], 0) + 1
+            self.on_change()
         elif kind == "reconnect" and st:
             st.reconnects += 1
         elif kind == "retention":
@@ -272,7 +324,10 @@ class Recorder:
             # Its open runs were cut short: close them so the gap is explicit, then go on.
             for name, _ in share:
                 salvage_camera(self.data_dir, self.catalog, name)
-                self.catalog.close_open_runs(CRASH, camera=name)
+                self.catalog.close_open_runs(CRASH, self.origin, camera=name)
+            old = self._commands.pop(p.pid or 0, None)
+            if old is not None:
+                old.close()
             self._workers[i] = (self._spawn(share), share)
 
     def _check_cameras(self) -> None:
@@ -281,7 +336,7 @@ class Recorder:
             fresh = st.last_frame_seen_us is not None and (
                 now - st.last_frame_seen_us < self.cfg.stall_seconds * 1e6 * 2
             )
-            if st.recording and fresh:
+            if (st.recording or st.holding) and fresh:
                 self.alerts.clear(f"camera-{st.name}")
             elif st.error:
                 self.alerts.raise_(

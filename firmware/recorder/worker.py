@@ -18,7 +18,7 @@ import av.logging
 
 from firmware.catalog import Catalog
 from firmware.config import RecorderConfig
-from firmware.recorder.ingest import CameraIngest
+from firmware.recorder.ingest import RECORD, CameraIngest
 from firmware.recorder.retention import Retention
 
 STATUS_PERIOD_S = 1.0
@@ -40,6 +40,9 @@ def worker_main(
     cameras: list[tuple[str, str]],
     events,  # multiprocessing.connection.Connection, this worker's own
     log_level: int,
+    mode: str = RECORD,
+    ring_seconds: float = 10.0,
+    commands=None,  # Connection from the supervisor: ("mode", {"mode", "cont": {camera: ...}})
 ) -> None:
     logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     av.logging.set_level(None)  # FFmpeg logging from threads is unsafe (PyAV #751)
@@ -73,12 +76,19 @@ def worker_main(
             retention.run(time.time_ns() // 1000)
 
     ingests = [
-        CameraIngest(name, url, root, origin, cfg, catalog, report, local_stop, make_room)
+        CameraIngest(name, url, root, origin, cfg, catalog, report, local_stop, make_room,
+                     mode=mode, ring_seconds=ring_seconds)
         for name, url in cameras
-    ]
+    ]  # fmt: skip
     threads = [
         threading.Thread(target=i.run_forever, name=f"cam-{i.name}", daemon=True) for i in ingests
     ]
+    if commands is not None:
+        threads.append(
+            threading.Thread(
+                target=_obey, args=(commands, ingests, local_stop), name="commands", daemon=True
+            )
+        )
     for t in threads:
         t.start()
     parent = os.getppid()
@@ -93,10 +103,27 @@ def worker_main(
                     "last_frame_wall_us": ing.last_frame_wall_us,
                     "last_frame_seen_us": ing.last_frame_seen_us,
                     "recording": ing.seg is not None,
+                    "holding": ing.holding,
+                    "ring_seconds": round(ing.ring.seconds, 1),
                 },
             )
     deadline = time.monotonic() + cfg.stall_seconds + 5
-    for t in threads:
+    for t in threads[: len(ingests)]:
         t.join(max(0.1, deadline - time.monotonic()))
     report("worker_exit", "", {"cameras": [n for n, _ in cameras]})
     events.close()
+
+
+def _obey(commands, ingests: list[CameraIngest], stop: threading.Event) -> None:
+    """The supervisor's mode switches (takeover, standby), applied by each camera's thread at
+    its next packet."""
+    while not stop.is_set():
+        try:
+            if not commands.poll(0.5):
+                continue
+            kind, payload = commands.recv()
+        except (EOFError, OSError):
+            return
+        if kind == "mode":
+            for ing in ingests:
+                ing.request_mode(payload["mode"], payload["cont"].get(ing.name))

@@ -1,0 +1,288 @@
+"""The mirror's fetching side: follow the peer's catalog and copy what this board lacks.
+
+Each board fetches from the other, so together the two directions reconcile both ways: the
+standby follows the active board's new segments within a round trip of their commit, and
+after any outage each board pulls what the other recorded meanwhile. The feed is read by one
+thread (a long poll); files are fetched by a few threads, in the configured order, over the
+sync link while it carries adverts and over the LAN otherwise.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlencode
+
+from firmware.catalog import Catalog
+from firmware.mirror.auth import (
+    REQUEST_HEADER,
+    RESPONSE_HEADER,
+    AuthError,
+    new_nonce,
+    sign_request,
+    verify_response,
+)
+from firmware.mirror.plan import Order, PeerCamera, Summary, lag, reconcile
+from firmware.mirror.store import Corrupt, commit_received, fresh, incoming, receive, resume_point
+from firmware.mirror.wire import FEED_PATH, SEGMENT_PATH, run_from_wire
+
+log = logging.getLogger("nvr.mirror")
+
+FEED_WAIT_S = 2.0
+"""Long-poll length: also how soon a dead path is noticed while nothing is committed."""
+TIMEOUT_S = 5.0
+CHUNK = 1 << 16
+RETRY_S = 1.0
+
+
+def summary(row: dict) -> Summary:
+    return Summary(row["id"], row["camera"], int(row["start_us"]), int(row["bytes"]),
+                   row["sha256"])  # fmt: skip
+
+
+@dataclass
+class Counters:
+    segments: int = 0
+    bytes: int = 0
+    errors: dict[str, int] = field(default_factory=dict)
+    conflicts: int = 0
+
+    def error(self, reason: str) -> None:
+        self.errors[reason] = self.errors.get(reason, 0) + 1
+
+
+class MirrorClient:
+    def __init__(
+        self,
+        *,
+        board: str,
+        key: bytes,
+        data_dir: Path,
+        catalog: Catalog,
+        peer: dict[str, str],
+        port: int,
+        order: Order,
+        concurrency: int,
+        path_usable: Callable[[str], bool],
+        now_us: Callable[[], int],
+        on_commit: Callable[[], None] = lambda: None,
+    ) -> None:
+        """peer: path name (sync, lan) -> the peer's address on it, in order of preference."""
+        self.board, self.key, self.data_dir, self.catalog = board, key, data_dir, catalog
+        self.peer, self.port, self.order, self.concurrency = peer, port, order, concurrency
+        self.path_usable, self.now_us, self.on_commit = path_usable, now_us, on_commit
+        self.counters = Counters()
+        self.path: str | None = None
+        """The path the last successful request took."""
+        self.connected = False
+        self.synced = False
+        """A full pass over the peer's catalog since start found nothing left to fetch."""
+        self.last_error: str | None = None
+        self.peer_cameras: dict[str, PeerCamera] = {}
+        self._pending: dict[str, dict] = {}
+        self._durations: dict[str, int] = {}
+        self._busy: set[str] = set()
+        self._feed_done = False
+        self._lock = threading.Condition()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    # --- lifecycle ----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        targets = [self._follow] + [self._fetch] * self.concurrency
+        for i, target in enumerate(targets):
+            t = threading.Thread(target=target, name=f"nvr-mirror-{i}", daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def stop(self) -> None:
+        self._stop.set()
+        with self._lock:
+            self._lock.notify_all()
+        for t in self._threads:
+            t.join(TIMEOUT_S + FEED_WAIT_S)
+
+    # --- state --------------------------------------------------------------------------------
+
+    def lag(self) -> tuple[float, int]:
+        """(seconds of footage, bytes) behind the peer."""
+        with self._lock:
+            missing = [summary(r) for r in self._pending.values()]
+            return lag(dict(self.peer_cameras), missing, self._durations, self.now_us())
+
+    def backlog_seconds(self) -> float:
+        """Committed footage of the peer still to fetch (its open segment not counted)."""
+        with self._lock:
+            per: dict[str, int] = {}
+            for sid, r in self._pending.items():
+                per[r["camera"]] = per.get(r["camera"], 0) + self._durations.get(sid, 0)
+            return max(per.values(), default=0) / 1e6
+
+    # --- HTTP ---------------------------------------------------------------------------------
+
+    def _routes(self) -> list[str]:
+        usable = [p for p in self.peer if self.path_usable(p)]
+        return usable or list(self.peer)
+
+    def _request(self, path_qs: str, timeout: float, headers: dict | None = None):
+        """GET over the first path that answers; returns (response, connection, nonce)."""
+        errors = []
+        for route in self._routes():
+            nonce = new_nonce()
+            conn = http.client.HTTPConnection(self.peer[route], self.port, timeout=timeout)
+            try:
+                conn.request("GET", path_qs, headers={
+                    REQUEST_HEADER: sign_request(self.key, self.board, "GET", path_qs, nonce),
+                    **(headers or {}),
+                })  # fmt: skip
+                resp = conn.getresponse()
+            except OSError as e:
+                conn.close()
+                errors.append(f"{route}: {e}")
+                continue
+            self.path = route
+            return resp, conn, nonce
+        raise OSError("; ".join(errors) or "no path to the peer")
+
+    # --- the feed -----------------------------------------------------------------------------
+
+    def _follow(self) -> None:
+        seg = run = 0
+        while not self._stop.is_set():
+            lag_s, behind = self.lag()
+            wait = 0 if not self._feed_done else FEED_WAIT_S
+            qs = urlencode({"seg": seg, "run": run, "wait": wait,
+                            "lag_ms": round(lag_s * 1000), "behind": behind})  # fmt: skip
+            try:
+                resp, conn, nonce = self._request(f"{FEED_PATH}?{qs}", TIMEOUT_S + wait)
+                try:
+                    body = resp.read()
+                finally:
+                    conn.close()
+                if resp.status != 200:
+                    raise OSError(f"feed: HTTP {resp.status} {body[:200]!r}")
+                verify_response(self.key, nonce, body, resp.getheader(RESPONSE_HEADER))
+                data = json.loads(body)
+                self._take(data)
+                seg, run = data["seg"], data["run"]
+                if not self.connected:
+                    log.info("mirror: following %s over %s", data["board"], self.path)
+                self.connected, self.last_error = True, None
+            except (OSError, ValueError, KeyError, AuthError) as e:
+                reason = "auth" if isinstance(e, AuthError) else "feed"
+                self.counters.error(reason)
+                if self.connected or self.last_error is None:
+                    log.warning("mirror: peer feed failed: %s", e)
+                self.connected, self.last_error = False, str(e)
+                seg = run = 0  # start over: the full pass also finds what changed meanwhile
+                with self._lock:
+                    self._feed_done = False
+                self._stop.wait(RETRY_S)
+
+    def _take(self, data: dict) -> None:
+        for r in data["runs"]:
+            self.catalog.merge_run(run_from_wire(r))
+        rows = {r["id"]: r for r in data["segments"]}
+        ids = list(rows)
+        local = [s for s in (self.catalog.segment(i) for i in ids) if s is not None]
+        plan = reconcile(
+            [Summary(s.id, s.camera, s.start_us, s.bytes, s.sha256) for s in local],
+            [summary(r) for r in rows.values()],
+            self.order,
+            self.catalog.deleted(ids),
+        )
+        for c in plan.conflicts:
+            self.counters.conflicts += 1
+            log.error("mirror: segment %s differs between the boards; both kept as they are",
+                      c.id)  # fmt: skip
+        with self._lock:
+            for t in plan.transfers:
+                if t.direction == "pull":
+                    self._pending[t.id] = rows[t.id]
+                    self._durations[t.id] = int(rows[t.id]["end_us"]) - t.start_us
+            self.peer_cameras = {
+                name: PeerCamera(c["end_us"] or 0, bool(c["recording"]))
+                for name, c in data["cameras"].items()
+            }
+            if not data["more"]:
+                self._feed_done = True
+                if not self._pending and not self._busy:
+                    self.synced = True
+            self._lock.notify_all()
+
+    # --- the files ----------------------------------------------------------------------------
+
+    def _next(self) -> dict | None:
+        with self._lock:
+            while not self._stop.is_set():
+                free = [r for sid, r in self._pending.items() if sid not in self._busy]
+                if free:
+                    pick = min if self.order == "oldest" else max
+                    row = pick(free, key=lambda r: (int(r["start_us"]), r["id"]))
+                    self._busy.add(row["id"])
+                    return row
+                self._lock.wait(1.0)
+        return None
+
+    def _done(self, sid: str, drop: bool) -> None:
+        with self._lock:
+            self._busy.discard(sid)
+            if drop:
+                self._pending.pop(sid, None)
+                self._durations.pop(sid, None)
+            if self._feed_done and not self._pending and not self._busy:
+                self.synced = True
+            self._lock.notify_all()
+
+    def _fetch(self) -> None:
+        while (row := self._next()) is not None:
+            sid = row["id"]
+            try:
+                done = self._fetch_one(row)
+            except Corrupt as e:
+                self.counters.error("sha256")
+                log.error("mirror: %s; fetching it again", e)
+                done = False
+            except (OSError, http.client.HTTPException) as e:
+                self.counters.error("transfer")
+                log.warning("mirror: fetching %s failed: %s", sid, e)
+                done = False
+            self._done(sid, drop=done)
+            if not done:
+                self._stop.wait(RETRY_S)
+
+    def _fetch_one(self, row: dict) -> bool:
+        """True when the segment is settled (committed here, or gone from the peer)."""
+        sid = row["id"]
+        if self.catalog.segment(sid) is not None:
+            return True
+        path = incoming(self.data_dir, sid)
+        offset, h = resume_point(path)
+        if offset >= int(row["bytes"]):
+            offset, h = fresh()
+        headers = {"Range": f"bytes={offset}-"} if offset else {}
+        resp, conn, _ = self._request(SEGMENT_PATH + sid, TIMEOUT_S, headers)
+        try:
+            if resp.status == 404:
+                resp.read()
+                path.unlink(missing_ok=True)
+                return True  # the peer's retention removed it meanwhile
+            if resp.status == 200 and offset:
+                offset, h = fresh()  # the peer sent the whole file after all
+            elif resp.status not in (200, 206):
+                raise OSError(f"HTTP {resp.status} for {sid}")
+            start = offset
+            length = receive(path, offset, h, iter(lambda: resp.read(CHUNK), b""))
+        finally:
+            conn.close()
+        if commit_received(self.data_dir, self.catalog, row, path, length, h.hexdigest()):
+            self.counters.segments += 1
+            self.counters.bytes += length - start
+            self.on_commit()
+        return True

@@ -1,0 +1,139 @@
+"""The mirror's serving side: the peer asks for our catalog changes and for segment files.
+
+An aiohttp app on its own port (`[pair] mirror_port`), authenticated with the pair key. The
+feed is a long poll: it answers as soon as a segment is committed or a run changes here, so the
+standby's copy follows within a round trip. Files go out by sendfile with Range support, so a
+transfer cut short resumes where it stopped, and serving never blocks the recorder, which
+writes in its own processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from aiohttp import web
+
+from firmware.catalog import Catalog, Run
+from firmware.mirror.auth import (
+    REQUEST_HEADER,
+    RESPONSE_HEADER,
+    AuthError,
+    sign_response,
+    verify_request,
+)
+from firmware.mirror.wire import FEED_LIMIT, FEED_PATH, SEGMENT_PATH, run_to_wire, segment_to_wire
+
+MAX_WAIT_S = 25.0
+
+Recording = Callable[[], dict[str, bool]]
+"""Per camera: is this board writing it now?"""
+
+
+class MirrorServer:
+    def __init__(self, key: bytes, board: str, catalog: Catalog, data_dir: Path,
+                 recording: Recording) -> None:  # fmt: skip
+        self.key, self.board, self.catalog, self.data_dir = key, board, catalog, data_dir
+        self.recording = recording
+        self._changed: asyncio.Event | None = None
+        self.peer_lag: tuple[float, int, float] | None = None
+        """(seconds, bytes, monotonic time): what the peer last said it lacks of ours."""
+        self.served = {"feeds": 0, "segments": 0, "rejected": 0}
+
+    def notify(self) -> None:
+        """Something was committed: answer the waiting feed request now (loop thread only)."""
+        if self._changed is not None:
+            self._changed.set()
+            self._changed = None
+
+    def app(self) -> web.Application:
+        app = web.Application(middlewares=[self._auth])
+        app.router.add_get(FEED_PATH, self._feed)
+        app.router.add_get(SEGMENT_PATH + "{id}", self._segment)
+        return app
+
+    @web.middleware
+    async def _auth(self, request: web.Request, handler):
+        try:
+            board, nonce = verify_request(
+                self.key, request.headers.get(REQUEST_HEADER), request.method, request.path_qs
+            )
+        except AuthError as e:
+            self.served["rejected"] += 1
+            raise web.HTTPUnauthorized(text=f"mirror: {e}") from None
+        if board == self.board:
+            raise web.HTTPForbidden(text="mirror: that is this board's own name")
+        request["nonce"] = nonce
+        return await handler(request)
+
+    def _read(self, seg_cursor: int, run_cursor: int) -> dict:
+        rows = self.catalog.segments_since(seg_cursor, FEED_LIMIT)
+        runs: dict[int, Run | None] = {}
+        segments = []
+        for rowid, seg in rows:
+            if seg.run_id not in runs:
+                runs[seg.run_id] = self.catalog.run_by_id(seg.run_id)
+            run = runs[seg.run_id]
+            if run is not None:
+                segments.append(segment_to_wire(seg, run))
+            seg_cursor = rowid
+        changed = self.catalog.runs_since(run_cursor, FEED_LIMIT)
+        if changed:
+            run_cursor = changed[-1].changed
+        recording = self.recording()
+        cameras = {}
+        for name in set(recording) | set(self.catalog.cameras()):
+            latest = self.catalog.latest_segments(name)
+            cameras[name] = {
+                "end_us": latest[0].end_us if latest else None,
+                "recording": recording.get(name, False),
+            }
+        return {
+            "board": self.board,
+            "segments": segments,
+            "runs": [run_to_wire(r) for r in changed],
+            "seg": seg_cursor,
+            "run": run_cursor,
+            "more": len(rows) == FEED_LIMIT or len(changed) == FEED_LIMIT,
+            "cameras": cameras,
+        }
+
+    async def _feed(self, request: web.Request) -> web.Response:
+        q = request.query
+        try:
+            seg_cursor, run_cursor = int(q.get("seg", 0)), int(q.get("run", 0))
+            wait = min(MAX_WAIT_S, max(0.0, float(q.get("wait", 0))))
+            if "lag_ms" in q:
+                self.peer_lag = (int(q["lag_ms"]) / 1000, int(q.get("behind", 0)),
+                                 time.monotonic())  # fmt: skip
+        except ValueError:
+            raise web.HTTPBadRequest(text="mirror: bad cursor") from None
+        if self._changed is None:
+            self._changed = asyncio.Event()
+        changed = self._changed
+        data = await asyncio.to_thread(self._read, seg_cursor, run_cursor)
+        if wait and not data["segments"] and not data["runs"]:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(changed.wait(), wait)
+            data = await asyncio.to_thread(self._read, seg_cursor, run_cursor)
+        self.served["feeds"] += 1
+        body = json.dumps(data).encode()
+        return web.Response(
+            body=body,
+            content_type="application/json",
+            headers={RESPONSE_HEADER: sign_response(self.key, request["nonce"], body)},
+        )
+
+    async def _segment(self, request: web.Request) -> web.StreamResponse:
+        seg = await asyncio.to_thread(self.catalog.segment, request.match_info["id"])
+        if seg is None:
+            raise web.HTTPNotFound(text="mirror: no such segment here")
+        path = self.data_dir / seg.path
+        if not path.exists():
+            raise web.HTTPNotFound(text="mirror: segment file gone")
+        self.served["segments"] += 1
+        return web.FileResponse(path, headers={"Content-Type": "video/mp4"})
