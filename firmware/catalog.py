@@ -466,11 +466,10 @@ class Catalog:
                 if run.end_reason is None:
                     continue  # still recording (or crashed and not yet recovered)
                 t = run.end_us
+                # Only as far as a run has committed footage: a run left open by a board that
+                # died covers nothing after its last segment.
                 if any(
-                    r is not run
-                    and r.start_us <= t + COVER_SLACK_US
-                    and (r.end_reason is None or r.end_us > t)
-                    for r in runs
+                    r is not run and r.start_us <= t + COVER_SLACK_US and r.end_us > t for r in runs
                 ):
                     continue
                 nxt = min((r.start_us for r in runs if r.start_us > t), default=None)

@@ -87,6 +87,37 @@ class BoardCollector(Collector):
         yield raised
         if self.board.failover is not None:
             yield from self._failover(self.board.failover)
+        if self.board.mirror is not None:
+            yield from self._mirror(self.board.mirror.status(self.board.role))
+
+    def _mirror(self, m: dict) -> Iterator:
+        if m["lag_seconds"] is not None:
+            yield GaugeMetricFamily(
+                "nvr_mirror_lag_seconds",
+                "Seconds of footage the standby is behind the active board",
+                value=m["lag_seconds"],
+            )
+        yield GaugeMetricFamily(
+            "nvr_mirror_behind_bytes", "Bytes of the peer's footage still to fetch",
+            value=m["behind_bytes"],
+        )  # fmt: skip
+        yield CounterMetricFamily(
+            "nvr_mirror_fetched_segments", "Segments fetched from the peer",
+            value=m["fetched_segments"],
+        )  # fmt: skip
+        yield CounterMetricFamily(
+            "nvr_mirror_fetched_bytes", "Bytes fetched from the peer", value=m["fetched_bytes"]
+        )
+        errors = CounterMetricFamily(
+            "nvr_mirror_errors", "Mirror failures, by reason", labels=["reason"]
+        )
+        for reason, n in m["errors"].items():
+            errors.add_metric([reason], n)
+        yield errors
+        yield CounterMetricFamily(
+            "nvr_mirror_spare_removed", "Spare copies removed after a takeover",
+            value=m["superseded_removed"],
+        )  # fmt: skip
 
     def _failover(self, fo: Failover) -> Iterator:
         role = GaugeMetricFamily(

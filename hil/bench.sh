@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Benchmarks (slow; not part of the default suite). Usage: bash hil/bench.sh recorder|failover [ARGS...]
+# Benchmarks (slow; not part of the default suite). Usage: bash hil/bench.sh recorder|failover|mirror [ARGS...]
 set -euo pipefail
 top="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$top/hil/bootstrap.sh"
@@ -9,5 +9,6 @@ shift || true
 case "$what" in
   recorder) exec .venv/bin/python -m hil.bench_recorder "$@" ;;
   failover) exec .venv/bin/python -m hil.bench_failover "$@" ;;
-  *) echo "unknown benchmark: $what (known: recorder, failover)" >&2; exit 2 ;;
+  mirror) exec .venv/bin/python -m hil.bench_mirror "$@" ;;
+  *) echo "unknown benchmark: $what (known: recorder, failover, mirror)" >&2; exit 2 ;;
 esac

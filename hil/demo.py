@@ -37,7 +37,13 @@ def line(tb: TwinBoards) -> str:
             parts.append(f"{host}: down")
             continue
         cams = st["cameras"]
-        rec = "recording" if cams and all(c["recording"] for c in cams) else "not recording"
+        if cams and all(c["recording"] for c in cams):
+            rec = "recording"
+        elif cams and all(c["holding"] for c in cams):
+            lag = st["mirror"]["own_lag_seconds"]
+            rec = f"holding the cameras in memory, mirror {lag:.1f} s behind"
+        else:
+            rec = "not recording"
         vip = " +VIP" if st["failover"]["vip_held"] else ""
         parts.append(f"{host}: {st['role']}{vip} epoch {st['epoch']}, {rec}")
     try:

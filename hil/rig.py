@@ -140,6 +140,16 @@ class PairRig:
         if link == "lan":
             _ip("link", "set", f"{host}-lan", state, ns=self.switch)
 
+    def shape(self, host: str, link: str, rate: str | None) -> None:
+        """Limit what the host sends on a link (tc token bucket), e.g. rate="1gbit"; None
+        removes the limit."""
+        dev = {"lan": "eth0", "sync": "eth1"}[link]
+        if rate is None:
+            self.run(host, ["tc", "qdisc", "del", "dev", dev, "root"], check=False)
+            return
+        self.run(host, ["tc", "qdisc", "replace", "dev", dev, "root", "tbf", "rate", rate,
+                        "burst", "1mb", "latency", "50ms"], check=True)  # fmt: skip
+
     def _links(self, host: str) -> tuple[str, ...]:
         return ("lan", "sync") if host in ("a", "b") else ("lan",)
 

@@ -43,13 +43,16 @@ class TwinBoards:
         segment_seconds: float = 2.0,
         advert_interval_ms: int = 100,
         cameras: int = 1,
+        stream: dict[str, Any] | None = None,
     ) -> None:
+        """stream: StreamSpec fields for every camera (e.g. bitrate, pattern, width)."""
         self._tmp = None if workdir else tempfile.TemporaryDirectory(prefix="twin-")
         self.workdir = Path(workdir or self._tmp.name)  # type: ignore[union-attr]
         self.rig = PairRig()
         self.with_camera = camera
         self.camera: CameraSim | None = None
         self.cameras = [f"cam{i + 1}" for i in range(cameras)] if camera else []
+        self.stream = {"cheap": True, "fps": 25, "gop": 25, **(stream or {})}
         self.segment_seconds = segment_seconds
         self.advert_interval_ms = advert_interval_ms
         self.key_file = self.workdir / "pair.key"
@@ -67,7 +70,7 @@ class TwinBoards:
                                capture_output=True)  # fmt: skip
             if self.with_camera:
                 self.camera = CameraSim(
-                    [StreamSpec(name, cheap=True, fps=25, gop=25) for name in self.cameras],
+                    [StreamSpec(name, **self.stream) for name in self.cameras],
                     netns=self.rig.ns("cam"),
                     bind=ADDRESSES["cam"]["lan"],
                 )
@@ -150,8 +153,30 @@ class TwinBoards:
     def power_cut(self, host: str) -> None:
         self.rig.power_cut(host)
 
+    def pid(self, host: str) -> int | None:
+        """The board's main process (`nvr run`)."""
+        procs = [p for p in self.rig.procs.get(host, []) if p.poll() is None]
+        return procs[-1].pid if procs else None
+
     def power_back(self, host: str) -> None:
         self.rig.power_on(host)
+
+    def recorder_pids(self, host: str) -> list[int]:
+        """The board's recorder worker processes (they name themselves nvr-<cameras>)."""
+        main = self.pid(host)
+        if main is None:
+            return []
+        with open(f"/proc/{main}/task/{main}/children") as f:
+            kids = [int(p) for p in f.read().split()]
+        out = []
+        for pid in kids:
+            try:
+                with open(f"/proc/{pid}/comm") as f:
+                    if f.read().startswith("nvr-"):
+                        out.append(pid)
+            except OSError:
+                pass  # exited meanwhile
+        return out
 
     def log(self, host: str) -> str:
         path = self.logs.get(host)

@@ -55,7 +55,7 @@ adverts = st.builds(
     epoch=st.integers(0, 2**64 - 1),
     seq=st.integers(0, 2**64 - 1),
     interval_ms=st.integers(1, 2**32 - 1),
-    health=st.integers(0, 63).map(Health),
+    health=st.integers(0, 127).map(Health),
     newest_segment=text(96),
 )
 
@@ -74,7 +74,7 @@ def test_layout_is_fixed_size_with_magic_and_version_first() -> None:
     assert decode(wire, KEY) == make()
 
 
-def test_health_is_an_intflag_with_six_faults() -> None:
+def test_health_is_an_intflag_with_seven_faults() -> None:
     names = {f.name for f in Health if f}
     assert names == {
         "RECORDER_UNHEALTHY",
@@ -83,6 +83,7 @@ def test_health_is_an_intflag_with_six_faults() -> None:
         "LAN_DOWN",
         "UPS_ON_BATTERY",
         "UPS_LOW",
+        "MIRROR_BEHIND",
     }
 
 
@@ -120,7 +121,7 @@ def test_well_signed_garbage_is_malformed() -> None:
     struct.pack_into(">I", bad, 24, 0)  # interval 0
     assert reason(signed(bytes(bad))) == "malformed"
     bad = bytearray(body)
-    struct.pack_into(">I", bad, 28, 64)  # unknown health bit
+    struct.pack_into(">I", bad, 28, 128)  # unknown health bit
     assert reason(signed(bytes(bad))) == "malformed"
     bad = bytearray(body)
     bad[33:35] = b"\xff\xfe"  # invalid utf-8 in pair_id
@@ -143,7 +144,7 @@ def test_well_signed_garbage_is_malformed() -> None:
         {"seq": 2**64},
         {"epoch": -1},
         {"interval_ms": 0},
-        {"health": 64},
+        {"health": 128},
         {"version": 2},
         {"board_id": "a\x00b"},
     ],

@@ -90,7 +90,7 @@ def test_health_flags_from_board_state():
 
 def test_health_weights_come_from_config_keys():
     w = health_weights(HealthWeights(lan_down=7))
-    assert w[Health.LAN_DOWN] == 7 and w[Health.DISK_FAILED] == 100 and len(w) == 6
+    assert w[Health.LAN_DOWN] == 7 and w[Health.DISK_FAILED] == 100 and len(w) == 7
 
 
 def test_seq_start_rises_across_restarts_even_if_the_clock_goes_back(tmp_path):

@@ -18,7 +18,8 @@ from conftest import NVR, ROOT, holds, wait_until
 from firmware.catalog import Catalog
 from hil import timeline
 from hil.framecheck import frame_numbers
-from hil.twin import ADVERT_PORT, MIRROR_PORT, TwinBoards
+from hil.rig import ADDRESSES
+from hil.twin import ADVERT_PORT, API_PORT, MIRROR_PORT, TwinBoards
 
 SEGMENT_S = 2.0
 FPS = 25
@@ -183,16 +184,34 @@ def test_failback_waits_for_catch_up_and_is_gapless(pair):
     all_kept(tb, "a", first)
 
 
+def written(pids: list[int]) -> int:
+    """Bytes these processes caused to be written to storage."""
+    total = 0
+    for pid in pids:
+        with open(f"/proc/{pid}/io") as f:
+            total += int(next(ln for ln in f if ln.startswith("write_bytes:")).split()[1])
+    return total
+
+
 def test_sync_cable_pull_moves_the_mirror_to_the_lan(pair):
     tb = pair
     first = first_frames(tb)
+    ring = tb.recorder_pids("b")
+    assert ring
+    ring_written = written(ring)
+    # Only the pair's key opens the mirror: a LAN client without it is turned away.
+    with pytest.raises(OSError, match="401"):
+        tb.rig.http("cli", ADDRESSES["b"]["lan"], MIRROR_PORT, "/mirror/v1/feed")
     tb.rig.cable("b", "sync", False)
     wait_until(lambda: tb.status("b")["mirror"]["path"] == "lan", 15, "b mirroring over the LAN")
     holds(lambda: tb.role("a") == "active" and tb.role("b") == "standby", 3, "no takeover")
     # Both paths down for the mirror (the LAN adverts still pass): b falls behind ...
     tb.rig.block("b", "lan", MIRROR_PORT, True, proto="tcp")
-    wait_until(lambda: tb.status("b")["mirror"]["lag_seconds"] > 2 * SEGMENT_S + 1, 20,
-               "b's mirror lag growing")  # fmt: skip
+    wait_until(lambda: any(a["id"] == "mirror-lag" for a in tb.status("b")["alerts"]), 30,
+               "the mirror-lag alert on b")  # fmt: skip
+    assert tb.status("b")["mirror"]["lag_seconds"] > 2 * SEGMENT_S + 5
+    metrics = tb.rig.http("b", "127.0.0.1", API_PORT, "/metrics").decode()
+    assert "nvr_mirror_lag_seconds" in metrics and "nvr_mirror_behind_bytes" in metrics
     # ... and catches up when the LAN comes back, without the sync cable.
     tb.rig.block("b", "lan", MIRROR_PORT, False, proto="tcp")
     wait_until(lambda: tb.status("b")["mirror"]["lag_seconds"] < SEGMENT_S + 1, 30,
@@ -209,6 +228,8 @@ def test_sync_cable_pull_moves_the_mirror_to_the_lan(pair):
     got = timeline.check(timeline.frames(tb.data_dir("b"), timeline.segments(tb.data_dir("b"),
                          "cam1")), first["cam1"], end)  # fmt: skip
     assert got.ok, got.summary()
+    # The standby's ring lives in memory: its recorder processes wrote nothing to disk.
+    assert tb.role("b") == "standby" and written(ring) == ring_written
 
 
 def test_dual_active_episode_keeps_every_frame_once(pair):

@@ -80,6 +80,8 @@ class MirrorClient:
         self.path: str | None = None
         """The path the last successful request took."""
         self.connected = False
+        self.reached = False
+        """The peer's feed answered at least once since start."""
         self.synced = False
         """A full pass over the peer's catalog since start found nothing left to fetch."""
         self.last_error: str | None = None
@@ -173,7 +175,7 @@ class MirrorClient:
                 seg, run = data["seg"], data["run"]
                 if not self.connected:
                     log.info("mirror: following %s over %s", data["board"], self.path)
-                self.connected, self.last_error = True, None
+                self.connected, self.reached, self.last_error = True, True, None
             except (OSError, ValueError, KeyError, AuthError) as e:
                 reason = "auth" if isinstance(e, AuthError) else "feed"
                 self.counters.error(reason)

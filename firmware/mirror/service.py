@@ -127,7 +127,9 @@ class Mirror:
                                f"(alert above {self.threshold:g} s)", now)  # fmt: skip
         else:
             self.alerts.clear(LAG_ALERT)
-        if not self.client.synced or self.client.backlog_seconds() > self.threshold:
+        c = self.client
+        # Only against a peer that answered: a board alone has nobody to catch up from.
+        if (c.reached and not c.synced) or c.backlog_seconds() > self.threshold:
             self.alerts.raise_(CATCHING_UP, "info",
                                "fetching footage the peer recorded while this board was away; "
                                "this board does not take over by preemption until done",

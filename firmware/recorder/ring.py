@@ -74,19 +74,23 @@ class StandbyRing:
             return
         self._held.append(held)
         newest = held.clocks.mono_us
-        while len(self._held) > 1 and newest - self._second_keyframe_mono() >= self.span_us:
+        while (second := self._second_keyframe_mono()) is not None and newest - second >= (
+            self.span_us
+        ):
             self._held.popleft()
             while self._held and not (self._held[0].video and self._held[0].keyframe):
                 self._held.popleft()
 
-    def _second_keyframe_mono(self) -> int:
+    def _second_keyframe_mono(self) -> int | None:
+        """Arrival of the second GOP: dropping the first still keeps span_us. None while the
+        ring holds one GOP only (it is kept, however long)."""
         seen = False
         for h in self._held:
             if h.video and h.keyframe:
                 if seen:
                     return h.clocks.mono_us
                 seen = True
-        return self._held[0].clocks.mono_us + self.span_us * 2  # one GOP only: keep it
+        return None
 
     def takeover(self, points: list[Point]) -> Takeover:
         """What to write when this board starts recording. `points` are the newest segments
