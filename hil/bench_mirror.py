@@ -82,7 +82,7 @@ def mirror_of(tb: TwinBoards, host: str) -> dict:
 def run(args: argparse.Namespace) -> dict:
     stream = {"width": 1280, "height": 720, "bitrate": args.bitrate, "pattern": "snow"}
     with TwinBoards(args.workdir, segment_seconds=args.segment_seconds, cameras=args.cameras,
-                    stream=stream) as tb:  # fmt: skip
+                    stream=stream, advert_interval_ms=args.advert_ms) as tb:  # fmt: skip
         for h in ("a", "b"):
             tb.rig.shape(h, "sync", args.rate)
         tb.start("a", 150)
@@ -116,7 +116,6 @@ def run(args: argparse.Namespace) -> dict:
         for link in ("sync", "lan"):
             tb.rig.block("b", link, MIRROR_PORT, True, proto="tcp")
         time.sleep(args.backlog)  # the backlog grows for this long (not a synchronisation)
-        behind = mirror_of(tb, "b")["behind_bytes"]
         fetched0 = mirror_of(tb, "b")["fetched_bytes"]
         t1 = time.monotonic()
         tb.rig.block("b", "sync", MIRROR_PORT, False, proto="tcp")
@@ -134,6 +133,7 @@ def run(args: argparse.Namespace) -> dict:
         "bitrate_kbit": args.bitrate,
         "segment_seconds": args.segment_seconds,
         "sync_rate": args.rate,
+        "advert_interval_ms": args.advert_ms,
         "lag_samples": len(lags),
         "lag_median_s": round(statistics.median(lags), 3),
         "lag_max_s": round(max(lags), 3),
@@ -141,7 +141,7 @@ def run(args: argparse.Namespace) -> dict:
         "ring_cpu_s_per_camera_minute": round(per_cam_min[1], 4),
         "recording_cpu_s_per_camera_minute": round(per_cam_min[0], 4),
         "standby_main_process_cpu_s_per_camera_minute": round(per_cam_min[2], 4),
-        "backlog_bytes": behind,
+        "catch_up_bytes": fetched,
         "catch_up_seconds": round(catch_up_s, 2),
         "catch_up_path": path,
         "mirror_mbit_s": round(mirror_bps * 8 / 1e6, 1),
@@ -160,6 +160,8 @@ def main() -> int:
     ap.add_argument("--warmup", type=float, default=10)
     ap.add_argument("--backlog", type=float, default=30, help="seconds the mirror is blocked")
     ap.add_argument("--rate", default="1gbit", help="tc rate of the sync link")
+    ap.add_argument("--advert-ms", type=int, default=300,
+                    help="advert interval (the camera simulator shares the CPU here)")  # fmt: skip
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/nvr-bench-mirror"))
     args = ap.parse_args()
     result = run(args)

@@ -209,7 +209,7 @@ class MirrorClient:
                     self._pending[t.id] = rows[t.id]
                     self._durations[t.id] = int(rows[t.id]["end_us"]) - t.start_us
             self.peer_cameras = {
-                name: PeerCamera(c["end_us"] or 0, bool(c["recording"]))
+                name: PeerCamera(c["end_us"], bool(c["recording"]))
                 for name, c in data["cameras"].items()
             }
             if not data["more"]:

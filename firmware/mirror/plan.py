@@ -158,8 +158,8 @@ def superseded(runs: Iterable[RunFacts], segments: Iterable[SegFacts]) -> set[st
 
 @dataclass(frozen=True, slots=True)
 class PeerCamera:
-    end_us: int
-    """End of the peer's newest committed segment of the camera."""
+    end_us: int | None
+    """End of the peer's newest committed segment of the camera (None: none yet)."""
     recording: bool
     """The peer is writing the camera now (its open segment starts at end_us)."""
 
@@ -176,6 +176,6 @@ def lag(
         behind_us[s.camera] = behind_us.get(s.camera, 0) + durations.get(s.id, 0)
         nbytes += s.bytes
     for camera, p in peer.items():
-        if p.recording:
+        if p.recording and p.end_us is not None:
             behind_us[camera] = behind_us.get(camera, 0) + max(0, now_us - p.end_us)
     return (max(behind_us.values(), default=0) / 1e6, nbytes)
