@@ -52,6 +52,9 @@ STOPPED = "recorder-stopped"
 HANDED_OVER = "handed-over"
 """This board went standby: the peer records on from the next frame."""
 
+TAKEOVER_GAP = "takeover-gap"
+"""A takeover could not continue frame for frame from the newest segment this board held."""
+
 RECORD = "record"
 RING = "ring"
 
@@ -310,6 +313,13 @@ class CameraIngest:
         if take.after is not None:
             self.policy.continue_at(take.after.end_us)
             self._continues = take.after.id
+        elif cont:
+            # Not frame for frame (the ring does not reach back, or the camera allows one
+            # session and this board connected only now): the footage between the newest
+            # segment held and what we write is a gap, and says why.
+            newest = self.catalog.segment(cont[0]["id"])
+            if newest is not None:
+                self.catalog.end_run(newest.run_id, TAKEOVER_GAP)
         log.info(
             "camera %s: recording, %d held packets first: %s", self.name, len(take.packets),
             take.note,
