@@ -218,7 +218,8 @@ class Board:
     async def _mirror_ticks(self, mirror: Mirror, stop: asyncio.Event) -> None:
         while not stop.is_set():
             try:
-                await asyncio.to_thread(mirror.tick, self.role)
+                possible = self.failover is None or self.failover.peer_possible()
+                await asyncio.to_thread(mirror.tick, self.role, possible)
             except Exception:
                 log.exception("mirror upkeep failed")
             with contextlib.suppress(TimeoutError):

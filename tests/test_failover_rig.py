@@ -30,10 +30,12 @@ WINDOW_S = 4.0
 def twin(tmp_path):
     with TwinBoards(tmp_path) as tb:
         tb.start("a", 150)
-        tb.start("b", 100)
         try:
             wait_until(lambda: tb.active() == "a", 60, "board a active with the VIP")
-            wait_until(lambda: tb.role("b") == "standby", 30, "board b standby")
+            tb.start("b", 100)
+            wait_until(lambda: tb.role("b") == "standby"
+                       and (tb.status("b")["peer"] or {}).get("role") == "active", 30,
+                       "board b standby, hearing a active")  # fmt: skip
             yield tb
         except BaseException:
             print("--- a ---\n" + tb.log("a")[-4000:] + "\n--- b ---\n" + tb.log("b")[-4000:])

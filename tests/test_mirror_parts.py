@@ -556,3 +556,40 @@ def test_a_dead_boards_open_run_covers_nothing_after_its_last_segment(tmp_path):
     mine = cat.new_run("c1", "a", 10 * S, 20 * S)
     cat.end_run(mine, "stall")
     assert cat.gaps() == [Gap("c1", 20 * S, None, "stall")]
+
+
+# --- catching-up flag --------------------------------------------------------------------
+
+
+def mirror_service(tmp_path):
+    from firmware.alerts import Alerts
+    from firmware.config import parse_config
+    from firmware.mirror.service import CATCHING_UP, Mirror
+
+    cfg = parse_config(f"""
+[board]
+name = "a"
+data_dir = "{tmp_path}"
+
+[pair]
+peer_lan_address = "192.0.2.12"
+peer_sync_address = "198.51.100.2"
+virtual_ip = "192.0.2.100/24"
+""")
+    alerts = Alerts()
+    m = Mirror(cfg, b"k" * 32, Catalog(tmp_path), alerts, dict, lambda p: False, lambda: WALL0)
+    return m, lambda: CATCHING_UP in {a.id for a in alerts.active()}
+
+
+def test_unsynced_board_counts_as_behind_until_the_peer_is_ruled_out(tmp_path):
+    m, behind = mirror_service(tmp_path)
+    m.tick("standby", peer_possible=True)
+    assert behind(), "a returning board must not preempt before its first exchange"
+    m.tick("standby", peer_possible=False)
+    assert not behind(), "a board alone has nobody to catch up from"
+    m.client.reached = True
+    m.tick("standby", peer_possible=False)
+    assert behind(), "a peer that answered once is waited for"
+    m.client.synced = True
+    m.tick("standby", peer_possible=True)
+    assert not behind()

@@ -140,6 +140,7 @@ class Failover:
         self._deadline: float | None = None
         self.timer_lateness_max = 0.0
         self._watch_stop = threading.Event()
+        self._listening_since: float | None = None
 
     # --- inputs --------------------------------------------------------------------------------
 
@@ -234,6 +235,18 @@ class Failover:
         window = 4 * self.election.interval + 0.1
         return any(now - p.paths.get(name, -1e9) < window for p in self.election.peers.values())
 
+    def peer_possible(self) -> bool:
+        """A peer may be up: one was heard lately, or this board has not listened for a
+        master-down interval yet and so cannot rule one out."""
+        if self._loop is None:
+            return True
+        now = self._now()
+        if self._listening_since is None or now - self._listening_since < self.election.master_down:
+            return True
+        return any(
+            now - p.last_heard < self.election.master_down for p in self.election.peers.values()
+        )
+
     def _schedule(self) -> None:
         if self._loop is None:
             return
@@ -249,6 +262,7 @@ class Failover:
     async def run(self, stop: asyncio.Event) -> None:
         """Elect until stop is set, then hand over: release the VIP and tell the peer."""
         self._loop = asyncio.get_running_loop()
+        self._listening_since = self._now()
         # A previous run that crashed may have left the VIP behind; a starting board is standby.
         self.vip.release()
         for path in self.paths:

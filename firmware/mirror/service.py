@@ -110,8 +110,9 @@ class Mirror:
             return None if rep is None else rep[0]
         return round(self.client.lag()[0], 3)
 
-    def tick(self, role: str) -> None:
-        """Once a second, off the event loop: spare copies, alerts."""
+    def tick(self, role: str, peer_possible: bool = True) -> None:
+        """Once a second, off the event loop: spare copies, alerts. peer_possible: a peer
+        was heard lately or cannot be ruled out yet."""
         if self._dirty.is_set():
             self._dirty.clear()
             self.superseded += len(prune_superseded(self.catalog))
@@ -128,8 +129,10 @@ class Mirror:
         else:
             self.alerts.clear(LAG_ALERT)
         c = self.client
-        # Only against a peer that answered: a board alone has nobody to catch up from.
-        if (c.reached and not c.synced) or c.backlog_seconds() > self.threshold:
+        # Unsynced counts as behind until the peer is ruled out: a returning board must not
+        # preempt in the moment before its first exchange shows what it lacks. A board alone
+        # has nobody to catch up from.
+        if (not c.synced and (c.reached or peer_possible)) or c.backlog_seconds() > self.threshold:
             self.alerts.raise_(CATCHING_UP, "info",
                                "fetching footage the peer recorded while this board was away; "
                                "this board does not take over by preemption until done",
