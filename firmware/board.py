@@ -77,7 +77,12 @@ class Board:
             for st in self.recorder.status.values()
             if st.name in enabled and (st.recording or st.holding)
         )
-        return board_health(self.alerts.active(), len(enabled), live, lan_carrier)
+        behind = (
+            self.mirror is not None
+            and self.failover is not None
+            and self.mirror.catching_up(self.failover.peer_active())
+        )
+        return board_health(self.alerts.active(), len(enabled), live, lan_carrier, behind)
 
     def reload(self, path: Path) -> str:
         """SIGHUP: apply a changed config; a bad one is refused and the running one kept."""
@@ -218,8 +223,8 @@ class Board:
     async def _mirror_ticks(self, mirror: Mirror, stop: asyncio.Event) -> None:
         while not stop.is_set():
             try:
-                possible = self.failover is None or self.failover.peer_possible()
-                await asyncio.to_thread(mirror.tick, self.role, possible)
+                peer_active = self.failover is not None and self.failover.peer_active()
+                await asyncio.to_thread(mirror.tick, self.role, peer_active)
             except Exception:
                 log.exception("mirror upkeep failed")
             with contextlib.suppress(TimeoutError):

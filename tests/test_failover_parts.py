@@ -79,6 +79,7 @@ def test_health_flags_from_board_state():
         return Alert(i, sev, "", 0)
 
     assert board_health([], 2, 2, True) == Health.NONE
+    assert board_health([], 2, 2, True, mirror_behind=True) == Health.MIRROR_BEHIND
     assert board_health([alert("disk-full")], 2, 2, True) == Health.NONE  # retention at work
     assert board_health([alert("disk-full", "critical")], 2, 2, True) == Health.DISK_FULL
     flags = board_health([alert("ups-low"), alert("disk-failed")], 2, 1, False)

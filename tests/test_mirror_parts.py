@@ -581,15 +581,15 @@ virtual_ip = "192.0.2.100/24"
     return m, lambda: CATCHING_UP in {a.id for a in alerts.active()}
 
 
-def test_unsynced_board_counts_as_behind_until_the_peer_is_ruled_out(tmp_path):
-    m, behind = mirror_service(tmp_path)
-    m.tick("standby", peer_possible=True)
-    assert behind(), "a returning board must not preempt before its first exchange"
-    m.tick("standby", peer_possible=False)
-    assert not behind(), "a board alone has nobody to catch up from"
-    m.client.reached = True
-    m.tick("standby", peer_possible=False)
-    assert behind(), "a peer that answered once is waited for"
+def test_board_is_catching_up_until_its_first_exchange_with_an_active_peer(tmp_path):
+    m, alerted = mirror_service(tmp_path)
+    assert not m.catching_up(peer_active=False), "both boards booting: nobody to catch up from"
+    m.tick("standby", peer_active=False)
+    assert not alerted()
+    assert m.catching_up(peer_active=True), "a returning board must not preempt unsynced"
+    m.tick("standby", peer_active=True)
+    assert alerted()
     m.client.synced = True
-    m.tick("standby", peer_possible=True)
-    assert not behind()
+    assert not m.catching_up(peer_active=True)
+    m.tick("standby", peer_active=True)
+    assert not alerted(), "the alert clears itself"

@@ -173,13 +173,18 @@ def test_failback_waits_for_catch_up_and_is_gapless(pair):
     wait_until(lambda: newest_frame(tb, "b", "cam1") > tb.camera.clock("cam1") - FPS * 3
                and len(timeline.segments(tb.data_dir("b"), "cam1")) > 8, 30,
                "b recording on its own")  # fmt: skip
+    # A slow way back to a, so its catch-up outlasts its ring start and the preempt delay.
+    for link in ("sync", "lan"):
+        tb.rig.shape("b", link, "2mbit")
     tb.power_back("a")
     tb.start("a", 150, preempt=True, preempt_delay_seconds=1.0)
-    wait_until(lambda: tb.role("a") == "active", 60, "a taking the pair back")
-    log = tb.log("a").split("role standby -> active")[-2]
-    assert "alert cleared: mirror-catching-up" in log.split("role init -> standby")[-1], (
-        "a preempted before it had caught up"
-    )
+    wait_until(lambda: tb.role("a") == "active", 90, "a taking the pair back")
+    for link in ("sync", "lan"):
+        tb.rig.shape("b", link, None)
+    boot = tb.log("a").split("role init -> standby")[-1].split("role standby -> active")[0]
+    health = [ln.split("health: ")[1] for ln in boot.splitlines() if "nvr.failover: health:" in ln]
+    assert any("mirror-behind" in h for h in health), f"a never knew it was behind: {health}"
+    assert "mirror-behind" not in health[-1], f"a preempted while still behind b: {health}"
     wait_until(lambda: tb.role("b") == "standby", 10, "b standby again")
     all_kept(tb, "a", first)
 

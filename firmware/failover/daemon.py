@@ -140,7 +140,6 @@ class Failover:
         self._deadline: float | None = None
         self.timer_lateness_max = 0.0
         self._watch_stop = threading.Event()
-        self._listening_since: float | None = None
 
     # --- inputs --------------------------------------------------------------------------------
 
@@ -235,17 +234,9 @@ class Failover:
         window = 4 * self.election.interval + 0.1
         return any(now - p.paths.get(name, -1e9) < window for p in self.election.peers.values())
 
-    def peer_possible(self) -> bool:
-        """A peer may be up: one was heard lately, or this board has not listened for a
-        master-down interval yet and so cannot rule one out."""
-        if self._loop is None:
-            return True
-        now = self._now()
-        if self._listening_since is None or now - self._listening_since < self.election.master_down:
-            return True
-        return any(
-            now - p.last_heard < self.election.master_down for p in self.election.peers.values()
-        )
+    def peer_active(self) -> bool:
+        """A peer is active by what we heard lately (from the event loop's thread)."""
+        return self._loop is not None and self.election.current_active(self._now()) is not None
 
     def _schedule(self) -> None:
         if self._loop is None:
@@ -262,7 +253,6 @@ class Failover:
     async def run(self, stop: asyncio.Event) -> None:
         """Elect until stop is set, then hand over: release the VIP and tell the peer."""
         self._loop = asyncio.get_running_loop()
-        self._listening_since = self._now()
         # A previous run that crashed may have left the VIP behind; a starting board is standby.
         self.vip.release()
         for path in self.paths:

@@ -12,18 +12,23 @@ ALERT_FLAGS: dict[str, Health] = {
     "disk-failed": Health.DISK_FAILED,
     "ups-on-battery": Health.UPS_ON_BATTERY,
     "ups-low": Health.UPS_LOW,
-    "mirror-catching-up": Health.MIRROR_BEHIND,
 }
 """Alerts that other parts (hal monitors) raise and that make this board the worse choice."""
 
 
 def board_health(
-    alerts: Iterable[Alert], cameras_enabled: int, cameras_live: int, lan_carrier: bool
+    alerts: Iterable[Alert],
+    cameras_enabled: int,
+    cameras_live: int,
+    lan_carrier: bool,
+    mirror_behind: bool = False,
 ) -> Health:
     """A camera that is down for both boards costs both the same, so only relative health
     decides; the routine `disk-full` warning (retention at its watermark) is not a fault, a
     write that failed for lack of space (critical) is. A camera is live when it is recorded
-    or, on a standby, held in its ring."""
+    or, on a standby, held in its ring. mirror_behind is sampled straight from the mirror,
+    not from its once-a-second alert, so a returning board is flagged before its preempt
+    delay can run out."""
     flags = Health.NONE
     for alert in alerts:
         flags |= ALERT_FLAGS.get(alert.id, Health.NONE)
@@ -33,6 +38,8 @@ def board_health(
         flags |= Health.RECORDER_UNHEALTHY
     if not lan_carrier:
         flags |= Health.LAN_DOWN
+    if mirror_behind:
+        flags |= Health.MIRROR_BEHIND
     return flags
 
 

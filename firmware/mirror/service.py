@@ -110,9 +110,15 @@ class Mirror:
             return None if rep is None else rep[0]
         return round(self.client.lag()[0], 3)
 
-    def tick(self, role: str, peer_possible: bool = True) -> None:
-        """Once a second, off the event loop: spare copies, alerts. peer_possible: a peer
-        was heard lately or cannot be ruled out yet."""
+    def catching_up(self, peer_active: bool) -> bool:
+        """Not the board to take the pair from an active peer: it has not yet exchanged
+        with it (so it cannot know what it lacks), or it still has a backlog of the peer's
+        footage. Cheap: asked at every health sample."""
+        c = self.client
+        return (peer_active and not c.synced) or c.backlog_seconds() > self.threshold
+
+    def tick(self, role: str, peer_active: bool) -> None:
+        """Once a second, off the event loop: spare copies, alerts."""
         if self._dirty.is_set():
             self._dirty.clear()
             self.superseded += len(prune_superseded(self.catalog))
@@ -128,11 +134,7 @@ class Mirror:
                                f"(alert above {self.threshold:g} s)", now)  # fmt: skip
         else:
             self.alerts.clear(LAG_ALERT)
-        c = self.client
-        # Unsynced counts as behind until the peer is ruled out: a returning board must not
-        # preempt in the moment before its first exchange shows what it lacks. A board alone
-        # has nobody to catch up from.
-        if (not c.synced and (c.reached or peer_possible)) or c.backlog_seconds() > self.threshold:
+        if self.catching_up(peer_active):
             self.alerts.raise_(CATCHING_UP, "info",
                                "fetching footage the peer recorded while this board was away; "
                                "this board does not take over by preemption until done",
