@@ -13,6 +13,7 @@ apt_packages=(
   gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly
   ffmpeg iproute2 iputils-ping util-linux procps sqlite3 ca-certificates
   keepalived nftables socat
+  nut-server nut-client smartmontools btrfs-progs e2fsprogs libudev1
 )
 missing=()
 for p in "${apt_packages[@]}"; do
