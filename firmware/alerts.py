@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from firmware.timefmt import iso
+from firmware.timefmt import iso, now_us
 
 log = logging.getLogger("nvr.alerts")
 
@@ -33,6 +34,8 @@ class Alerts:
     """Thread-safe; raising an active alert again updates its text but keeps its start time."""
 
     def __init__(self) -> None:
+        self.listener: Callable[[str, Alert, int], None] | None = None
+        """Told ("raised" or "cleared", alert, now_us) on every change, e.g. the audit log."""
         self._lock = threading.Lock()
         self._active: dict[str, Alert] = {}
         self.raised_total: dict[str, int] = {}
@@ -48,6 +51,8 @@ class Alerts:
                 self.raised_total[alert_id] = self.raised_total.get(alert_id, 0) + 1
         if old is None:
             log.warning("alert raised: %s (%s): %s", alert_id, severity, text)
+            if self.listener is not None:
+                self.listener("raised", self._active[alert_id], now_us)
         return old is None
 
     def clear(self, alert_id: str) -> bool:
@@ -55,6 +60,8 @@ class Alerts:
             gone = self._active.pop(alert_id, None)
         if gone is not None:
             log.info("alert cleared: %s", alert_id)
+            if self.listener is not None:
+                self.listener("cleared", gone, now_us())
         return gone is not None
 
     def active(self) -> list[Alert]:

@@ -14,16 +14,19 @@ from aiohttp import web
 from firmware import __version__
 from firmware.alerts import Alerts
 from firmware.api import make_app
+from firmware.audit import AUDIT_FILE, AuditLog
 from firmware.catalog import Catalog
 from firmware.config import Config, ConfigError, load_config
 from firmware.datadir import api_token, prepare
 from firmware.failover.advert import Health
 from firmware.failover.daemon import Failover
 from firmware.failover.health import board_health
+from firmware.hw.actions import Action, HandOver, HoldWrites, ShutDown
+from firmware.hw.monitor import BoardHooks, Hardware, alert_actions
 from firmware.mirror.service import Mirror
 from firmware.recorder.ingest import RECORD, RING
-from firmware.recorder.supervisor import Recorder, now_us
-from firmware.timefmt import iso
+from firmware.recorder.supervisor import Recorder
+from firmware.timefmt import iso, now_us
 from hal.linux.nic import LinuxNic
 from hal.nic import Nic
 
@@ -37,7 +40,14 @@ class Board:
         self.identity = prepare(self.data_dir, cfg.board.name, now_us())
         self.api_token = api_token(cfg.token_file)
         self.serve_api = serve_api
+        self.audit = AuditLog(self.data_dir / AUDIT_FILE)
         self.alerts = Alerts()
+        self.alerts.listener = lambda change, a, t: self.audit.append(
+            t, f"alert-{change}", id=a.id, severity=a.severity, text=a.text
+        )
+        self.hold_writes = False
+        self.shutdown_reason: str | None = None
+        self._stop: asyncio.Event | None = None
         self.catalog = Catalog(self.data_dir)
         self._loop: asyncio.AbstractEventLoop | None = None
         self.recorder = self._make_recorder(cfg, RECORD if cfg.pair is None else RING)
@@ -50,6 +60,15 @@ class Board:
                                      on_role=self._role_changed)  # fmt: skip
             self.mirror = Mirror(cfg, self.failover.key, self.catalog, self.alerts,
                                  self._recording, self.failover.path_fresh, now_us)  # fmt: skip
+        self.hw: Hardware | None = None
+        if serve_api:
+            self.hw = Hardware(cfg, self.alerts, BoardHooks(
+                role=lambda: self.role,
+                peer_ready=lambda: self.failover is not None and self.failover.peer_ready(),
+                apply=self._hw_actions,
+                status=self.status,
+                recorder_beat=lambda: self.recorder.beat,
+            ))  # fmt: skip
 
     def _make_recorder(self, cfg: Config, mode: str) -> Recorder:
         return Recorder(self.data_dir, cfg.board.name, cfg.recorder, cfg.camera, self.alerts,
@@ -57,8 +76,31 @@ class Board:
 
     def _role_changed(self, role: str) -> None:
         """Active records (on from the newest frame this board holds); anything else holds
-        the cameras in memory only, ready to take over."""
-        self.recorder.set_mode(RECORD if role == "active" else RING)
+        the cameras in memory only, ready to take over. So does a board whose data disk is
+        not there: nothing may be written to the wrong disk."""
+        self.audit.append(now_us(), "role", role=role)
+        self._sync_mode()
+
+    def _sync_mode(self) -> None:
+        records = self.role in ("active", "single") and not self.hold_writes
+        self.recorder.set_mode(RECORD if records else RING)
+
+    def _hw_actions(self, actions: list[Action]) -> None:
+        """From the hardware policies, on the event loop."""
+        for a in alert_actions(self.alerts, actions):
+            self.audit.append(now_us(), type(a).__name__.lower(), reason=a.reason)
+            if isinstance(a, HoldWrites):
+                self.hold_writes = a.hold
+                log.warning("%s writes: %s", "holding" if a.hold else "resuming", a.reason)
+                self._sync_mode()
+            elif isinstance(a, HandOver) and self.failover is not None:
+                log.warning("handing over: %s", a.reason)
+                self.failover.handover()
+            elif isinstance(a, ShutDown):
+                log.warning("shutting down: %s", a.reason)
+                self.shutdown_reason = a.reason
+                if self._stop is not None:
+                    self._stop.set()
 
     def _catalog_changed(self) -> None:
         """From the recorder's thread: a segment was committed or a run ended."""
@@ -147,6 +189,8 @@ class Board:
             "alerts": [a.to_json() for a in self.alerts.active()],
             "failover": self.failover.status() if self.failover else None,
             "mirror": self.mirror.status(self.role) if self.mirror else None,
+            "hardware": self.hw.status() if self.hw else None,
+            "writes_held": self.hold_writes,
         }
 
     def cameras_detail(self) -> list[dict]:
@@ -175,6 +219,7 @@ class Board:
         """Record, elect and serve until stop is set. On the way out the VIP goes first (a
         planned handover), then the recorder commits its open segments."""
         self._loop = asyncio.get_running_loop()
+        self._stop = stop
         self.recorder.start()
         runner = None
         failover_stop = asyncio.Event()
@@ -190,6 +235,9 @@ class Board:
                               reuse_address=True).start()  # fmt: skip
             self.mirror.start()
             ticker = asyncio.create_task(self._mirror_ticks(self.mirror, failover_stop))
+        hw = None
+        if self.hw is not None:
+            hw = asyncio.create_task(self.hw.run(failover_stop))
         try:
             if self.serve_api:
                 runner = web.AppRunner(make_app(self), access_log=None)
@@ -206,11 +254,12 @@ class Board:
                 log.info("API listening on %s:%s", self.cfg.api.listen_address, self.api_port)
             await stop.wait()
         finally:
+            failover_stop.set()
             if failover is not None:
-                failover_stop.set()
                 await failover
-            if ticker is not None:
-                await ticker
+            for t in (ticker, hw):
+                if t is not None:
+                    await t
             log.info("stopping: committing open segments")
             await asyncio.get_running_loop().run_in_executor(None, self.recorder.stop)
             if self.mirror is not None:

@@ -7,12 +7,14 @@ import asyncio
 import json
 import logging
 import signal
+import subprocess
 import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 from firmware.config import Config, ConfigError, load_config, validate_config
+from firmware.timefmt import now_us
 
 DEFAULT_CONFIG = Path("/etc/nvr/nvr.toml")
 log = logging.getLogger("nvr")
@@ -44,10 +46,11 @@ def _camera_arg(text: str) -> dict:
 def _serve(cfg: Config, serve_api: bool, config_path: Path | None = None) -> int:
     from firmware.board import Board
     from firmware.datadir import DataDirError
+    from hal.errors import HalError
 
     try:
         board = Board(cfg, serve_api=serve_api)
-    except (DataDirError, ConfigError) as e:
+    except (DataDirError, ConfigError, HalError) as e:
         return _fail(str(e))
 
     async def main() -> None:
@@ -69,6 +72,20 @@ def _serve(cfg: Config, serve_api: bool, config_path: Path | None = None) -> int
         await task
 
     asyncio.run(main())
+    if board.shutdown_reason is not None:
+        return _power_off(board)
+    return 0
+
+
+def _power_off(board) -> int:
+    """Everything is committed and the VIP handed over; now the board itself goes down."""
+    cmd = board.cfg.ups.shutdown_command.strip()
+    log.warning("stopped for %s; running %r", board.shutdown_reason, cmd or "(nothing)")
+    board.audit.append(now_us(), "power-off", reason=board.shutdown_reason, command=cmd)
+    if cmd:
+        done = subprocess.run(cmd, shell=True, check=False)
+        if done.returncode != 0:
+            return _fail(f"shutdown command {cmd!r} failed with exit code {done.returncode}", 1)
     return 0
 
 
@@ -370,6 +387,10 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("pair-key", help="make a new pair key (the same file goes on both boards)")
     r.add_argument("file", type=Path)
     r.set_defaults(func=cmd_pair_key)
+
+    from firmware.hw.report import add_parser as add_hw
+
+    add_hw(sub, DEFAULT_CONFIG)
 
     r = sub.add_parser("token", help="print the API token (console only)")
     r.add_argument("--config", type=Path, default=DEFAULT_CONFIG)

@@ -123,6 +123,58 @@ class ApiConfig(_Section):
     """Defaults to <data_dir>/api.token, generated on first start."""
 
 
+class UpsConfig(_Section):
+    """The board's UPS or battery gauge; what to do about it is the power policy's."""
+
+    backend: Literal["none", "sim", "serial", "i2c"] = "none"
+    """sim: a Megatec UPS emulated on a pty inside the firmware, read by the real driver."""
+    port: str | None = None
+    """Serial device, e.g. /dev/ttyUSB0 (backend serial)."""
+    protocol: Literal["megatec", "apc"] = "megatec"
+    i2c_bus: int = 1
+    i2c_address: Annotated[int, Field(ge=0x03, le=0x77)] = 0x42
+    chip: Literal["ina219", "max17048"] = "ina219"
+    poll_seconds: Annotated[float, Field(ge=0.2, le=60)] = 2.0
+    low_charge_percent: Annotated[float, Field(ge=0, le=100)] = 20.0
+    """On battery below this charge counts as low battery even if the UPS does not say so."""
+    low_runtime_seconds: Annotated[float, Field(ge=0, le=86400)] = 180.0
+    """On battery with less runtime left counts as low battery (where the UPS tells runtime)."""
+    handover_after_seconds: Annotated[float, Field(ge=0, le=3600)] = 5.0
+    """On battery this long (a blip rides through) with a healthy peer on mains: hand over."""
+    shutdown_command: str = "systemctl poweroff"
+    """Run after the firmware has committed everything on low battery; empty = only stop."""
+    unreachable_alert_seconds: Annotated[float, Field(ge=0, le=3600)] = 10.0
+
+
+class DisksConfig(_Section):
+    backend: Literal["linux", "sim"] = "linux"
+    poll_seconds: Annotated[float, Field(ge=0.2, le=60)] = 1.0
+    smart_poll_seconds: Annotated[float, Field(ge=10, le=86400)] = 3600.0
+    require_mount: bool = False
+    """The data directory must be a mount point of its own (a separate data disk): if it is
+    on the root filesystem, nothing is recorded."""
+
+
+class WatchdogConfig(_Section):
+    backend: Literal["none", "linux", "sim"] = "none"
+    """linux: /dev/watchdog held by the firmware; none leaves it to systemd (RuntimeWatchdogSec)."""
+    device: str = "/dev/watchdog"
+    timeout_seconds: Annotated[int, Field(ge=2, le=600)] = 30
+    stall_seconds: Annotated[float, Field(ge=1, le=600)] = 10.0
+    """A firmware service silent this long counts as hung: pings stop and the board resets."""
+
+
+class PanelConfig(_Section):
+    backend: Literal["none", "sim", "hd44780", "ssd1306"] = "none"
+    i2c_bus: int = 1
+    i2c_address: Annotated[int, Field(ge=0x03, le=0x77)] = 0x27
+    pin_map: Literal["common", "lcdproc"] = "common"
+    columns: Annotated[int, Field(ge=8, le=40)] = 16
+    rows: Annotated[int, Field(ge=1, le=8)] = 2
+    buttons_address: Annotated[int, Field(ge=0x03, le=0x77)] | None = None
+    refresh_seconds: Annotated[float, Field(ge=0.2, le=60)] = 1.0
+
+
 class CameraConfig(_Section):
     name: Name
     url: str
@@ -142,6 +194,10 @@ class Config(_Section):
     pair: PairConfig | None = None
     recorder: RecorderConfig = RecorderConfig()
     api: ApiConfig = ApiConfig()
+    ups: UpsConfig = UpsConfig()
+    disks: DisksConfig = DisksConfig()
+    watchdog: WatchdogConfig = WatchdogConfig()
+    panel: PanelConfig = PanelConfig()
     camera: list[CameraConfig] = []
 
     @field_validator("camera")

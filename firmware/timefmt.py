@@ -3,6 +3,7 @@ sees ISO 8601 UTC with milliseconds."""
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 
 
@@ -19,3 +20,8 @@ def parse_iso(text: str) -> int:
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)
     return round(dt.timestamp() * 1_000_000)
+
+
+def now_us() -> int:
+    """Wall clock in microseconds, the unit of every timestamp we store."""
+    return time.time_ns() // 1000

@@ -27,7 +27,7 @@ from firmware.failover.election import (
     StateChanged,
     TakeVIP,
 )
-from firmware.failover.health import health_names, health_weights
+from firmware.failover.health import can_take_over, health_names, health_weights
 from firmware.failover.reach import Reachability, camera_hosts
 from firmware.failover.transport import SerialPath, UdpPath
 from firmware.failover.vip import FloatingIP
@@ -233,6 +233,15 @@ class Failover:
         now = self._now()
         window = 4 * self.election.interval + 0.1
         return any(now - p.paths.get(name, -1e9) < window for p in self.election.peers.values())
+
+    def peer_ready(self) -> bool:
+        """A live standby peer that could take over now (from the event loop's thread)."""
+        if self._loop is None:
+            return False
+        return any(
+            can_take_over(p.advert.state, p.advert.priority, Health(p.advert.health))
+            for p in self.election.live_peers(self._now())
+        )
 
     def peer_active(self) -> bool:
         """A peer is active by what we heard lately (from the event loop's thread)."""

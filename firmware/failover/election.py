@@ -181,13 +181,13 @@ class Election:
         prio = self.effective_priority if priority is None else priority
         return SendAdvert(self._advert(state or self.state, prio))
 
-    def _live_peers(self, now: float) -> list[Peer]:
+    def live_peers(self, now: float) -> list[Peer]:
         horizon = now - self.master_down
         return [p for p in self.peers.values() if p.last_heard >= horizon and p.advert.priority > 0]
 
     def current_active(self, now: float) -> Peer | None:
         """The peer that is active by the freshest knowledge (highest epoch wins)."""
-        actives = [p for p in self._live_peers(now) if p.advert.state == "active"]
+        actives = [p for p in self.live_peers(now) if p.advert.state == "active"]
         if not actives:
             return None
         return max(actives, key=lambda p: (p.advert.epoch, p.advert.priority, p.board_id))
@@ -406,7 +406,7 @@ class Election:
         # epoch makes the stale one release, so only standby peers are ranked here.
         live = [
             p
-            for p in self._live_peers(now)
+            for p in self.live_peers(now)
             if p.advert.state != "active" and p.board_id != self._handover_from
         ]
         if live:

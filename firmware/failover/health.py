@@ -12,6 +12,8 @@ ALERT_FLAGS: dict[str, Health] = {
     "disk-failed": Health.DISK_FAILED,
     "ups-on-battery": Health.UPS_ON_BATTERY,
     "ups-low": Health.UPS_LOW,
+    "disk-missing": Health.DISK_FAILED,
+    "disk-read-only": Health.DISK_FAILED,
 }
 """Alerts that other parts (hal monitors) raise and that make this board the worse choice."""
 
@@ -50,3 +52,20 @@ def health_weights(cfg: HealthWeights) -> dict[Health, int]:
 
 def health_names(flags: Health) -> list[str]:
     return [flag.name.lower().replace("_", "-") for flag in Health if flag and flag & flags]
+
+
+FAULTS_THAT_BAR_TAKEOVER = (
+    Health.DISK_FAILED
+    | Health.DISK_FULL
+    | Health.UPS_ON_BATTERY
+    | Health.UPS_LOW
+    | Health.RECORDER_UNHEALTHY
+    | Health.LAN_DOWN
+)
+"""A peer with any of these is no better a place for the pair than a board with a fault;
+mirror-behind is not among them: the peer holds the cameras live, only old footage is missing."""
+
+
+def can_take_over(state: str, priority: int, health: Health) -> bool:
+    """A peer a faulty active board may hand over to: listening, willing, healthy."""
+    return state == "standby" and priority > 0 and not health & FAULTS_THAT_BAR_TAKEOVER

@@ -24,6 +24,7 @@ from firmware.recorder.ingest import RECORD, RING, redact
 from firmware.recorder.recovery import CRASH, recover, salvage_camera
 from firmware.recorder.retention import FREE_SPACE, Retention, disk_usage
 from firmware.recorder.worker import worker_main
+from firmware.timefmt import now_us
 
 log = logging.getLogger(__name__)
 
@@ -31,10 +32,6 @@ MAINTENANCE_PERIOD_S = 2.0
 AGE_RETENTION_PERIOD_S = 10.0  # one indexed query of the oldest segments
 TAKEOVER_POINTS = 4
 """Newest segments per camera a takeover may continue after (see StandbyRing.takeover)."""
-
-
-def now_us() -> int:
-    return time.time_ns() // 1000
 
 
 @dataclass
@@ -112,6 +109,8 @@ class Recorder:
         """Per worker pid: the pipe that carries mode switches to it."""
         self._threads: list[threading.Thread] = []
         self._last_space_deletion = 0.0
+        self.beat = time.monotonic()
+        """Last pass of the upkeep thread: the watchdog keeper's sign that the recorder lives."""
         self.catalog = Catalog(self.data_dir)
         self.retention = Retention(self.data_dir, cfg, self.catalog, self._on_delete)
 
@@ -294,6 +293,7 @@ class Recorder:
     def _maintain(self) -> None:
         last_age = time.monotonic()
         while not self._halt.wait(MAINTENANCE_PERIOD_S):
+            self.beat = time.monotonic()
             self._check_workers()
             self._check_cameras()
             quiet = time.monotonic() - self._last_space_deletion

@@ -1,0 +1,43 @@
+"""The board's audit log: one JSON line per event (alerts raised and cleared, handovers,
+shutdowns) in the data directory, appended and synced so it survives a power cut."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from pathlib import Path
+
+from firmware.timefmt import iso
+
+log = logging.getLogger("nvr.audit")
+
+AUDIT_FILE = "audit.log"
+
+
+class AuditLog:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+
+    def append(self, now_us: int, event: str, **fields: object) -> None:
+        """Never raises: a full or failed disk must not take the alert path down with it."""
+        line = json.dumps({"time": iso(now_us), "event": event, **fields}, sort_keys=True) + "\n"
+        try:
+            with self._lock:
+                fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+                try:
+                    os.write(fd, line.encode())
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+        except OSError as e:
+            log.error("audit log %s: %s", self.path, e)
+
+    def read(self) -> list[dict]:
+        try:
+            text = self.path.read_text()
+        except FileNotFoundError:
+            return []
+        return [json.loads(ln) for ln in text.splitlines() if ln.strip()]

@@ -1,0 +1,274 @@
+"""The board's hardware monitors: poll hal off the event loop, feed the pure policies on it, and
+hand their actions to the board. Thin on purpose: what to do lives in power.py and storage.py."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from firmware.alerts import Alerts
+from firmware.config import Config
+from firmware.datadir import IDENTITY_FILE
+from firmware.hw.actions import Action, ClearAlert, RaiseAlert
+from firmware.hw.devices import open_disks, open_panel, open_ups, open_watchdog
+from firmware.hw.power import PowerLimits, PowerPolicy
+from firmware.hw.screen import panel_lines
+from firmware.hw.storage import Expected, StoragePolicy, StorageView, health_alerts
+from firmware.timefmt import now_us
+from hal.disks import Disks, SmartHealth
+from hal.errors import HalError
+from hal.ups import Ups, UpsReading
+
+log = logging.getLogger("nvr.hw")
+
+WATCHDOG_ALERT = "watchdog-not-armed"
+PANEL_ALERT = "panel-unavailable"
+
+
+@dataclass
+class BoardHooks:
+    """What the monitors may ask of the board (called on the event loop)."""
+
+    role: Callable[[], str]
+    peer_ready: Callable[[], bool]
+    apply: Callable[[list[Action]], None]
+    status: Callable[[], dict]
+    recorder_beat: Callable[[], float]
+
+
+def read_identity(data_dir: Path) -> str | None:
+    try:
+        return json.loads((data_dir / IDENTITY_FILE).read_text()).get("id")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+class Hardware:
+    def __init__(self, cfg: Config, alerts: Alerts, hooks: BoardHooks) -> None:
+        self.cfg, self.alerts, self.hooks = cfg, alerts, hooks
+        self.data_dir = cfg.board.data_dir
+        self.ups_reading: UpsReading | None = None
+        self.ups_error: str | None = None
+        self.power = PowerPolicy(PowerLimits(
+            low_charge_percent=cfg.ups.low_charge_percent,
+            low_runtime_seconds=cfg.ups.low_runtime_seconds,
+            handover_after_seconds=cfg.ups.handover_after_seconds,
+            unreachable_alert_seconds=cfg.ups.unreachable_alert_seconds,
+        ))  # fmt: skip
+        self.disks: Disks = open_disks(cfg.disks)
+        mount = self.disks.mount_state(self.data_dir)
+        identity = read_identity(self.data_dir)
+        if identity is None:
+            raise HalError(f"{self.data_dir}: no identity file; the data directory is not ready")
+        self.storage = StoragePolicy(Expected(identity, mount.mount_point, mount.device))
+        if cfg.disks.require_mount and mount.mount_point != str(self.data_dir.resolve()):
+            # Checked at every poll too, through the expected mount point.
+            self.storage.expected = Expected(identity, str(self.data_dir.resolve()), None)
+        self.smart: list[SmartHealth] = []
+        self.last_beat = time.monotonic()
+        self.watchdog_pings = 0
+        self.panel_text: list[str] = []
+        self._stop_threads = threading.Event()
+
+    # --- UPS -------------------------------------------------------------------------------
+
+    async def _ups_loop(self, stop: asyncio.Event) -> None:
+        ups: Ups | None = None
+        loop = asyncio.get_running_loop()
+        try:
+            while not stop.is_set():
+                reading, error = None, None
+                try:
+                    if ups is None:
+                        ups = await asyncio.to_thread(open_ups, self.cfg.ups)
+                    if ups is not None:
+                        reading = await asyncio.to_thread(ups.read)
+                except (HalError, OSError, ValueError) as e:
+                    error = str(e)
+                    if ups is not None:
+                        with contextlib.suppress(Exception):
+                            ups.close()
+                    ups = None
+                self.ups_reading, self.ups_error = reading, error
+                self.hooks.apply(self.power.update(loop.time(), reading, error,
+                                                   self.hooks.role() == "active",
+                                                   self.hooks.peer_ready()))  # fmt: skip
+                await _wait(stop, self.cfg.ups.poll_seconds)
+        finally:
+            if ups is not None:
+                await asyncio.to_thread(ups.close)
+
+    # --- data disk -------------------------------------------------------------------------
+
+    def _look(self) -> StorageView:
+        try:
+            mount = self.disks.mount_state(self.data_dir)
+        except (HalError, OSError) as e:
+            return StorageView(None, None, str(e))
+        return StorageView(read_identity(self.data_dir), mount)
+
+    def _health(self) -> list[Action]:
+        smart = []
+        for dev in {d for d in [self.storage.expected.device] if d and d.startswith("/dev/")}:
+            with contextlib.suppress(HalError, OSError):
+                smart.append(self.disks.smart(dev))
+        self.smart = smart
+        try:
+            raids = self.disks.raid()
+        except (HalError, OSError) as e:
+            log.warning("RAID state unreadable: %s", e)
+            raids = []
+        return health_alerts(raids, smart)
+
+    async def _disk_loop(self, stop: asyncio.Event) -> None:
+        last_health = -1e9
+        while not stop.is_set():
+            view = await asyncio.to_thread(self._look)
+            actions = self.storage.update(view, self.hooks.role() == "active",
+                                          self.hooks.peer_ready())  # fmt: skip
+            if time.monotonic() - last_health > self.cfg.disks.smart_poll_seconds:
+                last_health = time.monotonic()
+                actions += await asyncio.to_thread(self._health)
+            self.hooks.apply(actions)
+            await _wait(stop, self.cfg.disks.poll_seconds)
+
+    # --- watchdog --------------------------------------------------------------------------
+
+    def healthy(self) -> str | None:
+        """Why the firmware counts as hung, or None: the event loop and the recorder's upkeep
+        must both have run lately."""
+        limit = self.cfg.watchdog.stall_seconds
+        now = time.monotonic()
+        if now - self.last_beat > limit:
+            return f"event loop silent for {now - self.last_beat:.0f} s"
+        if now - self.hooks.recorder_beat() > limit:
+            return f"recorder upkeep silent for {now - self.hooks.recorder_beat():.0f} s"
+        return None
+
+    def _keeper(self) -> None:
+        """A thread, so a stuck event loop cannot keep the watchdog fed."""
+        from hal.linux.watchdog import SdNotifier
+
+        notifier = SdNotifier()
+        notifier.notify("READY=1")
+        dog = open_watchdog(self.cfg.watchdog)
+        period = 1.0
+        if dog is not None:
+            try:
+                applied = dog.open(self.cfg.watchdog.timeout_seconds)
+                period = max(0.5, applied / 3)
+                self.alerts.clear(WATCHDOG_ALERT)
+                log.info("watchdog %s armed, %d s", self.cfg.watchdog.device, applied)
+            except HalError as e:
+                text = f"the hardware watchdog is not armed: {e}"
+                self.alerts.raise_(WATCHDOG_ALERT, "warning", text, now_us())
+                dog = None
+        interval = notifier.watchdog_interval()
+        if interval:
+            period = min(period, interval)
+        warned = False
+        try:
+            while not self._stop_threads.wait(period):
+                why = self.healthy()
+                if why is not None:
+                    if not warned:
+                        log.error("firmware hung (%s): watchdog pings stop", why)
+                        warned = True
+                    continue
+                warned = False
+                if dog is not None:
+                    try:
+                        dog.ping()
+                        self.watchdog_pings += 1
+                    except HalError as e:
+                        log.error("watchdog ping failed: %s", e)
+                notifier.notify("WATCHDOG=1")
+        finally:
+            notifier.notify("STOPPING=1")
+            if dog is not None:
+                dog.close()
+
+    async def _beat(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            self.last_beat = time.monotonic()
+            await _wait(stop, 1.0)
+
+    # --- front panel -----------------------------------------------------------------------
+
+    async def _panel_loop(self, stop: asyncio.Event) -> None:
+        try:
+            panel = await asyncio.to_thread(open_panel, self.cfg.panel)
+        except HalError as e:
+            self.alerts.raise_(PANEL_ALERT, "warning", f"front panel: {e}", now_us())
+            return
+        if panel is None:
+            return
+        cols, rows = panel.size
+        try:
+            while not stop.is_set():
+                text = panel_lines(self.hooks.status(), cols, rows)
+                if text != self.panel_text:
+                    try:
+                        await asyncio.to_thread(panel.show, text)
+                        self.panel_text = text
+                        self.alerts.clear(PANEL_ALERT)
+                    except HalError as e:
+                        self.alerts.raise_(PANEL_ALERT, "warning", f"front panel: {e}", now_us())
+                await _wait(stop, self.cfg.panel.refresh_seconds)
+        finally:
+            await asyncio.to_thread(panel.close)
+
+    # --- all of it -------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        keeper = threading.Thread(target=self._keeper, name="nvr-watchdog", daemon=True)
+        keeper.start()
+        tasks = [self._beat(stop), self._disk_loop(stop), self._panel_loop(stop)]
+        if self.cfg.ups.backend != "none":
+            tasks.append(self._ups_loop(stop))
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            self._stop_threads.set()
+            await asyncio.to_thread(keeper.join, 5)
+
+    def status(self) -> dict:
+        r = self.ups_reading
+        return {
+            "ups": None if self.cfg.ups.backend == "none" else {
+                "reading": r.to_json() if r else None,
+                "error": self.ups_error,
+            },
+            "data_disk": {
+                "expected": self.storage.expected.__dict__,
+                "holding": self.storage.holding,
+            },
+            "smart": [s.to_json() for s in self.smart],
+            "watchdog_pings": self.watchdog_pings,
+            "panel": self.panel_text,
+        }  # fmt: skip
+
+
+async def _wait(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)
+
+
+def alert_actions(alerts: Alerts, actions: list[Action]) -> list[Action]:
+    """Carry out the alert actions; return the rest for the board."""
+    rest: list[Action] = []
+    for a in actions:
+        if isinstance(a, RaiseAlert):
+            alerts.raise_(a.id, a.severity, a.text, now_us())
+        elif isinstance(a, ClearAlert):
+            alerts.clear(a.id)
+        else:
+            rest.append(a)
+    return rest

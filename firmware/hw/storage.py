@@ -1,0 +1,102 @@
+"""The storage policy: is the data directory still the disk we record to? Pure, fed by the disk
+monitor's readings.
+
+A data disk that was unmounted, swapped or has failed must never be written to by mistake: the
+directory then shows another filesystem, or lacks our identity file, or is read-only. The board
+then holds the cameras in memory (writes nothing) and hands the pair to a healthy peer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from firmware.hw.actions import Action, ClearAlert, HandOver, HoldWrites, RaiseAlert
+from hal.disks import MountState, RaidState, SmartHealth
+
+MISSING = "disk-missing"
+READ_ONLY = "disk-read-only"
+RAID_DEGRADED = "raid-degraded"
+SMART_FAILING = "smart-failing"
+
+
+@dataclass(frozen=True)
+class StorageView:
+    """One look at the data directory."""
+
+    identity: str | None
+    """The id in the directory's identity file now; None if it is missing or unreadable."""
+    mount: MountState | None
+    """None if the directory cannot be looked at (gone, I/O error)."""
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Expected:
+    identity: str
+    mount_point: str
+    device: str | None
+
+
+class StoragePolicy:
+    def __init__(self, expected: Expected) -> None:
+        self.expected = expected
+        self.holding = False
+        self.handed_over = False
+
+    def _problem(self, v: StorageView) -> tuple[str, str] | None:
+        e = self.expected
+        if v.mount is None:
+            return MISSING, f"the data directory cannot be read: {v.error}"
+        m = v.mount
+        if (m.mount_point, m.device) != (e.mount_point, e.device):
+            return MISSING, (
+                f"the data directory's disk is gone: it was {e.device} on {e.mount_point}, "
+                f"now {m.device} on {m.mount_point}"
+            )
+        if v.identity != e.identity:
+            what = "has no identity file" if v.identity is None else f"is disk {v.identity}"
+            return MISSING, f"the data directory {what}, not this board's disk {e.identity}"
+        if m.read_only:
+            return READ_ONLY, f"the data disk {m.device} on {m.mount_point} turned read-only"
+        return None
+
+    def update(self, view: StorageView, active: bool, peer_ready: bool) -> list[Action]:
+        problem = self._problem(view)
+        if problem is None:
+            out: list[Action] = [ClearAlert(MISSING), ClearAlert(READ_ONLY)]
+            if self.holding:
+                self.holding = self.handed_over = False
+                out.append(HoldWrites(False, "the data disk is back"))
+            return out
+        alert, text = problem
+        other = READ_ONLY if alert == MISSING else MISSING
+        held = f"{text}; nothing is written until it is back"
+        out = [ClearAlert(other), RaiseAlert(alert, "critical", held)]
+        if not self.holding:
+            self.holding = True
+            out.append(HoldWrites(True, text))
+        if active and peer_ready and not self.handed_over:
+            self.handed_over = True
+            out.append(HandOver(text))
+        return out
+
+
+def health_alerts(raids: list[RaidState], smart: list[SmartHealth]) -> list[Action]:
+    """RAID and SMART: warnings for the installer; the disk still records."""
+    out: list[Action] = []
+    degraded = [r for r in raids if r.degraded]
+    if degraded:
+        names = ", ".join(
+            f"{r.name} ({r.kind} {r.level}{', failed ' + ' '.join(r.failed) if r.failed else ''})"
+            for r in degraded
+        )
+        out.append(RaiseAlert(RAID_DEGRADED, "warning", f"RAID degraded: {names}"))
+    else:
+        out.append(ClearAlert(RAID_DEGRADED))
+    failing = [s for s in smart if s.passed is False]
+    if failing:
+        names = ", ".join(s.device for s in failing)
+        out.append(RaiseAlert(SMART_FAILING, "warning",
+                              f"SMART says the disk is failing: {names}; replace it"))  # fmt: skip
+    else:
+        out.append(ClearAlert(SMART_FAILING))
+    return out
