@@ -91,6 +91,8 @@ class Board:
             self.audit.append(now_us(), type(a).__name__.lower(), reason=a.reason)
             if isinstance(a, HoldWrites):
                 self.hold_writes = a.hold
+                if self.mirror is not None:
+                    self.mirror.client.hold(a.hold)
                 log.warning("%s writes: %s", "holding" if a.hold else "resuming", a.reason)
                 self._sync_mode()
             elif isinstance(a, HandOver) and self.failover is not None:

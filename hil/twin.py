@@ -95,8 +95,15 @@ class TwinBoards:
     def data_dir(self, host: str) -> Path:
         return self.workdir / host / "data"
 
-    def config(self, host: str, priority: int = 100, **pair: Any) -> Path:
-        """Write host's config; `pair` overrides [pair] keys (e.g. preempt=True)."""
+    def config(
+        self,
+        host: str,
+        priority: int = 100,
+        sections: dict[str, dict[str, Any]] | None = None,
+        **pair: Any,
+    ) -> Path:
+        """Write host's config; `pair` overrides [pair] keys (e.g. preempt=True), `sections`
+        adds whole sections (e.g. {"ups": {"backend": "serial", ...}})."""
         peer = _peer(host)
         keys: dict[str, Any] = {
             "peer_lan_address": ADDRESSES[peer]["lan"],
@@ -124,6 +131,8 @@ class TwinBoards:
             "[api]",
             f"listen_port = {API_PORT}",
         ]
+        for section, keys in (sections or {}).items():
+            lines += ["", f"[{section}]", *(f"{k} = {json.dumps(v)}" for k, v in keys.items())]
         for name in self.cameras:
             assert self.camera is not None
             url = self.camera.url(name, host=ADDRESSES["cam"]["lan"])
@@ -133,8 +142,14 @@ class TwinBoards:
         path.write_text("\n".join(lines) + "\n")
         return path
 
-    def start(self, host: str, priority: int = 100, **pair: Any) -> None:
-        cfg = self.config(host, priority, **pair)
+    def start(
+        self,
+        host: str,
+        priority: int = 100,
+        sections: dict[str, dict[str, Any]] | None = None,
+        **pair: Any,
+    ) -> None:
+        cfg = self.config(host, priority, sections, **pair)
         log = self.workdir / host / "nvr.log"
         self.logs[host] = log
         with open(log, "ab") as out:

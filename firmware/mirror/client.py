@@ -93,6 +93,8 @@ class MirrorClient:
         self._lock = threading.Condition()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        self.held = False
+        """The board's data disk is not there: fetch nothing, or it would land on another disk."""
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -224,13 +226,18 @@ class MirrorClient:
         with self._lock:
             while not self._stop.is_set():
                 free = [r for sid, r in self._pending.items() if sid not in self._busy]
-                if free:
+                if free and not self.held:
                     pick = min if self.order == "oldest" else max
                     row = pick(free, key=lambda r: (int(r["start_us"]), r["id"]))
                     self._busy.add(row["id"])
                     return row
                 self._lock.wait(1.0)
         return None
+
+    def hold(self, held: bool) -> None:
+        with self._lock:
+            self.held = held
+            self._lock.notify_all()
 
     def _done(self, sid: str, drop: bool) -> None:
         with self._lock:
