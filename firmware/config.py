@@ -167,10 +167,12 @@ class WatchdogConfig(_Section):
 class PanelConfig(_Section):
     backend: Literal["none", "sim", "hd44780", "ssd1306"] = "none"
     i2c_bus: int = 1
-    i2c_address: Annotated[int, Field(ge=0x03, le=0x77)] = 0x27
+    i2c_address: Annotated[int, Field(ge=0x03, le=0x77)] | None = None
+    """Default by backend: 0x27 (PCF8574 backpack), 0x3C (SSD1306)."""
     pin_map: Literal["common", "lcdproc"] = "common"
     columns: Annotated[int, Field(ge=8, le=40)] = 16
-    rows: Annotated[int, Field(ge=1, le=8)] = 2
+    """hd44780 only; an SSD1306 shows 21 columns and 8 rows (4 on 128x32)."""
+    rows: Literal[1, 2, 4] = 2
     buttons_address: Annotated[int, Field(ge=0x03, le=0x77)] | None = None
     refresh_seconds: Annotated[float, Field(ge=0.2, le=60)] = 1.0
 

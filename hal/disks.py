@@ -31,8 +31,7 @@ class MountState:
     path: str
     mount_point: str
     device: str | None
-    """The mount source, e.g. /dev/sda1; None when the directory lies on the root filesystem
-    of a board without a separate data disk is still reported with its source."""
+    """The mount source, e.g. /dev/sda1; None when the mount table names none."""
     fstype: str
     read_only: bool
     total_bytes: int

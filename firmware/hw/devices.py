@@ -93,9 +93,9 @@ def open_panel(cfg: PanelConfig) -> Panel | None:
         if cfg.backend == "hd44780":
             from hal.lcd import Hd44780Panel
 
-            return Hd44780Panel(bus, cfg.i2c_address, cfg.columns, cfg.rows, cfg.pin_map,
-                                buttons=buttons)  # fmt: skip
+            return Hd44780Panel(bus, cfg.i2c_address or 0x27, cfg.columns, cfg.rows,
+                                cfg.pin_map, buttons=buttons)  # fmt: skip
         from hal.oled import Ssd1306Panel
 
-        return Ssd1306Panel(bus, cfg.i2c_address, buttons=buttons)
+        return Ssd1306Panel(bus, cfg.i2c_address or 0x3C, buttons=buttons)
     return None

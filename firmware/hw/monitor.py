@@ -205,7 +205,7 @@ class Hardware:
     async def _panel_loop(self, stop: asyncio.Event) -> None:
         try:
             panel = await asyncio.to_thread(open_panel, self.cfg.panel)
-        except HalError as e:
+        except (HalError, OSError, ValueError) as e:
             self.alerts.raise_(PANEL_ALERT, "warning", f"front panel: {e}", now_us())
             return
         if panel is None:
