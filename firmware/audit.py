@@ -1,5 +1,8 @@
 """The board's audit log: one JSON line per event (alerts raised and cleared, handovers,
-shutdowns) in the data directory, appended and synced so it survives a power cut."""
+shutdowns) in the data directory, appended and synced so it survives a power cut.
+
+The file is opened once: when the data disk is pulled, the lines go to the disk they belong to
+(or fail), never into whatever directory the mount left behind."""
 
 from __future__ import annotations
 
@@ -20,20 +23,21 @@ class AuditLog:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._lock = threading.Lock()
+        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
 
     def append(self, now_us: int, event: str, **fields: object) -> None:
         """Never raises: a full or failed disk must not take the alert path down with it."""
         line = json.dumps({"time": iso(now_us), "event": event, **fields}, sort_keys=True) + "\n"
         try:
             with self._lock:
-                fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
-                try:
-                    os.write(fd, line.encode())
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
+                os.write(self._fd, line.encode())
+                os.fsync(self._fd)
         except OSError as e:
             log.error("audit log %s: %s", self.path, e)
+
+    def close(self) -> None:
+        with self._lock:
+            os.close(self._fd)
 
     def read(self) -> list[dict]:
         try:
