@@ -60,7 +60,8 @@ def test_mains_fail_hands_over_and_mains_back_restores_priority(tmp_path, ups):
             wait_until(lambda: "ups-on-battery" in alerts(tb, "a"), 5, "a's on-battery alert")
             wait_until(lambda: tb.role("b") == "active" and tb.role("a") == "standby", 15,
                        "b taking over from a board on battery")  # fmt: skip
-            assert peer_priority(tb, "b") == 150 - 20, "on battery lowers a's priority"
+            wait_until(lambda: peer_priority(tb, "b") == 150 - 20, 3,
+                       "a advertising its priority lowered by on-battery")  # fmt: skip
             assert "ups-on-battery" in {e.get("id") for e in audit(tb, "a")}
             ups.mains_back()
             wait_until(lambda: "ups-on-battery" not in alerts(tb, "a"), 5, "the alert clearing")
