@@ -28,6 +28,13 @@ def say(text: str) -> None:
     print(f"demo: {text}", flush=True)
 
 
+SIM_HARDWARE = {
+    "ups": {"backend": "sim"},
+    "panel": {"backend": "sim", "columns": 20, "rows": 4},
+}
+"""Each board's UPS is a Megatec emulator on a pty, read by the real serial driver."""
+
+
 def line(tb: TwinBoards) -> str:
     parts = []
     for host in ("a", "b"):
@@ -45,7 +52,9 @@ def line(tb: TwinBoards) -> str:
         else:
             rec = "not recording"
         vip = " +VIP" if st["failover"]["vip_held"] else ""
-        parts.append(f"{host}: {st['role']}{vip} epoch {st['epoch']}, {rec}")
+        ups = ((st.get("hardware") or {}).get("ups") or {}).get("reading")
+        power = "" if not ups else ", on battery" if ups["on_battery"] else ", UPS on mains"
+        parts.append(f"{host}: {st['role']}{vip} epoch {st['epoch']}, {rec}{power}")
     try:
         client = f"client via {VIRTUAL_IP} -> board {tb.via_vip(0.5)['board']}"
     except (OSError, ValueError):
@@ -67,7 +76,7 @@ def failover(tb: TwinBoards) -> None:
         "the power cut")  # fmt: skip
     say(f"booting board {active} again; it comes back as standby")
     tb.power_back(active)
-    tb.start(active, PRIORITY[active])
+    tb.start(active, PRIORITY[active], SIM_HARDWARE)
 
 
 def main() -> int:
@@ -93,7 +102,7 @@ def main() -> int:
     say("bringing up the twin-board rig (network namespaces) and the simulated camera ...")
     with TwinBoards(workdir, segment_seconds=4) as tb:
         for host in ("a", "b"):
-            tb.start(host, PRIORITY[host])
+            tb.start(host, PRIORITY[host], SIM_HARDWARE)
         active = wait_until(tb.active, 60, "an active board")
         cli = tb.rig.ns("cli")
         say(f"board {active} is ACTIVE and holds the floating IP {VIRTUAL_IP}; the other board is "
