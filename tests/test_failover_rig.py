@@ -83,6 +83,7 @@ def test_standby_with_its_lan_cable_out_never_claims_the_vip(twin):
     twin.rig.cable("b", "lan", False)
     wait_until(lambda: not twin.status("b")["failover"]["lan_carrier"], 10, "b sees no carrier")
     assert "lan-down" in twin.status("b")["failover"]["health"]
+    assert "nic-down-lan" in {a["id"] for a in twin.status("b")["alerts"]}
     holds(lambda: steady(twin), WINDOW_S, "b standby with its LAN cable out")
     # Now every path is silent for b: it is cut off, and the tie-breaker keeps it standby.
     twin.rig.cable("b", "sync", False)
@@ -90,6 +91,10 @@ def test_standby_with_its_lan_cable_out_never_claims_the_vip(twin):
     holds(lambda: steady(twin), WINDOW_S, "isolated b stays standby")
     assert twin.status("b")["failover"]["election"].get("withheld_unreachable", 0) > 0
     assert twin.via_vip()["board"] == "a"
+    assert "nic-down-sync" in {a["id"] for a in twin.status("b")["alerts"]}
+    twin.rig.cable("b", "lan", True)
+    wait_until(lambda: "nic-down-lan" not in {a["id"] for a in twin.status("b")["alerts"]}, 10,
+               "the LAN alert clearing itself")  # fmt: skip
 
 
 def test_healed_dual_active_leaves_exactly_one(twin):

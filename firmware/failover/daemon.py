@@ -176,6 +176,14 @@ class Failover:
         self._apply(self.election.tick(now))
 
     def _nic_event(self, event: NicEvent) -> None:
+        if isinstance(event, LinkEvent) and event.ifname in (self.lan_if, self.sync_if):
+            link = "lan" if event.ifname == self.lan_if else "sync"
+            if event.up and event.carrier:
+                self.alerts.clear(f"nic-down-{link}")
+            else:
+                self.alerts.raise_(f"nic-down-{link}", "critical" if link == "lan" else "warning",
+                                   f"{link} interface {event.ifname}: no carrier (cable out or "
+                                   "switch down)", self.now_us())  # fmt: skip
         if isinstance(event, LinkEvent) and event.ifname == self.lan_if:
             carrier = event.up and event.carrier
             if carrier != self.lan_carrier:

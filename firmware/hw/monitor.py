@@ -29,6 +29,8 @@ from hal.ups import Ups, UpsReading
 log = logging.getLogger("nvr.hw")
 
 WATCHDOG_ALERT = "watchdog-not-armed"
+RAID_POLL_S = 30.0
+"""A degraded array is news within half a minute; SMART is asked less often."""
 PANEL_ALERT = "panel-unavailable"
 
 
@@ -114,28 +116,31 @@ class Hardware:
             return StorageView(None, None, str(e))
         return StorageView(read_identity(self.data_dir), mount)
 
-    def _health(self) -> list[Action]:
-        smart = []
-        for dev in {d for d in [self.storage.expected.device] if d and d.startswith("/dev/")}:
-            with contextlib.suppress(HalError, OSError):
-                smart.append(self.disks.smart(dev))
-        self.smart = smart
+    def _health(self, smart_due: bool) -> list[Action]:
+        if smart_due:
+            smart = []
+            for dev in {d for d in [self.storage.expected.device] if d and d.startswith("/dev/")}:
+                with contextlib.suppress(HalError, OSError):
+                    smart.append(self.disks.smart(dev))
+            self.smart = smart
         try:
             raids = self.disks.raid()
         except (HalError, OSError) as e:
             log.warning("RAID state unreadable: %s", e)
             raids = []
-        return health_alerts(raids, smart)
+        return health_alerts(raids, self.smart)
 
     async def _disk_loop(self, stop: asyncio.Event) -> None:
-        last_health = -1e9
+        last_raid = last_smart = -1e9
         while not stop.is_set():
             view = await asyncio.to_thread(self._look)
             actions = self.storage.update(view, self.hooks.role() == "active",
                                           self.hooks.peer_ready())  # fmt: skip
-            if time.monotonic() - last_health > self.cfg.disks.smart_poll_seconds:
-                last_health = time.monotonic()
-                actions += await asyncio.to_thread(self._health)
+            now = time.monotonic()
+            if now - last_raid > RAID_POLL_S:
+                smart_due = now - last_smart > self.cfg.disks.smart_poll_seconds
+                last_raid, last_smart = now, now if smart_due else last_smart
+                actions += await asyncio.to_thread(self._health, smart_due)
             self.hooks.apply(actions)
             await _wait(stop, self.cfg.disks.poll_seconds)
 
