@@ -34,14 +34,3 @@ class AuditLog:
                 os.fsync(self._fd)
         except OSError as e:
             log.error("audit log %s: %s", self.path, e)
-
-    def close(self) -> None:
-        with self._lock:
-            os.close(self._fd)
-
-    def read(self) -> list[dict]:
-        try:
-            text = self.path.read_text()
-        except FileNotFoundError:
-            return []
-        return [json.loads(ln) for ln in text.splitlines() if ln.strip()]

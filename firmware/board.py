@@ -62,7 +62,7 @@ class Board:
                                  self._recording, self.failover.path_fresh, now_us)  # fmt: skip
         self.hw: Hardware | None = None
         if serve_api:
-            self.hw = Hardware(cfg, self.alerts, BoardHooks(
+            self.hw = Hardware(cfg, self.identity["id"], self.alerts, BoardHooks(
                 role=lambda: self.role,
                 peer_ready=lambda: self.failover is not None and self.failover.peer_ready(),
                 apply=self._hw_actions,

@@ -43,6 +43,15 @@ def prepare(data_dir: Path, board: str, now_us: int) -> dict:
     return info
 
 
+def read_identity(data_dir: Path) -> str | None:
+    """The id in the directory's identity file now; None if it is missing or unreadable (the
+    disk was swapped or is gone)."""
+    try:
+        return json.loads((data_dir / IDENTITY_FILE).read_text()).get("id")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
 def api_token(path: Path) -> str:
     """The board's API token: generated once on first start, kept readable by root only."""
     try:

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from hal.errors import DeviceIOError, Unavailable
-from hal.i2c import I2cBus, swap16
+from hal.i2c import I2cBus, I2cDevice, swap16
 from hal.linux.i2c import NOT_THERE, hal_error, i2c_errors
 from hal.ups import UpsReading
 
@@ -32,23 +32,14 @@ class Ina219Sample:
     power_watts: float
 
 
-class _WordChip:
-    """A chip with big-endian 16-bit registers on a bus this driver may own."""
-
-    def __init__(self, bus: I2cBus, addr: int, what: str, close_bus: bool) -> None:
-        self._bus, self._addr, self._what, self._close_bus = bus, addr, what, close_bus
+class _WordChip(I2cDevice):
+    """A chip with big-endian 16-bit registers."""
 
     def _read(self, reg: int) -> int:
         return swap16(self._bus.read_word_data(self._addr, reg))
 
     def _write(self, reg: int, value: int) -> None:
         self._bus.write_word_data(self._addr, reg, swap16(value))
-
-    def close(self) -> None:
-        """Closes the bus too unless it was given with close_bus=False (shared with others)."""
-        if self._close_bus:
-            self._close_bus = False
-            self._bus.close()
 
 
 class Ina219Ups(_WordChip):

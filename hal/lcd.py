@@ -7,9 +7,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from hal.buttons import ButtonSource
-from hal.errors import Unavailable
 from hal.i2c import I2cBus
 from hal.linux.i2c import i2c_errors
+from hal.panel import I2cPanel
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,7 @@ def _lcd_code(ch: str) -> int:
     return o if 0x20 <= o <= 0x7D and o != 0x5C else ord("?")
 
 
-class Hd44780Panel:
+class Hd44780Panel(I2cPanel):
     """Writes only the characters that changed since the last show(), since every one
     costs four I2C writes. close() leaves the text up (so `nvr hw` can show something) and
     closes the bus unless close_bus=False."""
@@ -60,12 +60,11 @@ class Hd44780Panel:
             raise ValueError(f"pin_map must be one of {sorted(PIN_MAPS)}, not {pin_map!r}")
         if rows not in (1, 2, 4) or not 8 <= cols <= 40 or (rows == 4 and cols > 20):
             raise ValueError(f"no HD44780 layout of {cols}x{rows}")
-        self._bus, self._addr, self._cols, self._rows = bus, addr, cols, rows
+        super().__init__(bus, addr, f"LCD at {addr:#04x}", buttons, close_bus)
+        self._cols, self._rows = cols, rows
         self._map = PIN_MAPS[pin_map]
-        self._buttons, self._sleep, self._close_bus = buttons, sleep, close_bus
+        self._sleep = sleep
         self._backlight = True
-        self._closed = False
-        self._what = f"LCD at {addr:#04x}"
         self._shown: list[str | None] = [None] * rows
         with i2c_errors(self._what):
             self._init()
@@ -112,10 +111,6 @@ class Hd44780Panel:
         self._send(_ENTRY_INC)
         self._shown = [" " * self._cols] * self._rows
 
-    def _check_open(self) -> None:
-        if self._closed:
-            raise Unavailable(f"{self._what}: panel closed")
-
     def show(self, lines: list[str]) -> None:
         self._check_open()
         rows = [(line[: self._cols]).ljust(self._cols) for line in list(lines)[: self._rows]]
@@ -142,16 +137,3 @@ class Hd44780Panel:
         self._backlight = on
         with i2c_errors(self._what):
             self._bus.write_byte(self._addr, self._light())  # E stays low: nothing clocked
-
-    def buttons(self) -> list[str]:
-        self._check_open()
-        return self._buttons.pressed() if self._buttons else []
-
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        if self._buttons:
-            self._buttons.close()
-        if self._close_bus:
-            self._bus.close()

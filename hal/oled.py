@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from hal.buttons import ButtonSource
-from hal.errors import Unavailable
 from hal.i2c import I2cBus
 from hal.linux.i2c import i2c_errors
+from hal.panel import I2cPanel
 
 # The classic 5x7 font for printable ASCII from 0x20: five column bytes per glyph, bit 0 on top.
 _FONT_HEX = (
@@ -45,7 +45,7 @@ def render_row(text: str, width: int = 128) -> bytes:
     return row.ljust(width, b"\x00")
 
 
-class Ssd1306Panel:
+class Ssd1306Panel(I2cPanel):
     """One text row per 8-pixel page; show() rewrites only the pages that changed.
     close() leaves the picture up and closes the bus unless close_bus=False."""
 
@@ -61,11 +61,9 @@ class Ssd1306Panel:
     ) -> None:
         if height not in (32, 64) or not CELL_WIDTH <= width <= 128:
             raise ValueError(f"no SSD1306 layout of {width}x{height}")
-        self._bus, self._addr, self._width, self._height = bus, addr, width, height
-        self._buttons, self._close_bus = buttons, close_bus
+        super().__init__(bus, addr, f"OLED at {addr:#04x}", buttons, close_bus)
+        self._width, self._height = width, height
         self._pages = height // 8
-        self._closed = False
-        self._what = f"OLED at {addr:#04x}"
         self._shown: list[bytes | None] = [None] * self._pages
         with i2c_errors(self._what):
             self._init()
@@ -110,10 +108,6 @@ class Ssd1306Panel:
         self._shown = [bytes(self._width)] * self._pages
         self._commands(0xAF)
 
-    def _check_open(self) -> None:
-        if self._closed:
-            raise Unavailable(f"{self._what}: panel closed")
-
     def show(self, lines: list[str]) -> None:
         self._check_open()
         rows = list(lines)[: self._pages]
@@ -127,16 +121,3 @@ class Ssd1306Panel:
                 self._window(page, page)
                 self._data(pixels)
                 self._shown[page] = pixels
-
-    def buttons(self) -> list[str]:
-        self._check_open()
-        return self._buttons.pressed() if self._buttons else []
-
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        if self._buttons:
-            self._buttons.close()
-        if self._close_bus:
-            self._bus.close()

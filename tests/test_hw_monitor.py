@@ -24,10 +24,10 @@ backend = "sim"
 timeout_seconds = 2
 stall_seconds = 1.5
 """)
-    prepare(tmp_path, "a", now_us())
+    identity = prepare(tmp_path, "a", now_us())["id"]
     hooks = BoardHooks(role=lambda: "single", peer_ready=lambda: False, apply=lambda a: None,
                        status=dict, recorder_beat=lambda: beat[0])  # fmt: skip
-    return Hardware(cfg, Alerts(), hooks)
+    return Hardware(cfg, identity, Alerts(), hooks)
 
 
 def test_health_gate_names_the_silent_part(tmp_path):

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from firmware.config import UpsConfig
 from firmware.hw.actions import ClearAlert, HandOver, HoldWrites, RaiseAlert, ShutDown
-from firmware.hw.power import LOW, ON_BATTERY, REPLACE, UNREACHABLE, PowerLimits, PowerPolicy
+from firmware.hw.power import LOW, ON_BATTERY, REPLACE, UNREACHABLE, PowerPolicy
 from firmware.hw.screen import panel_lines
 from firmware.hw.storage import (
     MISSING,
@@ -37,7 +38,7 @@ def of(kind, actions) -> list:
 
 
 def test_mains_fail_then_back_alerts_hands_over_once_and_clears():
-    p = PowerPolicy(PowerLimits(handover_after_seconds=5.0))
+    p = PowerPolicy(UpsConfig(handover_after_seconds=5.0))
     assert ON_BATTERY in cleared(p.update(0.0, MAINS, None, active=True, peer_ready=True))
     first = p.update(10.0, BATTERY, None, active=True, peer_ready=True)
     assert ON_BATTERY in raised(first) and not of(HandOver, first), "a blip rides through"
@@ -49,13 +50,13 @@ def test_mains_fail_then_back_alerts_hands_over_once_and_clears():
 
 
 def test_on_battery_without_a_ready_peer_keeps_recording_here():
-    p = PowerPolicy(PowerLimits(handover_after_seconds=0.0))
+    p = PowerPolicy(UpsConfig(handover_after_seconds=0.0))
     acts = p.update(0.0, BATTERY, None, active=True, peer_ready=False)
     assert ON_BATTERY in raised(acts) and not of(HandOver, acts) and not of(ShutDown, acts)
 
 
 def test_low_battery_hands_over_and_shuts_down_once():
-    p = PowerPolicy(PowerLimits())
+    p = PowerPolicy(UpsConfig())
     acts = p.update(0.0, LOW_FLAG, None, active=True, peer_ready=True)
     assert LOW in raised(acts)
     assert [type(a) for a in acts if isinstance(a, HandOver | ShutDown)] == [HandOver, ShutDown]
@@ -63,28 +64,28 @@ def test_low_battery_hands_over_and_shuts_down_once():
 
 
 def test_low_battery_alone_shuts_down_without_handover():
-    p = PowerPolicy(PowerLimits())
+    p = PowerPolicy(UpsConfig())
     acts = p.update(0.0, LOW_FLAG, None, active=True, peer_ready=False)
     assert of(ShutDown, acts) and not of(HandOver, acts)
 
 
 def test_thresholds_raise_low_battery_before_the_ups_does():
-    p = PowerPolicy(PowerLimits(low_charge_percent=30.0, low_runtime_seconds=120.0))
+    p = PowerPolicy(UpsConfig(low_charge_percent=30.0, low_runtime_seconds=120.0))
     by_charge = UpsReading(on_battery=True, low_battery=False, battery_charge_percent=29.0)
     assert of(ShutDown, p.update(0.0, by_charge, None, active=False, peer_ready=False))
-    p = PowerPolicy(PowerLimits(low_charge_percent=30.0, low_runtime_seconds=120.0))
+    p = PowerPolicy(UpsConfig(low_charge_percent=30.0, low_runtime_seconds=120.0))
     by_runtime = UpsReading(on_battery=True, low_battery=False, runtime_seconds=90.0)
     assert of(ShutDown, p.update(0.0, by_runtime, None, active=False, peer_ready=False))
 
 
 def test_low_battery_on_mains_is_charging_not_critical():
-    p = PowerPolicy(PowerLimits())
+    p = PowerPolicy(UpsConfig())
     acts = p.update(0.0, UpsReading(on_battery=False, low_battery=True), None, True, True)
     assert not of(ShutDown, acts) and LOW not in raised(acts)
 
 
 def test_silent_ups_keeps_its_last_state_and_alerts_after_a_while():
-    p = PowerPolicy(PowerLimits(unreachable_alert_seconds=10.0, handover_after_seconds=100.0))
+    p = PowerPolicy(UpsConfig(unreachable_alert_seconds=10.0, handover_after_seconds=100.0))
     p.update(0.0, BATTERY, None, active=True, peer_ready=True)
     early = p.update(5.0, None, "timeout", active=True, peer_ready=True)
     assert UNREACHABLE not in raised(early) and ON_BATTERY in raised(early)
@@ -94,7 +95,7 @@ def test_silent_ups_keeps_its_last_state_and_alerts_after_a_while():
 
 
 def test_replace_battery_warning():
-    p = PowerPolicy(PowerLimits())
+    p = PowerPolicy(UpsConfig())
     old = UpsReading(on_battery=False, low_battery=False, replace_battery=True)
     assert REPLACE in raised(p.update(0.0, old, None, active=True, peer_ready=True))
     assert REPLACE in cleared(p.update(1.0, MAINS, None, active=True, peer_ready=True))
@@ -131,6 +132,15 @@ def test_swapped_disk_is_never_written():
     s = StoragePolicy(EXP)
     acts = s.update(StorageView("disk-2", mount()), active=True, peer_ready=False)
     assert MISSING in raised(acts) and of(HoldWrites, acts) and not of(HandOver, acts)
+
+
+def test_required_data_disk_that_is_not_mounted():
+    s = StoragePolicy(Expected("disk-1", "/", "/dev/root"), require_mount=True)
+    acts = s.update(StorageView("disk-1", mount("/", "/dev/root")), active=False, peer_ready=False)
+    assert MISSING in raised(acts) and of(HoldWrites, acts)
+    s = StoragePolicy(Expected("disk-1", "/data/nvr", "/dev/sdb1"), require_mount=True)
+    own = MountState("/data/nvr", "/data/nvr", "/dev/sdb1", "ext4", False, 10**9, 10**8)
+    assert not raised(s.update(StorageView("disk-1", own), active=False, peer_ready=False))
 
 
 def test_vanished_directory_and_read_only_disk():

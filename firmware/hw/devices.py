@@ -62,7 +62,7 @@ def open_disks(cfg: DisksConfig) -> Disks:
     return LinuxDisks()
 
 
-def open_watchdog(cfg: WatchdogConfig, clock=None) -> Watchdog | None:
+def open_watchdog(cfg: WatchdogConfig) -> Watchdog | None:
     if cfg.backend == "linux":
         from hal.linux.watchdog import LinuxWatchdog
 
@@ -72,7 +72,7 @@ def open_watchdog(cfg: WatchdogConfig, clock=None) -> Watchdog | None:
 
         from hal.sim.watchdog import SimWatchdog
 
-        return SimWatchdog(clock or time.monotonic)
+        return SimWatchdog(time.monotonic)
     return None
 
 

@@ -5,25 +5,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import asdict, dataclass
 
 from firmware.alerts import Alerts
 from firmware.config import Config
-from firmware.datadir import IDENTITY_FILE
+from firmware.datadir import read_identity
 from firmware.hw.actions import Action, ClearAlert, RaiseAlert
 from firmware.hw.devices import open_disks, open_panel, open_ups, open_watchdog
-from firmware.hw.power import PowerLimits, PowerPolicy
+from firmware.hw.power import PowerPolicy
 from firmware.hw.screen import panel_lines
 from firmware.hw.storage import Expected, StoragePolicy, StorageView, health_alerts
 from firmware.timefmt import now_us
 from hal.disks import Disks, SmartHealth
 from hal.errors import HalError
+from hal.linux.watchdog import SdNotifier
 from hal.ups import Ups, UpsReading
 
 log = logging.getLogger("nvr.hw")
@@ -45,34 +44,18 @@ class BoardHooks:
     recorder_beat: Callable[[], float]
 
 
-def read_identity(data_dir: Path) -> str | None:
-    try:
-        return json.loads((data_dir / IDENTITY_FILE).read_text()).get("id")
-    except (OSError, ValueError, AttributeError):
-        return None
-
-
 class Hardware:
-    def __init__(self, cfg: Config, alerts: Alerts, hooks: BoardHooks) -> None:
+    def __init__(self, cfg: Config, identity: str, alerts: Alerts, hooks: BoardHooks) -> None:
+        """identity: the data directory's id as the board found it at start."""
         self.cfg, self.alerts, self.hooks = cfg, alerts, hooks
         self.data_dir = cfg.board.data_dir
         self.ups_reading: UpsReading | None = None
         self.ups_error: str | None = None
-        self.power = PowerPolicy(PowerLimits(
-            low_charge_percent=cfg.ups.low_charge_percent,
-            low_runtime_seconds=cfg.ups.low_runtime_seconds,
-            handover_after_seconds=cfg.ups.handover_after_seconds,
-            unreachable_alert_seconds=cfg.ups.unreachable_alert_seconds,
-        ))  # fmt: skip
+        self.power = PowerPolicy(cfg.ups)
         self.disks: Disks = open_disks(cfg.disks)
         mount = self.disks.mount_state(self.data_dir)
-        identity = read_identity(self.data_dir)
-        if identity is None:
-            raise HalError(f"{self.data_dir}: no identity file; the data directory is not ready")
-        self.storage = StoragePolicy(Expected(identity, mount.mount_point, mount.device))
-        if cfg.disks.require_mount and mount.mount_point != str(self.data_dir.resolve()):
-            # Checked at every poll too, through the expected mount point.
-            self.storage.expected = Expected(identity, str(self.data_dir.resolve()), None)
+        self.storage = StoragePolicy(Expected(identity, mount.mount_point, mount.device),
+                                     cfg.disks.require_mount)  # fmt: skip
         self.smart: list[SmartHealth] = []
         self.last_beat = time.monotonic()
         self.watchdog_pings = 0
@@ -118,11 +101,11 @@ class Hardware:
 
     def _health(self, smart_due: bool) -> list[Action]:
         if smart_due:
-            smart = []
-            for dev in {d for d in [self.storage.expected.device] if d and d.startswith("/dev/")}:
+            dev = self.storage.expected.device
+            self.smart = []
+            if dev and dev.startswith("/dev/"):
                 with contextlib.suppress(HalError, OSError):
-                    smart.append(self.disks.smart(dev))
-            self.smart = smart
+                    self.smart = [self.disks.smart(dev)]
         try:
             raids = self.disks.raid()
         except (HalError, OSError) as e:
@@ -151,16 +134,14 @@ class Hardware:
         must both have run lately."""
         limit = self.cfg.watchdog.stall_seconds
         now = time.monotonic()
-        if now - self.last_beat > limit:
-            return f"event loop silent for {now - self.last_beat:.0f} s"
-        if now - self.hooks.recorder_beat() > limit:
-            return f"recorder upkeep silent for {now - self.hooks.recorder_beat():.0f} s"
+        beats = {"event loop": self.last_beat, "recorder upkeep": self.hooks.recorder_beat()}
+        for part, beat in beats.items():
+            if now - beat > limit:
+                return f"{part} silent for {now - beat:.0f} s"
         return None
 
     def _keeper(self) -> None:
         """A thread, so a stuck event loop cannot keep the watchdog fed."""
-        from hal.linux.watchdog import SdNotifier
-
         notifier = SdNotifier()
         notifier.notify("READY=1")
         dog = open_watchdog(self.cfg.watchdog)
@@ -252,7 +233,7 @@ class Hardware:
                 "error": self.ups_error,
             },
             "data_disk": {
-                "expected": self.storage.expected.__dict__,
+                "expected": asdict(self.storage.expected),
                 "holding": self.storage.holding,
             },
             "smart": [s.to_json() for s in self.smart],

@@ -6,8 +6,7 @@ flag, or charge or runtime under the configured thresholds (for UPSes that flag 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
+from firmware.config import UpsConfig
 from firmware.hw.actions import Action, ClearAlert, HandOver, RaiseAlert, ShutDown
 from hal.ups import UpsReading
 
@@ -15,14 +14,6 @@ ON_BATTERY = "ups-on-battery"
 LOW = "ups-low"
 REPLACE = "ups-replace-battery"
 UNREACHABLE = "ups-unreachable"
-
-
-@dataclass(frozen=True)
-class PowerLimits:
-    low_charge_percent: float = 20.0
-    low_runtime_seconds: float = 180.0
-    handover_after_seconds: float = 5.0
-    unreachable_alert_seconds: float = 10.0
 
 
 def _describe(r: UpsReading) -> str:
@@ -37,7 +28,8 @@ def _describe(r: UpsReading) -> str:
 
 
 class PowerPolicy:
-    def __init__(self, limits: PowerLimits) -> None:
+    def __init__(self, limits: UpsConfig) -> None:
+        """limits: the [ups] thresholds (low charge and runtime, handover and alert delays)."""
         self.limits = limits
         self.last: UpsReading | None = None
         self.on_battery_since: float | None = None

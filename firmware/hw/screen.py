@@ -6,23 +6,17 @@ from __future__ import annotations
 def panel_lines(status: dict, columns: int, rows: int) -> list[str]:
     """Board and role first (what an installer looks for), then the VIP, cameras recording and
     the most severe alert; a 2-row display shows the alert in place of the VIP when there is one."""
-    role = status.get("role", "?")
-    vip = status.get("virtual_ip") or ""
     cams = status.get("cameras") or []
-    recording = sum(1 for c in cams if c.get("recording"))
+    count = f"{sum(1 for c in cams if c.get('recording'))}/{len(cams)}"
     alerts = status.get("alerts") or []
-    top = alerts[0] if alerts else None
-    alert_line = f"! {top['id']}" if top else "no alerts"
-    lines = [
-        f"{status.get('board', '?')} {role}",
-        f"cams {recording}/{len(cams)} rec",
-        vip or "no VIP",
-        alert_line,
-    ]
-    if rows == 2:
-        lines = [lines[0] + f" {recording}/{len(cams)}", alert_line if top else (vip or lines[1])]
-    elif rows == 1:
-        lines = [alert_line if top else lines[0]]
-    return [ln[:columns].ljust(columns) for ln in lines[:rows]] + [" " * columns] * max(
-        0, rows - len(lines)
-    )
+    head = f"{status.get('board', '?')} {status.get('role', '?')}"
+    vip = status.get("virtual_ip")
+    alert = f"! {alerts[0]['id']}" if alerts else None
+    if rows == 1:
+        lines = [alert or head]
+    elif rows == 2:
+        lines = [f"{head} {count}", alert or vip or f"cams {count} rec"]
+    else:
+        lines = [head, f"cams {count} rec", vip or "no VIP", alert or "no alerts"]
+    lines += [""] * (rows - len(lines))
+    return [ln[:columns].ljust(columns) for ln in lines[:rows]]

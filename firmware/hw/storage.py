@@ -37,8 +37,10 @@ class Expected:
 
 
 class StoragePolicy:
-    def __init__(self, expected: Expected) -> None:
+    def __init__(self, expected: Expected, require_mount: bool = False) -> None:
+        """require_mount: the directory must be a mount point of its own (a data disk)."""
         self.expected = expected
+        self.require_mount = require_mount
         self.holding = False
         self.handed_over = False
 
@@ -47,6 +49,8 @@ class StoragePolicy:
         if v.mount is None:
             return MISSING, f"the data directory cannot be read: {v.error}"
         m = v.mount
+        if self.require_mount and m.mount_point != m.path:
+            return MISSING, f"no data disk is mounted on {m.path} (it lies on {m.mount_point})"
         if (m.mount_point, m.device) != (e.mount_point, e.device):
             return MISSING, (
                 f"the data directory's disk is gone: it was {e.device} on {e.mount_point}, "

@@ -721,9 +721,3 @@ class FakeSsd1306(FakeDevice):
     def page_bytes(self, page: int, x0: int = 0, n: int | None = None) -> bytes:
         n = self.width - x0 if n is None else n
         return bytes(self.gddram[page][x0 : x0 + n])
-
-    def ascii_art(self) -> str:
-        return "\n".join(
-            "".join("#" if self.pixel(x, y) else "." for x in range(self.width))
-            for y in range(self.height)
-        )
