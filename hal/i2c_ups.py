@@ -56,7 +56,6 @@ class Ina219Ups(_WordChip):
         *,
         empty_v: float | None = None,
         full_v: float | None = None,
-        low_percent: float = 20.0,
         discharge_sign: int = -1,
         discharge_threshold_a: float = 0.05,
         close_bus: bool = True,
@@ -77,7 +76,6 @@ class Ina219Ups(_WordChip):
         self.full_v = cells * 4.2 if full_v is None else full_v
         if self.full_v <= self.empty_v:
             raise ValueError("full_v must be above empty_v")
-        self.low_percent = low_percent
         self.discharge_sign = discharge_sign
         self.discharge_threshold_a = discharge_threshold_a
         with i2c_errors(self._what):
@@ -117,7 +115,7 @@ class Ina219Ups(_WordChip):
         percent = self.charge_percent(s.bus_volts)
         return UpsReading(
             on_battery=s.current_amps * self.discharge_sign > self.discharge_threshold_a,
-            low_battery=percent < self.low_percent,
+            low_battery=False,  # the chip has no such flag: [ups] low_charge_percent decides
             battery_charge_percent=round(percent, 1),
             battery_voltage=round(s.bus_volts, 3),
             model="INA219",
@@ -136,12 +134,10 @@ class Max17048Gauge(_WordChip):
         bus: I2cBus,
         addr: int = 0x36,
         *,
-        low_percent: float = 20.0,
         on_battery: Callable[[], bool] | None = None,
         close_bus: bool = True,
     ) -> None:
         super().__init__(bus, addr, f"MAX17048 at {addr:#04x}", close_bus)
-        self.low_percent = low_percent
         self._on_battery = on_battery
         with i2c_errors(self._what):
             self.version = self._read(0x08)
@@ -155,7 +151,7 @@ class Max17048Gauge(_WordChip):
         percent = (soc >> 8) + (soc & 0xFF) / 256
         return UpsReading(
             on_battery=bool(self._on_battery()) if self._on_battery else False,
-            low_battery=percent < self.low_percent,
+            low_battery=False,  # the chip has no such flag: [ups] low_charge_percent decides
             battery_charge_percent=min(100.0, percent),  # reads a little over 100 when full
             battery_voltage=round(vcell * 78.125e-6, 5),
             model="MAX17048",

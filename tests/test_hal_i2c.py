@@ -6,10 +6,13 @@ from __future__ import annotations
 import errno
 import glob
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+from firmware.config import UpsConfig
+from firmware.hw.power import PowerPolicy
 from hal.errors import DeviceIOError, DeviceTimeout, Unavailable
 from hal.i2c_ups import INA219_CONFIG, Ina219Ups, Max17048Gauge
 from hal.linux.i2c import bus_path, hal_error, open_bus
@@ -222,7 +225,8 @@ def test_ina219_charge_estimate_from_pack_voltage(ina, volts, percent, low):
     chip.set_bus_voltage(volts)
     r = Ina219Ups(bus, INA, cells=2).read()  # 2 cells: 6.0 V empty, 8.4 V full
     assert r.battery_charge_percent == pytest.approx(percent)
-    assert r.low_battery is low
+    assert (r.battery_charge_percent < UpsConfig().low_charge_percent) is low
+    assert r.low_battery is False, "no flag on the chip: the power policy decides by charge"
     assert r.battery_voltage == pytest.approx(volts)
     assert (r.driver, r.model) == ("ina219", "INA219")
 
@@ -230,9 +234,8 @@ def test_ina219_charge_estimate_from_pack_voltage(ina, volts, percent, low):
 def test_ina219_custom_pack_limits(ina):
     bus, chip = ina
     chip.set_bus_voltage(12.0)
-    r = Ina219Ups(bus, INA, empty_v=10.0, full_v=12.6, low_percent=80).read()
+    r = Ina219Ups(bus, INA, empty_v=10.0, full_v=12.6).read()
     assert r.battery_charge_percent == pytest.approx(76.9, abs=0.05)
-    assert r.low_battery is True
 
 
 def test_ina219_restores_calibration_after_a_chip_reset(ina):
@@ -298,9 +301,12 @@ def test_max17048_scalings(gauge):
 
 def test_max17048_low_battery_and_full_clamp(gauge):
     bus, chip = gauge
-    g = Max17048Gauge(bus, low_percent=20)
+    g = Max17048Gauge(bus)
     chip.soc_raw = 0x1280  # 18.5 %
-    assert g.read().low_battery is True
+    low = g.read()
+    assert low.battery_charge_percent == 18.5 and low.low_battery is False
+    critical = PowerPolicy(UpsConfig(low_charge_percent=20)).critical
+    assert critical(replace(low, on_battery=True)), "under [ups] low_charge_percent on battery"
     chip.soc_raw = 0x6640  # 102.25 %: the gauge overshoots a little when full
     assert g.read().battery_charge_percent == 100.0
 
