@@ -203,9 +203,11 @@ def test_serial_crosslink_carries_adverts_when_both_networks_are_silent(tmp_path
     try:
         wait_until(lambda: all(t.exists() for t in ttys), 10, "socat's serial pair")
         with TwinBoards(tmp_path / "twin") as tb:
+            # One board at a time: preempt is off by default, so two boards started together
+            # keep whichever came up first, and a slow start may hand b the VIP.
             tb.start("a", 150, serial_port=str(ttys[0]))
-            tb.start("b", 100, serial_port=str(ttys[1]))
             wait_until(lambda: tb.active() == "a", 60, "a active")
+            tb.start("b", 100, serial_port=str(ttys[1]))
             wait_until(lambda: path_age(tb, "b", "serial") < 0.5, 10, "b hearing a on serial")
             tb.rig.cable("a", "sync", False)
             tb.rig.block("a", "lan", ADVERT_PORT, True)
