@@ -341,6 +341,33 @@ def cmd_pair_key(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- firstboot / factory-reset / console -----------------------------------------------------
+
+
+def cmd_firstboot(args: argparse.Namespace) -> int:
+    from firmware.provision import firstboot
+
+    return firstboot(args.factory, args.config, sys.stdout, sys.stderr)
+
+
+def cmd_factory_reset(args: argparse.Namespace) -> int:
+    from firmware.provision import factory_reset
+
+    if not args.yes:
+        return _fail("factory-reset deletes the configuration and keys; add --yes to do it")
+    return factory_reset(
+        args.config, args.data_root, args.wipe_footage, not args.no_reboot, sys.stdout
+    )
+
+
+def cmd_console(args: argparse.Namespace) -> int:
+    from firmware.console import Console
+
+    if hasattr(sys.stdin, "reconfigure"):
+        sys.stdin.reconfigure(errors="replace")  # line noise on the serial line is no crash
+    return Console(args.config, args.release, sys.stdin, sys.stdout).loop()
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="nvr", description="Firmware of the hot-standby NVR pair")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
@@ -395,6 +422,29 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("token", help="print the API token (console only)")
     r.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
     r.set_defaults(func=cmd_token)
+
+    from firmware.console import RELEASE_FILE
+    from firmware.provision import DATA_ROOT, FACTORY_CONFIG
+
+    r = sub.add_parser("firstboot", help="config, pair key and data directory in place (each boot)")
+    r.add_argument("--factory", type=Path, default=FACTORY_CONFIG)
+    r.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
+    r.set_defaults(func=cmd_firstboot)
+
+    r = sub.add_parser("factory-reset", help="delete configuration and keys, then reboot")
+    what = r.add_mutually_exclusive_group(required=True)
+    what.add_argument("--keep-footage", action="store_true")
+    what.add_argument("--wipe-footage", action="store_true", help="segments, catalog, audit, log")
+    r.add_argument("--yes", action="store_true", help="really (there is no undo)")
+    r.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
+    r.add_argument("--data-root", type=Path, default=DATA_ROOT)
+    r.add_argument("--no-reboot", action="store_true")
+    r.set_defaults(func=cmd_factory_reset)
+
+    r = sub.add_parser("console", help="the installer console on the serial line")
+    r.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
+    r.add_argument("--release", type=Path, default=RELEASE_FILE)
+    r.set_defaults(func=cmd_console)
     return p
 
 

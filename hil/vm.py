@@ -1,0 +1,223 @@
+"""A board image under QEMU, driven over its serial console (the way QA and installers reach it).
+
+The VM boots the built disk through UEFI (OVMF) with two NICs, the i6300esb watchdog and,
+optionally, an update stick. Both NICs are QEMU user-mode networks with `restrict=on`: the
+guest reaches nothing but the camera forwarded to a port on the host's loopback.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
+OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
+PROMPT = "nvr> "
+LAN_NET, LAN_HOST, BOARD_LAN = "192.0.2.0/24", "192.0.2.2", "192.0.2.11"
+CAMERA_ADDR = "192.0.2.31"
+SYNC_NET, SYNC_HOST = "198.51.100.0/28", "198.51.100.14"
+
+
+class ConsoleTimeout(AssertionError):
+    """Text never appeared on the serial console; carries the console's tail."""
+
+
+_kvm: bool | None = None
+
+
+def kvm_works() -> bool:
+    """KVM, when /dev/kvm is there and really runs the firmware: nested KVM in some cloud VMs
+    opens fine and then fails on the first FPU instruction, so UEFI is started for a moment
+    and must still run after a few seconds. $NVR_VM_ACCEL=kvm|tcg overrides the probe."""
+    global _kvm
+    forced = os.environ.get("NVR_VM_ACCEL")
+    if forced:
+        return forced == "kvm"
+    if _kvm is None:
+        _kvm = False
+        if os.access("/dev/kvm", os.R_OK | os.W_OK):
+            cmd = ["qemu-system-x86_64", "-accel", "kvm", "-machine", "q35", "-m", "256",
+                   "-display", "none", "-monitor", "none", "-serial", "stdio", "-nodefaults",
+                   "-drive", f"if=pflash,format=raw,readonly=on,file={OVMF_CODE}",
+                   "-drive", f"if=pflash,format=raw,readonly=on,file={OVMF_VARS}"]  # fmt: skip
+            try:
+                subprocess.run(cmd, capture_output=True, timeout=8)
+                _kvm = False  # UEFI alone never exits: QEMU stopped on an error
+            except subprocess.TimeoutExpired as e:
+                _kvm = b"KVM internal error" not in (e.stdout or b"")
+    return _kvm
+
+
+def make_stick(path: Path, files: list[Path], label: str = "NVR-UPDATE") -> Path:
+    """An update stick: an ext4 filesystem with the given files at its top."""
+    tree = path.with_suffix(".d")
+    shutil.rmtree(tree, ignore_errors=True)
+    tree.mkdir(parents=True)
+    size = sum(f.stat().st_size for f in files)
+    for f in files:
+        os.link(f, tree / f.name)
+    mib = size // 2**20 + 64
+    subprocess.run(
+        ["mke2fs", "-q", "-t", "ext4", "-L", label, "-d", str(tree), str(path), f"{mib}M"],
+        check=True,
+    )
+    shutil.rmtree(tree)
+    return path
+
+
+class Vm:
+    """One board: `start()`, then `expect()` / `command()` on the console, `stop()` at the end."""
+
+    def __init__(
+        self,
+        disk: Path,
+        workdir: Path,
+        camera_port: int | None = None,
+        stick: Path | None = None,
+        memory_mib: int = 1024,
+    ) -> None:
+        self.base_disk = disk
+        self.workdir = workdir
+        self.camera_port = camera_port
+        self.stick = stick
+        self.memory_mib = memory_mib
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.output = ""
+        self._cursor = 0
+        self._lock = threading.Lock()
+        self._reader: threading.Thread | None = None
+        self.log_path = workdir / "console.log"
+        self.overlay = workdir / "disk.qcow2"
+        self.vars = workdir / "OVMF_VARS.fd"
+        self.boots = 0
+        self.accel = ""
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def prepare(self) -> None:
+        """A copy-on-write overlay over the built image and fresh UEFI variables."""
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        subprocess.run(
+            ["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw",
+             "-b", str(self.base_disk.resolve()), str(self.overlay)],
+            check=True,
+        )  # fmt: skip
+        shutil.copyfile(OVMF_VARS, self.vars)
+
+    def command_line(self) -> list[str]:
+        lan = f"user,id=lan,net={LAN_NET},host={LAN_HOST},dhcpstart={BOARD_LAN},restrict=on"
+        if self.camera_port is not None:
+            lan += f",guestfwd=tcp:{CAMERA_ADDR}:8554-tcp:127.0.0.1:{self.camera_port}"
+        sync = f"user,id=sync,net={SYNC_NET},host={SYNC_HOST},restrict=on"
+        self.accel = "kvm" if kvm_works() else "tcg"
+        accel = ["-accel", "kvm", "-cpu", "host"] if self.accel == "kvm" else ["-accel", "tcg"]
+        cmd = [
+            "qemu-system-x86_64", *accel, "-machine", "q35", "-smp", "2",
+            "-m", str(self.memory_mib), "-display", "none", "-monitor", "none",
+            "-serial", "stdio", "-no-user-config", "-nodefaults",
+            "-drive", f"if=pflash,format=raw,readonly=on,file={OVMF_CODE}",
+            "-drive", f"if=pflash,format=raw,file={self.vars}",
+            "-drive", f"if=virtio,format=qcow2,file={self.overlay}",
+            "-netdev", lan, "-device", "virtio-net-pci,netdev=lan,mac=52:54:00:4e:56:01",
+            "-netdev", sync, "-device", "virtio-net-pci,netdev=sync,mac=52:54:00:4e:56:02",
+            "-device", "i6300esb", "-action", "watchdog=reset",
+        ]  # fmt: skip
+        if self.stick is not None:
+            cmd += ["-drive", f"if=virtio,format=raw,readonly=on,file={self.stick}"]
+        return cmd
+
+    def start(self) -> None:
+        if not self.overlay.exists():
+            self.prepare()
+        self.proc = subprocess.Popen(
+            self.command_line(),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        self.boots += 1
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc is not None and self.proc.stdout is not None
+        with open(self.log_path, "ab") as log:
+            while True:
+                chunk = self.proc.stdout.read1(4096)
+                if not chunk:
+                    return
+                log.write(chunk)
+                log.flush()
+                with self._lock:
+                    self.output += chunk.decode("utf-8", "replace").replace("\r", "")
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self._reader is not None:
+            self._reader.join(5)
+        self.proc = None
+
+    def __enter__(self) -> Vm:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- console -----------------------------------------------------------------------------
+    def tail(self, chars: int = 3000) -> str:
+        with self._lock:
+            return self.output[-chars:]
+
+    def expect(self, pattern: str, timeout: float) -> re.Match[str]:
+        """Wait for the regex in console output after the last match; move past it."""
+        rx = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._lock:
+                m = rx.search(self.output, self._cursor)
+                if m:
+                    self._cursor = m.end()
+                    return m
+            if self.proc is None or self.proc.poll() is not None:
+                raise ConsoleTimeout(f"QEMU exited waiting for {pattern!r}:\n{self.tail()}")
+            if time.monotonic() > deadline:
+                raise ConsoleTimeout(f"no {pattern!r} within {timeout} s:\n{self.tail()}")
+            time.sleep(0.05)
+
+    def send(self, text: str) -> None:
+        assert self.proc is not None and self.proc.stdin is not None
+        self.proc.stdin.write(text.encode())
+        self.proc.stdin.flush()
+
+    def command(self, line: str, timeout: float = 60.0) -> str:
+        """Type a console command and return what it printed before the next prompt."""
+        self.send(line + "\r")
+        echo_at = self._cursor
+        m = self.expect(re.escape(PROMPT), timeout)
+        with self._lock:
+            text = self.output[echo_at : m.start()]
+        first, _, rest = text.partition("\n")
+        return rest if line.strip() in first else text
+
+    def wait_prompt(self, timeout: float) -> None:
+        """Wake the console up and wait for its prompt (after a boot)."""
+        deadline = time.monotonic() + timeout
+        self.expect(r"nvr-pair console", timeout)
+        self.expect(re.escape(PROMPT), max(1.0, deadline - time.monotonic()))
+
+    def wait_exit(self, timeout: float) -> int:
+        assert self.proc is not None
+        return self.proc.wait(timeout)

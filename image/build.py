@@ -1,0 +1,603 @@
+"""Builds the flashable disk image and the signed RAUC update bundle (see docs/IMAGE.md).
+
+Stdlib only and never imports the firmware: the firmware goes into the image as a wheel, with
+its dependencies as wheels, installed into /opt/nvr inside the image's own Python.
+
+    python3 image/build.py image  [--version V] [--factory-config F] [--keys DIR] [--release]
+    python3 image/build.py bundle --version V [--keys DIR] [--name NAME]
+    python3 image/build.py keys   DIR [--common-name CN]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+import tomllib
+from pathlib import Path
+
+TOP = Path(__file__).resolve().parent.parent
+IMAGE_DIR = TOP / "image"
+DEFAULT_OUT = IMAGE_DIR / "out"
+SUITE = "bookworm"
+MIRRORS = (
+    "deb http://deb.debian.org/debian bookworm main",
+    "deb http://deb.debian.org/debian bookworm-updates main",
+    "deb http://deb.debian.org/debian-security bookworm-security main",
+)
+COMPATIBLE = "nvr-pair-x86_64"
+DEV_MARK = "DEVELOPMENT KEY - NOT FOR RELEASE"
+# What the firmware and the board need at run time, beyond minbase.
+PACKAGES = (
+    "systemd",
+    "systemd-sysv",
+    "udev",
+    "dbus",
+    "kmod",
+    "linux-image-amd64",
+    "initramfs-tools",
+    "python3",
+    "python3-venv",
+    "rauc",
+    "rauc-service",
+    "grub-common",
+    "iproute2",
+    "iputils-ping",
+    "procps",
+    "util-linux",
+    "e2fsprogs",
+    "dosfstools",
+    "btrfs-progs",
+    "smartmontools",
+    "libudev1",
+    "ca-certificates",
+    "less",
+)
+# Partition sizes in MiB. A slot holds one compressed root; data grows to the disk on a board.
+ESP_MIB, SLOT_MIB, DATA_MIB = 64, 640, 512
+# Fixed identities, so the same sources give the same disk.
+DISK_UUID = "5b8d0f3a-7c1e-4f59-9a43-2f0e6c1d9b10"
+PART_UUIDS = {
+    "esp": "5b8d0f3a-7c1e-4f59-9a43-2f0e6c1d9b11",
+    "rootfs-a": "5b8d0f3a-7c1e-4f59-9a43-2f0e6c1d9b12",
+    "rootfs-b": "5b8d0f3a-7c1e-4f59-9a43-2f0e6c1d9b13",
+    "data": "5b8d0f3a-7c1e-4f59-9a43-2f0e6c1d9b14",
+}
+DATA_FS_UUID = "7d3c2b1a-0e9f-4d8c-b7a6-5f4e3d2c1b0a"
+ESP_VOLUME_ID = "4e565231"  # "NVR1"
+GRUB_MODULES = (
+    "part_gpt fat squash4 ext2 normal linux configfile loadenv test echo regexp search "
+    "search_fs_uuid search_label ls cat xzio gzio serial terminal efi_gop all_video sleep"
+)
+
+
+class BuildError(Exception):
+    """A build step failed; the message says which and why."""
+
+
+def log(msg: str) -> None:
+    print(f"build: {msg}", flush=True)
+
+
+def run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
+    log("$ " + " ".join(shlex.quote(c) for c in cmd))
+    try:
+        return subprocess.run(cmd, check=True, **kw)
+    except FileNotFoundError as e:
+        raise BuildError(
+            f"{cmd[0]} is not installed (run image/build.sh, which installs it)"
+        ) from e
+    except subprocess.CalledProcessError as e:
+        raise BuildError(f"{cmd[0]} failed with exit {e.returncode}") from e
+
+
+def project_version() -> str:
+    with open(TOP / "pyproject.toml", "rb") as f:
+        return tomllib.load(f)["project"]["version"]
+
+
+def git(*args: str) -> str:
+    out = subprocess.run(["git", "-C", str(TOP), *args], capture_output=True, text=True)
+    return out.stdout.strip() if out.returncode == 0 else ""
+
+
+def source_date_epoch() -> int:
+    """The build date: $SOURCE_DATE_EPOCH, else the last commit's date."""
+    env = os.environ.get("SOURCE_DATE_EPOCH")
+    if env:
+        return int(env)
+    commit = git("log", "-1", "--format=%ct")
+    return int(commit) if commit else 0
+
+
+def release_text(version: str, revision: str, epoch: int) -> str:
+    """/etc/nvr-release: shell-quoted key=value, like os-release."""
+    date = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
+    fields = {
+        "NAME": "nvr-pair",
+        "VERSION": version,
+        "GIT_REVISION": revision or "unknown",
+        "BUILD_DATE": date,
+        "SOURCE_DATE_EPOCH": str(epoch),
+        "COMPATIBLE": COMPATIBLE,
+    }
+    return "".join(f"{k}={shlex.quote(v)}\n" for k, v in fields.items())
+
+
+# --- signing keys ----------------------------------------------------------------------------
+
+
+def make_keys(directory: Path, common_name: str) -> None:
+    """A CA (the keyring the image trusts) and a signing certificate issued by it.
+
+    Made here for development and tests only: their names carry DEV_MARK, and a --release
+    build refuses them. Release keys are made and kept offline by the vendor."""
+    directory.mkdir(parents=True, exist_ok=True)
+    ca_key, ca_cert = directory / "ca.key.pem", directory / "ca.cert.pem"
+    key, csr, cert = (
+        directory / "signing.key.pem",
+        directory / "signing.csr",
+        directory / "signing.cert.pem",
+    )
+    ext = directory / "signing.ext"
+    ext.write_text("basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\n")
+    subj = f"/O=nvr-pair/CN={common_name}"
+    run(["openssl", "req", "-x509", "-newkey", "rsa:3072", "-nodes", "-days", "3650",
+         "-keyout", str(ca_key), "-out", str(ca_cert), "-subj", f"{subj} CA",
+         "-addext", "basicConstraints=critical,CA:TRUE",
+         "-addext", "keyUsage=critical,keyCertSign,cRLSign"], capture_output=True)  # fmt: skip
+    run(["openssl", "req", "-newkey", "rsa:3072", "-nodes", "-keyout", str(key),
+         "-out", str(csr), "-subj", subj], capture_output=True)  # fmt: skip
+    run(["openssl", "x509", "-req", "-in", str(csr), "-CA", str(ca_cert), "-CAkey", str(ca_key),
+         "-CAcreateserial", "-days", "3650", "-out", str(cert), "-extfile", str(ext)],
+        capture_output=True)  # fmt: skip
+    for p in (ca_key, key):
+        p.chmod(0o600)
+    (directory / "README").write_text(
+        f"{DEV_MARK}\n\nMade by image/build.py for development builds and tests. Bundles signed\n"
+        "with these keys install only on images that trust this CA (development images).\n"
+    )
+
+
+def dev_keys(out: Path) -> Path:
+    keys = out / "keys-dev"
+    if not (keys / "signing.cert.pem").exists():
+        log(f"making development signing keys in {keys}")
+        make_keys(keys, f"nvr-pair {DEV_MARK}")
+    return keys
+
+
+def check_release_keys(keys: Path) -> None:
+    for name in ("ca.cert.pem", "signing.cert.pem"):
+        subject = subprocess.run(
+            ["openssl", "x509", "-noout", "-subject", "-in", str(keys / name)],
+            capture_output=True, text=True, check=True,
+        ).stdout  # fmt: skip
+        if DEV_MARK in subject:
+            raise BuildError(f"{keys / name} is a development key; a release needs release keys")
+
+
+# --- root filesystem -------------------------------------------------------------------------
+
+
+def build_wheels(work: Path) -> Path:
+    """The firmware and every dependency as wheels, so the image installs offline."""
+    wheels = work / "wheels"
+    shutil.rmtree(wheels, ignore_errors=True)
+    wheels.mkdir(parents=True)
+    py = TOP / ".venv" / "bin" / "python"
+    run([str(py), "-m", "pip", "wheel", "-q", "--wheel-dir", str(wheels), str(TOP)])
+    return wheels
+
+
+def customize_script(work: Path, wheels: Path, release: str, factory: Path, keys: Path) -> Path:
+    """The mmdebstrap customize hook: runs on the host with the new root as $1."""
+    script = work / "customize.sh"
+    script.write_text(
+        f"""#!/bin/sh
+set -eu
+root="$1"
+export SOURCE_DATE_EPOCH={source_date_epoch()}
+cp -a {shlex.quote(str(wheels))} "$root/tmp/wheels"
+chroot "$root" python3 -m venv /opt/nvr
+chroot "$root" /opt/nvr/bin/pip install -q --no-index --no-cache-dir --force-reinstall \
+    --find-links /tmp/wheels nvr-pair
+rm -rf "$root/tmp/wheels"
+ln -sf /opt/nvr/bin/nvr "$root/usr/bin/nvr"
+
+# The overlay, then what the overlay's files point to.
+rm -rf "$root/etc/nvr" "$root/var/lib/nvr" "$root/var/log"
+cp -a --no-preserve=ownership {shlex.quote(str(TOP / "rootfs"))}/. "$root/"
+mkdir -p "$root/usr/share/nvr" "$root/data" "$root/boot/efi" "$root/etc/rauc"
+cp {shlex.quote(str(factory))} "$root/usr/share/nvr/nvr.toml"
+rm -rf "$root/etc/nvr"
+ln -s /data/etc/nvr "$root/etc/nvr"
+ln -s /data/nvr "$root/var/lib/nvr"
+mkdir -p "$root/var/log"
+mkdir -p "$root/usr/share/doc/nvr-pair"
+cp {shlex.quote(str(TOP / "README.md"))} {shlex.quote(str(TOP / "docs" / "IMAGE.md"))} \\
+   "$root/usr/share/doc/nvr-pair/"
+printf '%s' {shlex.quote(release)} > "$root/etc/nvr-release"
+cp {shlex.quote(str(work / "system.conf"))} "$root/etc/rauc/system.conf"
+cp {shlex.quote(str(keys / "ca.cert.pem"))} "$root/etc/rauc/keyring.pem"
+echo nvr > "$root/etc/hostname"
+
+# systemd: the firmware, its console on ttyS0 instead of a login prompt, networkd.
+chroot "$root" systemctl enable nvr.service nvr-firstboot.service nvr-mark-good.service \\
+    nvr-console.service systemd-networkd.service
+chroot "$root" systemctl mask serial-getty@ttyS0.service getty@tty1.service \\
+    systemd-timesyncd.service apt-daily.timer apt-daily-upgrade.timer 2>/dev/null || true
+: > "$root/etc/machine-id"
+rm -f "$root/var/lib/dbus/machine-id"
+ln -sf /etc/machine-id "$root/var/lib/dbus/machine-id"
+
+# No password anywhere: root is locked, and no other account can log in.
+chroot "$root" passwd -l root >/dev/null
+chroot "$root" update-initramfs -u -k all
+rm -rf "$root/var/lib/apt/lists"/* "$root/var/cache/apt"/* "$root/var/log"/* "$root/tmp"/*
+"""
+    )
+    return script
+
+
+def build_root(work: Path, args: argparse.Namespace, release: str, keys: Path) -> Path:
+    root = work / "root"
+    if root.exists():
+        shutil.rmtree(root)
+    wheels = build_wheels(work)
+    (work / "system.conf").write_text(SYSTEM_CONF)
+    script = customize_script(work, wheels, release, Path(args.factory_config), keys)
+    cmd = [
+        "mmdebstrap", "--variant=minbase", "--mode=root", "--format=directory",
+        "--include=" + ",".join(PACKAGES),
+        "--aptopt=Acquire::Retries \"3\"",
+        "--dpkgopt=path-exclude=/usr/share/man/*",
+        "--dpkgopt=path-exclude=/usr/share/locale/*",
+        "--dpkgopt=path-include=/usr/share/locale/locale.alias",
+        "--dpkgopt=path-exclude=/usr/share/doc/*",
+        "--dpkgopt=path-include=/usr/share/doc/*/copyright",
+        f"--customize-hook=sh {shlex.quote(str(script))} \"$1\"",
+        SUITE, str(root), *MIRRORS,
+    ]  # fmt: skip
+    run(cmd, env={**os.environ, "SOURCE_DATE_EPOCH": str(source_date_epoch())})
+    return root
+
+
+def refresh_root(work: Path, args: argparse.Namespace, release: str, keys: Path) -> Path:
+    """The last root with the firmware and overlay laid on again (development turnaround)."""
+    root = work / "root"
+    wheels = build_wheels(work)
+    (work / "system.conf").write_text(SYSTEM_CONF)
+    script = customize_script(work, wheels, release, Path(args.factory_config), keys)
+    mounted: list[Path] = []
+    try:
+        for src, fstype in (("proc", "proc"), ("sys", "sysfs")):
+            run(["mount", "-t", fstype, src, str(root / src)])
+            mounted.append(root / src)
+        run(["mount", "--bind", "/dev", str(root / "dev")])
+        mounted.append(root / "dev")
+        run(["sh", str(script), str(root)])
+    finally:
+        for m in reversed(mounted):
+            subprocess.run(["umount", "-l", str(m)], check=False)
+    return root
+
+
+SYSTEM_CONF = f"""# RAUC: two root slots, chosen by GRUB (see docs/IMAGE.md).
+[system]
+compatible={COMPATIBLE}
+bootloader=grub
+grubenv=/boot/efi/EFI/BOOT/grubenv
+statusfile=/data/rauc/status.raucs
+bundle-formats=-plain
+
+[keyring]
+path=/etc/rauc/keyring.pem
+
+[slot.rootfs.0]
+device=/dev/disk/by-partlabel/rootfs-a
+type=raw
+bootname=A
+
+[slot.rootfs.1]
+device=/dev/disk/by-partlabel/rootfs-b
+type=raw
+bootname=B
+"""
+
+
+def squash(root: Path, dest: Path, epoch: int, compression: str) -> None:
+    dest.unlink(missing_ok=True)
+    run(["mksquashfs", str(root), str(dest), "-comp", compression, "-b", "256K", "-noappend",
+         "-no-progress", "-quiet", "-mkfs-time", str(epoch), "-all-time", str(epoch),
+         "-wildcards", "-e", "proc/*", "sys/*", "dev/*", "run/*"])  # fmt: skip
+    if dest.stat().st_size > SLOT_MIB * 2**20:
+        raise BuildError(
+            f"{dest} is {dest.stat().st_size >> 20} MiB, more than a slot's {SLOT_MIB}"
+        )
+
+
+# --- boot partition and disk -----------------------------------------------------------------
+
+GRUB_CFG = r"""# A/B boot with one try per new slot (RAUC's grub backend writes the variables):
+#   ORDER  the slots in preference order, X_OK=1 a bootable slot, X_TRY=1 a slot that was
+#   started and not yet marked good. A slot gets one try: started with X_TRY=0, it is set to
+#   1 here; `rauc status mark-good` after a healthy start sets it back to 0. A slot left at 1
+#   is skipped, so the board falls back to the other slot.
+serial --unit=0 --speed=115200
+terminal_input serial console
+terminal_output serial console
+set timeout=1
+set ORDER="A B"
+set A_OK=0
+set A_TRY=0
+set B_OK=0
+set B_TRY=0
+load_env --file $prefix/grubenv
+regexp --set=1:disk '^\(([^,]+),' "$cmdpath"
+set chosen=""
+for SLOT in $ORDER; do
+  if [ "$SLOT" = "A" -a "$A_OK" = "1" -a "$A_TRY" = "0" ]; then set A_TRY=1; set chosen=A; break; fi
+  if [ "$SLOT" = "B" -a "$B_OK" = "1" -a "$B_TRY" = "0" ]; then set B_TRY=1; set chosen=B; break; fi
+done
+if [ -z "$chosen" ]; then
+  # Every slot has used its try: boot the first bootable one rather than none.
+  for SLOT in $ORDER; do
+    if [ "$SLOT" = "A" -a "$A_OK" = "1" ]; then set chosen=A; break; fi
+    if [ "$SLOT" = "B" -a "$B_OK" = "1" ]; then set chosen=B; break; fi
+  done
+fi
+if [ -z "$chosen" ]; then set chosen=A; fi
+save_env --file $prefix/grubenv A_TRY B_TRY
+if [ "$chosen" = "A" ]; then set default=0; else set default=1; fi
+set CMDLINE="console=ttyS0,115200 net.ifnames=0 ro quiet loglevel=3 panic=10"
+set CMDLINE="$CMDLINE systemd.show_status=error"
+
+menuentry "nvr-pair slot A" {
+  linux ($disk,gpt2)/vmlinuz root=PARTUUID=@A@ rootfstype=squashfs $CMDLINE rauc.slot=A
+  initrd ($disk,gpt2)/initrd.img
+}
+menuentry "nvr-pair slot B" {
+  linux ($disk,gpt3)/vmlinuz root=PARTUUID=@B@ rootfstype=squashfs $CMDLINE rauc.slot=B
+  initrd ($disk,gpt3)/initrd.img
+}
+"""
+
+
+def build_esp(work: Path, epoch: int) -> Path:
+    esp_dir = work / "esp"
+    shutil.rmtree(esp_dir, ignore_errors=True)
+    boot = esp_dir / "EFI" / "BOOT"
+    boot.mkdir(parents=True)
+    cfg = GRUB_CFG.replace("@A@", PART_UUIDS["rootfs-a"]).replace("@B@", PART_UUIDS["rootfs-b"])
+    (boot / "grub.cfg").write_text(cfg)
+    run(["grub-mkimage", "-O", "x86_64-efi", "-p", "/EFI/BOOT", "-o", str(boot / "BOOTX64.EFI"),
+         *GRUB_MODULES.split()])  # fmt: skip
+    env = boot / "grubenv"
+    run(["grub-editenv", str(env), "create"])
+    run(["grub-editenv", str(env), "set", "ORDER=A B", "A_OK=1", "A_TRY=0", "B_OK=0", "B_TRY=0"])
+    img = work / "esp.vfat"
+    img.unlink(missing_ok=True)
+    run(["mkfs.vfat", "-F", "32", "-n", "ESP", "-i", ESP_VOLUME_ID, "-C", str(img),
+         str(ESP_MIB * 1024)], capture_output=True)  # fmt: skip
+    for p in sorted(esp_dir.rglob("*")):
+        os.utime(p, (epoch, epoch))
+    run(["mcopy", "-s", "-m", "-i", str(img), str(esp_dir / "EFI"), "::/"],
+        env={**os.environ, "MTOOLS_SKIP_CHECK": "1"})  # fmt: skip
+    return img
+
+
+def build_data(work: Path, epoch: int) -> Path:
+    """An empty data filesystem with the layout the root points into."""
+    tree = work / "data"
+    shutil.rmtree(tree, ignore_errors=True)
+    for sub in ("etc/nvr", "nvr", "log", "rauc"):
+        (tree / sub).mkdir(parents=True)
+    (tree / "etc" / "nvr").chmod(0o700)
+    img = work / "data.ext4"
+    img.unlink(missing_ok=True)
+    env = {**os.environ, "E2FSPROGS_FAKE_TIME": str(epoch)}
+    run(["mke2fs", "-q", "-t", "ext4", "-L", "data", "-U", DATA_FS_UUID,
+         "-E", f"hash_seed={DATA_FS_UUID},root_owner=0:0", "-d", str(tree), str(img),
+         f"{DATA_MIB}M"], env=env)  # fmt: skip
+    return img
+
+
+def genimage_config(work: Path) -> str:
+    def part(name: str, image: str, size: int, extra: str = "") -> str:
+        return (
+            f'  partition {name} {{\n    image = "{image}"\n    size = {size}M\n'
+            f'    partition-uuid = "{PART_UUIDS[name]}"\n{extra}  }}\n'
+        )
+
+    return (
+        'image disk.img {\n  hdimage {\n    partition-table-type = "gpt"\n'
+        f'    disk-uuid = "{DISK_UUID}"\n  }}\n'
+        + part("esp", "esp.vfat", ESP_MIB, '    partition-type-uuid = "U"\n    bootable = true\n')
+        + part("rootfs-a", "rootfs.squashfs", SLOT_MIB, '    partition-type-uuid = "L"\n')
+        + f"  partition rootfs-b {{\n    size = {SLOT_MIB}M\n"
+        f'    partition-uuid = "{PART_UUIDS["rootfs-b"]}"\n    partition-type-uuid = "L"\n  }}\n'
+        + part("data", "data.ext4", DATA_MIB, '    partition-type-uuid = "L"\n')
+        + "}\n"
+    )
+
+
+def build_disk(work: Path, out: Path) -> Path:
+    cfg = work / "genimage.cfg"
+    cfg.write_text(genimage_config(work))
+    tmp = work / "genimage-tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    empty = work / "genimage-root"
+    empty.mkdir(exist_ok=True)
+    run(["genimage", "--config", str(cfg), "--inputpath", str(work), "--outputpath", str(out),
+         "--tmppath", str(tmp), "--rootpath", str(empty)])  # fmt: skip
+    return out / "disk.img"
+
+
+# --- bundle ----------------------------------------------------------------------------------
+
+
+def build_bundle(
+    work: Path, out: Path, squashfs: Path, version: str, keys: Path, name: str
+) -> Path:
+    content = work / "bundle"
+    shutil.rmtree(content, ignore_errors=True)
+    content.mkdir()
+    os.link(squashfs, content / "rootfs.squashfs")
+    (content / "manifest.raucm").write_text(
+        f"[update]\ncompatible={COMPATIBLE}\nversion={version}\n"
+        f"build={git('rev-parse', '--short=12', 'HEAD') or 'unknown'}\n\n"
+        "[bundle]\nformat=verity\n\n[image.rootfs]\nfilename=rootfs.squashfs\n"
+    )
+    bundle = out / f"{name}.raucb"
+    bundle.unlink(missing_ok=True)
+    run(["rauc", "bundle", "--cert", str(keys / "signing.cert.pem"),
+         "--key", str(keys / "signing.key.pem"), "--keyring", str(keys / "ca.cert.pem"),
+         str(content), str(bundle)], capture_output=True)  # fmt: skip
+    return bundle
+
+
+def write_checksums(out: Path) -> None:
+    lines = []
+    for p in sorted(out.iterdir()):
+        if p.is_file() and p.suffix in (".img", ".raucb", ".json"):
+            h = hashlib.sha256()
+            with open(p, "rb") as f:
+                while chunk := f.read(1 << 20):
+                    h.update(chunk)
+            lines.append(f"{h.hexdigest()}  {p.name}\n")
+    (out / "SHA256SUMS").write_text("".join(lines))
+
+
+def set_release(root: Path, release: str) -> None:
+    (root / "etc" / "nvr-release").write_text(release)
+
+
+# --- commands --------------------------------------------------------------------------------
+
+
+def cmd_image(args: argparse.Namespace) -> int:
+    started = time.monotonic()
+    out = Path(args.out)
+    work = out / "work"
+    work.mkdir(parents=True, exist_ok=True)
+    for stale in work.glob("rootfs-*.squashfs"):  # bundles of the previous root
+        stale.unlink()
+    keys = Path(args.keys) if args.keys else dev_keys(out)
+    if args.release:
+        check_release_keys(keys)
+    epoch = source_date_epoch()
+    revision = git("rev-parse", "--short=12", "HEAD")
+    if git("status", "--porcelain", "--untracked-files=no"):
+        revision += "-dirty"
+    version = args.version or project_version() + ("" if args.release else "-dev")
+    release = release_text(version, revision, epoch)
+    if args.reuse_root and (work / "root" / "etc" / "nvr-release").exists():
+        root = refresh_root(work, args, release, keys)
+    else:
+        root = build_root(work, args, release, keys)
+    squashfs = work / "rootfs.squashfs"
+    squash(root, squashfs, epoch, args.compression)
+    (work / "compression").write_text(args.compression)
+    build_esp(work, epoch)
+    build_data(work, epoch)
+    disk = build_disk(work, out)
+    bundle = build_bundle(work, out, squashfs, version, keys, f"nvr-pair-{version}")
+    info = {
+        "version": version,
+        "git_revision": revision,
+        "source_date_epoch": epoch,
+        "disk": disk.name,
+        "disk_bytes": disk.stat().st_size,
+        "disk_allocated_bytes": disk.stat().st_blocks * 512,
+        "rootfs_bytes": squashfs.stat().st_size,
+        "bundle": bundle.name,
+        "bundle_bytes": bundle.stat().st_size,
+        "build_seconds": round(time.monotonic() - started, 1),
+        "development_keys": not args.release,
+    }
+    (out / "build.json").write_text(json.dumps(info, indent=2) + "\n")
+    write_checksums(out)
+    log(f"done in {info['build_seconds']} s: {disk}, {bundle}")
+    return 0
+
+
+def cmd_bundle(args: argparse.Namespace) -> int:
+    """Another version of the last built root, as a bundle: for update tests and hotfixes."""
+    out = Path(args.out)
+    work = out / "work"
+    root = work / "root"
+    if not root.is_dir():
+        raise BuildError(f"no root in {root}; build the image first")
+    keys = Path(args.keys) if args.keys else dev_keys(out)
+    epoch = source_date_epoch()
+    old = (root / "etc" / "nvr-release").read_text()
+    revision = next(
+        (
+            ln.split("=", 1)[1].strip("'\"")
+            for ln in old.splitlines()
+            if ln.startswith("GIT_REVISION=")
+        ),
+        "unknown",
+    )
+    squashfs = work / f"rootfs-{args.version}.squashfs"
+    if not squashfs.exists():  # one root per version, whichever key signs it
+        compression = (work / "compression").read_text().strip()
+        try:
+            set_release(root, release_text(args.version, revision, epoch))
+            squash(root, squashfs, epoch, compression)
+        finally:
+            set_release(root, old)
+    bundle = build_bundle(
+        work, out, squashfs, args.version, keys, args.name or f"nvr-pair-{args.version}"
+    )
+    write_checksums(out)
+    log(f"bundle {bundle}")
+    return 0
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    make_keys(Path(args.dir), args.common_name)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="image/build.py", description=__doc__.splitlines()[0])
+    p.add_argument("--out", default=str(DEFAULT_OUT), help="output directory (image/out)")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    i = sub.add_parser("image", help="disk image + bundle + checksums")
+    i.add_argument("--version", help="default: pyproject's version, -dev unless --release")
+    i.add_argument("--factory-config", default=str(TOP / "rootfs" / "etc" / "nvr" / "nvr.toml"),
+                   help="the config a new or factory-reset board starts from")  # fmt: skip
+    i.add_argument("--keys", help="directory with ca.cert.pem, signing.{cert,key}.pem")
+    i.add_argument("--release", action="store_true", help="refuse development keys")
+    i.add_argument("--compression", choices=("xz", "gzip"), default="xz",
+                   help="of the root (gzip: faster builds, larger image)")  # fmt: skip
+    i.add_argument("--reuse-root", action="store_true",
+                   help="lay the firmware on the last root again (development)")  # fmt: skip
+    i.set_defaults(func=cmd_image)
+    b = sub.add_parser("bundle", help="a bundle of the last built root under another version")
+    b.add_argument("--version", required=True)
+    b.add_argument("--keys")
+    b.add_argument("--name", help="file name without .raucb")
+    b.set_defaults(func=cmd_bundle)
+    k = sub.add_parser("keys", help="make a CA and a signing certificate")
+    k.add_argument("dir")
+    k.add_argument("--common-name", default=f"nvr-pair {DEV_MARK}")
+    k.set_defaults(func=cmd_keys)
+    args = p.parse_args(argv)
+    try:
+        return args.func(args)
+    except BuildError as e:
+        print(f"build: error: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# The image test alone: installs the build tools and QEMU, builds an image and two bundles,
+# boots the image under QEMU and updates it over the serial console (tests/test_image.py).
+set -euo pipefail
+top="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+bash "$top/image/build.sh" tools
+cd "$top"
+exec .venv/bin/python -m pytest -p no:cacheprovider -v tests/test_image.py "$@"

@@ -1,0 +1,191 @@
+"""The flashable image, end to end: build it, boot it under QEMU, update it with RAUC.
+
+Everything is checked over the serial console, as an installer sees the board: the firmware
+service runs and records the camera, /etc/nvr-release is right, the root is read-only, PID 1
+holds the watchdog; a bundle signed by another key is refused; the signed bundle goes into
+slot B and the board comes back on the new version. Skipped only when the build tools are not
+installed (`bash image/test.sh` installs them and runs this test alone).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from hil.camera.client import CameraSim
+from hil.camera.spec import StreamSpec
+from hil.vm import CAMERA_ADDR, OVMF_CODE, PROMPT, Vm, make_stick
+
+TOP = Path(__file__).resolve().parent.parent
+TOOLS = ("mmdebstrap", "genimage", "rauc", "mksquashfs", "grub-mkimage", "mcopy", "mkfs.vfat",
+         "qemu-system-x86_64", "qemu-img")  # fmt: skip
+MISSING = [t for t in TOOLS if shutil.which(t) is None] + (
+    [] if OVMF_CODE.exists() else [str(OVMF_CODE) + " (ovmf)"]
+)
+pytestmark = [
+    pytest.mark.skipif(
+        bool(MISSING) or os.geteuid() != 0,
+        reason=f"image build tools missing: {', '.join(MISSING)} (bash image/test.sh installs them)"
+        if MISSING
+        else "building an image needs root",
+    ),
+    pytest.mark.timeout(3000),
+]
+V1, V2 = "1.0.0-test.1", "1.0.0-test.2"
+EPOCH = 1_790_000_000  # 2026-09-21T14:13:20Z
+FACTORY = f"""
+[board]
+name = "a"
+data_dir = "/var/lib/nvr"
+
+[network]
+lan_interface = "eth0"
+sync_interface = "eth1"
+
+[pair]
+peer_lan_address = "192.0.2.12"
+peer_sync_address = "198.51.100.2"
+virtual_ip = "192.0.2.100/24"
+priority = 150
+key_file = "/etc/nvr/pair.key"
+
+[recorder]
+segment_seconds = 2
+
+[[camera]]
+name = "cam1"
+url = "rtsp://{CAMERA_ADDR}:8554/cam1"
+"""
+BOOT_S, READY_S, INSTALL_S = 300, 300, 600
+
+
+def _build(*args: str, out: Path) -> None:
+    env = {**os.environ, "SOURCE_DATE_EPOCH": str(EPOCH)}
+    cmd = [sys.executable, str(TOP / "image" / "build.py"), "--out", str(out), *args]
+    subprocess.run(cmd, check=True, env=env)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> dict:
+    out = tmp_path_factory.mktemp("image-out")
+    factory = out / "factory.toml"
+    factory.write_text(FACTORY)
+    started = time.monotonic()
+    _build("image", "--version", V1, "--compression", "gzip", "--factory-config", str(factory),
+           out=out)  # fmt: skip
+    build_s = time.monotonic() - started
+    _build("bundle", "--version", V2, out=out)
+    _build("keys", str(out / "keys-other"), "--common-name", "another vendor", out=out)
+    _build("bundle", "--version", V2, "--keys", str(out / "keys-other"), "--name", "other-key",
+           out=out)  # fmt: skip
+    info = json.loads((out / "build.json").read_text())
+    info["build_seconds_measured"] = round(build_s, 1)
+    yield {"out": out, "info": info}
+    shutil.rmtree(out / "work", ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def camera():
+    with CameraSim([StreamSpec("cam1", fps=25, gop=25, width=320, height=240)]) as cam:
+        yield cam
+
+
+def field(text: str, key: str) -> str:
+    m = re.search(rf"^{re.escape(key)}: (.*)$", text, re.M)
+    assert m, f"no {key!r} line in:\n{text}"
+    return m.group(1).strip()
+
+
+def wait_console(vm: Vm, cmd: str, cond, timeout: float, what: str) -> str:
+    """Repeat a console command until its output satisfies cond."""
+    deadline = time.monotonic() + timeout
+    text = ""
+    while time.monotonic() < deadline:
+        text = vm.command(cmd)
+        if cond(text):
+            return text
+        time.sleep(2)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}; last `{cmd}`:\n{text}")
+
+
+def test_image_boots_records_and_updates_through_signed_bundles(built, camera, tmp_path):
+    out, info = built["out"], built["info"]
+    disk = out / "disk.img"
+    sums = (out / "SHA256SUMS").read_text()
+    for name in ("disk.img", f"nvr-pair-{V1}.raucb", f"nvr-pair-{V2}.raucb"):
+        assert re.search(rf"^[0-9a-f]{{64}}  {re.escape(name)}$", sums, re.M), sums
+    stick = make_stick(
+        tmp_path / "stick.img", [out / f"nvr-pair-{V2}.raucb", out / "other-key.raucb"]
+    )
+    vm = Vm(disk, tmp_path / "vm", camera_port=camera.port, stick=stick)
+    figures: dict[str, float] = {}
+    try:
+        t0 = time.monotonic()
+        vm.start()
+        vm.wait_prompt(BOOT_S)
+        figures["boot_to_console_s"] = time.monotonic() - t0
+
+        release = vm.command("release")
+        assert "NAME=nvr-pair" in release
+        assert f"VERSION={V1}" in release
+        revision = subprocess.run(["git", "-C", str(TOP), "rev-parse", "--short=12", "HEAD"],
+                                  capture_output=True, text=True).stdout.strip()  # fmt: skip
+        assert re.search(rf"^GIT_REVISION={revision}(-dirty)?$", release, re.M), release
+        assert "BUILD_DATE=2026-09-21T14:13:20Z" in release
+
+        system = wait_console(vm, "system", lambda t: "service: active" in t, READY_S,
+                              "the firmware service active")  # fmt: skip
+        assert field(system, "root") == "read-only"
+        held = r"^watchdog: /dev/watchdog\d \(i6300ESB timer\) held by systemd \(pid 1\)$"
+        assert re.search(held, system, re.M), system
+
+        status = wait_console(vm, "status --json", lambda t: '"recording": true' in t, READY_S,
+                              "cam1 recording")  # fmt: skip
+        figures["boot_to_recording_s"] = time.monotonic() - t0
+        st = json.loads(status[status.index("{") : status.rindex("}") + 1])
+        assert st["board"] == "a" and st["role"] == "active"
+        assert [c["name"] for c in st["cameras"]] == ["cam1"]
+
+        system = wait_console(vm, "system", lambda t: "boot_status=good" in t, READY_S,
+                              "slot A marked good")  # fmt: skip
+        assert field(system, "slot") == "A"
+
+        refused = vm.command("update other-key.raucb", timeout=INSTALL_S)
+        assert "update failed" in refused, refused
+        assert re.search(r"signature|certificate|verify", refused, re.I), refused
+        assert field(vm.command("system"), "slot") == "A"
+
+        t_install = time.monotonic()
+        done = vm.command(f"update nvr-pair-{V2}.raucb", timeout=INSTALL_S)
+        figures["install_s"] = time.monotonic() - t_install
+        assert f"update: installed nvr-pair-{V2}.raucb" in done, done
+        system = vm.command("system")
+        assert re.search(r"^slot rootfs\.1: bootname=B .*version=" + re.escape(V2) + " primary$",
+                         system, re.M), system  # fmt: skip
+
+        t_reboot = time.monotonic()
+        vm.send("reboot\r")
+        vm.expect(r"version: " + re.escape(V2), BOOT_S)
+        vm.expect(re.escape(PROMPT), 60)
+        assert f"VERSION={V2}" in vm.command("release")
+        system = wait_console(vm, "system", lambda t: "service: active" in t and
+                              re.search(r"rootfs\.1: .*state=booted boot_status=good", t),
+                              READY_S, "slot B up and marked good")  # fmt: skip
+        assert field(system, "slot") == "B"
+        assert field(system, "root") == "read-only"
+        figures["reboot_to_new_version_s"] = time.monotonic() - t_reboot
+    finally:
+        vm.stop()
+        report = {**info, **{k: round(v, 1) for k, v in figures.items()}, "kvm": vm.accel == "kvm"}
+        (TOP / "image" / "out").mkdir(exist_ok=True)
+        (TOP / "image" / "out" / "test-figures.json").write_text(
+            json.dumps(report, indent=2) + "\n"
+        )
