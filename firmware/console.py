@@ -110,7 +110,7 @@ def _process_name(proc: Path, pid: int) -> str:
 
 
 def slot_lines(done: Result) -> list[str]:
-    """`rauc status --output-format=json` as `slot: <booted>` and one line per slot."""
+    """`rauc status --detailed --output-format=json` as `slot: <booted>` and one line per slot."""
     if done.returncode == NOT_FOUND:
         return ["slots: rauc not installed"]
     if done.returncode != 0:
@@ -307,7 +307,7 @@ def _system(con: Console, args: list[str]) -> int:
         kind = kinds.get(Path(device).name)
         label = f"{device} ({kind})" if kind else device
         con.say(f"watchdog: {label} {'held by ' + who if procs else 'not held'}")
-    for line in slot_lines(con.external(["rauc", "status", "--output-format=json"])):
+    for line in slot_lines(con.external(["rauc", "status", "--detailed", "--output-format=json"])):
         con.say(line)
     return 0
 

@@ -46,7 +46,7 @@ def kvm_works() -> bool:
                    "-drive", f"if=pflash,format=raw,readonly=on,file={OVMF_CODE}",
                    "-drive", f"if=pflash,format=raw,readonly=on,file={OVMF_VARS}"]  # fmt: skip
             try:
-                subprocess.run(cmd, capture_output=True, timeout=8)
+                subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=8)
                 _kvm = False  # UEFI alone never exits: QEMU stopped on an error
             except subprocess.TimeoutExpired as e:
                 _kvm = b"KVM internal error" not in (e.stdout or b"")

@@ -357,7 +357,7 @@ if [ -z "$chosen" ]; then set chosen=A; fi
 save_env --file $prefix/grubenv A_TRY B_TRY
 if [ "$chosen" = "A" ]; then set default=0; else set default=1; fi
 set CMDLINE="console=ttyS0,115200 net.ifnames=0 ro quiet loglevel=3 panic=10"
-set CMDLINE="$CMDLINE systemd.show_status=error"
+set CMDLINE="$CMDLINE systemd.show_status=no"
 
 menuentry "nvr-pair slot A" {
   linux ($disk,gpt2)/vmlinuz root=PARTUUID=@A@ rootfstype=squashfs $CMDLINE rauc.slot=A
@@ -417,7 +417,7 @@ def genimage_config(work: Path) -> str:
         )
 
     return (
-        'image disk.img {\n  hdimage {\n    partition-table-type = "gpt"\n'
+        'image disk.img {\n  hdimage {\n    partition-table-type = "gpt"\n    align = 1M\n'
         f'    disk-uuid = "{DISK_UUID}"\n  }}\n'
         + part("esp", "esp.vfat", ESP_MIB, '    partition-type-uuid = "U"\n    bootable = true\n')
         + part("rootfs-a", "rootfs.squashfs", SLOT_MIB, '    partition-type-uuid = "L"\n')

@@ -260,7 +260,7 @@ def test_system_reports_root_service_watchdog_and_slots(board):
     ]
     assert runner.calls == [
         ["systemctl", "is-active", "nvr.service"],
-        ["rauc", "status", "--output-format=json"],
+        ["rauc", "status", "--detailed", "--output-format=json"],
     ]
 
 

@@ -22,7 +22,7 @@ import pytest
 
 from hil.camera.client import CameraSim
 from hil.camera.spec import StreamSpec
-from hil.vm import CAMERA_ADDR, OVMF_CODE, PROMPT, Vm, make_stick
+from hil.vm import CAMERA_ADDR, LAN_HOST, OVMF_CODE, PROMPT, Vm, make_stick
 
 TOP = Path(__file__).resolve().parent.parent
 TOOLS = ("mmdebstrap", "genimage", "rauc", "mksquashfs", "grub-mkimage", "mcopy", "mkfs.vfat",
@@ -56,6 +56,7 @@ peer_sync_address = "198.51.100.2"
 virtual_ip = "192.0.2.100/24"
 priority = 150
 key_file = "/etc/nvr/pair.key"
+gateway = "{LAN_HOST}"  # QEMU's user network answers pings here; the camera does not
 
 [recorder]
 segment_seconds = 2
