@@ -94,7 +94,8 @@ def run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
             f"{cmd[0]} is not installed (run image/build.sh, which installs it)"
         ) from e
     except subprocess.CalledProcessError as e:
-        raise BuildError(f"{cmd[0]} failed with exit {e.returncode}") from e
+        said = (e.stderr or e.stdout or b"").decode(errors="replace").strip().splitlines()[-3:]
+        raise BuildError(f"{cmd[0]} failed with exit {e.returncode}: {' / '.join(said)}") from e
 
 
 def project_version() -> str:
@@ -204,6 +205,8 @@ def customize_script(work: Path, wheels: Path, release: str, factory: Path, keys
 set -eu
 root="$1"
 export SOURCE_DATE_EPOCH={source_date_epoch()}
+# The host's pip settings name host paths; the image's pip installs from the wheels alone.
+for v in $(env | sed -n 's/^\(PIP_[A-Z_]*\)=.*/\1/p'); do unset "$v"; done
 cp -a {shlex.quote(str(wheels))} "$root/tmp/wheels"
 chroot "$root" python3 -m venv /opt/nvr
 chroot "$root" /opt/nvr/bin/pip install -q --no-index --no-cache-dir --force-reinstall \
@@ -316,7 +319,8 @@ def squash(root: Path, dest: Path, epoch: int, compression: str) -> None:
     dest.unlink(missing_ok=True)
     run(["mksquashfs", str(root), str(dest), "-comp", compression, "-b", "256K", "-noappend",
          "-no-progress", "-quiet", "-mkfs-time", str(epoch), "-all-time", str(epoch),
-         "-wildcards", "-e", "proc/*", "sys/*", "dev/*", "run/*"])  # fmt: skip
+         "-wildcards", "-e", "proc/*", "sys/*", "dev/*", "run/*"],
+        env={k: v for k, v in os.environ.items() if k != "SOURCE_DATE_EPOCH"})  # fmt: skip
     if dest.stat().st_size > SLOT_MIB * 2**20:
         raise BuildError(
             f"{dest} is {dest.stat().st_size >> 20} MiB, more than a slot's {SLOT_MIB}"
@@ -448,7 +452,7 @@ def build_bundle(
 ) -> Path:
     content = work / "bundle"
     shutil.rmtree(content, ignore_errors=True)
-    content.mkdir()
+    content.mkdir(parents=True)
     os.link(squashfs, content / "rootfs.squashfs")
     (content / "manifest.raucm").write_text(
         f"[update]\ncompatible={COMPATIBLE}\nversion={version}\n"
