@@ -205,8 +205,6 @@ def customize_script(work: Path, wheels: Path, release: str, factory: Path, keys
 set -eu
 root="$1"
 export SOURCE_DATE_EPOCH={source_date_epoch()}
-# The host's pip settings name host paths; the image's pip installs from the wheels alone.
-for v in $(env | sed -n 's/^\(PIP_[A-Z_]*\)=.*/\1/p'); do unset "$v"; done
 cp -a {shlex.quote(str(wheels))} "$root/tmp/wheels"
 chroot "$root" python3 -m venv /opt/nvr
 chroot "$root" /opt/nvr/bin/pip install -q --no-index --no-cache-dir --force-reinstall \
@@ -249,6 +247,13 @@ rm -rf "$root/var/lib/apt/lists"/* "$root/var/cache/apt"/* "$root/var/log"/* "$r
     return script
 
 
+def hook_env() -> dict[str, str]:
+    """The host's environment for the image's hooks, less the host's pip settings (they name
+    host paths; the image's pip installs from the wheels alone)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")}
+    return {**env, "SOURCE_DATE_EPOCH": str(source_date_epoch())}
+
+
 def build_root(work: Path, args: argparse.Namespace, release: str, keys: Path) -> Path:
     root = work / "root"
     if root.exists():
@@ -268,7 +273,7 @@ def build_root(work: Path, args: argparse.Namespace, release: str, keys: Path) -
         f"--customize-hook=sh {shlex.quote(str(script))} \"$1\"",
         SUITE, str(root), *MIRRORS,
     ]  # fmt: skip
-    run(cmd, env={**os.environ, "SOURCE_DATE_EPOCH": str(source_date_epoch())})
+    run(cmd, env=hook_env())
     return root
 
 
@@ -285,7 +290,7 @@ def refresh_root(work: Path, args: argparse.Namespace, release: str, keys: Path)
             mounted.append(root / src)
         run(["mount", "--bind", "/dev", str(root / "dev")])
         mounted.append(root / "dev")
-        run(["sh", str(script), str(root)])
+        run(["sh", str(script), str(root)], env=hook_env())
     finally:
         for m in reversed(mounted):
             subprocess.run(["umount", "-l", str(m)], check=False)
