@@ -111,7 +111,10 @@ class Vm:
     def command_line(self) -> list[str]:
         lan = f"user,id=lan,net={LAN_NET},host={LAN_HOST},dhcpstart={BOARD_LAN},restrict=on"
         if self.camera_port is not None:
-            lan += f",guestfwd=tcp:{CAMERA_ADDR}:8554-tcp:127.0.0.1:{self.camera_port}"
+            # cmd: runs socat for each connection (a chardev would carry one connection, once).
+            lan += (
+                f",guestfwd=tcp:{CAMERA_ADDR}:8554-cmd:socat STDIO TCP:127.0.0.1:{self.camera_port}"
+            )
         sync = f"user,id=sync,net={SYNC_NET},host={SYNC_HOST},restrict=on"
         self.accel = "kvm" if kvm_works() else "tcg"
         accel = ["-accel", "kvm", "-cpu", "host"] if self.accel == "kvm" else ["-accel", "tcg"]

@@ -322,8 +322,9 @@ bootname=B
 
 def squash(root: Path, dest: Path, epoch: int, compression: str) -> None:
     dest.unlink(missing_ok=True)
-    run(["mksquashfs", str(root), str(dest), "-comp", compression, "-b", "256K", "-noappend",
-         "-no-progress", "-quiet", "-mkfs-time", str(epoch), "-all-time", str(epoch),
+    level = ["-Xcompression-level", "1"] if compression == "gzip" else []
+    run(["mksquashfs", str(root), str(dest), "-comp", compression, *level, "-b", "256K",
+         "-noappend", "-no-progress", "-quiet", "-mkfs-time", str(epoch), "-all-time", str(epoch),
          "-wildcards", "-e", "proc/*", "sys/*", "dev/*", "run/*"],
         env={k: v for k, v in os.environ.items() if k != "SOURCE_DATE_EPOCH"})  # fmt: skip
     if dest.stat().st_size > SLOT_MIB * 2**20:
@@ -545,6 +546,8 @@ def cmd_bundle(args: argparse.Namespace) -> int:
     if not root.is_dir():
         raise BuildError(f"no root in {root}; build the image first")
     keys = Path(args.keys) if args.keys else dev_keys(out)
+    if args.release:
+        check_release_keys(keys)
     epoch = source_date_epoch()
     old = (root / "etc" / "nvr-release").read_text()
     revision = next(
@@ -587,7 +590,7 @@ def main(argv: list[str] | None = None) -> int:
     i.add_argument("--keys", help="directory with ca.cert.pem, signing.{cert,key}.pem")
     i.add_argument("--release", action="store_true", help="refuse development keys")
     i.add_argument("--compression", choices=("xz", "gzip"), default="xz",
-                   help="of the root (gzip: faster builds, larger image)")  # fmt: skip
+                   help="of the root (gzip: fast, for test builds)")  # fmt: skip
     i.add_argument("--reuse-root", action="store_true",
                    help="lay the firmware on the last root again (development)")  # fmt: skip
     i.set_defaults(func=cmd_image)
@@ -595,6 +598,7 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--version", required=True)
     b.add_argument("--keys")
     b.add_argument("--name", help="file name without .raucb")
+    b.add_argument("--release", action="store_true", help="refuse development keys")
     b.set_defaults(func=cmd_bundle)
     k = sub.add_parser("keys", help="make a CA and a signing certificate")
     k.add_argument("dir")

@@ -190,3 +190,50 @@ def test_image_boots_records_and_updates_through_signed_bundles(built, camera, t
         (TOP / "image" / "out" / "test-figures.json").write_text(
             json.dumps(report, indent=2) + "\n"
         )
+
+
+BROKEN = "1.0.0-test.broken"
+
+
+def test_update_that_never_becomes_healthy_is_rolled_back(built, camera, tmp_path):
+    """A slot whose firmware never reports READY is not marked good: the board reboots by
+    itself (nvr.service's start limit), the bootloader skips the slot that used its try, and
+    slot A comes back with the failed slot marked bad."""
+    if os.environ.get("NVR_IMAGE_ROLLBACK") != "1":
+        pytest.skip("rollback drill runs with `bash image/test.sh` (NVR_IMAGE_ROLLBACK=1)")
+    out = built["out"]
+    root = out / "work" / "root"
+    dropin = root / "etc" / "systemd" / "system" / "nvr.service.d" / "broken.conf"
+    dropin.parent.mkdir(parents=True, exist_ok=True)
+    dropin.write_text("[Service]\nExecStart=\nExecStart=/bin/false\n")
+    try:
+        _build("bundle", "--version", BROKEN, out=out)
+    finally:
+        shutil.rmtree(dropin.parent)
+    stick = make_stick(tmp_path / "stick.img", [out / f"nvr-pair-{BROKEN}.raucb"])
+    vm = Vm(out / "disk.img", tmp_path / "vm", camera_port=camera.port, stick=stick)
+    try:
+        vm.start()
+        vm.wait_prompt(BOOT_S)
+        wait_console(vm, "system", lambda t: "service: active" in t and "boot_status=good" in t,
+                     READY_S, "slot A up and marked good")  # fmt: skip
+        done = vm.command("update", timeout=INSTALL_S)
+        assert f"update: installed nvr-pair-{BROKEN}.raucb" in done, done
+        t_reboot = time.monotonic()
+        vm.send("reboot\r")
+        vm.expect(r"version: " + re.escape(BROKEN), BOOT_S)  # slot B starts ...
+        vm.expect(r"version: " + re.escape(V1), BOOT_S + READY_S)  # ... and A is back
+        vm.expect(re.escape(PROMPT), 60)
+        system = wait_console(vm, "system", lambda t: "service: active" in t and
+                              re.search(r"rootfs\.1: .*boot_status=bad", t), READY_S,
+                              "slot A running, slot B marked bad")  # fmt: skip
+        assert field(system, "slot") == "A"
+        assert re.search(r"^slot rootfs\.0: bootname=A state=booted boot_status=good", system,
+                         re.M), system  # fmt: skip
+        rollback_s = time.monotonic() - t_reboot
+        figures = TOP / "image" / "out" / "test-figures.json"
+        report = json.loads(figures.read_text()) if figures.exists() else {}
+        report["rollback_reboot_to_a_s"] = round(rollback_s, 1)
+        figures.write_text(json.dumps(report, indent=2) + "\n")
+    finally:
+        vm.stop()
