@@ -302,6 +302,8 @@ def _system(con: Console, args: list[str]) -> int:
         for w in describe_watchdogs(str(con.sys_class_watchdog))
         if w["identity"]
     }
+    if "watchdog0" in kinds:  # the legacy node is the first watchdog's
+        kinds["watchdog"] = f"watchdog0, {kinds['watchdog0']}"
     for device, procs in holders.items():
         who = ", ".join(f"{name} (pid {pid})" for pid, name in procs)
         kind = kinds.get(Path(device).name)

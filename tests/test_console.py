@@ -250,7 +250,7 @@ def test_system_reports_root_service_watchdog_and_slots(board):
     assert answers(out)[0].splitlines() == [
         "root: read-only",
         "service: active",
-        f"watchdog: {dev}/watchdog not held",
+        f"watchdog: {dev}/watchdog (watchdog0, i6300ESB timer) not held",
         f"watchdog: {dev}/watchdog0 (i6300ESB timer) held by systemd (pid 1)",
         f"watchdog: {dev}/watchdog1 held by nvr (pid 812)",
         "slot: A",
