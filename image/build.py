@@ -403,13 +403,29 @@ def build_esp(work: Path, epoch: int) -> Path:
     return img
 
 
-def build_data(work: Path, epoch: int) -> Path:
-    """An empty data filesystem with the layout the root points into."""
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def build_data(work: Path, epoch: int, squashfs: Path, version: str) -> Path:
+    """An empty data filesystem with the layout the root points into, and RAUC's status of
+    slot A as if the flashed root had been installed from its bundle (so `rauc status` and the
+    console show slot A's version from the first boot)."""
     tree = work / "data"
     shutil.rmtree(tree, ignore_errors=True)
     for sub in ("etc/nvr", "nvr", "log", "rauc"):
         (tree / sub).mkdir(parents=True)
     (tree / "etc" / "nvr").chmod(0o700)
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
+    (tree / "rauc" / "status.raucs").write_text(
+        f"[slot.rootfs.0]\nbundle.compatible={COMPATIBLE}\nbundle.version={version}\n"
+        f"status=ok\nsha256={sha256_file(squashfs)}\nsize={squashfs.stat().st_size}\n"
+        f"installed.timestamp={stamp}\ninstalled.count=1\n"
+    )
     img = work / "data.ext4"
     img.unlink(missing_ok=True)
     env = {**os.environ, "E2FSPROGS_FAKE_TIME": str(epoch)}
@@ -477,11 +493,7 @@ def write_checksums(out: Path) -> None:
     lines = []
     for p in sorted(out.iterdir()):
         if p.is_file() and p.suffix in (".img", ".raucb", ".json"):
-            h = hashlib.sha256()
-            with open(p, "rb") as f:
-                while chunk := f.read(1 << 20):
-                    h.update(chunk)
-            lines.append(f"{h.hexdigest()}  {p.name}\n")
+            lines.append(f"{sha256_file(p)}  {p.name}\n")
     (out / "SHA256SUMS").write_text("".join(lines))
 
 
@@ -516,7 +528,7 @@ def cmd_image(args: argparse.Namespace) -> int:
     squash(root, squashfs, epoch, args.compression)
     (work / "compression").write_text(args.compression)
     build_esp(work, epoch)
-    build_data(work, epoch)
+    build_data(work, epoch, squashfs, version)
     disk = build_disk(work, out)
     bundle = build_bundle(work, out, squashfs, version, keys, f"nvr-pair-{version}")
     info = {

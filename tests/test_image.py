@@ -158,6 +158,8 @@ def test_image_boots_records_and_updates_through_signed_bundles(built, camera, t
         system = wait_console(vm, "system", lambda t: "boot_status=good" in t, READY_S,
                               "slot A marked good")  # fmt: skip
         assert field(system, "slot") == "A"
+        assert re.search(rf"^slot rootfs\.0: bootname=A state=booted boot_status=good version={V1}",
+                         system, re.M), system  # fmt: skip
 
         refused = vm.command("update other-key.raucb", timeout=INSTALL_S)
         assert "update failed" in refused, refused
