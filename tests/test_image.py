@@ -123,6 +123,11 @@ def test_image_boots_records_and_updates_through_signed_bundles(built, camera, t
     sums = (out / "SHA256SUMS").read_text()
     for name in ("disk.img", f"nvr-pair-{V1}.raucb", f"nvr-pair-{V2}.raucb"):
         assert re.search(rf"^[0-9a-f]{{64}}  {re.escape(name)}$", sums, re.M), sums
+    # No password anywhere: every account of the built root is locked or has none at all.
+    shadow = (out / "work" / "root" / "etc" / "shadow").read_text().splitlines()
+    assert any(line.startswith("root:") for line in shadow)
+    open_accounts = [ln.split(":")[0] for ln in shadow if ln.split(":")[1][:1] not in ("!", "*")]
+    assert open_accounts == [], f"accounts with a password: {open_accounts}"
     stick = make_stick(
         tmp_path / "stick.img", [out / f"nvr-pair-{V2}.raucb", out / "other-key.raucb"]
     )
