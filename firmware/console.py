@@ -16,7 +16,7 @@ import os
 import shlex
 from collections.abc import Callable
 from contextlib import redirect_stderr, redirect_stdout
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
@@ -156,31 +156,19 @@ class Command:
     max_args: int = 0
 
 
+@dataclass
 class Console:
-    def __init__(
-        self,
-        config: Path,
-        release: Path,
-        inp: TextIO,
-        out: TextIO,
-        runner: Runner = run_command,
-        proc: Path = Path("/proc"),
-        dev: Path = Path("/dev"),
-        run: Path = Path("/run"),
-        data_root: Path = DATA_ROOT,
-        sys_class_watchdog: Path = Path("/sys/class/watchdog"),
-    ) -> None:
-        self.config = config
-        self.release = release
-        self.inp = inp
-        self.out = out
-        self.runner = runner
-        self.proc = proc
-        self.dev = dev
-        self.run = run
-        self.data_root = data_root
-        self.sys_class_watchdog = sys_class_watchdog
-        self.done = False
+    config: Path
+    release: Path
+    inp: TextIO
+    out: TextIO
+    runner: Runner = run_command
+    proc: Path = Path("/proc")
+    dev: Path = Path("/dev")
+    run: Path = Path("/run")
+    data_root: Path = DATA_ROOT
+    sys_class_watchdog: Path = Path("/sys/class/watchdog")
+    done: bool = field(default=False, init=False)
 
     # --- input and output
 

@@ -20,6 +20,7 @@ from typing import Protocol, TextIO
 
 from firmware.audit import AUDIT_FILE, AuditLog
 from firmware.config import Config, ConfigError, load_config
+from firmware.recorder.segment_file import fsync_dir
 from firmware.timefmt import now_us
 
 FACTORY_CONFIG = Path("/usr/share/nvr/nvr.toml")
@@ -82,14 +83,6 @@ def _real(path: Path) -> Path:
     return Path(os.path.realpath(path))
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def write_file_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
     """Write `path` (through symlinks) so that a power cut leaves the old state or the whole
     new file: temp file, fsync, rename, fsync of the directory."""
@@ -102,7 +95,7 @@ def write_file_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, real)
-    _fsync_dir(real.parent)
+    fsync_dir(real.parent)
 
 
 # --- first boot ------------------------------------------------------------------------------

@@ -15,16 +15,7 @@ apt_packages=(
   keepalived nftables socat
   nut-server nut-client smartmontools btrfs-progs e2fsprogs libudev1
 )
-missing=()
-for p in "${apt_packages[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  echo "bootstrap: installing Debian packages: ${missing[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -q
-  apt-get install -y -q --no-install-recommends "${missing[@]}"
-fi
+bash "$top/hil/apt-ensure.sh" "${apt_packages[@]}"
 
 # Debian's python3: GStreamer's Python bindings (python3-gi) come from Debian, so the
 # environment sees system site-packages.

@@ -71,7 +71,8 @@ def make_stick(path: Path, files: list[Path], label: str = "NVR-UPDATE") -> Path
 
 
 class Vm:
-    """One board: `start()`, then `expect()` / `command()` on the console, `stop()` at the end."""
+    """One board: `start()`, then `expect()` / `command()` on the console, `stop()` at the end
+    (also when the test fails)."""
 
     def __init__(
         self,
@@ -89,12 +90,13 @@ class Vm:
         self.proc: subprocess.Popen[bytes] | None = None
         self.output = ""
         self._cursor = 0
-        self._lock = threading.Lock()
+        self._seen = threading.Condition()
+        """Guards output and the cursor; notified on every chunk and at QEMU's exit."""
+        self._eof = False
         self._reader: threading.Thread | None = None
         self.log_path = workdir / "console.log"
         self.overlay = workdir / "disk.qcow2"
         self.vars = workdir / "OVMF_VARS.fd"
-        self.boots = 0
         self.accel = ""
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -142,21 +144,22 @@ class Vm:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
         )
-        self.boots += 1
+        self._eof = False
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
 
     def _read(self) -> None:
         assert self.proc is not None and self.proc.stdout is not None
         with open(self.log_path, "ab") as log:
-            while True:
-                chunk = self.proc.stdout.read1(4096)
-                if not chunk:
-                    return
+            while chunk := self.proc.stdout.read1(4096):
                 log.write(chunk)
                 log.flush()
-                with self._lock:
+                with self._seen:
                     self.output += chunk.decode("utf-8", "replace").replace("\r", "")
+                    self._seen.notify_all()
+        with self._seen:
+            self._eof = True
+            self._seen.notify_all()
 
     def stop(self, timeout: float = 10.0) -> None:
         if self.proc is None:
@@ -172,33 +175,25 @@ class Vm:
             self._reader.join(5)
         self.proc = None
 
-    def __enter__(self) -> Vm:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
     # -- console -----------------------------------------------------------------------------
     def tail(self, chars: int = 3000) -> str:
-        with self._lock:
+        with self._seen:
             return self.output[-chars:]
 
     def expect(self, pattern: str, timeout: float) -> re.Match[str]:
         """Wait for the regex in console output after the last match; move past it."""
         rx = re.compile(pattern)
         deadline = time.monotonic() + timeout
-        while True:
-            with self._lock:
-                m = rx.search(self.output, self._cursor)
-                if m:
-                    self._cursor = m.end()
-                    return m
-            if self.proc is None or self.proc.poll() is not None:
-                raise ConsoleTimeout(f"QEMU exited waiting for {pattern!r}:\n{self.tail()}")
-            if time.monotonic() > deadline:
-                raise ConsoleTimeout(f"no {pattern!r} within {timeout} s:\n{self.tail()}")
-            time.sleep(0.05)
+        with self._seen:
+            while not (m := rx.search(self.output, self._cursor)):
+                left = deadline - time.monotonic()
+                if self._eof or left <= 0:
+                    why = "QEMU exited" if self._eof else f"nothing within {timeout} s"
+                    tail = self.output[-3000:]
+                    raise ConsoleTimeout(f"{why} while waiting for {pattern!r}:\n{tail}")
+                self._seen.wait(left)
+            self._cursor = m.end()
+            return m
 
     def send(self, text: str) -> None:
         assert self.proc is not None and self.proc.stdin is not None
@@ -210,17 +205,12 @@ class Vm:
         self.send(line + "\r")
         echo_at = self._cursor
         m = self.expect(re.escape(PROMPT), timeout)
-        with self._lock:
+        with self._seen:
             text = self.output[echo_at : m.start()]
         first, _, rest = text.partition("\n")
         return rest if line.strip() in first else text
 
     def wait_prompt(self, timeout: float) -> None:
-        """Wake the console up and wait for its prompt (after a boot)."""
-        deadline = time.monotonic() + timeout
+        """Wait for the console's banner and then its prompt (after a boot)."""
         self.expect(r"nvr-pair console", timeout)
-        self.expect(re.escape(PROMPT), max(1.0, deadline - time.monotonic()))
-
-    def wait_exit(self, timeout: float) -> int:
-        assert self.proc is not None
-        return self.proc.wait(timeout)
+        self.expect(re.escape(PROMPT), 60)

@@ -197,8 +197,12 @@ def build_wheels(work: Path) -> Path:
     return wheels
 
 
-def customize_script(work: Path, wheels: Path, release: str, factory: Path, keys: Path) -> Path:
-    """The mmdebstrap customize hook: runs on the host with the new root as $1."""
+def customize_script(work: Path, release: str, factory: Path, keys: Path) -> Path:
+    """The hook that lays the firmware and the overlay on a root (mmdebstrap's customize hook,
+    or again on the last root): runs on the host with the root as $1. Builds the wheels and
+    RAUC's system.conf it copies in."""
+    wheels = build_wheels(work)
+    (work / "system.conf").write_text(SYSTEM_CONF)
     script = work / "customize.sh"
     script.write_text(
         f"""#!/bin/sh
@@ -258,9 +262,7 @@ def build_root(work: Path, args: argparse.Namespace, release: str, keys: Path) -
     root = work / "root"
     if root.exists():
         shutil.rmtree(root)
-    wheels = build_wheels(work)
-    (work / "system.conf").write_text(SYSTEM_CONF)
-    script = customize_script(work, wheels, release, Path(args.factory_config), keys)
+    script = customize_script(work, release, Path(args.factory_config), keys)
     cmd = [
         "mmdebstrap", "--variant=minbase", "--mode=root", "--format=directory",
         "--include=" + ",".join(PACKAGES),
@@ -280,9 +282,7 @@ def build_root(work: Path, args: argparse.Namespace, release: str, keys: Path) -
 def refresh_root(work: Path, args: argparse.Namespace, release: str, keys: Path) -> Path:
     """The last root with the firmware and overlay laid on again (development turnaround)."""
     root = work / "root"
-    wheels = build_wheels(work)
-    (work / "system.conf").write_text(SYSTEM_CONF)
-    script = customize_script(work, wheels, release, Path(args.factory_config), keys)
+    script = customize_script(work, release, Path(args.factory_config), keys)
     mounted: list[Path] = []
     try:
         for src, fstype in (("proc", "proc"), ("sys", "sysfs")):

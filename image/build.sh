@@ -10,16 +10,7 @@ bash "$top/hil/bootstrap.sh"
 tools=(mmdebstrap genimage rauc squashfs-tools dosfstools mtools grub-efi-amd64-bin grub-common
        e2fsprogs openssl git)
 [ "${1:-}" = tools ] && tools+=(qemu-system-x86 qemu-utils ovmf)
-missing=()
-for p in "${tools[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  echo "build: installing Debian packages: ${missing[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -q
-  apt-get install -y -q --no-install-recommends "${missing[@]}"
-fi
+bash "$top/hil/apt-ensure.sh" "${tools[@]}"
 [ "${1:-}" = tools ] && exit 0
 [ $# -eq 0 ] && set -- image
 exec /usr/bin/python3 "$top/image/build.py" "$@"

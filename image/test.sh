@@ -6,4 +6,4 @@ set -euo pipefail
 top="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$top/image/build.sh" tools
 cd "$top"
-NVR_IMAGE_ROLLBACK=1 exec .venv/bin/python -m pytest -p no:cacheprovider -v tests/test_image.py "$@"
+exec .venv/bin/python -m pytest -p no:cacheprovider -v tests/test_image.py "$@"
