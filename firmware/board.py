@@ -12,25 +12,39 @@ from pathlib import Path
 from aiohttp import web
 
 from firmware import __version__
+from firmware.alert_ids import AlertId, Severity
 from firmware.alerts import Alerts
 from firmware.api import make_app
 from firmware.audit import AUDIT_FILE, AuditLog
 from firmware.catalog import Catalog
 from firmware.config import Config, ConfigError, load_config
+from firmware.core.actions import (
+    Action,
+    ClearAlert,
+    HandOver,
+    HoldMirror,
+    HoldWrites,
+    RaiseAlert,
+    SetHealth,
+    SetRecorderMode,
+    ShutDown,
+)
+from firmware.core.board import BoardCore, CoreSettings
+from firmware.core.facts import Cameras, CameraSeen, Carrier, Fact, Link, MirrorProgress, WriteSpace
 from firmware.datadir import api_token, prepare
-from firmware.failover.advert import Health
 from firmware.failover.daemon import Failover
-from firmware.failover.health import board_health
-from firmware.hw.actions import Action, HandOver, HoldWrites, ShutDown
-from firmware.hw.monitor import BoardHooks, Hardware, alert_actions
+from firmware.hw.monitor import BoardHooks, Hardware
 from firmware.mirror.service import Mirror
-from firmware.recorder.ingest import RECORD, RING
-from firmware.recorder.supervisor import Recorder
+from firmware.recorder.supervisor import Recorder, ring_seconds
+from firmware.roles import RecorderMode, Role
 from firmware.timefmt import iso, now_us
 from hal.linux.nic import LinuxNic
 from hal.nic import Nic
 
 log = logging.getLogger(__name__)
+
+SAMPLE_PERIOD_S = 0.25
+"""How often the recorder, the mirror and the election are sampled for the board core."""
 
 
 class Board:
@@ -38,7 +52,7 @@ class Board:
         self.cfg = cfg
         self.data_dir = cfg.board.data_dir
         self.identity = prepare(self.data_dir, cfg.board.name, now_us())
-        self.api_token = api_token(cfg.token_file)
+        self.api_token = api_token(cfg)
         self.serve_api = serve_api
         self.audit = AuditLog(self.data_dir / AUDIT_FILE)
         self.alerts = Alerts()
@@ -50,59 +64,125 @@ class Board:
         self._stop: asyncio.Event | None = None
         self.catalog = Catalog(self.data_dir)
         self._loop: asyncio.AbstractEventLoop | None = None
-        self.recorder = self._make_recorder(cfg, RECORD if cfg.pair is None else RING)
+        mode = RecorderMode.RECORD if cfg.pair is None else RecorderMode.RING
+        self.recorder = self._make_recorder(cfg, mode)
         self.started = time.monotonic()
         self.api_port: int | None = None
         self.failover: Failover | None = None
         self.mirror: Mirror | None = None
+        pair = cfg.pair
+        self.core = BoardCore(CoreSettings(
+            paired=pair is not None,
+            hold_down=pair.fault_hold_down_seconds if pair else 0.0,
+            camera_stale=pair.camera_stale_seconds if pair else 3.0,
+            camera_confirm=pair.camera_confirm_seconds if pair else 0.0,
+            battery_handover_after=cfg.ups.handover_after_seconds,
+            ring_seconds=ring_seconds(cfg.recorder),
+        ))  # fmt: skip
         if cfg.pair is not None:
-            self.failover = Failover(cfg, nic or LinuxNic(), self.alerts, self._health, now_us,
-                                     on_role=self._role_changed)  # fmt: skip
+            self.failover = Failover(cfg, nic or LinuxNic(), self.alerts, now_us,
+                                     on_role=self._role_changed,
+                                     on_carrier=self._carrier)  # fmt: skip
             self.mirror = Mirror(cfg, self.failover.key, self.catalog, self.alerts,
                                  self._recording, self.failover.path_fresh, now_us)  # fmt: skip
         self.hw: Hardware | None = None
         if serve_api:
             self.hw = Hardware(cfg, self.identity["id"], self.alerts, BoardHooks(
-                role=lambda: self.role,
-                peer_ready=lambda: self.failover is not None and self.failover.peer_ready(),
-                apply=self._hw_actions,
+                apply=self._apply,
+                fact=self._fact,
                 status=self.status,
                 recorder_beat=lambda: self.recorder.beat,
             ))  # fmt: skip
 
-    def _make_recorder(self, cfg: Config, mode: str) -> Recorder:
+    def _make_recorder(self, cfg: Config, mode: RecorderMode) -> Recorder:
         return Recorder(self.data_dir, cfg.board.name, cfg.recorder, cfg.camera, self.alerts,
                         mode=mode, on_change=self._catalog_changed)  # fmt: skip
 
-    def _role_changed(self, role: str) -> None:
-        """Active records (on from the newest frame this board holds); anything else holds
-        the cameras in memory only, ready to take over. So does a board whose data disk is
-        not there: nothing may be written to the wrong disk."""
+    # --- the board core: facts in, actions carried out (all on the event loop) ----------------
+
+    def _fact(self, fact: Fact) -> None:
+        self._apply(self.core.handle(fact, time.monotonic()))
+
+    def _carrier(self, link: Link, up: bool) -> None:
+        self._fact(Carrier(link, up))
+
+    def _role_changed(self, role: Role) -> None:
+        """The recorder follows the role at once: active records, anything else holds the
+        cameras in memory only, ready to take over."""
         self.audit.append(now_us(), "role", role=role)
-        self._sync_mode()
+        if self.failover is not None:
+            self._fact(self.failover.view())
 
-    def _sync_mode(self) -> None:
-        records = self.role in ("active", "single") and not self.hold_writes
-        self.recorder.set_mode(RECORD if records else RING)
+    def _sample(self) -> None:
+        wall = now_us()
+        enabled = frozenset(c.name for c in self.cfg.camera if c.enabled)
+        seen = tuple(
+            CameraSeen(
+                st.name,
+                st.recording or st.holding,
+                None if st.last_frame_seen_us is None else (wall - st.last_frame_seen_us) / 1e6,
+            )
+            for st in self.recorder.status.values()
+        )
+        facts: list[Fact] = [Cameras(enabled, seen), WriteSpace(self._disk_exhausted())]
+        if self.failover is not None:
+            facts += [self.failover.view(), self.failover.drops()]
+            if self.mirror is not None:
+                behind = self.mirror.catching_up(self.failover.peer_active())
+                facts.append(MirrorProgress(behind))
+        for fact in facts:
+            self._fact(fact)
 
-    def _hw_actions(self, actions: list[Action]) -> None:
-        """From the hardware policies, on the event loop."""
-        for a in alert_actions(self.alerts, actions):
-            self.audit.append(now_us(), type(a).__name__.lower(), reason=a.reason)
-            if isinstance(a, HoldWrites):
-                self.hold_writes = a.hold
+    def _disk_exhausted(self) -> bool:
+        """The recorder's critical disk-full (a write failed), not retention's warning."""
+        return any(
+            a.id == AlertId.DISK_FULL and a.severity == Severity.CRITICAL
+            for a in self.alerts.active()
+        )
+
+    def _apply(self, actions: list[Action]) -> None:
+        for a in actions:
+            if isinstance(a, RaiseAlert):
+                self.alerts.raise_(a.id, a.severity, a.text, now_us())
+            elif isinstance(a, ClearAlert):
+                self.alerts.clear(a.id)
+            elif isinstance(a, SetHealth):
+                if self.failover is not None:
+                    self.failover.set_health(a.flags, a.cameras)
+            elif isinstance(a, SetRecorderMode):
+                self.recorder.set_mode(a.mode)
+            elif isinstance(a, HoldMirror):
                 if self.mirror is not None:
                     self.mirror.client.hold(a.hold)
+            elif isinstance(a, HoldWrites):
+                self.hold_writes = a.hold
+                self.audit.append(now_us(), "holdwrites", reason=a.reason)
                 log.warning("%s writes: %s", "holding" if a.hold else "resuming", a.reason)
-                self._sync_mode()
-            elif isinstance(a, HandOver) and self.failover is not None:
+            elif isinstance(a, HandOver):
+                self.audit.append(now_us(), "handover", reason=a.reason)
                 log.warning("handing over: %s", a.reason)
-                self.failover.handover()
+                if self.failover is not None:
+                    self.failover.handover()
             elif isinstance(a, ShutDown):
+                self.audit.append(now_us(), "shutdown", reason=a.reason)
                 log.warning("shutting down: %s", a.reason)
                 self.shutdown_reason = a.reason
                 if self._stop is not None:
                     self._stop.set()
+
+    async def _decide(self, stop: asyncio.Event) -> None:
+        """Sample what the core needs every SAMPLE_PERIOD_S; an error is an alert, never a
+        silent end of the board's decisions."""
+        while not stop.is_set():
+            try:
+                self._sample()
+                self.alerts.clear(AlertId.TASK_FAILED)
+            except Exception as e:
+                log.exception("board core sampling failed")
+                self.alerts.raise_(AlertId.TASK_FAILED, Severity.CRITICAL,
+                                   f"board decisions failed: {e}", now_us())  # fmt: skip
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), SAMPLE_PERIOD_S)
 
     def _catalog_changed(self) -> None:
         """From the recorder's thread: a segment was committed or a run ended."""
@@ -113,20 +193,6 @@ class Board:
 
     def _recording(self) -> dict[str, bool]:
         return {st.name: st.recording for st in self.recorder.status.values()}
-
-    def _health(self, lan_carrier: bool) -> Health:
-        enabled = {c.name for c in self.cfg.camera if c.enabled}
-        live = sum(
-            1
-            for st in self.recorder.status.values()
-            if st.name in enabled and (st.recording or st.holding)
-        )
-        behind = (
-            self.mirror is not None
-            and self.failover is not None
-            and self.mirror.catching_up(self.failover.peer_active())
-        )
-        return board_health(self.alerts.active(), len(enabled), live, lan_carrier, behind)
 
     def reload(self, path: Path) -> str:
         """SIGHUP: apply a changed config; a bad one is refused and the running one kept."""
@@ -159,8 +225,8 @@ class Board:
         return "applied"
 
     @property
-    def role(self) -> str:
-        return self.failover.role if self.failover else "single"
+    def role(self) -> Role:
+        return Role(self.failover.role) if self.failover else Role.SINGLE
 
     def camera_names(self) -> set[str]:
         return set(self.recorder.status) | set(self.catalog.cameras())
@@ -240,6 +306,7 @@ class Board:
         hw = None
         if self.hw is not None:
             hw = asyncio.create_task(self.hw.run(failover_stop))
+        decide = asyncio.create_task(self._decide(failover_stop))
         try:
             if self.serve_api:
                 runner = web.AppRunner(make_app(self), access_log=None)
@@ -259,7 +326,7 @@ class Board:
             failover_stop.set()
             if failover is not None:
                 await failover
-            for t in (ticker, hw):
+            for t in (ticker, hw, decide):
                 if t is not None:
                     await t
             log.info("stopping: committing open segments")

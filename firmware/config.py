@@ -22,6 +22,9 @@ from pydantic import (
     field_validator,
 )
 
+from firmware.failover.advert import Health
+from firmware.failover.election import DEFAULT_WEIGHTS, PRIORITY_MAX, PRIORITY_MIN
+
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
 
 
@@ -53,17 +56,22 @@ class NetworkConfig(_Section):
     sync_interface: str = "eth1"
 
 
-class HealthWeights(_Section):
-    """How much each fault lowers this board's priority, so the healthier board is active."""
+Weight = Annotated[int, Field(ge=0, le=PRIORITY_MAX - PRIORITY_MIN)]
 
-    recorder_unhealthy: Annotated[int, Field(ge=0, le=253)] = 50
-    disk_failed: Annotated[int, Field(ge=0, le=253)] = 100
-    disk_full: Annotated[int, Field(ge=0, le=253)] = 30
-    lan_down: Annotated[int, Field(ge=0, le=253)] = 80
-    ups_on_battery: Annotated[int, Field(ge=0, le=253)] = 20
-    ups_low: Annotated[int, Field(ge=0, le=253)] = 60
-    mirror_behind: Annotated[int, Field(ge=0, le=253)] = 100
+
+class HealthWeights(_Section):
+    """How much each fault lowers this board's priority, so the healthier board is active;
+    the defaults are the election's."""
+
+    recorder_unhealthy: Weight = DEFAULT_WEIGHTS[Health.RECORDER_UNHEALTHY]
+    disk_failed: Weight = DEFAULT_WEIGHTS[Health.DISK_FAILED]
+    disk_full: Weight = DEFAULT_WEIGHTS[Health.DISK_FULL]
+    lan_down: Weight = DEFAULT_WEIGHTS[Health.LAN_DOWN]
+    ups_on_battery: Weight = DEFAULT_WEIGHTS[Health.UPS_ON_BATTERY]
+    ups_low: Weight = DEFAULT_WEIGHTS[Health.UPS_LOW]
+    mirror_behind: Weight = DEFAULT_WEIGHTS[Health.MIRROR_BEHIND]
     """Still fetching what the peer recorded meanwhile: not the board to preempt with."""
+    sync_down: Weight = DEFAULT_WEIGHTS[Health.SYNC_DOWN]
 
 
 class PairConfig(_Section):
@@ -71,7 +79,7 @@ class PairConfig(_Section):
     peer_sync_address: IPvAnyAddress
     virtual_ip: IPvAnyInterface
     """With its prefix, e.g. 192.0.2.100/24; an IPv6 VIP is announced by unsolicited NA."""
-    priority: Annotated[int, Field(ge=1, le=254)] = 100
+    priority: Annotated[int, Field(ge=PRIORITY_MIN, le=PRIORITY_MAX)] = 100
     advert_interval_ms: Annotated[int, Field(ge=10, le=10000)] = 100
     key_file: Path = Path("/etc/nvr/pair.key")
     advert_port: Annotated[int, Field(ge=1, le=65535)] = 5405
@@ -90,6 +98,16 @@ class PairConfig(_Section):
     garp_refresh_seconds: Annotated[float, Field(ge=0, le=3600)] = 30.0
     """0 = no periodic refresh."""
     health_weights: HealthWeights = HealthWeights()
+    fault_hold_down_seconds: Annotated[float, Field(ge=0, le=3600)] = 10.0
+    """A fault counts until it has been gone this long, so a flapping cable or camera does
+    not bounce the pair: the board keeps advertising it and is not handed the role back."""
+    camera_stale_seconds: Annotated[float, Field(gt=0, le=60)] = 3.0
+    """A camera whose newest frame is older than this is not live on this board."""
+    camera_confirm_seconds: Annotated[float, Field(ge=0, le=60)] = 1.0
+    """The standby must have more cameras live this long before the active board hands over."""
+    sync_carrier_grace_ms: Annotated[int, Field(ge=0, le=10000)] | None = None
+    """After the sync cable's carrier drops, how long the active peer has to say it saw the
+    drop too before the standby takes it for dead; default one advert interval, 0 = off."""
     mirror_port: Annotated[int, Field(ge=1, le=65535)] = 5406
     """TCP port of the mirror (segments and catalog rows between the boards)."""
     mirror_order: Literal["oldest", "newest"] = "oldest"
@@ -113,7 +131,8 @@ class RecorderConfig(_Section):
     reconnect_min_seconds: Annotated[float, Field(gt=0, le=60)] = 0.5
     reconnect_max_seconds: Annotated[float, Field(gt=0, le=600)] = 10.0
     standby_ring_seconds: Annotated[float, Field(ge=0, le=600)] = 0.0
-    """Seconds of each camera a hot standby holds in memory; 0 = 2 x segment + 4 s."""
+    """Seconds of each camera a hot standby holds in memory; 0 = 2 x segment + 6 s, enough
+    to cover a camera-path fault's detection on the active board (see docs/FAILOVER.md)."""
 
 
 class ApiConfig(_Section):

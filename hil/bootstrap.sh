@@ -14,8 +14,25 @@ apt_packages=(
   ffmpeg iproute2 iputils-ping util-linux procps sqlite3 ca-certificates
   keepalived nftables socat
   nut-server nut-client smartmontools btrfs-progs e2fsprogs libudev1
+  prometheus
 )
 bash "$top/hil/apt-ensure.sh" "${apt_packages[@]}"
+# The prometheus package is here for promtool (tests/test_prometheus_rules.py); the package
+# enables its server and may start it. Nothing here needs one running: stopped and disabled.
+if [ -d /run/systemd/system ]; then
+  if systemctl is-enabled --quiet prometheus 2>/dev/null \
+    || systemctl is-active --quiet prometheus 2>/dev/null; then
+    systemctl disable --now prometheus >/dev/null 2>&1 || true
+  fi
+else  # no systemd running (a container): the init script may have started it
+  if [ -x /etc/init.d/prometheus ] && /etc/init.d/prometheus status >/dev/null 2>&1; then
+    /etc/init.d/prometheus stop >/dev/null 2>&1 || true
+  fi
+  if command -v systemctl >/dev/null 2>&1 && systemctl is-enabled --quiet prometheus 2>/dev/null
+  then
+    systemctl disable prometheus >/dev/null 2>&1 || true
+  fi
+fi
 
 # Debian's python3: GStreamer's Python bindings (python3-gi) come from Debian, so the
 # environment sees system site-packages.

@@ -33,6 +33,7 @@ def make(**kw: object) -> Advert:
         "interval_ms": 100,
         "health": Health.DISK_FULL | Health.UPS_ON_BATTERY,
         "newest_segment": "cam1/2026/11/26/14-00-00.mp4",
+        "cameras": 3,
     }
     fields.update(kw)
     return Advert(**fields)  # type: ignore[arg-type]
@@ -55,8 +56,9 @@ adverts = st.builds(
     epoch=st.integers(0, 2**64 - 1),
     seq=st.integers(0, 2**64 - 1),
     interval_ms=st.integers(1, 2**32 - 1),
-    health=st.integers(0, 127).map(Health),
+    health=st.integers(0, 255).map(Health),
     newest_segment=text(96),
+    cameras=st.integers(0, 255),
 )
 
 
@@ -70,11 +72,17 @@ def test_layout_is_fixed_size_with_magic_and_version_first() -> None:
     wire = encode(make(), KEY)
     assert len(wire) == WIRE_SIZE == BODY_SIZE + 32
     assert wire[:4] == MAGIC
-    assert wire[4] == 1
+    assert wire[4] == 2
+    assert wire[7] == make().cameras
     assert decode(wire, KEY) == make()
 
 
-def test_health_is_an_intflag_with_seven_faults() -> None:
+def test_camera_count_travels_and_is_bounded() -> None:
+    assert decode(encode(make(cameras=255), KEY), KEY).cameras == 255
+    assert decode(encode(make(cameras=0), KEY), KEY).cameras == 0
+
+
+def test_health_is_an_intflag_with_eight_flags() -> None:
     names = {f.name for f in Health if f}
     assert names == {
         "RECORDER_UNHEALTHY",
@@ -84,6 +92,7 @@ def test_health_is_an_intflag_with_seven_faults() -> None:
         "UPS_ON_BATTERY",
         "UPS_LOW",
         "MIRROR_BEHIND",
+        "SYNC_DOWN",
     }
 
 
@@ -99,7 +108,7 @@ def test_reasons() -> None:
     assert reason(wire[:3]) == "short"
     assert reason(wire[:-1]) == "short"
     assert reason(b"XXXX" + wire[4:]) == "magic"
-    assert reason(wire[:4] + b"\x02" + wire[5:]) == "version"
+    assert reason(wire[:4] + b"\x01" + wire[5:]) == "version"
     assert reason(wire, b"other key") == "hmac"
     assert reason(wire + b"\x00") == "malformed"
 
@@ -113,7 +122,7 @@ def test_well_signed_garbage_is_malformed() -> None:
         return body + hmac.new(KEY, body, hashlib.sha256).digest()
 
     body = bytearray(encode(make(), KEY)[:BODY_SIZE])
-    for offset, value in [(5, 3), (7, 1), (32, 33), (65, 0), (98, 97)]:
+    for offset, value in [(5, 3), (32, 33), (65, 0), (98, 97)]:
         bad = bytearray(body)
         bad[offset] = value
         assert reason(signed(bytes(bad))) == "malformed", offset
@@ -121,7 +130,7 @@ def test_well_signed_garbage_is_malformed() -> None:
     struct.pack_into(">I", bad, 24, 0)  # interval 0
     assert reason(signed(bytes(bad))) == "malformed"
     bad = bytearray(body)
-    struct.pack_into(">I", bad, 28, 128)  # unknown health bit
+    struct.pack_into(">I", bad, 28, 256)  # unknown health bit
     assert reason(signed(bytes(bad))) == "malformed"
     bad = bytearray(body)
     bad[33:35] = b"\xff\xfe"  # invalid utf-8 in pair_id
@@ -144,8 +153,10 @@ def test_well_signed_garbage_is_malformed() -> None:
         {"seq": 2**64},
         {"epoch": -1},
         {"interval_ms": 0},
-        {"health": 128},
-        {"version": 2},
+        {"health": 256},
+        {"cameras": 256},
+        {"cameras": -1},
+        {"version": 1},
         {"board_id": "a\x00b"},
     ],
 )

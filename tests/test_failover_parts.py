@@ -11,11 +11,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from firmware.alerts import Alert
 from firmware.config import ConfigError, HealthWeights, parse_config
 from firmware.failover.advert import MAGIC, WIRE_SIZE, Advert, Health, decode, encode
 from firmware.failover.daemon import load_pair_key, make_pair_key, next_seq_start
-from firmware.failover.health import board_health, health_names, health_weights
+from firmware.failover.election import DEFAULT_WEIGHTS, PRIORITY_MAX, Election
+from firmware.failover.health import health_names, health_weights
 from firmware.failover.transport import split_frames
 from firmware.failover.vip import FloatingIP
 from hal.nic import AddressEvent
@@ -74,24 +74,21 @@ def test_serial_framing_counts_skipped_noise():
     assert len(frames) == 1 and rest == b"NV" and skipped == 3
 
 
-def test_health_flags_from_board_state():
-    def alert(i: str, sev: str = "warning") -> Alert:
-        return Alert(i, sev, "", 0)
-
-    assert board_health([], 2, 2, True) == Health.NONE
-    assert board_health([], 2, 2, True, mirror_behind=True) == Health.MIRROR_BEHIND
-    assert board_health([alert("disk-full")], 2, 2, True) == Health.NONE  # retention at work
-    assert board_health([alert("disk-full", "critical")], 2, 2, True) == Health.DISK_FULL
-    flags = board_health([alert("ups-low"), alert("disk-failed")], 2, 1, False)
-    assert (
-        flags == Health.UPS_LOW | Health.DISK_FAILED | Health.RECORDER_UNHEALTHY | Health.LAN_DOWN
-    )
+def test_health_names_are_the_flags_in_lower_case():
     assert health_names(Health.LAN_DOWN | Health.UPS_LOW) == ["lan-down", "ups-low"]
+    assert health_names(Health.NONE) == []
 
 
 def test_health_weights_come_from_config_keys():
     w = health_weights(HealthWeights(lan_down=7))
-    assert w[Health.LAN_DOWN] == 7 and w[Health.DISK_FAILED] == 100 and len(w) == 7
+    assert w[Health.LAN_DOWN] == 7 and w[Health.DISK_FAILED] == 100 and len(w) == 8
+
+
+def test_config_and_election_share_one_table_of_weights_and_priorities():
+    assert health_weights(HealthWeights()) == DEFAULT_WEIGHTS
+    with pytest.raises(ValueError):
+        Election("a", "p", PRIORITY_MAX + 1, 0.1)
+    Election("a", "p", PRIORITY_MAX, 0.1)
 
 
 def test_seq_start_rises_across_restarts_even_if_the_clock_goes_back(tmp_path):

@@ -25,8 +25,8 @@ timeout_seconds = 2
 stall_seconds = 1.5
 """)
     identity = prepare(tmp_path, "a", now_us())["id"]
-    hooks = BoardHooks(role=lambda: "single", peer_ready=lambda: False, apply=lambda a: None,
-                       status=dict, recorder_beat=lambda: beat[0])  # fmt: skip
+    hooks = BoardHooks(apply=lambda a: None, fact=lambda f: None, status=dict,
+                       recorder_beat=lambda: beat[0])  # fmt: skip
     return Hardware(cfg, identity, Alerts(), hooks)
 
 

@@ -1,9 +1,12 @@
-"""The power and storage policies with a jumped clock: every UPS and disk sequence, no devices."""
+"""The power and storage policies with a jumped clock: every UPS and disk sequence, no devices.
+What the board does about them (hand over, shut down, hold writes) is the board core's:
+tests/test_board_core.py."""
 
 from __future__ import annotations
 
 from firmware.config import UpsConfig
-from firmware.hw.actions import ClearAlert, HandOver, HoldWrites, RaiseAlert, ShutDown
+from firmware.core.actions import ClearAlert, RaiseAlert
+from firmware.core.facts import DiskFault, Power, Storage
 from firmware.hw.power import LOW, ON_BATTERY, REPLACE, UNREACHABLE, PowerPolicy
 from firmware.hw.screen import panel_lines
 from firmware.hw.storage import (
@@ -37,68 +40,54 @@ def of(kind, actions) -> list:
     return [a for a in actions if isinstance(a, kind)]
 
 
-def test_mains_fail_then_back_alerts_hands_over_once_and_clears():
-    p = PowerPolicy(UpsConfig(handover_after_seconds=5.0))
-    assert ON_BATTERY in cleared(p.update(0.0, MAINS, None, active=True, peer_ready=True))
-    first = p.update(10.0, BATTERY, None, active=True, peer_ready=True)
-    assert ON_BATTERY in raised(first) and not of(HandOver, first), "a blip rides through"
-    later = p.update(15.0, BATTERY, None, active=True, peer_ready=True)
-    assert of(HandOver, later) and not of(ShutDown, later)
-    assert not of(HandOver, p.update(17.0, BATTERY, None, active=True, peer_ready=True))
-    back = p.update(20.0, MAINS, None, active=False, peer_ready=True)
-    assert {ON_BATTERY, LOW} <= cleared(back)
-
-
-def test_on_battery_without_a_ready_peer_keeps_recording_here():
-    p = PowerPolicy(UpsConfig(handover_after_seconds=0.0))
-    acts = p.update(0.0, BATTERY, None, active=True, peer_ready=False)
-    assert ON_BATTERY in raised(acts) and not of(HandOver, acts) and not of(ShutDown, acts)
-
-
-def test_low_battery_hands_over_and_shuts_down_once():
+def test_mains_fail_then_back_alerts_and_reports_the_state():
     p = PowerPolicy(UpsConfig())
-    acts = p.update(0.0, LOW_FLAG, None, active=True, peer_ready=True)
-    assert LOW in raised(acts)
-    assert [type(a) for a in acts if isinstance(a, HandOver | ShutDown)] == [HandOver, ShutDown]
-    assert not of(ShutDown, p.update(1.0, LOW_FLAG, None, active=True, peer_ready=True))
+    assert ON_BATTERY in cleared(p.update(0.0, MAINS, None))
+    assert p.fact == Power(False, False, p.fact.detail)
+    first = p.update(10.0, BATTERY, None)
+    assert ON_BATTERY in raised(first) and LOW in cleared(first)
+    assert p.fact.on_battery and not p.fact.low
+    back = p.update(20.0, MAINS, None)
+    assert {ON_BATTERY, LOW} <= cleared(back) and not p.fact.on_battery
 
 
-def test_low_battery_alone_shuts_down_without_handover():
+def test_low_battery_is_critical():
     p = PowerPolicy(UpsConfig())
-    acts = p.update(0.0, LOW_FLAG, None, active=True, peer_ready=False)
-    assert of(ShutDown, acts) and not of(HandOver, acts)
+    acts = p.update(0.0, LOW_FLAG, None)
+    assert {ON_BATTERY, LOW} <= raised(acts)
+    assert p.fact.on_battery and p.fact.low
 
 
 def test_thresholds_raise_low_battery_before_the_ups_does():
-    p = PowerPolicy(UpsConfig(low_charge_percent=30.0, low_runtime_seconds=120.0))
-    by_charge = UpsReading(on_battery=True, low_battery=False, battery_charge_percent=29.0)
-    assert of(ShutDown, p.update(0.0, by_charge, None, active=False, peer_ready=False))
-    p = PowerPolicy(UpsConfig(low_charge_percent=30.0, low_runtime_seconds=120.0))
-    by_runtime = UpsReading(on_battery=True, low_battery=False, runtime_seconds=90.0)
-    assert of(ShutDown, p.update(0.0, by_runtime, None, active=False, peer_ready=False))
+    p = PowerPolicy(UpsConfig(low_charge_percent=30.0))
+    by_charge = UpsReading(on_battery=True, low_battery=False, battery_charge_percent=25.0)
+    assert LOW in raised(p.update(0.0, by_charge, None)) and p.fact.low
+    p = PowerPolicy(UpsConfig(low_runtime_seconds=300.0))
+    by_runtime = UpsReading(on_battery=True, low_battery=False, runtime_seconds=120.0)
+    assert LOW in raised(p.update(0.0, by_runtime, None)) and p.fact.low
 
 
 def test_low_battery_on_mains_is_charging_not_critical():
     p = PowerPolicy(UpsConfig())
-    acts = p.update(0.0, UpsReading(on_battery=False, low_battery=True), None, True, True)
-    assert not of(ShutDown, acts) and LOW not in raised(acts)
+    acts = p.update(0.0, UpsReading(on_battery=False, low_battery=True), None)
+    assert LOW not in raised(acts) and not p.fact.low and not p.fact.on_battery
 
 
 def test_silent_ups_keeps_its_last_state_and_alerts_after_a_while():
-    p = PowerPolicy(UpsConfig(unreachable_alert_seconds=10.0, handover_after_seconds=100.0))
-    p.update(0.0, BATTERY, None, active=True, peer_ready=True)
-    early = p.update(5.0, None, "timeout", active=True, peer_ready=True)
+    p = PowerPolicy(UpsConfig(unreachable_alert_seconds=10.0))
+    p.update(0.0, BATTERY, None)
+    early = p.update(5.0, None, "timeout")
     assert UNREACHABLE not in raised(early) and ON_BATTERY in raised(early)
-    assert UNREACHABLE not in raised(p.update(14.0, None, "timeout", True, True))
-    assert UNREACHABLE in raised(p.update(15.0, None, "timeout", active=True, peer_ready=True))
-    assert UNREACHABLE in cleared(p.update(16.0, BATTERY, None, active=True, peer_ready=True))
+    assert p.fact.on_battery
+    assert UNREACHABLE in raised(p.update(15.0, None, "timeout"))
+    assert UNREACHABLE in cleared(p.update(16.0, BATTERY, None))
 
 
 def test_replace_battery_warning():
     p = PowerPolicy(UpsConfig())
     old = UpsReading(on_battery=False, low_battery=False, replace_battery=True)
-    assert REPLACE in raised(p.update(0.0, old, None, active=True, peer_ready=True))
-    assert REPLACE in cleared(p.update(1.0, MAINS, None, active=True, peer_ready=True))
+    assert REPLACE in raised(p.update(0.0, old, None))
+    assert REPLACE in cleared(p.update(1.0, MAINS, None))
 
 
 # --- storage --------------------------------------------------------------------------------
@@ -112,43 +101,40 @@ def mount(point="/data", device="/dev/loop3", ro=False) -> MountState:
 
 def test_healthy_disk_does_nothing_but_clear():
     s = StoragePolicy(EXP)
-    acts = s.update(StorageView("disk-1", mount()), active=True, peer_ready=True)
-    assert not raised(acts) and not of(HoldWrites, acts) and not of(HandOver, acts)
+    acts = s.update(StorageView("disk-1", mount()))
+    assert not raised(acts) and s.fact == Storage(None) and not s.holding
 
 
-def test_unmounted_disk_holds_writes_and_hands_over_then_resumes():
+def test_unmounted_disk_is_a_missing_disk_until_it_is_back():
     s = StoragePolicy(EXP)
     gone = StorageView("disk-1", mount("/", "/dev/root"))  # an old identity file underneath
-    acts = s.update(gone, active=True, peer_ready=True)
-    assert MISSING in raised(acts)
-    assert of(HoldWrites, acts)[0].hold and of(HandOver, acts)
-    again = s.update(gone, active=True, peer_ready=True)
-    assert not of(HoldWrites, again) and not of(HandOver, again)
-    back = s.update(StorageView("disk-1", mount()), active=False, peer_ready=True)
-    assert MISSING in cleared(back) and of(HoldWrites, back)[0].hold is False
+    assert MISSING in raised(s.update(gone))
+    assert s.fact.fault is DiskFault.MISSING and s.holding
+    back = s.update(StorageView("disk-1", mount()))
+    assert MISSING in cleared(back) and s.fact == Storage(None)
 
 
 def test_swapped_disk_is_never_written():
     s = StoragePolicy(EXP)
-    acts = s.update(StorageView("disk-2", mount()), active=True, peer_ready=False)
-    assert MISSING in raised(acts) and of(HoldWrites, acts) and not of(HandOver, acts)
+    assert MISSING in raised(s.update(StorageView("disk-2", mount())))
+    assert s.fact.fault is DiskFault.MISSING and "disk-2" in s.fact.detail
 
 
 def test_required_data_disk_that_is_not_mounted():
     s = StoragePolicy(Expected("disk-1", "/", "/dev/root"), require_mount=True)
-    acts = s.update(StorageView("disk-1", mount("/", "/dev/root")), active=False, peer_ready=False)
-    assert MISSING in raised(acts) and of(HoldWrites, acts)
+    assert MISSING in raised(s.update(StorageView("disk-1", mount("/", "/dev/root"))))
     s = StoragePolicy(Expected("disk-1", "/data/nvr", "/dev/sdb1"), require_mount=True)
     own = MountState("/data/nvr", "/data/nvr", "/dev/sdb1", "ext4", False, 10**9, 10**8)
-    assert not raised(s.update(StorageView("disk-1", own), active=False, peer_ready=False))
+    assert not raised(s.update(StorageView("disk-1", own))) and not s.holding
 
 
 def test_vanished_directory_and_read_only_disk():
     s = StoragePolicy(EXP)
-    assert MISSING in raised(s.update(StorageView(None, None, "EIO"), True, True))
+    assert MISSING in raised(s.update(StorageView(None, None, "EIO")))
     s = StoragePolicy(EXP)
-    acts = s.update(StorageView("disk-1", mount(ro=True)), active=False, peer_ready=True)
-    assert READ_ONLY in raised(acts) and MISSING in cleared(acts) and not of(HandOver, acts)
+    acts = s.update(StorageView("disk-1", mount(ro=True)))
+    assert READ_ONLY in raised(acts) and MISSING in cleared(acts)
+    assert s.fact.fault is DiskFault.READ_ONLY
 
 
 def test_raid_and_smart_warnings():

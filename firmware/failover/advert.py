@@ -4,10 +4,10 @@ Fixed-size big-endian layout so a decoder never has to trust a length field from
 before the HMAC is checked (all offsets in bytes):
 
     0   4  magic b"NVRA"
-    4   1  version (1)
+    4   1  version (2)
     5   1  state (0 init, 1 standby, 2 active)
     6   1  priority (0..255)
-    7   1  reserved, must be 0
+    7   1  cameras live on the sender (0..255, saturating)
     8   8  epoch (u64)
     16  8  seq (u64)
     24  4  interval_ms (u32, > 0)
@@ -29,7 +29,9 @@ from enum import IntFlag
 from typing import Final
 
 MAGIC: Final = b"NVRA"
-VERSION: Final = 1
+VERSION: Final = 2
+"""Version 2 carries the live camera count where version 1 had a reserved zero byte; both
+boards of a pair must speak the same version (a mismatch is dropped and raises an alert)."""
 STATES: Final = ("init", "standby", "active")
 MAX_ID_BYTES: Final = 32
 MAX_SEGMENT_BYTES: Final = 96
@@ -53,6 +55,9 @@ class Health(IntFlag):
     UPS_ON_BATTERY = 16
     UPS_LOW = 32
     MIRROR_BEHIND = 64
+    SYNC_DOWN = 128
+    """The sender's sync cable has no carrier: it is alive although the sync link went dark,
+    so the peer must not read the carrier drop as this board's death."""
 
 
 HEALTH_MASK: Final = int(
@@ -63,6 +68,7 @@ HEALTH_MASK: Final = int(
     | Health.UPS_ON_BATTERY
     | Health.UPS_LOW
     | Health.MIRROR_BEHIND
+    | Health.SYNC_DOWN
 )
 
 
@@ -108,6 +114,8 @@ class Advert:
     interval_ms: int
     health: Health = Health.NONE
     newest_segment: str = ""
+    cameras: int = 0
+    """Cameras the sender records or holds live: the pair is active where more are live."""
     version: int = VERSION
 
     def __post_init__(self) -> None:
@@ -118,6 +126,7 @@ class Advert:
         _check_text("board_id", self.board_id, MAX_ID_BYTES, allow_empty=False)
         _check_text("newest_segment", self.newest_segment, MAX_SEGMENT_BYTES, allow_empty=True)
         _check_int("priority", self.priority, 0, 255)
+        _check_int("cameras", self.cameras, 0, 255)
         if self.state not in STATES:
             raise ValueError(f"state must be one of {STATES}")
         _check_int("epoch", self.epoch, 0, U64_MAX)
@@ -143,7 +152,7 @@ def encode(advert: Advert, key: bytes) -> bytes:
         advert.version,
         STATES.index(advert.state),
         advert.priority,
-        0,
+        advert.cameras,
         advert.epoch,
         advert.seq,
         advert.interval_ms,
@@ -190,7 +199,7 @@ def decode(data: bytes, key: bytes) -> Advert:
             version,
             state,
             priority,
-            reserved,
+            cameras,
             epoch,
             seq,
             interval_ms,
@@ -202,8 +211,6 @@ def decode(data: bytes, key: bytes) -> Advert:
             newest_len,
             newest,
         ) = _BODY.unpack(body)
-        if reserved != 0:
-            raise ValueError("reserved byte not zero")
         if state >= len(STATES):
             raise ValueError("unknown state")
         if health & ~HEALTH_MASK:
@@ -219,6 +226,7 @@ def decode(data: bytes, key: bytes) -> Advert:
             interval_ms=interval_ms,
             health=Health(health),
             newest_segment=_text(newest_len, newest, MAX_SEGMENT_BYTES),
+            cameras=cameras,
         )
     except (ValueError, struct.error) as exc:  # UnicodeDecodeError is a ValueError
         raise AdvertError("malformed", str(exc)) from exc

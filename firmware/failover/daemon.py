@@ -16,8 +16,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from firmware.alert_ids import AlertId, Severity
 from firmware.alerts import Alerts
 from firmware.config import Config, ConfigError
+from firmware.core.facts import Drops, ElectionView, Link, PeerView
 from firmware.failover.advert import Advert, AdvertError, Health, decode, encode
 from firmware.failover.election import (
     Action,
@@ -27,20 +29,17 @@ from firmware.failover.election import (
     StateChanged,
     TakeVIP,
 )
-from firmware.failover.health import can_take_over, health_names, health_weights
+from firmware.failover.health import health_names, health_weights
 from firmware.failover.reach import Reachability, camera_hosts
 from firmware.failover.transport import SerialPath, UdpPath
 from firmware.failover.vip import FloatingIP
+from firmware.roles import Role
 from hal.nic import AddressEvent, LinkEvent, Nic, NicEvent
 
 log = logging.getLogger("nvr.failover")
 
 MIN_KEY_BYTES = 16
 STATE_FILE = "failover.json"
-HEALTH_PERIOD_S = 0.25
-
-HealthSource = Callable[[bool], Health]
-"""health(lan_carrier) -> flags; the board knows its recorder and alerts."""
 
 
 def load_pair_key(path: Path) -> bytes:
@@ -90,16 +89,18 @@ class Failover:
         cfg: Config,
         nic: Nic,
         alerts: Alerts,
-        health: HealthSource,
         now_us: Callable[[], int],
-        on_role: Callable[[str], None] = lambda role: None,
+        on_role: Callable[[Role], None] = lambda role: None,
+        on_carrier: Callable[[Link, bool], None] = lambda link, up: None,
     ) -> None:
-        """on_role(new role) runs on the loop at every role change: the recorder follows."""
+        """on_role(new role) runs on the loop at every role change: the recorder follows.
+        on_carrier(link, up) runs on the loop at every carrier change of the LAN or sync
+        port, before the election hears of it, so the health it sets goes out first."""
         assert cfg.pair is not None
-        self.on_role = on_role
+        self.on_role, self.on_carrier = on_role, on_carrier
         pair = cfg.pair
         self.cfg, self.pair, self.nic, self.alerts = cfg, pair, nic, alerts
-        self.health_source, self.now_us = health, now_us
+        self.now_us = now_us
         self.key = load_pair_key(pair.key_file)
         self.lan_if, self.sync_if = cfg.network.lan_interface, cfg.network.sync_interface
         self.election = Election(
@@ -111,6 +112,9 @@ class Failover:
             preempt_delay=pair.preempt_delay_seconds,
             weights=health_weights(pair.health_weights),
             seq_start=next_seq_start(cfg.board.data_dir, time.time()),
+            sync_grace=None
+            if pair.sync_carrier_grace_ms is None
+            else pair.sync_carrier_grace_ms / 1000,
         )
         self.vip = FloatingIP(
             nic,
@@ -135,6 +139,7 @@ class Failover:
         self.state_since = time.monotonic()
         self.state_reason = "starting"
         self.lan_carrier = True
+        self.sync_carrier = True
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._deadline: float | None = None
@@ -176,25 +181,34 @@ class Failover:
         self._apply(self.election.tick(now))
 
     def _nic_event(self, event: NicEvent) -> None:
-        if isinstance(event, LinkEvent) and event.ifname in (self.lan_if, self.sync_if):
-            link = "lan" if event.ifname == self.lan_if else "sync"
-            if event.up and event.carrier:
-                self.alerts.clear(f"nic-down-{link}")
-            else:
-                self.alerts.raise_(f"nic-down-{link}", "critical" if link == "lan" else "warning",
-                                   f"{link} interface {event.ifname}: no carrier (cable out or "
-                                   "switch down)", self.now_us())  # fmt: skip
-        if isinstance(event, LinkEvent) and event.ifname == self.lan_if:
-            carrier = event.up and event.carrier
-            if carrier != self.lan_carrier:
-                log.warning("LAN %s: carrier %s", self.lan_if, "back" if carrier else "lost")
-            self.lan_carrier = carrier
-            self._update_health()
-        elif isinstance(event, AddressEvent):
+        if isinstance(event, AddressEvent):
             self.vip.on_event(event)
+            return
+        if not isinstance(event, LinkEvent) or event.ifname not in (self.lan_if, self.sync_if):
+            return
+        link = Link.LAN if event.ifname == self.lan_if else Link.SYNC
+        carrier = event.up and event.carrier
+        alert = AlertId.NIC_DOWN_LAN if link is Link.LAN else AlertId.NIC_DOWN_SYNC
+        if carrier:
+            self.alerts.clear(alert)
+        else:
+            severity = Severity.CRITICAL if link is Link.LAN else Severity.WARNING
+            self.alerts.raise_(alert, severity, f"{link} interface {event.ifname}: no carrier "
+                               "(cable out or switch down)", self.now_us())  # fmt: skip
+        known = self.lan_carrier if link is Link.LAN else self.sync_carrier
+        if carrier != known:
+            log.warning("%s %s: carrier %s", link, event.ifname, "back" if carrier else "lost")
+        if link is Link.LAN:
+            self.lan_carrier = carrier
+        else:
+            self.sync_carrier = carrier
+        self.on_carrier(link, carrier)
+        if link is Link.SYNC:
+            self._apply(self.election.sync_carrier(carrier, self._now()))
 
-    def _update_health(self) -> None:
-        flags = self.health_source(self.lan_carrier)
+    def set_health(self, flags: Health, cameras: int) -> None:
+        """From the board core: what this board advertises; a change goes out at once."""
+        self.election.set_cameras(cameras)
         if flags != self.election.health:
             log.info("health: %s", ", ".join(health_names(flags)) or "ok")
             self._apply(self.election.set_health(flags, self._now()))
@@ -232,7 +246,7 @@ class Failover:
             "role %s -> %s (%s), epoch %d", change.old, change.new, change.reason,
             self.election.epoch,
         )  # fmt: skip
-        self.on_role(change.new)
+        self.on_role(Role(change.new))
 
     def path_fresh(self, name: str) -> bool:
         """The peer's adverts arrive on this path (within a master-down interval or so)."""
@@ -242,14 +256,28 @@ class Failover:
         window = 4 * self.election.interval + 0.1
         return any(now - p.paths.get(name, -1e9) < window for p in self.election.peers.values())
 
-    def peer_ready(self) -> bool:
-        """A live standby peer that could take over now (from the event loop's thread)."""
-        if self._loop is None:
-            return False
-        return any(
-            can_take_over(p.advert.state, p.advert.priority, Health(p.advert.health))
-            for p in self.election.live_peers(self._now())
+    def view(self) -> ElectionView:
+        """The election as the board core sees it (from the event loop's thread)."""
+        e = self.election
+        role = Role(e.state)
+        if self._loop is None or not e.peers:
+            return ElectionView(role, None, e.master_down)
+        now = self._now()
+        p = max(e.peers.values(), key=lambda p: p.last_heard)
+        a = p.advert
+        peer = PeerView(
+            board=p.board_id,
+            role=Role(a.state),
+            priority=a.priority,
+            health=Health(a.health),
+            cameras=a.cameras,
+            fresh=now - p.last_heard <= e.master_down,
+            path_ages={name: now - t for name, t in p.paths.items()},
         )
+        return ElectionView(role, peer, e.master_down)
+
+    def drops(self) -> Drops:
+        return Drops(hmac=self.dropped.get("hmac", 0), version=self.dropped.get("version", 0))
 
     def peer_active(self) -> bool:
         """A peer is active by what we heard lately (from the event loop's thread)."""
@@ -278,8 +306,8 @@ class Failover:
             except (OSError, ValueError) as e:
                 path.stats.last_error = str(e)
                 self.alerts.raise_(
-                    f"advert-path-{path.name}",
-                    "critical",
+                    AlertId(f"advert-path-{path.name}"),
+                    Severity.CRITICAL,
                     f"advert path {path.name} cannot be opened: {e}; the others carry on",
                     self.now_us(),
                 )
@@ -288,10 +316,7 @@ class Failover:
         reach = asyncio.create_task(self.reach.run(stop))
         self._apply(self.election.start(self._now()))
         try:
-            while not stop.is_set():
-                self._update_health()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), HEALTH_PERIOD_S)
+            await stop.wait()
         finally:
             self._apply(self.election.shutdown(self._now()))
             if self._timer is not None:
@@ -313,7 +338,11 @@ class Failover:
         except Exception as e:
             log.exception("NIC watch failed")
             loop.call_soon_threadsafe(
-                self.alerts.raise_, "nic-watch", "warning", f"NIC events lost: {e}", self.now_us()
+                self.alerts.raise_,
+                AlertId.NIC_WATCH,
+                Severity.WARNING,
+                f"NIC events lost: {e}",
+                self.now_us(),
             )
 
     # --- status --------------------------------------------------------------------------------
@@ -361,6 +390,7 @@ class Failover:
             "health": health_names(e.health),
             "reachable": e.reachable,
             "lan_carrier": self.lan_carrier,
+            "sync_carrier": self.sync_carrier,
             "role_since_seconds": round(time.monotonic() - self.state_since, 3),
             "role_reason": self.state_reason,
             "vip_held": self.vip.held(),

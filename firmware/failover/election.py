@@ -9,7 +9,11 @@ Differences from plain VRRP, all chosen for a two-or-three board recorder pair:
   active board sees its standby's health;
 - an `epoch` rises with every takeover; when a healed partition leaves two boards active, the
   one with the lower (epoch, effective priority, board_id) releases at once;
-- with every path silent, a standby only claims the VIP if it can reach the cameras/gateway.
+- with every path silent, a standby only claims the VIP if it can reach the cameras/gateway;
+- the direct sync cable is evidence keepalived lacks: when its carrier drops, a dead peer
+  sends nothing more, while a live one says at once (health SYNC_DOWN) that it saw the drop
+  too. A standby that hears no such word within `sync_grace` takes over without waiting out
+  the master-down interval.
 """
 
 from __future__ import annotations
@@ -24,6 +28,10 @@ LATE_WINDOW: Final = 16
 """Adverts at most this many sequence numbers behind the newest are counted as late, not
 as replays (both are dropped)."""
 
+PRIORITY_MIN: Final = 1
+PRIORITY_MAX: Final = 254
+"""Configurable priorities; 0 on the wire means "leaving" and 255 is VRRP's address owner."""
+
 DEFAULT_WEIGHTS: Final[dict[Health, int]] = {
     Health.RECORDER_UNHEALTHY: 50,
     Health.DISK_FAILED: 100,
@@ -31,7 +39,10 @@ DEFAULT_WEIGHTS: Final[dict[Health, int]] = {
     Health.LAN_DOWN: 80,
     Health.UPS_ON_BATTERY: 20,
     Health.UPS_LOW: 60,
+    Health.MIRROR_BEHIND: 100,
+    Health.SYNC_DOWN: 0,
 }
+"""How much each flag lowers the effective priority; `[pair.health_weights]` defaults."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,11 +109,14 @@ class Election:
         preempt_delay: float = 0.0,
         weights: dict[Health, int] | None = None,
         seq_start: int = 0,
+        sync_grace: float | None = None,
     ) -> None:
         """`seq_start` lets the caller keep seq rising across restarts (e.g. wall-clock
-        microseconds or a persisted counter); peers drop adverts whose seq goes backwards."""
-        if not 1 <= priority <= 255:
-            raise ValueError("priority must be 1..255")
+        microseconds or a persisted counter); peers drop adverts whose seq goes backwards.
+        `sync_grace`: after the sync carrier drops, how long a live peer has to say it saw
+        the drop too (default one advert interval); 0 turns the sync-carrier path off."""
+        if not PRIORITY_MIN <= priority <= PRIORITY_MAX:
+            raise ValueError(f"priority must be {PRIORITY_MIN}..{PRIORITY_MAX}")
         if interval <= 0:
             raise ValueError("interval must be positive")
         if preempt_delay < 0:
@@ -114,7 +128,11 @@ class Election:
         self.preempt = preempt
         self.preempt_delay = float(preempt_delay)
         self.weights: dict[Health, int] = dict(DEFAULT_WEIGHTS if weights is None else weights)
+        self.sync_grace = self.interval if sync_grace is None else float(sync_grace)
+        if self.sync_grace < 0:
+            raise ValueError("sync_grace must not be negative")
         self.state = "init"
+        self.cameras = 0
         self.epoch = 0
         self.max_epoch = 0
         self.health = Health.NONE
@@ -131,6 +149,10 @@ class Election:
         self._handover = False
         self._handover_from: str | None = None
         self._yielded = False
+        self._sync_up = True
+        self._sync_lost_at: float | None = None
+        self._sync_down_at: float | None = None
+        self._sync_suspect: str | None = None
         # Validate now so a bad board_id fails at construction, not at the first send.
         self._advert("init", self.priority)
 
@@ -147,7 +169,7 @@ class Election:
         """Next time `tick` must run, or None when stopped."""
         if self.state == "init":
             return None
-        timers = (self._advert_at, self._master_down_at, self._preempt_at)
+        timers = (self._advert_at, self._master_down_at, self._preempt_at, self._sync_down_at)
         times = [t for t in timers if t is not None]
         return min(times) if times else None
 
@@ -174,6 +196,7 @@ class Election:
             interval_ms=max(1, round(self.interval * 1000)),
             health=self.health,
             newest_segment=self.newest_segment,
+            cameras=min(255, self.cameras),
         )
 
     def _send(self, state: str | None = None, priority: int | None = None) -> SendAdvert:
@@ -201,6 +224,8 @@ class Election:
         self.state = "active"
         self._master_down_at = None
         self._preempt_at = None
+        self._sync_down_at = None
+        self._sync_suspect = None
         self._handover = False
         self._handover_from = None
         self._yielded = False
@@ -239,7 +264,7 @@ class Election:
         if old == "active":
             actions.append(ReleaseVIP())
         self.state = "init"
-        self._advert_at = self._master_down_at = self._preempt_at = None
+        self._advert_at = self._master_down_at = self._preempt_at = self._sync_down_at = None
         actions.append(StateChanged(old, "init", "shutdown"))
         actions.append(self._send(state="init", priority=0))
         return actions
@@ -271,6 +296,31 @@ class Election:
         if len(name.encode("utf-8")) > MAX_SEGMENT_BYTES or "\x00" in name:
             raise ValueError("newest_segment must be at most 96 bytes utf-8 without NUL")
         self.newest_segment = name
+
+    def sync_carrier(self, up: bool, now: float) -> list[Action]:
+        """The sync cable's carrier, as the NIC reports it. A drop while a peer is active
+        arms the fast takeover: unless that peer says within `sync_grace` that it saw the
+        drop too (an advert with SYNC_DOWN), it is taken for dead."""
+        was, self._sync_up = self._sync_up, up
+        if up or not was:
+            self._sync_down_at = self._sync_suspect = None
+            return []
+        self._sync_lost_at = now
+        top = self.current_active(now)
+        if self.state != "standby" or top is None or self.sync_grace <= 0:
+            return []
+        if top.advert.health & Health.SYNC_DOWN:
+            return []  # its sync was already down: the drop says nothing about it
+        self._sync_suspect = top.board_id
+        self._sync_down_at = now + self.sync_grace
+        self._count("sync_carrier_lost")
+        return []
+
+    def set_cameras(self, live: int) -> None:
+        """Advertised with the next advert: the pair belongs where more cameras are live."""
+        if live < 0:
+            raise ValueError("cameras must not be negative")
+        self.cameras = live
 
     def set_health(self, flags: Health, now: float) -> list[Action]:
         """Health lowers effective priority; tell peers at once so they can preempt."""
@@ -323,6 +373,12 @@ class Election:
         was_active_peer = previous is not None and previous.advert.state == "active"
         self.peers[advert.board_id] = peer
         self.max_epoch = max(self.max_epoch, advert.epoch)
+        if advert.board_id == self._sync_suspect and (
+            advert.health & Health.SYNC_DOWN or advert.state != "active"
+        ):
+            # Alive, and it saw the drop as well (or it is no longer active): a cable pull.
+            self._sync_down_at = self._sync_suspect = None
+            self._count("sync_pull_confirmed")
 
         if self.state == "active":
             return self._receive_as_active(advert, now)
@@ -389,6 +445,9 @@ class Election:
         actions: list[Action] = []
         if self.state == "standby" and self._preempt_at is not None and now >= self._preempt_at:
             actions += self._check_preempt(now)
+        if self.state == "standby" and self._sync_down_at is not None and now >= self._sync_down_at:
+            self._sync_down_at = None
+            actions += self._sync_silence(now)
         if (
             self.state == "standby"
             and self._master_down_at is not None
@@ -401,13 +460,26 @@ class Election:
             self._advert_at = now + self.interval
         return actions
 
-    def _master_down_expired(self, now: float) -> list[Action]:
+    def _sync_silence(self, now: float) -> list[Action]:
+        """The sync carrier dropped and the active peer did not say it saw it: dead. Claim as
+        on master-down, with the same tie-breakers, unless a newer active has appeared."""
+        suspect, self._sync_suspect = self._sync_suspect, None
+        top = self.current_active(now)
+        if top is None or top.board_id != suspect:
+            return []
+        self._count("sync_carrier_takeover")
+        actions = self._master_down_expired(now, ignore=suspect, reason="sync carrier lost")
+        return actions
+
+    def _master_down_expired(
+        self, now: float, ignore: str | None = None, reason: str = "master down"
+    ) -> list[Action]:
         # Any active left is either silent or one with a stale epoch; claiming with a newer
         # epoch makes the stale one release, so only standby peers are ranked here.
         live = [
             p
             for p in self.live_peers(now)
-            if p.advert.state != "active" and p.board_id != self._handover_from
+            if p.advert.state != "active" and p.board_id not in (self._handover_from, ignore)
         ]
         if live:
             best = max(live, key=lambda p: (p.advert.priority, p.board_id))
@@ -415,11 +487,11 @@ class Election:
                 self._count("deferred_to_peer")
                 self._master_down_at = now + self.master_down
                 return []
-            return self._become_active(now, "handover" if self._handover else "master down")
+            return self._become_active(now, "handover" if self._handover else reason)
         if self._handover:
             return self._become_active(now, "handover")
         if not self.reachable:
             self._count("withheld_unreachable")
             self._master_down_at = now + self.master_down
             return []
-        return self._become_active(now, "master down")
+        return self._become_active(now, reason)

@@ -13,8 +13,9 @@ from dataclasses import asdict, dataclass
 
 from firmware.alerts import Alerts
 from firmware.config import Config
+from firmware.core.actions import Action
+from firmware.core.facts import Fact
 from firmware.datadir import read_identity
-from firmware.hw.actions import Action, ClearAlert, RaiseAlert
 from firmware.hw.devices import open_disks, open_panel, open_ups, open_watchdog
 from firmware.hw.power import PowerPolicy
 from firmware.hw.screen import panel_lines
@@ -37,9 +38,10 @@ PANEL_ALERT = "panel-unavailable"
 class BoardHooks:
     """What the monitors may ask of the board (called on the event loop)."""
 
-    role: Callable[[], str]
-    peer_ready: Callable[[], bool]
     apply: Callable[[list[Action]], None]
+    """Alerts from the policies."""
+    fact: Callable[[Fact], None]
+    """A reading for the board core (power, storage)."""
     status: Callable[[], dict]
     recorder_beat: Callable[[], float]
 
@@ -82,9 +84,8 @@ class Hardware:
                             ups.close()
                     ups = None
                 self.ups_reading, self.ups_error = reading, error
-                self.hooks.apply(self.power.update(loop.time(), reading, error,
-                                                   self.hooks.role() == "active",
-                                                   self.hooks.peer_ready()))  # fmt: skip
+                self.hooks.apply(self.power.update(loop.time(), reading, error))
+                self.hooks.fact(self.power.fact)
                 await _wait(stop, self.cfg.ups.poll_seconds)
         finally:
             if ups is not None:
@@ -117,14 +118,14 @@ class Hardware:
         last_raid = last_smart = -1e9
         while not stop.is_set():
             view = await asyncio.to_thread(self._look)
-            actions = self.storage.update(view, self.hooks.role() == "active",
-                                          self.hooks.peer_ready())  # fmt: skip
+            actions = self.storage.update(view)
             now = time.monotonic()
             if now - last_raid > RAID_POLL_S:
                 smart_due = now - last_smart > self.cfg.disks.smart_poll_seconds
                 last_raid, last_smart = now, now if smart_due else last_smart
                 actions += await asyncio.to_thread(self._health, smart_due)
             self.hooks.apply(actions)
+            self.hooks.fact(self.storage.fact)
             await _wait(stop, self.cfg.disks.poll_seconds)
 
     # --- watchdog --------------------------------------------------------------------------
@@ -245,16 +246,3 @@ class Hardware:
 async def _wait(stop: asyncio.Event, seconds: float) -> None:
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(stop.wait(), seconds)
-
-
-def alert_actions(alerts: Alerts, actions: list[Action]) -> list[Action]:
-    """Carry out the alert actions; return the rest for the board."""
-    rest: list[Action] = []
-    for a in actions:
-        if isinstance(a, RaiseAlert):
-            alerts.raise_(a.id, a.severity, a.text, now_us())
-        elif isinstance(a, ClearAlert):
-            alerts.clear(a.id)
-        else:
-            rest.append(a)
-    return rest

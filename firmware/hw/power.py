@@ -1,19 +1,22 @@
-"""The power policy: what the board does about its UPS. Pure (readings and now in, actions out),
-so every mains-fail / low-battery / mains-back sequence is tested with a jumped clock.
+"""The power policy: what the UPS readings mean. Pure (readings and now in, alerts and a `Power`
+fact out), so every mains-fail / low-battery / mains-back sequence is tested with a jumped
+clock; the board core decides what the board does about it (hand over, shut down).
 
 NUT's rule decides the critical state: on battery and low battery. Low battery is the UPS's own
 flag, or charge or runtime under the configured thresholds (for UPSes that flag it late)."""
 
 from __future__ import annotations
 
+from firmware.alert_ids import AlertId, Severity
 from firmware.config import UpsConfig
-from firmware.hw.actions import Action, ClearAlert, HandOver, RaiseAlert, ShutDown
+from firmware.core.actions import Action, ClearAlert, RaiseAlert
+from firmware.core.facts import Power
 from hal.ups import UpsReading
 
-ON_BATTERY = "ups-on-battery"
-LOW = "ups-low"
-REPLACE = "ups-replace-battery"
-UNREACHABLE = "ups-unreachable"
+ON_BATTERY = AlertId.UPS_ON_BATTERY
+LOW = AlertId.UPS_LOW
+REPLACE = AlertId.UPS_REPLACE_BATTERY
+UNREACHABLE = AlertId.UPS_UNREACHABLE
 
 
 def _describe(r: UpsReading) -> str:
@@ -32,10 +35,9 @@ class PowerPolicy:
         """limits: the [ups] thresholds (low charge and runtime, handover and alert delays)."""
         self.limits = limits
         self.last: UpsReading | None = None
-        self.on_battery_since: float | None = None
         self.failing_since: float | None = None
-        self.handed_over = False
-        self.shutting_down = False
+        self.fact = Power(False, False)
+        """The state for the board core; a UPS that stops answering keeps its last state."""
 
     def critical(self, r: UpsReading) -> bool:
         lim = self.limits
@@ -52,8 +54,6 @@ class PowerPolicy:
         now: float,
         reading: UpsReading | None,
         error: str | None,
-        active: bool,
-        peer_ready: bool,
     ) -> list[Action]:
         """One poll. reading None with error: the UPS did not answer; the last state stands
         (a UPS that stops answering on battery is still on battery)."""
@@ -62,7 +62,8 @@ class PowerPolicy:
             if self.failing_since is None:
                 self.failing_since = now
             if now - self.failing_since >= self.limits.unreachable_alert_seconds:
-                out.append(RaiseAlert(UNREACHABLE, "warning", f"the UPS does not answer: {error}"))
+                out.append(RaiseAlert(UNREACHABLE, Severity.WARNING,
+                                      f"the UPS does not answer: {error}"))  # fmt: skip
             reading = self.last
             if reading is None:
                 return out
@@ -73,33 +74,23 @@ class PowerPolicy:
         r = reading
         if r.replace_battery:
             out.append(
-                RaiseAlert(REPLACE, "warning", "the UPS asks for its battery to be replaced")
+                RaiseAlert(REPLACE, Severity.WARNING, "the UPS asks for its battery to be replaced")
             )
         else:
             out.append(ClearAlert(REPLACE))
+        self.fact = Power(r.on_battery, self.critical(r), _describe(r))
         if not r.on_battery:
-            self.on_battery_since = None
-            self.handed_over = False
             out += [ClearAlert(ON_BATTERY), ClearAlert(LOW)]
             return out
-        if self.on_battery_since is None:
-            self.on_battery_since = now
         out.append(
-            RaiseAlert(ON_BATTERY, "warning", f"mains power lost, on battery: {_describe(r)}")
+            RaiseAlert(
+                ON_BATTERY, Severity.WARNING, f"mains power lost, on battery: {_describe(r)}"
+            )
         )
         if self.critical(r):
-            out.append(RaiseAlert(LOW, "critical",
+            out.append(RaiseAlert(LOW, Severity.CRITICAL,
                                   f"battery low ({_describe(r)}): handing over and shutting down "
                                   "cleanly"))  # fmt: skip
-            if not self.shutting_down:
-                self.shutting_down = True
-                if active and peer_ready:
-                    out.append(HandOver("UPS battery low"))
-                out.append(ShutDown("UPS battery low"))
-            return out
-        out.append(ClearAlert(LOW))
-        due = now - self.on_battery_since >= self.limits.handover_after_seconds
-        if active and peer_ready and due and not self.handed_over:
-            self.handed_over = True
-            out.append(HandOver("on battery; the peer is on mains"))
+        else:
+            out.append(ClearAlert(LOW))
         return out

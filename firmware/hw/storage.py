@@ -1,21 +1,23 @@
 """The storage policy: is the data directory still the disk we record to? Pure, fed by the disk
-monitor's readings.
+monitor's readings; alerts and a `Storage` fact out.
 
 A data disk that was unmounted, swapped or has failed must never be written to by mistake: the
 directory then shows another filesystem, or lacks our identity file, or is read-only. The board
-then holds the cameras in memory (writes nothing) and hands the pair to a healthy peer."""
+core then holds the cameras in memory (writes nothing) and hands the pair to a healthy peer."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from firmware.hw.actions import Action, ClearAlert, HandOver, HoldWrites, RaiseAlert
+from firmware.alert_ids import AlertId, Severity
+from firmware.core.actions import Action, ClearAlert, RaiseAlert
+from firmware.core.facts import DiskFault, Storage
 from hal.disks import MountState, RaidState, SmartHealth
 
-MISSING = "disk-missing"
-READ_ONLY = "disk-read-only"
-RAID_DEGRADED = "raid-degraded"
-SMART_FAILING = "smart-failing"
+MISSING = AlertId.DISK_MISSING
+READ_ONLY = AlertId.DISK_READ_ONLY
+RAID_DEGRADED = AlertId.RAID_DEGRADED
+SMART_FAILING = AlertId.SMART_FAILING
 
 
 @dataclass(frozen=True)
@@ -41,10 +43,13 @@ class StoragePolicy:
         """require_mount: the directory must be a mount point of its own (a data disk)."""
         self.expected = expected
         self.require_mount = require_mount
-        self.holding = False
-        self.handed_over = False
+        self.fact = Storage(None)
 
-    def _problem(self, v: StorageView) -> tuple[str, str] | None:
+    @property
+    def holding(self) -> bool:
+        return self.fact.fault is not None
+
+    def _problem(self, v: StorageView) -> tuple[AlertId, str] | None:
         e = self.expected
         if v.mount is None:
             return MISSING, f"the data directory cannot be read: {v.error}"
@@ -63,25 +68,16 @@ class StoragePolicy:
             return READ_ONLY, f"the data disk {m.device} on {m.mount_point} turned read-only"
         return None
 
-    def update(self, view: StorageView, active: bool, peer_ready: bool) -> list[Action]:
+    def update(self, view: StorageView) -> list[Action]:
         problem = self._problem(view)
         if problem is None:
-            out: list[Action] = [ClearAlert(MISSING), ClearAlert(READ_ONLY)]
-            if self.holding:
-                self.holding = self.handed_over = False
-                out.append(HoldWrites(False, "the data disk is back"))
-            return out
+            self.fact = Storage(None)
+            return [ClearAlert(MISSING), ClearAlert(READ_ONLY)]
         alert, text = problem
+        self.fact = Storage(DiskFault(alert.value), text)
         other = READ_ONLY if alert == MISSING else MISSING
         held = f"{text}; nothing is written until it is back"
-        out = [ClearAlert(other), RaiseAlert(alert, "critical", held)]
-        if not self.holding:
-            self.holding = True
-            out.append(HoldWrites(True, text))
-        if active and peer_ready and not self.handed_over:
-            self.handed_over = True
-            out.append(HandOver(text))
-        return out
+        return [ClearAlert(other), RaiseAlert(alert, Severity.CRITICAL, held)]
 
 
 def health_alerts(raids: list[RaidState], smart: list[SmartHealth]) -> list[Action]:
@@ -93,13 +89,13 @@ def health_alerts(raids: list[RaidState], smart: list[SmartHealth]) -> list[Acti
             f"{r.name} ({r.kind} {r.level}{', failed ' + ' '.join(r.failed) if r.failed else ''})"
             for r in degraded
         )
-        out.append(RaiseAlert(RAID_DEGRADED, "warning", f"RAID degraded: {names}"))
+        out.append(RaiseAlert(RAID_DEGRADED, Severity.WARNING, f"RAID degraded: {names}"))
     else:
         out.append(ClearAlert(RAID_DEGRADED))
     failing = [s for s in smart if s.passed is False]
     if failing:
         names = ", ".join(s.device for s in failing)
-        out.append(RaiseAlert(SMART_FAILING, "warning",
+        out.append(RaiseAlert(SMART_FAILING, Severity.WARNING,
                               f"SMART says the disk is failing: {names}; replace it"))  # fmt: skip
     else:
         out.append(ClearAlert(SMART_FAILING))

@@ -10,9 +10,10 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -89,19 +90,72 @@ class DiskError(Exception):
     pass
 
 
+_STATUS_LOG = re.compile(r"failed: (\d{3})(?: \(([^)\n]{1,60})\))?")
+"""FFmpeg's RTSP error log line, e.g. `method DESCRIBE failed: 503 (Service Unavailable)`."""
+
+_OTHER_4XX = frozenset(range(400, 500)) - {400, 401, 403, 404}
+"""The 4xx codes FFmpeg has no class of its own for."""
+
+
+def _logged_status(e: Exception, codes: Container[int]) -> str | None:
+    """The camera's exact status line, when the exception carries FFmpeg's error log.
+
+    PyAV folds every other 4xx, and every 5xx, into one class each; only the log names the
+    code, and only while FFmpeg logging is on (workers turn it off). The log is process-wide,
+    so a code the exception's class cannot stand for belongs to another camera: not used.
+    """
+    log = getattr(e, "log", None)
+    if not log or len(log) < 3 or not isinstance(log[2], str):
+        return None
+    m = _STATUS_LOG.search(log[2])
+    if m is None or int(m[1]) not in codes:
+        return None
+    return f"{m[1]} {m[2].strip()}" if m[2] and m[2].strip() else m[1]
+
+
+def _own_words(e: Exception) -> str:
+    """The error's message without the URL: FFmpeg errors quote it, credentials and all."""
+    strerror = getattr(e, "strerror", None)
+    if isinstance(strerror, str) and strerror:
+        return strerror
+    text = str(e)
+    filename = getattr(e, "filename", None)
+    if isinstance(filename, str) and filename:
+        text = text.replace(filename, redact(filename))
+    return text
+
+
 def describe_open_error(e: Exception) -> tuple[str, str]:
-    """(run-end reason, human text) for a failed av.open."""
-    if isinstance(e, av.error.HTTPUnauthorizedError | av.error.HTTPForbiddenError):
-        return "camera-auth-failed", "camera refused the credentials (401/403)"
+    """(run-end reason, human text) for a failed av.open: what the camera said, no more.
+
+    FFmpeg maps RTSP status codes like HTTP ones: 400, 401, 403 and 404 have classes of their
+    own; the rest are "some other 4xx" or "some 5xx" unless the error log names the code.
+    """
+    if isinstance(e, av.error.HTTPUnauthorizedError):
+        return "camera-auth-failed", "camera refused the credentials (401)"
+    if isinstance(e, av.error.HTTPForbiddenError):
+        return "camera-auth-failed", "camera refused the credentials (403)"
     if isinstance(e, av.error.HTTPNotFoundError):
         return "camera-not-found", "camera has no stream at that path (404)"
+    if isinstance(e, av.error.HTTPBadRequestError):
+        return "camera-refused", "camera refused the request (400)"
+    if isinstance(e, av.error.HTTPClientError):
+        return (
+            "camera-refused",
+            f"camera refused the request ({_logged_status(e, _OTHER_4XX) or '4xx'})",
+        )
+    if isinstance(e, av.error.HTTPServerError):
+        status = _logged_status(e, range(500, 600))
+        if status:
+            return "camera-unavailable", f"camera answered {status}"
+        return "camera-unavailable", "camera answered a server error (5xx)"
     if isinstance(e, av.error.ConnectionRefusedError | ConnectionRefusedError):
         return "camera-unreachable", "connection refused"
     if isinstance(e, av.error.ExitError | av.error.TimeoutError | TimeoutError):
         return "camera-unreachable", "no answer before the timeout"
     if isinstance(e, av.error.InvalidDataError):
         return STREAM_ERROR, "the camera's answer is not a valid stream"
-    return "camera-unreachable", str(e)
+    return "camera-unreachable", _own_words(e)
 
 
 @dataclass

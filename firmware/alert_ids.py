@@ -1,0 +1,51 @@
+"""Every alert id the board raises, in one place: the status contract, the metrics' `id` label,
+the audit log and the shipped Prometheus rules all name alerts by these values."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class AlertId(StrEnum):
+    # config and firmware
+    CONFIG_INVALID = "config-invalid"
+    RESTART_NEEDED = "restart-needed"
+    RECOVERY = "recovery"
+    WATCHDOG_NOT_ARMED = "watchdog-not-armed"
+    PANEL_UNAVAILABLE = "panel-unavailable"
+    RECORDER_STALLED = "recorder-stalled"
+    TASK_FAILED = "task-failed"
+    # data disk
+    DISK_FULL = "disk-full"
+    DISK_MISSING = "disk-missing"
+    DISK_READ_ONLY = "disk-read-only"
+    RAID_DEGRADED = "raid-degraded"
+    SMART_FAILING = "smart-failing"
+    # power
+    UPS_ON_BATTERY = "ups-on-battery"
+    UPS_LOW = "ups-low"
+    UPS_REPLACE_BATTERY = "ups-replace-battery"
+    UPS_UNREACHABLE = "ups-unreachable"
+    # network and pair
+    NIC_DOWN_LAN = "nic-down-lan"
+    NIC_DOWN_SYNC = "nic-down-sync"
+    NIC_WATCH = "nic-watch"
+    ADVERT_PATH_LAN = "advert-path-lan"
+    ADVERT_PATH_SYNC = "advert-path-sync"
+    ADVERT_PATH_SERIAL = "advert-path-serial"
+    PEER_KEY_MISMATCH = "peer-key-mismatch"
+    PEER_VERSION_MISMATCH = "peer-version-mismatch"
+    DUAL_ACTIVE = "dual-active"
+    HEARTBEAT_SILENT_LAN = "heartbeat-silent-lan"
+    HEARTBEAT_SILENT_SYNC = "heartbeat-silent-sync"
+    NO_STANDBY = "no-standby"
+    FAULT_HANDOVER = "fault-handover"
+    # mirror
+    MIRROR_LAG = "mirror-lag"
+    MIRROR_CATCHING_UP = "mirror-catching-up"
+
+
+class Severity(StrEnum):
+    INFO = "info"
+    WARNING = "warning"
+    CRITICAL = "critical"
