@@ -98,7 +98,12 @@ def _announce(board) -> None:
     ]
     if board.api_port:
         lines.append(f"nvr: API on http://127.0.0.1:{board.api_port}/api/v1/status")
-        lines.append(f"nvr: API token for footage is in {cfg.token_file}")
+        if cfg.pair is not None and cfg.api.token_file is None:
+            lines.append(
+                "nvr: API token for footage: `nvr token` (from the pair key, same on both boards)"
+            )
+        else:
+            lines.append(f"nvr: API token for footage is in {cfg.token_file}")
     lines.append("nvr: stop with Ctrl-C or SIGTERM (open segments are committed first)")
     print("\n".join(lines), file=sys.stderr, flush=True)
 
@@ -240,13 +245,12 @@ def _api_base(args: argparse.Namespace) -> str:
 
 
 def _read_token(cfg: Config) -> str:
-    """The API token; OSError with a hint when the board has not made it yet."""
-    try:
-        return cfg.token_file.read_text().strip()
-    except OSError as e:
-        raise OSError(
-            f"{cfg.token_file}: {e.strerror} (the board creates it on first start)"
-        ) from None
+    """The token the board of this config accepts (the same function the board uses, so a
+    pair's token is right on either board); ConfigError for a bad pair key, OSError with a
+    hint when a single board has not made its token yet."""
+    from firmware.datadir import api_token
+
+    return api_token(cfg, board=False)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -293,11 +297,9 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_token(args: argparse.Namespace) -> int:
     try:
-        cfg = load_config(args.config)
+        print(_read_token(load_config(args.config)))
     except ConfigError as e:
         return _fail(str(e))
-    try:
-        print(_read_token(cfg))
     except OSError as e:
         return _fail(str(e), 1)
     return 0

@@ -1,15 +1,23 @@
 """The data directory: checked before anything is written, marked with an identity file so a
-swapped disk or a missing mount is noticed instead of written over."""
+swapped disk or a missing mount is noticed instead of written over. Also the API token, which a
+single board keeps in a file there and a pair derives from its key."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import json
+import logging
 import os
 import secrets
 import uuid
 from pathlib import Path
 
+from firmware.config import Config, ConfigError
 from firmware.timefmt import iso
+
+log = logging.getLogger(__name__)
 
 IDENTITY_FILE = "nvr-data.json"
 
@@ -52,8 +60,73 @@ def read_identity(data_dir: Path) -> str | None:
         return None
 
 
-def api_token(path: Path) -> str:
-    """The board's API token: generated once on first start, kept readable by root only."""
+PAIR_TOKEN_LABEL = b"nvr-pair api token v1"
+"""What the pair key signs to make the pair's API token; a new label (v2) would rotate the
+token of every pair without a new key."""
+
+
+def pair_api_token(key: bytes) -> str:
+    """The API token of a pair: HMAC-SHA256 of a fixed label under the pair key, url-safe
+    base64 without padding. Both boards hold the key, so both accept the same token and a
+    client keeps working after a failover; the token does not reveal the key."""
+    mac = hmac.new(key, PAIR_TOKEN_LABEL, hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(mac).rstrip(b"=").decode()
+
+
+def api_token(cfg: Config, board: bool = True) -> str:
+    """The API token of this config, the one the board accepts and `nvr token` prints.
+
+    `board` is the firmware starting: it makes a single board's token file on first start
+    and says when a paired board uses a token file; `nvr token` only reads.
+
+    With [pair] the token is derived from the pair key, unless [api] token_file is set: an
+    explicit file wins (an installer's own token), but a paired board never generates it,
+    because two boards generating their own would give the pair two tokens again; the same
+    file goes on both boards. Raises ConfigError for a missing or weak pair key and for a
+    missing explicit file on a paired board, OSError when a single board's file is not there
+    yet (not `board`)."""
+    if cfg.pair is None:
+        if board:
+            return _make_token_file(cfg.token_file)
+        try:
+            return _read_token_file(cfg.token_file)
+        except OSError as e:
+            raise OSError(f"{e} (the board creates it on first start)") from None
+    if cfg.api.token_file is None:
+        from firmware.failover.daemon import load_pair_key  # datadir stays below failover
+
+        return pair_api_token(load_pair_key(cfg.pair.key_file))
+    path = cfg.api.token_file
+    if board:
+        log.warning(
+            "[api] token_file %s is set: the API token is that file's, not the one derived "
+            "from the pair key; the peer must hold the same file or clients get 401 there "
+            "after a failover",
+            path,
+        )
+    try:
+        return _read_token_file(path)
+    except OSError as e:
+        raise ConfigError(
+            f"{e} ([api] token_file on a paired board is never generated: copy the same "
+            "token file to both boards, or remove token_file to use the token derived from "
+            "the pair key)"
+        ) from None
+
+
+def _read_token_file(path: Path) -> str:
+    """The token in a file; OSError naming the file when it is missing, unreadable or empty."""
+    try:
+        token = path.read_text().strip()
+    except OSError as e:
+        raise OSError(f"{path}: {e.strerror or e}") from None
+    if not token:
+        raise OSError(f"{path}: empty token file")
+    return token
+
+
+def _make_token_file(path: Path) -> str:
+    """A single board's token: generated once on first start, kept readable by root only."""
     try:
         token = path.read_text().strip()
         if token:
