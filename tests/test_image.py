@@ -39,6 +39,7 @@ pytestmark = [
         else "building an image needs root",
     ),
     pytest.mark.timeout(3000),
+    pytest.mark.image,
 ]
 V1, V2 = "1.0.0-test.1", "1.0.0-test.2"
 EPOCH = 1_790_000_000  # 2026-09-21T14:13:20Z
