@@ -8,6 +8,9 @@ from typing import TYPE_CHECKING
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector, CollectorRegistry
 
+from firmware.failover.advert import AdvertError
+from firmware.roles import Role
+
 if TYPE_CHECKING:
     from firmware.board import Board
     from firmware.failover.daemon import Failover
@@ -123,8 +126,8 @@ class BoardCollector(Collector):
         role = GaugeMetricFamily(
             "nvr_pair_role", "1 for this board's current role", labels=["role"]
         )
-        for r in ("init", "standby", "active"):
-            role.add_metric([r], int(fo.role == r))
+        for r in (Role.INIT, Role.STANDBY, Role.ACTIVE):
+            role.add_metric([r.value], int(fo.role == r))
         yield role
         yield GaugeMetricFamily("nvr_pair_epoch", "The pair's current term", value=fo.epoch)
         yield GaugeMetricFamily(
@@ -140,8 +143,9 @@ class BoardCollector(Collector):
         changes = CounterMetricFamily(
             "nvr_pair_role_changes", "Role changes, by the role entered", labels=["role"]
         )
-        for r, n in fo.transitions.items():
-            changes.add_metric([r], n)
+        # Every series from zero, so a rule's increase() sees the first change too.
+        for r in (Role.INIT, Role.STANDBY, Role.ACTIVE):
+            changes.add_metric([r.value], fo.transitions.get(r.value, 0))
         yield changes
         tx = CounterMetricFamily("nvr_pair_adverts_sent", "Adverts sent", labels=["path"])
         rx = CounterMetricFamily("nvr_pair_adverts_received", "Datagrams received", labels=["path"])
@@ -154,7 +158,8 @@ class BoardCollector(Collector):
         dropped = CounterMetricFamily(
             "nvr_pair_adverts_dropped", "Adverts ignored, by reason", labels=["reason"]
         )
-        for reason, n in fo.drop_counts().items():
+        counts = {reason: 0 for reason in AdvertError.REASONS} | fo.drop_counts()
+        for reason, n in counts.items():
             dropped.add_metric([reason], n)
         yield dropped
         peer = fo.peer_status()

@@ -38,6 +38,7 @@ from firmware.recorder.segment_file import (
     relative_path,
     write_meta,
 )
+from firmware.roles import RecorderMode
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +57,8 @@ HANDED_OVER = "handed-over"
 TAKEOVER_GAP = "takeover-gap"
 """A takeover could not continue frame for frame from the newest segment this board held."""
 
-RECORD = "record"
-RING = "ring"
+RECORD = RecorderMode.RECORD
+RING = RecorderMode.RING
 
 Report = Callable[[str, str, dict], None]
 """report(kind, camera, payload): events for the supervisor (status, counters, alerts)."""
