@@ -150,14 +150,31 @@ class PairRig:
         self.run(host, ["tc", "qdisc", "replace", "dev", dev, "root", "tbf", "rate", rate,
                         "burst", "1mb", "latency", "50ms"], check=True)  # fmt: skip
 
+    def netem(self, host: str, link: str, delay_ms: float | None, jitter_ms: float = 0.0) -> None:
+        """Delay what the host sends on a link by delay_ms ± jitter_ms (tc netem; uniform
+        jitter, so packets overtake each other as on a congested LAN); delay_ms=None removes
+        it. netem and `shape` both own the link's root qdisc: each replaces the other, so
+        a link is either shaped or delayed, never both."""
+        dev = {"lan": "eth0", "sync": "eth1"}[link]
+        if delay_ms is None:
+            self.run(host, ["tc", "qdisc", "del", "dev", dev, "root"], check=False)
+            return
+        self.run(host, ["tc", "qdisc", "replace", "dev", dev, "root", "netem", "delay",
+                        f"{delay_ms:g}ms", f"{jitter_ms:g}ms"], check=True)  # fmt: skip
+
     def _links(self, host: str) -> tuple[str, ...]:
         return ("lan", "sync") if host in ("a", "b") else ("lan",)
 
     def power_cut(self, host: str) -> None:
         """Everything on the board dies at once, its links go dark and what it held in RAM
-        (addresses it added, such as a floating IP) is gone."""
+        (addresses it added, such as a floating IP) is gone.
+
+        The links go down sync first. One kernel runs every namespace here, and its linkwatch
+        holds back a carrier change that comes within a second of another; on real boards the
+        two cables end on different machines (the peer and the switch), so neither waits for
+        the other."""
         self.kill(host)
-        for link in self._links(host):
+        for link in sorted(self._links(host), key=lambda link: link != "sync"):
             self.cable(host, link, False)
             _ip("addr", "flush", "dev", {"lan": "eth0", "sync": "eth1"}[link], ns=self.ns(host))
 

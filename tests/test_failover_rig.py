@@ -56,7 +56,9 @@ def test_power_cut_moves_vip_and_client_reaches_standby(twin):
     wait_until(lambda: twin.via_vip(0.3)["board"] == "b", 10, "client reaching b on the VIP")
     st = twin.status("b")
     assert st["role"] == "active" and st["epoch"] == 2
-    assert st["failover"]["role_reason"] == "master down"
+    # The sync port lost carrier and a said nothing: b did not wait out master down.
+    assert st["failover"]["role_reason"] == "sync carrier lost"
+    assert st["failover"]["election"]["sync_carrier_takeover"] == 1
     assert twin.vip_holders() == ["b"]
     # The client's ARP entry for the VIP was moved by b's gratuitous ARP.
     b_mac = twin.rig.run("b", ["cat", "/sys/class/net/eth0/address"]).stdout.strip()
@@ -68,6 +70,11 @@ def test_pulling_only_the_sync_cable_causes_no_takeover(twin):
     twin.rig.cable("a", "sync", False)
     wait_until(lambda: path_age(twin, "b", "sync") > 1.0, 10, "b no longer hearing a on sync")
     holds(lambda: steady(twin), WINDOW_S, "a active, b standby with the sync cable out")
+    # b heard a say it saw the drop too, or a's sync-down reached b before b's own carrier
+    # event: either way no sync-carrier takeover was armed to fire.
+    election = twin.status("b")["failover"]["election"]
+    assert election.get("sync_carrier_takeover", 0) == 0
+    assert "sync-down" in twin.status("b")["peer"]["health"]
     assert path_age(twin, "b", "lan") < 0.5  # the LAN carried the adverts all along
 
 
