@@ -279,11 +279,12 @@ class SimPair:
                      self.view(name)):  # fmt: skip
             self.core_actions(name, b.core.handle(fact, self.now))
 
-    def set_link(self, name: str, link: Link, up: bool) -> None:
+    def set_link(self, name: str, link: Link, up: bool, both_ends: bool = True) -> None:
+        """both_ends=False: only `name` notices the carrier change (a PHY that polls late)."""
         b = self.boards[name]
         setattr(b, link.value, up)
         for n in self.boards:  # both ends of a cable see its carrier
-            if link is Link.LAN and n != name:
+            if (link is Link.LAN or not both_ends) and n != name:
                 continue
             if self.boards[n].alive:
                 self.core_actions(n, self.boards[n].core.handle(Carrier(link, up), self.now))
@@ -431,3 +432,14 @@ def test_pulling_only_the_sync_cable_takes_nothing_over():
         sim.run_until(sim.now + 1.0)
     assert all(act == {"a"} for t, act in sim.actives if t >= t0)
     assert sim.boards["b"].election.stats.get("sync_pull_confirmed", 0) == 20
+
+
+def test_a_sync_pull_the_active_board_notices_late_takes_nothing_over():
+    """The standby's port reports the drop, the active board's does not (yet): the active board
+    answers the standby's sync-down over the LAN, so the standby knows it is alive."""
+    sim = steady_pair()
+    t0 = sim.now
+    sim.set_link("b", Link.SYNC, False, both_ends=False)
+    sim.run_until(sim.now + 2.0)
+    assert all(act == {"a"} for t, act in sim.actives if t >= t0)
+    assert sim.boards["b"].election.stats.get("sync_pull_confirmed") == 1

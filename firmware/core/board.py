@@ -217,19 +217,22 @@ class BoardCore:
             flags |= Health.UPS_ON_BATTERY
         if self.power.on_battery and self.power.low:
             flags |= Health.UPS_LOW
-        if len(self._live & self._enabled) < len(self._enabled):
+        if self.cameras_live(now) < len(self._enabled):
             flags |= Health.RECORDER_UNHEALTHY
         if self.mirror_behind:
             flags |= Health.MIRROR_BEHIND
         return flags
 
     def health(self, now: float) -> Health:
-        """What this board advertises: faults held down, progress and the sync carrier not."""
+        """What this board advertises: faults held down; progress, the sync carrier and the
+        camera count (held per camera) not."""
         present = self._present(now)
         flags = Health.NONE
         for flag, held in self._flags.items():
             held.set(bool(present & flag), now)
-            immediate = flag in (Health.MIRROR_BEHIND, Health.SYNC_DOWN)
+            # Lost cameras are held down one by one (cameras_live), not as a flag, so a
+            # board whose cameras come up at start is not held unhealthy.
+            immediate = flag in (Health.MIRROR_BEHIND, Health.SYNC_DOWN, Health.RECORDER_UNHEALTHY)
             if held.present or (not immediate and held.on(now, self.s.hold_down)):
                 flags |= flag
         return flags

@@ -13,7 +13,8 @@ Differences from plain VRRP, all chosen for a two-or-three board recorder pair:
 - the direct sync cable is evidence keepalived lacks: when its carrier drops, a dead peer
   sends nothing more, while a live one says at once (health SYNC_DOWN) that it saw the drop
   too. A standby that hears no such word within `sync_grace` takes over without waiting out
-  the master-down interval.
+  the master-down interval. The active board also answers a standby's SYNC_DOWN at once with
+  SYNC_DOWN of its own, so a live board is heard even before its own port notices the drop.
 """
 
 from __future__ import annotations
@@ -153,6 +154,7 @@ class Election:
         self._sync_lost_at: float | None = None
         self._sync_down_at: float | None = None
         self._sync_suspect: str | None = None
+        self._echo = Health.NONE
         # Validate now so a bad board_id fails at construction, not at the first send.
         self._advert("init", self.priority)
 
@@ -194,7 +196,7 @@ class Election:
             epoch=self.epoch if state == "active" else self.max_epoch,
             seq=self._seq,
             interval_ms=max(1, round(self.interval * 1000)),
-            health=self.health,
+            health=self.health | self._echo,
             newest_segment=self.newest_segment,
             cameras=min(255, self.cameras),
         )
@@ -235,6 +237,7 @@ class Election:
 
     def _become_standby(self, now: float, reason: str) -> list[Action]:
         actions: list[Action] = []
+        self._echo = Health.NONE
         old = self.state
         if old == "active":
             actions.append(ReleaseVIP())
@@ -276,6 +279,7 @@ class Election:
         if self.state != "active":
             return []
         self.state = "standby"
+        self._echo = Health.NONE
         self._yielded = True
         self._preempt_at = None
         self._master_down_at = now + self.master_down
@@ -385,6 +389,15 @@ class Election:
         return self._receive_as_standby(advert, now, was_active_peer)
 
     def _receive_as_active(self, advert: Advert, now: float) -> list[Action]:
+        echo = advert.health & Health.SYNC_DOWN
+        if advert.state != "active" and echo != self._echo:
+            # The standby lost its sync carrier: say at once, over the paths left, that this
+            # board is alive and knows, so the standby does not take the drop for its death
+            # (whether or not this board's own port has noticed yet).
+            self._echo = echo
+            if echo:
+                self._advert_at = now + self.interval
+                return [self._send()]
         if advert.state != "active" or advert.priority == 0:
             return []
         theirs = (advert.epoch, advert.priority, advert.board_id)
