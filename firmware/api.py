@@ -3,22 +3,38 @@
 from __future__ import annotations
 
 import hmac
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from firmware.catalog import Catalog
 from firmware.metrics import registry_for
+from firmware.status import BoardStatus
 from firmware.timefmt import iso, parse_iso
 
-if TYPE_CHECKING:
-    from firmware.board import Board
 
-BOARD = web.AppKey("board", object)
+@dataclass(frozen=True)
+class ApiContext:
+    """What the API may use of the board: its status snapshot, its footage, its token and the
+    one action it offers."""
+
+    snapshot: Callable[[], BoardStatus]
+    catalog: Catalog
+    data_dir: Path
+    token: str
+    camera_names: Callable[[], set[str]]
+    handover: Callable[[], bool] | None
+    """None on a board without [pair]; else True if this board was active."""
 
 
-def _board(request: web.Request) -> Board:
-    return request.app[BOARD]  # type: ignore[return-value]
+BOARD = web.AppKey("board", ApiContext)
+
+
+def _board(request: web.Request) -> ApiContext:
+    return request.app[BOARD]
 
 
 @web.middleware
@@ -26,7 +42,7 @@ async def require_token(request: web.Request, handler):
     """Everything but status and metrics needs `Authorization: Bearer <token>`."""
     if request.path in ("/api/v1/status", "/metrics", "/"):
         return await handler(request)
-    token = _board(request).api_token
+    token = _board(request).token
     given = request.headers.get("Authorization", "")
     if not (given.startswith("Bearer ") and hmac.compare_digest(given[7:].strip(), token)):
         raise web.HTTPUnauthorized(
@@ -38,7 +54,7 @@ async def require_token(request: web.Request, handler):
 
 
 async def status(request: web.Request) -> web.Response:
-    return web.json_response(_board(request).status())
+    return web.json_response(_board(request).snapshot().to_json())
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -47,7 +63,8 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 async def cameras(request: web.Request) -> web.Response:
-    return web.json_response({"cameras": _board(request).cameras_detail()})
+    cams = _board(request).snapshot().cameras
+    return web.json_response({"cameras": [c.detail_json() for c in cams]})
 
 
 def _time_arg(request: web.Request, key: str) -> int | None:
@@ -108,22 +125,23 @@ async def segment(request: web.Request) -> web.StreamResponse:
 
 async def handover(request: web.Request) -> web.Response:
     board = _board(request)
-    if board.failover is None:
+    if board.handover is None:
         raise web.HTTPConflict(
             text='{"error": "no [pair] configured"}', content_type="application/json"
         )
-    if not board.failover.handover():
+    if not board.handover():
         raise web.HTTPConflict(
-            text=f'{{"error": "this board is {board.role}, not active"}}',
+            text=f'{{"error": "this board is {board.snapshot().role}, not active"}}',
             content_type="application/json",
         )
-    return web.json_response({"board": board.cfg.board.name, "role": board.role})
+    st = board.snapshot()
+    return web.json_response({"board": st.board, "role": st.role})
 
 
-def make_app(board: Board) -> web.Application:
+def make_app(board: ApiContext) -> web.Application:
     app = web.Application(middlewares=[require_token])
     app[BOARD] = board
-    app["registry"] = registry_for(board)
+    app["registry"] = registry_for(board.snapshot)
     app.add_routes(
         [
             web.get("/api/v1/status", status),

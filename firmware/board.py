@@ -14,7 +14,7 @@ from aiohttp import web
 from firmware import __version__
 from firmware.alert_ids import AlertId, Severity
 from firmware.alerts import Alerts
-from firmware.api import make_app
+from firmware.api import ApiContext, make_app
 from firmware.audit import AUDIT_FILE, AuditLog
 from firmware.catalog import Catalog
 from firmware.config import Config, ConfigError, load_config
@@ -37,7 +37,8 @@ from firmware.hw.monitor import BoardHooks, Hardware
 from firmware.mirror.service import Mirror
 from firmware.recorder.supervisor import Recorder, ring_seconds
 from firmware.roles import RecorderMode, Role
-from firmware.timefmt import iso, now_us
+from firmware.status import BoardStatus, CameraView, MirrorView, PairView, PathCounts
+from firmware.timefmt import now_us
 from hal.linux.nic import LinuxNic
 from hal.nic import Nic
 
@@ -231,57 +232,92 @@ class Board:
     def camera_names(self) -> set[str]:
         return set(self.recorder.status) | set(self.catalog.cameras())
 
-    def status(self) -> dict:
+    def snapshot(self) -> BoardStatus:
+        """The only place that reads the board's parts for status; everything else reads this."""
         free, total = self.recorder.disk()
-        return {
-            "board": self.cfg.board.name,
-            "role": self.role,
-            "peer": self.failover.peer_status() if self.failover else None,
-            "virtual_ip": str(self.cfg.pair.virtual_ip) if self.cfg.pair else None,
-            "epoch": self.failover.epoch if self.failover else 0,
-            "mirror_lag_seconds": self.mirror.lag_seconds(self.role) if self.mirror else None,
-            "version": __version__,
-            "hostname": socket.gethostname(),
-            "uptime_seconds": round(time.monotonic() - self.started, 1),
-            "data_dir": str(self.data_dir),
-            "disk": {"free_bytes": free, "total_bytes": total},
-            "cameras": [
-                {
-                    "name": st.name,
-                    "recording": st.recording,
-                    "holding": st.holding,
-                    "last_frame_at": iso(st.last_frame_wall_us),
-                }
-                for st in self.recorder.status.values()
-            ],
-            "alerts": [a.to_json() for a in self.alerts.active()],
-            "failover": self.failover.status() if self.failover else None,
-            "mirror": self.mirror.status(self.role) if self.mirror else None,
-            "hardware": self.hw.status() if self.hw else None,
-            "writes_held": self.hold_writes,
-        }
-
-    def cameras_detail(self) -> list[dict]:
-        out = []
-        for st in self.recorder.status.values():
-            out.append(
-                {
-                    "name": st.name,
-                    "url": st.url,
-                    "recording": st.recording,
-                    "holding": st.holding,
-                    "ring_seconds": st.ring_seconds,
-                    "codec": st.codec,
-                    "last_frame_at": iso(st.last_frame_wall_us),
-                    "ingest_lag_seconds": st.lag_seconds,
-                    "error": st.error,
-                    "segments_written": st.segments,
-                    "bytes_written": st.bytes,
-                    "reconnects": st.reconnects,
-                    "gaps": st.gaps,
-                }
+        role = self.role
+        pair = None
+        if self.failover is not None:
+            fo = self.failover
+            peer = fo.peer_status()
+            pair = PairView(
+                role=role,
+                epoch=fo.epoch,
+                effective_priority=fo.election.effective_priority,
+                vip_held=fo.vip.held(),
+                role_changes=dict(fo.transitions),
+                paths=tuple(
+                    PathCounts(p.name, p.stats.tx, p.stats.rx, p.stats.tx_errors) for p in fo.paths
+                ),
+                dropped=fo.drop_counts(),
+                peer_heard_seconds=peer["heard_seconds_ago"] if peer else None,
+                peer=peer,
+                detail=fo.status(),
             )
-        return out
+        mirror = None
+        if self.mirror is not None:
+            m = self.mirror.status(role)
+            mirror = MirrorView(
+                lag_seconds=self.mirror.lag_seconds(role),
+                behind_bytes=m["behind_bytes"],
+                fetched_segments=m["fetched_segments"],
+                fetched_bytes=m["fetched_bytes"],
+                errors=dict(m["errors"]),
+                spares_removed=m["superseded_removed"],
+                detail=m,
+            )
+        rec = self.recorder
+        return BoardStatus(
+            board=self.cfg.board.name,
+            role=role,
+            virtual_ip=str(self.cfg.pair.virtual_ip) if self.cfg.pair else None,
+            version=__version__,
+            hostname=socket.gethostname(),
+            uptime_seconds=round(time.monotonic() - self.started, 1),
+            data_dir=str(self.data_dir),
+            disk_free_bytes=free,
+            disk_total_bytes=total,
+            cameras=tuple(
+                CameraView(
+                    name=st.name,
+                    url=st.url,
+                    recording=st.recording,
+                    holding=st.holding,
+                    ring_seconds=st.ring_seconds,
+                    codec=st.codec,
+                    last_frame_wall_us=st.last_frame_wall_us,
+                    ingest_lag_seconds=st.lag_seconds,
+                    error=st.error,
+                    segments=st.segments,
+                    bytes=st.bytes,
+                    frames=st.frames,
+                    reconnects=st.reconnects,
+                    gaps=dict(st.gaps),
+                )
+                for st in rec.status.values()
+            ),
+            alerts=tuple(self.alerts.active()),
+            alerts_raised=dict(self.alerts.raised_total),
+            retention_deleted=dict(rec.retention_deleted),
+            worker_restarts=rec.worker_restarts,
+            writes_held=self.hold_writes,
+            pair=pair,
+            mirror=mirror,
+            hardware=self.hw.status() if self.hw else None,
+        )
+
+    def status(self) -> dict:
+        return self.snapshot().to_json()
+
+    def api_context(self) -> ApiContext:
+        return ApiContext(
+            snapshot=self.snapshot,
+            catalog=self.catalog,
+            data_dir=self.data_dir,
+            token=self.api_token,
+            camera_names=self.camera_names,
+            handover=self.failover.handover if self.failover is not None else None,
+        )
 
     async def serve(self, stop: asyncio.Event) -> None:
         """Record, elect and serve until stop is set. On the way out the VIP goes first (a
@@ -309,7 +345,7 @@ class Board:
         decide = asyncio.create_task(self._decide(failover_stop))
         try:
             if self.serve_api:
-                runner = web.AppRunner(make_app(self), access_log=None)
+                runner = web.AppRunner(make_app(self.api_context()), access_log=None)
                 await runner.setup()
                 site = web.TCPSite(
                     runner,

@@ -239,9 +239,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 def _api_base(args: argparse.Namespace) -> str:
     """--url, else the config's API port on loopback (ConfigError if the config is bad)."""
-    if args.url:
-        return args.url.rstrip("/")
-    return f"http://127.0.0.1:{load_config(args.config).api.listen_port}"
+    from firmware.apiclient import api_base
+
+    return api_base(args.config, args.url)
 
 
 def _read_token(cfg: Config) -> str:
@@ -254,44 +254,17 @@ def _read_token(cfg: Config) -> str:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from firmware.apiclient import fetch_status, status_lines
+
     try:
         url = _api_base(args)
     except ConfigError as e:
         return _fail(str(e))
     try:
-        with urllib.request.urlopen(url + "/api/v1/status", timeout=5) as r:
-            st = json.load(r)
-    except (urllib.error.URLError, OSError) as e:
-        return _fail(f"the firmware does not answer at {url}: {e}", 1)
-    if args.json:
-        print(json.dumps(st, indent=1))
-        return 0
-    print(f"board {st['board']}  role {st['role']}  version {st.get('version', '?')}")
-    if st.get("virtual_ip"):
-        fo = st.get("failover") or {}
-        print(
-            f"floating IP {st['virtual_ip']}: {'held here' if fo.get('vip_held') else 'not here'}"
-            f", epoch {st['epoch']}, priority {fo.get('effective_priority')}"
-            f"/{fo.get('priority')}, health {', '.join(fo.get('health') or []) or 'ok'}"
-        )
-        peer = st.get("peer")
-        if peer:
-            paths = ", ".join(f"{k} {v:.1f} s ago" for k, v in peer["paths"].items())
-            print(f"peer {peer['board']}: {peer['role']}, priority {peer['priority']}, heard on "
-                  f"{paths}")  # fmt: skip
-        else:
-            print("peer: not heard")
-    disk = st.get("disk") or {}
-    if disk:
-        print(
-            f"data disk: {disk['free_bytes'] / 1e9:.2f} GB free of "
-            f"{disk['total_bytes'] / 1e9:.2f} GB"
-        )
-    for cam in st["cameras"]:
-        state = "recording" if cam["recording"] else "NOT recording"
-        print(f"  camera {cam['name']}: {state}, last frame {cam['last_frame_at']}")
-    for a in st["alerts"]:
-        print(f"  ALERT [{a['severity']}] {a['id']}: {a['text']} (since {a['since']})")
+        st = fetch_status(url)
+    except OSError as e:
+        return _fail(str(e), 1)
+    print(json.dumps(st, indent=1) if args.json else "\n".join(status_lines(st)))
     return 0
 
 

@@ -10,16 +10,15 @@ through one runner, and /proc, /dev and /run are parameters, so tests fake all o
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shlex
 from collections.abc import Callable
-from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
+from firmware.apiclient import api_base, fetch_status, status_lines
 from firmware.config import ConfigError, load_config
 from firmware.provision import (
     DATA_ROOT,
@@ -255,16 +254,17 @@ def _help(con: Console, args: list[str]) -> int:
 
 
 def _status(con: Console, args: list[str]) -> int:
-    from firmware.cli import cmd_status
-
     if args not in ([], ["--json"]):
         con.say("usage: status [--json]")
         return 2
-    ns = argparse.Namespace(config=con.config, url=None, json=bool(args))
-    with redirect_stdout(con.out), redirect_stderr(con.out):
-        code = cmd_status(ns)
-    con.out.flush()
-    return code
+    try:
+        st = fetch_status(api_base(con.config))
+    except (ConfigError, OSError) as e:
+        con.say(f"nvr: {e}")
+        return 2 if isinstance(e, ConfigError) else 1
+    for line in [json.dumps(st, indent=1)] if args else status_lines(st):
+        con.say(line)
+    return 0
 
 
 def _release(con: Console, args: list[str]) -> int:

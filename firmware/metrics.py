@@ -1,28 +1,24 @@
-"""Prometheus metrics, collected on scrape from the recorder's live status (no second books)."""
+"""Prometheus metrics, collected on scrape from the board's status snapshot (no second books)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterator
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from firmware.failover.advert import AdvertError
 from firmware.roles import Role
-
-if TYPE_CHECKING:
-    from firmware.board import Board
-    from firmware.failover.daemon import Failover
+from firmware.status import BoardStatus, MirrorView, PairView
 
 
 class BoardCollector(Collector):
-    def __init__(self, board: Board) -> None:
-        self.board = board
+    def __init__(self, snapshot: Callable[[], BoardStatus]) -> None:
+        self.snapshot = snapshot
 
     def collect(self) -> Iterator:
-        rec = self.board.recorder
-        cams = list(rec.status.values())
+        st = self.snapshot()
+        cams = st.cameras
 
         def per_camera(cls, name: str, doc: str, value) -> object:
             fam = cls(name, doc, labels=["camera"])
@@ -57,72 +53,75 @@ class BoardCollector(Collector):
             GaugeMetricFamily,
             "nvr_ingest_lag_seconds",
             "Arrival time of the newest frame minus the time it stands for",
-            lambda s: s.lag_seconds,
+            lambda s: s.ingest_lag_seconds,
         )
         gaps = CounterMetricFamily(
             "nvr_gaps", "Run ends (gaps) by reason", labels=["camera", "reason"]
         )
-        for st in cams:
-            for reason, n in st.gaps.items():
-                gaps.add_metric([st.name, reason], n)
+        for cam in cams:
+            for reason, n in cam.gaps.items():
+                gaps.add_metric([cam.name, reason], n)
         yield gaps
-        free, total = rec.disk()
-        yield GaugeMetricFamily("nvr_disk_free_bytes", "Free bytes on the data disk", value=free)
-        yield GaugeMetricFamily("nvr_disk_total_bytes", "Size of the data disk", value=total)
+        yield GaugeMetricFamily(
+            "nvr_disk_free_bytes", "Free bytes on the data disk", value=st.disk_free_bytes
+        )
+        yield GaugeMetricFamily(
+            "nvr_disk_total_bytes", "Size of the data disk", value=st.disk_total_bytes
+        )
         deleted = CounterMetricFamily(
             "nvr_retention_deleted_segments", "Segments deleted by retention", labels=["reason"]
         )
-        for why, n in rec.retention_deleted.items():
+        for why, n in st.retention_deleted.items():
             deleted.add_metric([why], n)
         yield deleted
         yield CounterMetricFamily(
-            "nvr_worker_restarts", "Recorder worker processes restarted", value=rec.worker_restarts
+            "nvr_worker_restarts", "Recorder worker processes restarted", value=st.worker_restarts
         )
         alerts = GaugeMetricFamily(
             "nvr_alert_active", "1 per active alert", labels=["id", "severity"]
         )
-        for a in self.board.alerts.active():
+        for a in st.alerts:
             alerts.add_metric([a.id, a.severity], 1)
         yield alerts
         raised = CounterMetricFamily("nvr_alerts_raised", "Alerts raised", labels=["id"])
-        for aid, n in self.board.alerts.raised_total.items():
+        for aid, n in st.alerts_raised.items():
             raised.add_metric([aid], n)
         yield raised
-        if self.board.failover is not None:
-            yield from self._failover(self.board.failover)
-        if self.board.mirror is not None:
-            yield from self._mirror(self.board.mirror.status(self.board.role))
+        if st.pair is not None:
+            yield from self._failover(st.pair)
+        if st.mirror is not None:
+            yield from self._mirror(st.mirror)
 
-    def _mirror(self, m: dict) -> Iterator:
-        if m["lag_seconds"] is not None:
+    def _mirror(self, m: MirrorView) -> Iterator:
+        if m.lag_seconds is not None:
             yield GaugeMetricFamily(
                 "nvr_mirror_lag_seconds",
                 "Seconds of footage the standby is behind the active board",
-                value=m["lag_seconds"],
+                value=m.lag_seconds,
             )
         yield GaugeMetricFamily(
             "nvr_mirror_behind_bytes", "Bytes of the peer's footage still to fetch",
-            value=m["behind_bytes"],
+            value=m.behind_bytes,
         )  # fmt: skip
         yield CounterMetricFamily(
             "nvr_mirror_fetched_segments", "Segments fetched from the peer",
-            value=m["fetched_segments"],
+            value=m.fetched_segments,
         )  # fmt: skip
         yield CounterMetricFamily(
-            "nvr_mirror_fetched_bytes", "Bytes fetched from the peer", value=m["fetched_bytes"]
+            "nvr_mirror_fetched_bytes", "Bytes fetched from the peer", value=m.fetched_bytes
         )
         errors = CounterMetricFamily(
             "nvr_mirror_errors", "Mirror failures, by reason", labels=["reason"]
         )
-        for reason, n in m["errors"].items():
+        for reason, n in m.errors.items():
             errors.add_metric([reason], n)
         yield errors
         yield CounterMetricFamily(
             "nvr_mirror_spare_removed", "Spare copies removed after a takeover",
-            value=m["superseded_removed"],
+            value=m.spares_removed,
         )  # fmt: skip
 
-    def _failover(self, fo: Failover) -> Iterator:
+    def _failover(self, fo: PairView) -> Iterator:
         role = GaugeMetricFamily(
             "nvr_pair_role", "1 for this board's current role", labels=["role"]
         )
@@ -133,45 +132,44 @@ class BoardCollector(Collector):
         yield GaugeMetricFamily(
             "nvr_pair_effective_priority",
             "Configured priority minus health weights",
-            value=fo.election.effective_priority,
+            value=fo.effective_priority,
         )
         yield GaugeMetricFamily(
             "nvr_pair_vip_held",
             "1 while the floating IP is on this board",
-            value=int(fo.vip.held()),
+            value=int(fo.vip_held),
         )
         changes = CounterMetricFamily(
             "nvr_pair_role_changes", "Role changes, by the role entered", labels=["role"]
         )
         # Every series from zero, so a rule's increase() sees the first change too.
         for r in (Role.INIT, Role.STANDBY, Role.ACTIVE):
-            changes.add_metric([r.value], fo.transitions.get(r.value, 0))
+            changes.add_metric([r.value], fo.role_changes.get(r.value, 0))
         yield changes
         tx = CounterMetricFamily("nvr_pair_adverts_sent", "Adverts sent", labels=["path"])
         rx = CounterMetricFamily("nvr_pair_adverts_received", "Datagrams received", labels=["path"])
         err = CounterMetricFamily("nvr_pair_advert_send_errors", "Send errors", labels=["path"])
         for p in fo.paths:
-            tx.add_metric([p.name], p.stats.tx)
-            rx.add_metric([p.name], p.stats.rx)
-            err.add_metric([p.name], p.stats.tx_errors)
+            tx.add_metric([p.name], p.sent)
+            rx.add_metric([p.name], p.received)
+            err.add_metric([p.name], p.send_errors)
         yield from (tx, rx, err)
         dropped = CounterMetricFamily(
             "nvr_pair_adverts_dropped", "Adverts ignored, by reason", labels=["reason"]
         )
-        counts = {reason: 0 for reason in AdvertError.REASONS} | fo.drop_counts()
+        counts = {reason: 0 for reason in AdvertError.REASONS} | dict(fo.dropped)
         for reason, n in counts.items():
             dropped.add_metric([reason], n)
         yield dropped
-        peer = fo.peer_status()
-        if peer is not None:
+        if fo.peer_heard_seconds is not None:
             yield GaugeMetricFamily(
                 "nvr_pair_peer_heard_seconds",
                 "Seconds since the peer's last advert",
-                value=peer["heard_seconds_ago"],
+                value=fo.peer_heard_seconds,
             )
 
 
-def registry_for(board: Board) -> CollectorRegistry:
+def registry_for(snapshot: Callable[[], BoardStatus]) -> CollectorRegistry:
     reg = CollectorRegistry()
-    reg.register(BoardCollector(board))
+    reg.register(BoardCollector(snapshot))
     return reg

@@ -148,7 +148,7 @@ def test_the_token_stays_out_of_status_alerts_logs_and_audit(tmp_path, key_file,
         shown = json.dumps(b.status())
         assert '"board": "a"' in shown and str(cfg.board.data_dir) in shown
         assert want not in shown
-        assert want not in json.dumps(b.cameras_detail())
+        assert want not in json.dumps([c.detail_json() for c in b.snapshot().cameras])
         assert caplog.records and want not in caplog.text
         audit = (cfg.board.data_dir / "audit.log").read_text()
         assert "alert-raise" in audit and want not in audit

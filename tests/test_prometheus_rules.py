@@ -9,7 +9,6 @@ import re
 import shutil
 import subprocess
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 from conftest import ROOT
@@ -20,6 +19,8 @@ from firmware.alert_ids import AlertId, Severity
 from firmware.alerts import Alerts
 from firmware.failover.advert import AdvertError
 from firmware.metrics import registry_for
+from firmware.roles import Role
+from firmware.status import BoardStatus, CameraView, MirrorView, PairView, PathCounts
 
 RULES = ROOT / "rootfs/usr/share/nvr/prometheus/nvr-pair.rules.yml"
 UNIT_TESTS = ROOT / "tests/data/nvr-pair.rules.test.yml"
@@ -161,37 +162,30 @@ def exposition() -> dict[str, dict[str, set[str]]]:
     alerts = Alerts()
     for aid in AlertId:
         alerts.raise_(aid, Severity.WARNING, "test", 1)
-    camera = SimpleNamespace(
-        name="cam1", segments=1, bytes=1, frames=1, reconnects=0, recording=True,
-        lag_seconds=0.1, gaps={"camera": 1},
+    camera = CameraView(
+        name="cam1", url="rtsp://192.0.2.31/cam1", recording=True, holding=False,
+        ring_seconds=None, codec="h264", last_frame_wall_us=1, ingest_lag_seconds=0.1,
+        error=None, segments=1, bytes=1, frames=1, reconnects=0, gaps={"camera": 1},
     )  # fmt: skip
-    recorder = SimpleNamespace(
-        status={"cam1": camera}, disk=lambda: (1, 2), retention_deleted={"age": 1},
-        worker_restarts=0,
+    pair = PairView(
+        role=Role.ACTIVE, epoch=1, effective_priority=100, vip_held=True,
+        role_changes={"init": 1, "standby": 1, "active": 1},
+        paths=tuple(PathCounts(n, 1, 1, 0) for n in ("lan", "sync", "serial")),
+        dropped=dict.fromkeys([*AdvertError.REASONS, "late", "replay"], 1),
+        peer_heard_seconds=0.1, peer=None, detail={},
     )  # fmt: skip
-    path = SimpleNamespace(stats=SimpleNamespace(tx=1, rx=1, tx_errors=0))
-    failover = SimpleNamespace(
-        role="active",
-        epoch=1,
-        election=SimpleNamespace(effective_priority=100),
-        vip=SimpleNamespace(held=lambda: True),
-        transitions={"init": 1, "standby": 1, "active": 1},
-        paths=[SimpleNamespace(name=n, stats=path.stats) for n in ("lan", "sync", "serial")],
-        drop_counts=lambda: dict.fromkeys([*AdvertError.REASONS, "late", "replay"], 1),
-        peer_status=lambda: {"heard_seconds_ago": 0.1},
-    )
-    mirror_status = {
-        "lag_seconds": 1.0, "behind_bytes": 0, "fetched_segments": 1, "fetched_bytes": 1,
-        "errors": {"io": 1}, "superseded_removed": 0,
-    }  # fmt: skip
-    board = SimpleNamespace(
-        recorder=recorder,
-        alerts=alerts,
-        failover=failover,
-        mirror=SimpleNamespace(status=lambda role: mirror_status),
-        role="active",
-    )
-    text = generate_latest(registry_for(board)).decode()
+    mirror = MirrorView(
+        lag_seconds=1.0, behind_bytes=0, fetched_segments=1, fetched_bytes=1,
+        errors={"io": 1}, spares_removed=0, detail={},
+    )  # fmt: skip
+    board = BoardStatus(
+        board="a", role=Role.ACTIVE, virtual_ip="192.0.2.100/24", version="t", hostname="h",
+        uptime_seconds=1.0, data_dir="/d", disk_free_bytes=1, disk_total_bytes=2,
+        cameras=(camera,), alerts=tuple(alerts.active()), alerts_raised=alerts.raised_total,
+        retention_deleted={"age": 1}, worker_restarts=0, writes_held=False, pair=pair,
+        mirror=mirror, hardware=None,
+    )  # fmt: skip
+    text = generate_latest(registry_for(lambda: board)).decode()
     out: dict[str, dict[str, set[str]]] = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:

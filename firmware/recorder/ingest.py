@@ -21,11 +21,20 @@ from urllib.parse import urlsplit, urlunsplit
 import av
 import av.error
 
+from firmware.alert_ids import AlertId, Severity
 from firmware.catalog import Catalog, Segment, segment_id
 from firmware.config import RecorderConfig
+from firmware.core.actions import RaiseAlert
 from firmware.recorder import policy as P
 from firmware.recorder.access_units import AccessUnitJoiner
 from firmware.recorder.backoff import Backoff
+from firmware.recorder.events import (
+    Reconnecting,
+    Report,
+    RunEnded,
+    SegmentCommitted,
+    SessionChanged,
+)
 from firmware.recorder.ring import Held, Point, StandbyRing, fingerprint
 from firmware.recorder.salvage import salvage_partial
 from firmware.recorder.segment_file import (
@@ -59,10 +68,6 @@ TAKEOVER_GAP = "takeover-gap"
 
 RECORD = RecorderMode.RECORD
 RING = RecorderMode.RING
-
-Report = Callable[[str, str, dict], None]
-"""report(kind, camera, payload): events for the supervisor (status, counters, alerts)."""
-
 
 def redact(url: str) -> str:
     """Camera URLs carry credentials; logs and the API must not."""
@@ -229,11 +234,11 @@ class CameraIngest:
         while not self.stop.is_set():
             began = time.monotonic()
             reason, text = self.session()
-            self.report("state", self.name, {"recording": False, "error": text})
+            self.report(SessionChanged(self.name, recording=False, error=text))
             if self.stop.is_set():
                 break
             if not first or reason != STOPPED:
-                self.report("reconnect", self.name, {"reason": reason})
+                self.report(Reconnecting(self.name, reason))
             first = False
             backoff.session_lasted(time.monotonic() - began)
             delay = backoff.next_delay()
@@ -306,9 +311,8 @@ class CameraIngest:
         self.templates = streams
         stall_us = round(self.cfg.stall_seconds * 1e6)
         self.report(
-            "state", self.name, {"recording": self.mode == RECORD, "error": None,
-                                 "codec": self.codec},
-        )  # fmt: skip
+            SessionChanged(self.name, recording=self.mode == RECORD, error=None, codec=self.codec)
+        )
         rate = vstream.guessed_rate or vstream.average_rate
         ticks = round(1 / (rate * vstream.time_base)) if rate else None
         joiner = AccessUnitJoiner(self.codec, ticks)
@@ -490,7 +494,7 @@ class CameraIngest:
         )
         self.catalog.add_segment(row)
         drop_meta(seg.final)
-        self.report("segment", self.name, {"id": row.id, "bytes": row.bytes, "frames": row.frames})
+        self.report(SegmentCommitted(self.name, row.id, row.bytes, row.frames))
 
     def _salvage_after_error(self, seg: _Open, e: OSError) -> None:
         """A write failed mid-segment: keep the complete fragments that reached the disk."""
@@ -501,20 +505,15 @@ class CameraIngest:
             log.exception("camera %s: salvage of %s failed", self.name, seg.rel)
         if e.errno in (errno.ENOSPC, errno.EDQUOT):
             self.report(
-                "alert",
-                self.name,
-                {
-                    "id": "disk-full",
-                    "severity": "critical",
-                    "raise": True,
-                    "text": f"data disk full while writing {seg.rel}",
-                },
+                RaiseAlert(
+                    AlertId.DISK_FULL, Severity.CRITICAL, f"data disk full while writing {seg.rel}"
+                )
             )
 
     def _close_run(self, reason: str) -> None:
         if self.run_id is not None:
             self.catalog.end_run(self.run_id, reason)
-            self.report("run_end", self.name, {"reason": reason})
+            self.report(RunEnded(self.name, reason))
         self.run_id = None
 
     def _end_run(self, reason: str) -> None:

@@ -2,7 +2,8 @@
 
 Cameras are spread over several processes because one Python process cannot remux dozens of
 streams (PyAV's interrupt callback takes the GIL on every poll); threads inside a process keep
-each camera isolated from another camera's stalls. Events go to the supervisor over a queue.
+each camera isolated from another camera's stalls. Events (firmware/recorder/events.py) go to
+the supervisor over this worker's own pipe.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import av.logging
 
 from firmware.catalog import Catalog
 from firmware.config import RecorderConfig
+from firmware.recorder.events import CameraProgress, RetentionDeleted, WorkerEvent, WorkerExited
 from firmware.recorder.ingest import RECORD, CameraIngest
 from firmware.recorder.retention import Retention
 
@@ -57,10 +59,10 @@ def worker_main(
 
     send_lock = threading.Lock()
 
-    def report(kind: str, camera: str, payload: dict) -> None:
+    def report(event: WorkerEvent) -> None:
         with send_lock:  # a Connection is not thread-safe
             try:
-                events.send((kind, camera, payload))
+                events.send(event)
             except OSError:
                 local_stop.set()  # the supervisor is gone: stop cleanly
 
@@ -68,7 +70,7 @@ def worker_main(
         root,
         cfg,
         catalog,
-        on_delete=lambda why, n, b: report("retention", "", {"why": why, "n": n, "bytes": b}),
+        on_delete=lambda why, n, b: report(RetentionDeleted(why, n, b)),
     )
 
     def make_room() -> None:
@@ -97,20 +99,19 @@ def worker_main(
             local_stop.set()  # orphaned: the supervisor died without stopping us
         for ing in ingests:
             report(
-                "status",
-                ing.name,
-                {
-                    "last_frame_wall_us": ing.last_frame_wall_us,
-                    "last_frame_seen_us": ing.last_frame_seen_us,
-                    "recording": ing.seg is not None,
-                    "holding": ing.holding,
-                    "ring_seconds": round(ing.ring.seconds, 1),
-                },
+                CameraProgress(
+                    ing.name,
+                    last_frame_wall_us=ing.last_frame_wall_us,
+                    last_frame_seen_us=ing.last_frame_seen_us,
+                    recording=ing.seg is not None,
+                    holding=ing.holding,
+                    ring_seconds=round(ing.ring.seconds, 1),
+                )
             )
     deadline = time.monotonic() + cfg.stall_seconds + 5
     for t in threads[: len(ingests)]:
         t.join(max(0.1, deadline - time.monotonic()))
-    report("worker_exit", "", {"cameras": [n for n, _ in cameras]})
+    report(WorkerExited(tuple(n for n, _ in cameras)))
     events.close()
 
 

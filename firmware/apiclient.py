@@ -1,0 +1,57 @@
+"""Asking the running firmware over its own API, as `nvr status` and the installer console do."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from firmware.config import load_config
+
+
+def api_base(config: Path, url: str | None = None) -> str:
+    """url, else the config's API port on loopback (ConfigError if the config is bad)."""
+    if url:
+        return url.rstrip("/")
+    return f"http://127.0.0.1:{load_config(config).api.listen_port}"
+
+
+def fetch_status(base: str, timeout: float = 5.0) -> dict:
+    """GET /api/v1/status; OSError when the firmware does not answer."""
+    try:
+        with urllib.request.urlopen(base + "/api/v1/status", timeout=timeout) as r:
+            return json.load(r)
+    except urllib.error.URLError as e:
+        raise OSError(f"the firmware does not answer at {base}: {e.reason}") from None
+
+
+def status_lines(st: dict) -> list[str]:
+    """The status an installer reads on the console."""
+    out = [f"board {st['board']}  role {st['role']}  version {st.get('version', '?')}"]
+    if st.get("virtual_ip"):
+        fo = st.get("failover") or {}
+        out.append(
+            f"floating IP {st['virtual_ip']}: {'held here' if fo.get('vip_held') else 'not here'}"
+            f", epoch {st['epoch']}, priority {fo.get('effective_priority')}"
+            f"/{fo.get('priority')}, health {', '.join(fo.get('health') or []) or 'ok'}"
+        )
+        peer = st.get("peer")
+        if peer:
+            paths = ", ".join(f"{k} {v:.1f} s ago" for k, v in peer["paths"].items())
+            out.append(f"peer {peer['board']}: {peer['role']}, priority {peer['priority']}, "
+                       f"heard on {paths}")  # fmt: skip
+        else:
+            out.append("peer: not heard")
+    disk = st.get("disk") or {}
+    if disk:
+        out.append(
+            f"data disk: {disk['free_bytes'] / 1e9:.2f} GB free of "
+            f"{disk['total_bytes'] / 1e9:.2f} GB"
+        )
+    for cam in st["cameras"]:
+        state = "recording" if cam["recording"] else "NOT recording"
+        out.append(f"  camera {cam['name']}: {state}, last frame {cam['last_frame_at']}")
+    for a in st["alerts"]:
+        out.append(f"  ALERT [{a['severity']}] {a['id']}: {a['text']} (since {a['since']})")
+    return out

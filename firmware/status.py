@@ -1,0 +1,142 @@
+"""The board's status as one frozen snapshot: the API, the metrics, the console and the front
+panel read this instead of reaching into the board's parts, and `to_json` is the status
+contract (docs/DESIGN.md)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from firmware.alerts import Alert
+from firmware.roles import Role
+from firmware.timefmt import iso
+
+
+@dataclass(frozen=True)
+class CameraView:
+    name: str
+    url: str
+    """Without credentials."""
+    recording: bool
+    holding: bool
+    ring_seconds: float | None
+    codec: str | None
+    last_frame_wall_us: int | None
+    ingest_lag_seconds: float | None
+    error: str | None
+    segments: int
+    bytes: int
+    frames: int
+    reconnects: int
+    gaps: Mapping[str, int]
+
+    def to_json(self) -> dict:
+        return {
+            "name": self.name,
+            "recording": self.recording,
+            "holding": self.holding,
+            "last_frame_at": iso(self.last_frame_wall_us),
+        }
+
+    def detail_json(self) -> dict:
+        """GET /api/v1/cameras."""
+        return {
+            "name": self.name,
+            "url": self.url,
+            "recording": self.recording,
+            "holding": self.holding,
+            "ring_seconds": self.ring_seconds,
+            "codec": self.codec,
+            "last_frame_at": iso(self.last_frame_wall_us),
+            "ingest_lag_seconds": self.ingest_lag_seconds,
+            "error": self.error,
+            "segments_written": self.segments,
+            "bytes_written": self.bytes,
+            "reconnects": self.reconnects,
+            "gaps": dict(self.gaps),
+        }
+
+
+@dataclass(frozen=True)
+class PathCounts:
+    name: str
+    sent: int
+    received: int
+    send_errors: int
+
+
+@dataclass(frozen=True)
+class PairView:
+    role: Role
+    epoch: int
+    effective_priority: int
+    vip_held: bool
+    role_changes: Mapping[str, int]
+    paths: tuple[PathCounts, ...]
+    dropped: Mapping[str, int]
+    peer_heard_seconds: float | None
+    peer: Mapping | None
+    """The `peer` block of the status contract."""
+    detail: Mapping
+    """The `failover` block of the status contract."""
+
+
+@dataclass(frozen=True)
+class MirrorView:
+    lag_seconds: float | None
+    """This board's own lag on a standby, the lag its standby reports on the active board."""
+    behind_bytes: int
+    fetched_segments: int
+    fetched_bytes: int
+    errors: Mapping[str, int]
+    spares_removed: int
+    detail: Mapping
+    """The `mirror` block of the status contract."""
+
+
+@dataclass(frozen=True)
+class BoardStatus:
+    board: str
+    role: Role
+    virtual_ip: str | None
+    version: str
+    hostname: str
+    uptime_seconds: float
+    data_dir: str
+    disk_free_bytes: int
+    disk_total_bytes: int
+    cameras: tuple[CameraView, ...]
+    alerts: tuple[Alert, ...]
+    alerts_raised: Mapping[str, int]
+    retention_deleted: Mapping[str, int]
+    worker_restarts: int
+    writes_held: bool
+    pair: PairView | None
+    mirror: MirrorView | None
+    hardware: Mapping | None
+
+    @property
+    def epoch(self) -> int:
+        return self.pair.epoch if self.pair else 0
+
+    def to_json(self) -> dict:
+        """`nvr status --json` and GET /api/v1/status: fields may be added, never renamed."""
+        return {
+            "board": self.board,
+            "role": self.role.value,
+            "peer": dict(self.pair.peer) if self.pair and self.pair.peer else None,
+            "virtual_ip": self.virtual_ip,
+            "epoch": self.epoch,
+            "mirror_lag_seconds": self.mirror.lag_seconds if self.mirror else None,
+            "version": self.version,
+            "hostname": self.hostname,
+            "uptime_seconds": self.uptime_seconds,
+            "data_dir": self.data_dir,
+            "disk": {"free_bytes": self.disk_free_bytes, "total_bytes": self.disk_total_bytes},
+            "cameras": [c.to_json() for c in self.cameras],
+            "alerts": [a.to_json() for a in self.alerts],
+            "failover": dict(self.pair.detail) if self.pair else None,
+            "mirror": dict(self.mirror.detail) if self.mirror else None,
+            "hardware": dict(self.hardware) if self.hardware is not None else None,
+            "writes_held": self.writes_held,
+        }
