@@ -1,10 +1,13 @@
 """Mirror and hot-standby parts: standby ring, spare copies, lag, pair auth, receiving store,
-catalog migration and the pair's gaps."""
+feed rows, catalog migration and the pair's gaps."""
 
 from __future__ import annotations
 
 import hashlib
+import io
+import json
 import sqlite3
+import time
 
 import pytest
 from hypothesis import given, settings
@@ -12,12 +15,14 @@ from hypothesis import strategies as st
 
 from firmware.catalog import Catalog, Gap, Run, Segment, run_uid, segment_id
 from firmware.mirror.auth import (
+    RESPONSE_HEADER,
     AuthError,
     sign_request,
     sign_response,
     verify_request,
     verify_response,
 )
+from firmware.mirror.client import MirrorClient
 from firmware.mirror.plan import PeerCamera, RunFacts, SegFacts, Summary, lag, superseded
 from firmware.mirror.store import (
     Corrupt,
@@ -27,10 +32,18 @@ from firmware.mirror.store import (
     receive,
     resume_point,
 )
-from firmware.mirror.wire import segment_to_wire
+from firmware.mirror.wire import (
+    FEED_PATH,
+    SEGMENT_PATH,
+    FeedError,
+    FeedPage,
+    FeedSegment,
+    decode_page,
+)
 from firmware.recorder.policy import Clocks
 from firmware.recorder.ring import Held, Point, StandbyRing, fingerprint
 from firmware.recorder.segment_file import relative_path
+from hil.wait import wait_until
 
 # --- standby ring ------------------------------------------------------------------------
 
@@ -343,18 +356,18 @@ START = 1_700_000_000_000_000
 DATA = bytes(range(256)) * 40
 
 
-def peer_row(data: bytes = DATA, start_us: int = START) -> dict:
+def peer_row(data: bytes = DATA, start_us: int = START) -> FeedSegment:
     run = Run(7, "c1", "b", START, start_us + 4 * S, None, run_uid("c1", START, "b"))
     sid = segment_id("c1", start_us, "b")
     seg = Segment(sid, "c1", 7, f"peer/{sid}.mp4", start_us, start_us + 4 * S, 0, 4 * S, 100,
                   len(data), hashlib.sha256(data).hexdigest(), "b", "h264",
                   last_frame=fp(99))  # fmt: skip
-    return segment_to_wire(seg, run)
+    return FeedSegment.of(seg, run)
 
 
-def transfer(tmp_path, cat: Catalog, row: dict, data: bytes, cut: int) -> bool:
+def transfer(tmp_path, cat: Catalog, row: FeedSegment, data: bytes, cut: int) -> bool:
     """Receive data in two attempts cut at `cut` bytes, then commit."""
-    path = incoming(tmp_path, row["id"])
+    path = incoming(tmp_path, row.id)
     off, h = fresh()
     receive(path, off, h, [data[:cut]])
     off, h = resume_point(path)
@@ -367,7 +380,7 @@ def test_resumed_transfer_commits_file_row_and_local_run(tmp_path):
     cat = Catalog(tmp_path)
     cat.new_run("c9", "a", 0, 0)  # local ids differ from the peer's
     row = peer_row()
-    path = incoming(tmp_path, row["id"])
+    path = incoming(tmp_path, row.id)
     off, h = fresh()
     receive(path, off, h, [DATA[:3000]])
     off, h = resume_point(path)
@@ -375,14 +388,14 @@ def test_resumed_transfer_commits_file_row_and_local_run(tmp_path):
     n = receive(path, off, h, [DATA[3000:5000], DATA[5000:]])
     assert n == len(DATA)
     assert commit_received(tmp_path, cat, row, path, n, h.hexdigest()) is True
-    final = tmp_path / relative_path("c1", START, row["id"])
+    final = tmp_path / relative_path("c1", START, row.id)
     assert final.read_bytes() == DATA and not path.exists()
-    got = cat.segment(row["id"])
+    got = cat.segment(row.id)
     run = cat.run_by_uid(run_uid("c1", START, "b"))
     assert got is not None and run is not None
     assert got.sha256 == hashlib.sha256(DATA).hexdigest()
     assert got.run_id == run.id != 7
-    assert got.path == relative_path("c1", START, row["id"]) and got.last_frame == fp(99)
+    assert got.path == relative_path("c1", START, row.id) and got.last_frame == fp(99)
 
 
 def test_second_segment_of_a_run_joins_the_same_local_run(tmp_path):
@@ -391,7 +404,7 @@ def test_second_segment_of_a_run_joins_the_same_local_run(tmp_path):
     first, second = peer_row(), peer_row(start_us=START + 4 * S)
     assert transfer(tmp_path, cat, first, DATA, 100)
     assert transfer(tmp_path, cat, second, DATA, 100)
-    assert cat.segment(first["id"]).run_id == cat.segment(second["id"]).run_id
+    assert cat.segment(first.id).run_id == cat.segment(second.id).run_id
     assert [r.uid for r in cat.runs("c1")] == [run_uid("c1", START, "b")]
     assert cat.runs("c1")[0].end_us == START + 8 * S
 
@@ -402,14 +415,14 @@ def test_corrupt_transfer_leaves_no_file_and_no_row(tmp_path, how):
     cat = Catalog(tmp_path)
     row = peer_row()
     bad = DATA[:100] + bytes([DATA[100] ^ 0xFF]) + DATA[101:] if how == "byte" else DATA[:-1]
-    path = incoming(tmp_path, row["id"])
+    path = incoming(tmp_path, row.id)
     off, h = fresh()
     n = receive(path, off, h, [bad])
     with pytest.raises(Corrupt):
         commit_received(tmp_path, cat, row, path, n, h.hexdigest())
     assert not path.exists()
-    assert not (tmp_path / relative_path("c1", START, row["id"])).exists()
-    assert cat.segment(row["id"]) is None and cat.runs() == []
+    assert not (tmp_path / relative_path("c1", START, row.id)).exists()
+    assert cat.segment(row.id) is None and cat.runs() == []
 
 
 def test_committing_the_same_row_twice_returns_false(tmp_path):
@@ -418,8 +431,8 @@ def test_committing_the_same_row_twice_returns_false(tmp_path):
     row = peer_row()
     assert transfer(tmp_path, cat, row, DATA, 500) is True
     assert transfer(tmp_path, cat, row, DATA, 500) is False
-    assert not incoming(tmp_path, row["id"]).exists()
-    assert (tmp_path / relative_path("c1", START, row["id"])).read_bytes() == DATA
+    assert not incoming(tmp_path, row.id).exists()
+    assert (tmp_path / relative_path("c1", START, row.id)).read_bytes() == DATA
     assert len(cat.segments()) == 1
 
 
@@ -432,6 +445,142 @@ def test_receive_from_zero_starts_over_and_resume_of_nothing_is_fresh(tmp_path):
     off, h = fresh()
     assert receive(path, off, h, [b"new"]) == 3
     assert path.read_bytes() == b"new" and h.hexdigest() == hashlib.sha256(b"new").hexdigest()
+
+
+# --- feed rows: one definition, decoded once -------------------------------------------------
+
+
+def feed_body(page: dict) -> bytes:
+    return json.dumps(page).encode()
+
+
+def page_of(*segments: dict, runs: tuple[dict, ...] = ()) -> dict:
+    return {"board": "b", "segments": list(segments), "runs": list(runs), "seg": 9, "run": 4,
+            "more": False, "cameras": {"c1": {"end_us": START, "recording": True}}}  # fmt: skip
+
+
+def test_feed_rows_keep_the_wire_format_both_boards_speak():
+    """Field names, their order and the nested run are what a board of the previous release
+    sends and reads; encoding then decoding gives the same rows back."""
+    row = peer_row()
+    sid, uid = segment_id("c1", START, "b"), run_uid("c1", START, "b")
+    wire = json.dumps(row.to_json())
+    assert wire == json.dumps({
+        "id": sid, "camera": "c1", "start_us": START, "end_us": START + 4 * S,
+        "media_start_us": 0, "media_end_us": 4 * S, "frames": 100, "bytes": len(DATA),
+        "sha256": hashlib.sha256(DATA).hexdigest(), "origin": "b", "codec": "h264",
+        "salvaged": False, "last_frame": fp(99),
+        "run": {"uid": uid, "camera": "c1", "origin": "b", "start_us": START,
+                "end_us": START + 4 * S, "end_reason": None, "continues": None},
+    })  # fmt: skip
+    page = FeedPage("b", (row,), (row.run,), 9, 4, False, {"c1": PeerCamera(START, True)})
+    body = feed_body(page.to_json())
+    assert list(json.loads(body)) == ["board", "segments", "runs", "seg", "run", "more", "cameras"]
+    assert decode_page(body) == (page, [])
+
+
+def test_feed_row_of_an_older_peer_without_last_frame_decodes():
+    """A row without last_frame (firmware before takeover by content) reads as empty."""
+    wire = peer_row().to_json()
+    del wire["last_frame"]
+    page, refused = decode_page(feed_body(page_of(wire)))
+    assert refused == [] and page.segments[0].last_frame == ""
+
+
+@pytest.mark.parametrize(
+    ("change", "why"),
+    [
+        ({"bytes": "lots"}, "bytes: Input should be a valid integer"),
+        ({"sha256": None}, "sha256: Input should be a valid string"),
+        ({"run": {"uid": "u"}}, "run.camera: Field required"),
+        ({"start_us": None, "codec": 5}, "start_us: Input should be a valid integer"),
+    ],
+)
+def test_malformed_feed_row_is_refused_by_name_and_the_rest_kept(change, why):
+    """Each row decodes on its own: a bad one is named with what is wrong, the others stay."""
+    good, other = peer_row(), peer_row(start_us=START + 4 * S)
+    bad = {**other.to_json(), **change}
+    run_row = good.run.to_json()
+    page, refused = decode_page(
+        feed_body(page_of(good.to_json(), bad, runs=(run_row, {**run_row, "end_us": "x"})))
+    )
+    assert page.segments == (good,) and page.runs == (good.run,)
+    assert len(refused) == 2
+    assert refused[0].startswith(f"segment #1 {other.id!r} refused: ") and why in refused[0]
+    assert refused[1].startswith(f"run #1 {good.run.uid!r} refused: end_us:")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"not json", b"[]", feed_body({**page_of(), "seg": None}),
+     feed_body({k: v for k, v in page_of().items() if k != "run"}),
+     feed_body({**page_of(), "segments": {}}),
+     feed_body({**page_of(), "cameras": {"c1": {"end_us": "soon"}}})],
+)  # fmt: skip
+def test_malformed_feed_answer_raises_feed_error(body):
+    """An answer whose cursors, lists or cameras cannot be read is refused whole."""
+    with pytest.raises(FeedError, match="feed answer malformed"):
+        decode_page(body)
+
+
+class FakeResponse:
+    def __init__(self, status: int, body: bytes, mac: str | None = None) -> None:
+        self.status, self._body, self._mac = status, io.BytesIO(body), mac
+
+    def read(self, n: int = -1) -> bytes:
+        return self._body.read(n)
+
+    def getheader(self, name: str) -> str | None:
+        return self._mac if name == RESPONSE_HEADER else None
+
+
+class NullConn:
+    def close(self) -> None:
+        pass
+
+
+class FakePeer:
+    """The peer's side of MirrorClient._request: one feed answer, then empty ones; files."""
+
+    def __init__(self, first: dict, files: dict[str, bytes]) -> None:
+        self.first, self.files, self.feeds = first, files, 0
+
+    def __call__(self, path_qs: str, timeout: float, headers: dict | None = None):
+        nonce = f"n{self.feeds}"
+        if path_qs.startswith(FEED_PATH):
+            page = self.first if self.feeds == 0 else page_of()
+            self.feeds += 1
+            if self.feeds > 1:
+                time.sleep(0.02)  # a long poll with nothing new
+            body = feed_body(page)
+            return FakeResponse(200, body, sign_response(KEY, nonce, body)), NullConn(), nonce
+        sid = path_qs.removeprefix(SEGMENT_PATH)
+        if sid not in self.files:
+            return FakeResponse(404, b""), NullConn(), nonce
+        return FakeResponse(200, self.files[sid]), NullConn(), nonce
+
+
+def test_malformed_feed_row_is_counted_and_the_fetch_goes_on(tmp_path, caplog):
+    """A bad row in an authentic answer: counted as a mirror error and logged; the good row of
+    the same answer is fetched and committed, and the feed keeps following."""
+    good, other = peer_row(), peer_row(start_us=START + 4 * S)
+    bad = {**other.to_json(), "bytes": "lots"}
+    cat = Catalog(tmp_path)
+    client = MirrorClient(board="a", key=KEY, data_dir=tmp_path, catalog=cat,
+                          peer={"lan": "192.0.2.12"}, port=1, order="oldest", concurrency=1,
+                          path_usable=lambda p: True, now_us=lambda: START)  # fmt: skip
+    peer = FakePeer(page_of(good.to_json(), bad), {good.id: DATA, other.id: DATA})
+    client._request = peer  # type: ignore[method-assign]
+    client.start()
+    try:
+        wait_until(lambda: cat.segment(good.id) is not None, 10, "the good row committed")
+        wait_until(lambda: peer.feeds >= 3, 10, "the feed followed on")
+    finally:
+        client.stop()
+    assert client.counters.errors == {"row": 1}
+    assert client.counters.segments == 1 and cat.segment(other.id) is None
+    assert client.connected and client.reached
+    assert f"segment #1 {other.id!r} refused: bytes:" in caplog.text
 
 
 # --- catalog: migration, merge, deletions, gaps -------------------------------------------------

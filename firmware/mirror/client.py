@@ -10,7 +10,6 @@ sync link while it carries adverts and over the LAN otherwise.
 from __future__ import annotations
 
 import http.client
-import json
 import logging
 import threading
 from collections.abc import Callable
@@ -29,7 +28,7 @@ from firmware.mirror.auth import (
 )
 from firmware.mirror.plan import Order, PeerCamera, Summary, lag, reconcile
 from firmware.mirror.store import Corrupt, commit_received, fresh, incoming, receive, resume_point
-from firmware.mirror.wire import FEED_PATH, SEGMENT_PATH, run_from_wire
+from firmware.mirror.wire import FEED_PATH, SEGMENT_PATH, FeedPage, FeedSegment, decode_page
 
 log = logging.getLogger("nvr.mirror")
 
@@ -38,11 +37,6 @@ FEED_WAIT_S = 2.0
 TIMEOUT_S = 5.0
 CHUNK = 1 << 16
 RETRY_S = 1.0
-
-
-def summary(row: dict) -> Summary:
-    return Summary(row["id"], row["camera"], int(row["start_us"]), int(row["bytes"]),
-                   row["sha256"])  # fmt: skip
 
 
 @dataclass
@@ -86,8 +80,7 @@ class MirrorClient:
         """A full pass over the peer's catalog since start found nothing left to fetch."""
         self.last_error: str | None = None
         self.peer_cameras: dict[str, PeerCamera] = {}
-        self._pending: dict[str, dict] = {}
-        self._durations: dict[str, int] = {}
+        self._pending: dict[str, FeedSegment] = {}
         self._busy: set[str] = set()
         self._feed_done = False
         self._lock = threading.Condition()
@@ -117,15 +110,16 @@ class MirrorClient:
     def lag(self) -> tuple[float, int]:
         """(seconds of footage, bytes) behind the peer."""
         with self._lock:
-            missing = [summary(r) for r in self._pending.values()]
-            return lag(dict(self.peer_cameras), missing, self._durations, self.now_us())
+            missing = [r.summary for r in self._pending.values()]
+            durations = {sid: r.duration_us for sid, r in self._pending.items()}
+            return lag(dict(self.peer_cameras), missing, durations, self.now_us())
 
     def backlog_seconds(self) -> float:
         """Committed footage of the peer still to fetch (its open segment not counted)."""
         with self._lock:
             per: dict[str, int] = {}
-            for sid, r in self._pending.items():
-                per[r["camera"]] = per.get(r["camera"], 0) + self._durations.get(sid, 0)
+            for r in self._pending.values():
+                per[r.camera] = per.get(r.camera, 0) + r.duration_us
             return max(per.values(), default=0) / 1e6
 
     # --- HTTP ---------------------------------------------------------------------------------
@@ -172,13 +166,15 @@ class MirrorClient:
                 if resp.status != 200:
                     raise OSError(f"feed: HTTP {resp.status} {body[:200]!r}")
                 verify_response(self.key, nonce, body, resp.getheader(RESPONSE_HEADER))
-                data = json.loads(body)
-                self._take(data)
-                seg, run = data["seg"], data["run"]
+                page, refused = decode_page(body)
+                self._take(page)
+                seg, run = page.seg, page.run
                 if not self.connected:
-                    log.info("mirror: following %s over %s", data["board"], self.path)
+                    log.info("mirror: following %s over %s", page.board, self.path)
                 self.connected, self.reached, self.last_error = True, True, None
-            except (OSError, ValueError, KeyError, AuthError) as e:
+                if refused:
+                    self._refused(refused)
+            except (OSError, ValueError, AuthError) as e:  # FeedError is a ValueError
                 reason = "auth" if isinstance(e, AuthError) else "feed"
                 self.counters.error(reason)
                 if self.connected or self.last_error is None:
@@ -189,15 +185,24 @@ class MirrorClient:
                     self._feed_done = False
                 self._stop.wait(RETRY_S)
 
-    def _take(self, data: dict) -> None:
-        for r in data["runs"]:
-            self.catalog.merge_run(run_from_wire(r))
-        rows = {r["id"]: r for r in data["segments"]}
+    def _refused(self, refused: list[str]) -> None:
+        """Rows of an authentic answer that did not decode (a peer on other firmware): left
+        out, the rest of the answer taken, each counted, the first logged."""
+        for _ in refused:
+            self.counters.error("row")
+        more = f" (and {len(refused) - 1} more)" if len(refused) > 1 else ""
+        log.error("mirror: peer feed row %s%s", refused[0], more)
+        self.last_error = refused[0]
+
+    def _take(self, page: FeedPage) -> None:
+        for r in page.runs:
+            self.catalog.merge_run(r.to_run())
+        rows = {s.id: s for s in page.segments}
         ids = list(rows)
         local = [s for s in (self.catalog.segment(i) for i in ids) if s is not None]
         plan = reconcile(
             [Summary(s.id, s.camera, s.start_us, s.bytes, s.sha256) for s in local],
-            [summary(r) for r in rows.values()],
+            [r.summary for r in rows.values()],
             self.order,
             self.catalog.deleted(ids),
         )
@@ -209,12 +214,8 @@ class MirrorClient:
             for t in plan.transfers:
                 if t.direction == "pull":
                     self._pending[t.id] = rows[t.id]
-                    self._durations[t.id] = int(rows[t.id]["end_us"]) - t.start_us
-            self.peer_cameras = {
-                name: PeerCamera(c["end_us"], bool(c["recording"]))
-                for name, c in data["cameras"].items()
-            }
-            if not data["more"]:
+            self.peer_cameras = dict(page.cameras)
+            if not page.more:
                 self._feed_done = True
                 if not self._pending and not self._busy:
                     self.synced = True
@@ -222,14 +223,14 @@ class MirrorClient:
 
     # --- the files ----------------------------------------------------------------------------
 
-    def _next(self) -> dict | None:
+    def _next(self) -> FeedSegment | None:
         with self._lock:
             while not self._stop.is_set():
                 free = [r for sid, r in self._pending.items() if sid not in self._busy]
                 if free and not self.held:
                     pick = min if self.order == "oldest" else max
-                    row = pick(free, key=lambda r: (int(r["start_us"]), r["id"]))
-                    self._busy.add(row["id"])
+                    row = pick(free, key=lambda r: (r.start_us, r.id))
+                    self._busy.add(row.id)
                     return row
                 self._lock.wait(1.0)
         return None
@@ -244,14 +245,13 @@ class MirrorClient:
             self._busy.discard(sid)
             if drop:
                 self._pending.pop(sid, None)
-                self._durations.pop(sid, None)
             if self._feed_done and not self._pending and not self._busy:
                 self.synced = True
             self._lock.notify_all()
 
     def _fetch(self) -> None:
         while (row := self._next()) is not None:
-            sid = row["id"]
+            sid = row.id
             try:
                 done = self._fetch_one(row)
             except Corrupt as e:
@@ -266,14 +266,14 @@ class MirrorClient:
             if not done:
                 self._stop.wait(RETRY_S)
 
-    def _fetch_one(self, row: dict) -> bool:
+    def _fetch_one(self, row: FeedSegment) -> bool:
         """True when the segment is settled (committed here, or gone from the peer)."""
-        sid = row["id"]
+        sid = row.id
         if self.catalog.segment(sid) is not None:
             return True
         path = incoming(self.data_dir, sid)
         offset, h = resume_point(path)
-        if offset >= int(row["bytes"]):
+        if offset >= row.bytes:
             offset, h = fresh()
         headers = {"Range": f"bytes={offset}-"} if offset else {}
         resp, conn, _ = self._request(SEGMENT_PATH + sid, TIMEOUT_S, headers)

@@ -26,7 +26,15 @@ from firmware.mirror.auth import (
     sign_response,
     verify_request,
 )
-from firmware.mirror.wire import FEED_LIMIT, FEED_PATH, SEGMENT_PATH, run_to_wire, segment_to_wire
+from firmware.mirror.plan import PeerCamera
+from firmware.mirror.wire import (
+    FEED_LIMIT,
+    FEED_PATH,
+    SEGMENT_PATH,
+    FeedPage,
+    FeedRun,
+    FeedSegment,
+)
 
 MAX_WAIT_S = 25.0
 
@@ -70,16 +78,16 @@ class MirrorServer:
         request["nonce"] = nonce
         return await handler(request)
 
-    def _read(self, seg_cursor: int, run_cursor: int) -> dict:
+    def _read(self, seg_cursor: int, run_cursor: int) -> FeedPage:
         rows = self.catalog.segments_since(seg_cursor, FEED_LIMIT)
         runs: dict[int, Run | None] = {}
-        segments = []
+        segments: list[FeedSegment] = []
         for rowid, seg in rows:
             if seg.run_id not in runs:
                 runs[seg.run_id] = self.catalog.run_by_id(seg.run_id)
             run = runs[seg.run_id]
             if run is not None:
-                segments.append(segment_to_wire(seg, run))
+                segments.append(FeedSegment.of(seg, run))
             seg_cursor = rowid
         changed = self.catalog.runs_since(run_cursor, FEED_LIMIT)
         if changed:
@@ -88,19 +96,17 @@ class MirrorServer:
         cameras = {}
         for name in set(recording) | set(self.catalog.cameras()):
             latest = self.catalog.latest_segments(name)
-            cameras[name] = {
-                "end_us": latest[0].end_us if latest else None,
-                "recording": recording.get(name, False),
-            }
-        return {
-            "board": self.board,
-            "segments": segments,
-            "runs": [run_to_wire(r) for r in changed],
-            "seg": seg_cursor,
-            "run": run_cursor,
-            "more": len(rows) == FEED_LIMIT or len(changed) == FEED_LIMIT,
-            "cameras": cameras,
-        }
+            cameras[name] = PeerCamera(latest[0].end_us if latest else None,
+                                       recording.get(name, False))  # fmt: skip
+        return FeedPage(
+            board=self.board,
+            segments=tuple(segments),
+            runs=tuple(FeedRun.of(r) for r in changed),
+            seg=seg_cursor,
+            run=run_cursor,
+            more=len(rows) == FEED_LIMIT or len(changed) == FEED_LIMIT,
+            cameras=cameras,
+        )
 
     async def _feed(self, request: web.Request) -> web.Response:
         q = request.query
@@ -115,13 +121,13 @@ class MirrorServer:
         if self._changed is None:
             self._changed = asyncio.Event()
         changed = self._changed
-        data = await asyncio.to_thread(self._read, seg_cursor, run_cursor)
-        if wait and not data["segments"] and not data["runs"]:
+        page = await asyncio.to_thread(self._read, seg_cursor, run_cursor)
+        if wait and not page.segments and not page.runs:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(changed.wait(), wait)
-            data = await asyncio.to_thread(self._read, seg_cursor, run_cursor)
+            page = await asyncio.to_thread(self._read, seg_cursor, run_cursor)
         self.served["feeds"] += 1
-        body = json.dumps(data).encode()
+        body = json.dumps(page.to_json()).encode()
         return web.Response(
             body=body,
             content_type="application/json",

@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from firmware.alert_ids import AlertId, Severity
 from firmware.alerts import Alerts
 from firmware.catalog import Catalog
 from firmware.config import Config
@@ -15,12 +16,13 @@ from firmware.mirror.client import MirrorClient
 from firmware.mirror.plan import RunFacts, SegFacts, superseded
 from firmware.mirror.server import MirrorServer, Recording
 from firmware.recorder.retention import unlink_files
+from firmware.roles import Role
 
 log = logging.getLogger("nvr.mirror")
 
 PEER_REPORT_FRESH_S = 10.0
-LAG_ALERT = "mirror-lag"
-CATCHING_UP = "mirror-catching-up"
+LAG_ALERT = AlertId.MIRROR_LAG
+CATCHING_UP = AlertId.MIRROR_CATCHING_UP
 
 
 def prune_superseded(catalog: Catalog) -> list[str]:
@@ -102,10 +104,10 @@ class Mirror:
             return None
         return rep[0], rep[1]
 
-    def lag_seconds(self, role: str) -> float | None:
+    def lag_seconds(self, role: Role) -> float | None:
         """The pair's mirror lag as this board sees it: the standby's own, or on the active
         board what the standby reports."""
-        if role == "active":
+        if role == Role.ACTIVE:
             rep = self.peer_lag()
             return None if rep is None else rep[0]
         return round(self.client.lag()[0], 3)
@@ -117,32 +119,32 @@ class Mirror:
         c = self.client
         return (peer_active and not c.synced) or c.backlog_seconds() > self.threshold
 
-    def tick(self, role: str, peer_active: bool) -> None:
+    def tick(self, role: Role, peer_active: bool) -> None:
         """Once a second, off the event loop: spare copies, alerts."""
         if self._dirty.is_set():
             self._dirty.clear()
             self.superseded += len(prune_superseded(self.catalog))
         now = self.now_us()
         lag = self.lag_seconds(role)
-        if role == "active" and lag is None:
-            self.alerts.raise_(LAG_ALERT, "warning",
+        if role == Role.ACTIVE and lag is None:
+            self.alerts.raise_(LAG_ALERT, Severity.WARNING,
                                "no standby is fetching this board's footage: new recordings "
                                "exist on this board only", now)  # fmt: skip
         elif lag is not None and lag > self.threshold:
-            self.alerts.raise_(LAG_ALERT, "warning",
+            self.alerts.raise_(LAG_ALERT, Severity.WARNING,
                                f"the standby's copy is {lag:.1f} s of footage behind "
                                f"(alert above {self.threshold:g} s)", now)  # fmt: skip
         else:
             self.alerts.clear(LAG_ALERT)
         if self.catching_up(peer_active):
-            self.alerts.raise_(CATCHING_UP, "info",
+            self.alerts.raise_(CATCHING_UP, Severity.INFO,
                                "fetching footage the peer recorded while this board was away; "
                                "this board does not take over by preemption until done",
                                now)  # fmt: skip
         else:
             self.alerts.clear(CATCHING_UP)
 
-    def status(self, role: str) -> dict:
+    def status(self, role: Role) -> dict:
         c = self.client
         lag, behind = c.lag()
         rep = self.peer_lag()

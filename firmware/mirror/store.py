@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from firmware.catalog import Catalog
-from firmware.mirror.wire import run_from_wire, segment_from_wire
+from firmware.mirror.wire import FeedSegment
 from firmware.recorder.segment_file import commit, fsync_dir, relative_path
 
 INCOMING = "mirror-incoming"
@@ -64,26 +64,26 @@ def receive(path: Path, offset: int, h: hashlib._Hash, chunks: Iterable[bytes]) 
     return n
 
 
-def commit_received(data_dir: Path, catalog: Catalog, row: dict, path: Path, length: int,
-                    digest: str) -> bool:  # fmt: skip
+def commit_received(data_dir: Path, catalog: Catalog, row: FeedSegment, path: Path,
+                    length: int, digest: str) -> bool:  # fmt: skip
     """Check, publish and catalog a complete transfer; False if this board had it already."""
-    if length != int(row["bytes"]) or digest != row["sha256"]:
+    if length != row.bytes or digest != row.sha256:
         path.unlink(missing_ok=True)
         raise Corrupt(
-            f"segment {row['id']}: got {length} bytes with SHA-256 {digest[:12]}..., the row "
-            f"says {row['bytes']} bytes, {str(row['sha256'])[:12]}..."
+            f"segment {row.id}: got {length} bytes with SHA-256 {digest[:12]}..., the row "
+            f"says {row.bytes} bytes, {row.sha256[:12]}..."
         )
-    if catalog.segment(row["id"]) is not None:
+    if catalog.segment(row.id) is not None:
         path.unlink(missing_ok=True)
         return False
-    rel = relative_path(row["camera"], int(row["start_us"]), row["id"])
+    rel = relative_path(row.camera, row.start_us, row.id)
     final = data_dir / rel
     final.parent.mkdir(parents=True, exist_ok=True)
     commit(path, final)
     fsync_dir(path.parent)
-    run_id = catalog.merge_run(run_from_wire(row["run"]))
+    run_id = catalog.merge_run(row.run.to_run())
     try:
-        catalog.add_segment(segment_from_wire(row, run_id, rel))
+        catalog.add_segment(row.to_segment(run_id, rel))
     except sqlite3.IntegrityError:
         return False  # the same segment, committed by a concurrent transfer
     return True

@@ -69,6 +69,7 @@ TAKEOVER_GAP = "takeover-gap"
 RECORD = RecorderMode.RECORD
 RING = RecorderMode.RING
 
+
 def redact(url: str) -> str:
     """Camera URLs carry credentials; logs and the API must not."""
     parts = urlsplit(url)

@@ -17,9 +17,22 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from firmware.alert_ids import AlertId, Severity
 from firmware.alerts import Alerts
 from firmware.catalog import Catalog
 from firmware.config import CameraConfig, RecorderConfig
+from firmware.core.actions import ClearAlert, RaiseAlert
+from firmware.recorder.events import (
+    CameraEvent,
+    CameraProgress,
+    Reconnecting,
+    RetentionDeleted,
+    RunEnded,
+    SegmentCommitted,
+    SessionChanged,
+    WorkerEvent,
+    WorkerExited,
+)
 from firmware.recorder.ingest import RECORD, RING, redact
 from firmware.recorder.recovery import CRASH, recover, salvage_camera
 from firmware.recorder.retention import FREE_SPACE, Retention, disk_usage
@@ -241,52 +254,71 @@ class Recorder:
             if not ready:
                 return
 
-    def _apply(self, event: tuple[str, str, dict]) -> None:
-        kind, cam, p = event
-        st = self.status.get(cam)
-        if kind == "status" and st:
-            st.last_frame_wall_us = p["last_frame_wall_us"]
-            st.last_frame_seen_us = p["last_frame_seen_us"]
-            st.recording = p["recording"]
-            st.holding = p.get("holding", False)
-            st.ring_seconds = p.get("ring_seconds", 0.0)
-        elif kind == "state" and st:
-            st.recording = p["recording"]
-            st.error = p.get("error")
-            st.codec = p.get("codec", st.codec)
-            if p["recording"]:
-                self.alerts.clear(f"camera-{cam}")
-        elif kind == "segment" and st:
-            st.segments += 1
-            st.bytes += p["bytes"]
-            st.frames += p["frames"]
-            self.on_change()
-        elif kind == "run_end" and st:
-            st.gaps[p["reason"]] = st.gaps.get(p["reason"], 0) + 1
-            self.on_change()
-        elif kind == "reconnect" and st:
-            st.reconnects += 1
-        elif kind == "retention":
-            why = p["why"]
-            self.retention_deleted[why] = self.retention_deleted.get(why, 0) + p["n"]
-            self.retention_bytes[why] = self.retention_bytes.get(why, 0) + p["bytes"]
-            if why == FREE_SPACE:
-                self._last_space_deletion = time.monotonic()
-                self.alerts.raise_(
-                    "disk-full",
-                    "warning",
-                    f"data disk at its free-space watermark: oldest footage is being deleted "
-                    f"to keep recording ({self.retention_deleted[why]} segments so far)",
-                    now_us(),
-                )
-        elif kind == "alert":
-            if p["raise"]:
-                self.alerts.raise_(p["id"], p["severity"], p["text"], now_us())
-            else:
-                self.alerts.clear(p["id"])
+    def _apply(self, event: WorkerEvent) -> None:
+        """One worker event into status, counters and alerts. An event about a camera this
+        recorder does not record (its config changed meanwhile) is dropped."""
+        match event:
+            case RetentionDeleted():
+                self._count_deletion(event)
+            case RaiseAlert(id=alert_id, severity=severity, text=text):
+                self.alerts.raise_(alert_id, severity, text, now_us())
+            case ClearAlert(id=alert_id):
+                self.alerts.clear(alert_id)
+            case (
+                CameraProgress()
+                | SessionChanged()
+                | SegmentCommitted()
+                | RunEnded()
+                | Reconnecting()
+            ):
+                st = self.status.get(event.camera)
+                if st is not None:
+                    self._apply_camera(st, event)
+            case WorkerExited():
+                pass  # the maintenance thread sees the process go
+
+    def _apply_camera(self, st: CameraStatus, event: CameraEvent) -> None:
+        match event:
+            case CameraProgress():
+                st.last_frame_wall_us = event.last_frame_wall_us
+                st.last_frame_seen_us = event.last_frame_seen_us
+                st.recording = event.recording
+                st.holding = event.holding
+                st.ring_seconds = event.ring_seconds
+            case SessionChanged():
+                st.recording = event.recording
+                st.error = event.error
+                if event.codec is not None:
+                    st.codec = event.codec
+                if event.recording:
+                    self.alerts.clear(f"camera-{st.name}")
+            case SegmentCommitted():
+                st.segments += 1
+                st.bytes += event.bytes
+                st.frames += event.frames
+                self.on_change()
+            case RunEnded(reason=reason):
+                st.gaps[reason] = st.gaps.get(reason, 0) + 1
+                self.on_change()
+            case Reconnecting():
+                st.reconnects += 1
+
+    def _count_deletion(self, event: RetentionDeleted) -> None:
+        why = event.reason
+        self.retention_deleted[why] = self.retention_deleted.get(why, 0) + event.segments
+        self.retention_bytes[why] = self.retention_bytes.get(why, 0) + event.bytes
+        if why == FREE_SPACE:
+            self._last_space_deletion = time.monotonic()
+            self.alerts.raise_(
+                AlertId.DISK_FULL,
+                Severity.WARNING,
+                f"data disk at its free-space watermark: oldest footage is being deleted "
+                f"to keep recording ({self.retention_deleted[why]} segments so far)",
+                now_us(),
+            )
 
     def _on_delete(self, why: str, n: int, nbytes: int) -> None:
-        self._apply(("retention", "", {"why": why, "n": n, "bytes": nbytes}))
+        self._apply(RetentionDeleted(why, n, nbytes))
 
     # --- maintenance ---------------------------------------------------------------------------
 
