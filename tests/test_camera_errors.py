@@ -135,7 +135,7 @@ def open_session(url: str, tmp_path: Path) -> tuple[str, str | None]:
         origin="a",
         cfg=RecorderConfig(open_timeout_seconds=5, stall_seconds=5),
         catalog=Catalog(tmp_path),
-        report=lambda kind, camera, payload: None,
+        report=lambda event: None,
         stop=threading.Event(),
     )
     return ingest.session()
