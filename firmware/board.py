@@ -7,6 +7,7 @@ import contextlib
 import logging
 import socket
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from aiohttp import web
@@ -115,6 +116,20 @@ class Board:
             self._fact(self.failover.view())
 
     def _sample(self) -> None:
+        """Each fact is read right before the core hears it: a handover that one of them
+        causes changes the role at once (on_role), and no fact read before it may undo that."""
+        facts: list[Callable[[], Fact]] = []
+        if self.failover is not None:
+            fo = self.failover
+            facts += [fo.view, fo.drops]
+            if self.mirror is not None:
+                mirror = self.mirror
+                facts.append(lambda: MirrorProgress(mirror.catching_up(fo.peer_active())))
+        facts += [self._cameras, lambda: WriteSpace(self._disk_exhausted())]
+        for fact in facts:
+            self._fact(fact())
+
+    def _cameras(self) -> Cameras:
         wall = now_us()
         enabled = frozenset(c.name for c in self.cfg.camera if c.enabled)
         seen = tuple(
@@ -125,14 +140,7 @@ class Board:
             )
             for st in self.recorder.status.values()
         )
-        facts: list[Fact] = [Cameras(enabled, seen), WriteSpace(self._disk_exhausted())]
-        if self.failover is not None:
-            facts += [self.failover.view(), self.failover.drops()]
-            if self.mirror is not None:
-                behind = self.mirror.catching_up(self.failover.peer_active())
-                facts.append(MirrorProgress(behind))
-        for fact in facts:
-            self._fact(fact)
+        return Cameras(enabled, seen)
 
     def _disk_exhausted(self) -> bool:
         """The recorder's critical disk-full (a write failed), not retention's warning."""

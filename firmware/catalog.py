@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 from firmware.timefmt import iso
 
@@ -161,6 +162,22 @@ def run_uid(camera: str, start_us: int, origin: str) -> str:
     return f"{camera}.{start_us}.{origin}"
 
 
+def _open_read_only(path: Path) -> sqlite3.Connection:
+    """Read-only, with the write-ahead log the board left (its committed rows are there);
+    without it (no -shm can be made) as an immutable file, which misses only what the log
+    held."""
+    base = f"file:{quote(str(path))}?mode=ro"
+    for uri in (base, base + "&immutable=1"):
+        db = sqlite3.connect(uri, uri=True, isolation_level=None)
+        db.row_factory = sqlite3.Row
+        try:
+            db.execute("SELECT 1 FROM segments LIMIT 1")
+            return db
+        except sqlite3.OperationalError:
+            db.close()
+    raise sqlite3.OperationalError(f"{path}: cannot be read")
+
+
 class Catalog:
     """One connection per thread; cheap to create, safe across processes."""
 
@@ -168,9 +185,19 @@ class Catalog:
         self.data_dir = Path(data_dir)
         self.path = self.data_dir / CATALOG_FILE
         self._local = threading.local()
-        db = self._db()
-        db.executescript(SCHEMA)
-        self._migrate(db)
+        self.read_only = False
+        try:
+            db = self._db()
+            db.executescript(SCHEMA)
+            self._migrate(db)
+        except sqlite3.OperationalError:
+            if not self.path.exists():
+                raise
+            # A disk the kernel turned read-only (or a copy mounted read-only): the footage
+            # can still be listed, verified and exported, nothing is written.
+            self.close()
+            self.read_only = True
+            self._db().execute("SELECT 1 FROM segments LIMIT 1")
 
     @staticmethod
     def _migrate(db: sqlite3.Connection) -> None:
@@ -192,6 +219,9 @@ class Catalog:
 
     def _db(self) -> sqlite3.Connection:
         db = getattr(self._local, "db", None)
+        if db is None and self.read_only:
+            db = _open_read_only(self.path)
+            self._local.db = db
         if db is None:
             db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
             db.row_factory = sqlite3.Row

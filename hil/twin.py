@@ -13,11 +13,12 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from hal.linux.nic import LinuxNic
-from hil.camera import CameraSim, StreamSpec
+from hil.camera import CameraSim, StreamSpec, free_port
 from hil.rig import ADDRESSES, LAN_PREFIX, VIRTUAL_IP, PairRig
 from hil.wait import wait_until
 
@@ -44,13 +45,23 @@ class TwinBoards:
         advert_interval_ms: int = 100,
         cameras: int = 1,
         stream: dict[str, Any] | None = None,
+        second_camera: Sequence[str] = (),
     ) -> None:
-        """stream: StreamSpec fields for every camera (e.g. bitrate, pattern, width)."""
+        """stream: StreamSpec fields for every camera (e.g. bitrate, pattern, width).
+        second_camera: cameras the boards record from a second simulator on a port of its
+        own, so a firewall rule on that port cuts off these cameras alone. It numbers frames
+        on the first simulator's clock (same epoch), so `camera.clock(name)` still answers
+        for every camera."""
         self._tmp = None if workdir else tempfile.TemporaryDirectory(prefix="twin-")
         self.workdir = Path(workdir or self._tmp.name)  # type: ignore[union-attr]
         self.rig = PairRig()
         self.with_camera = camera
         self.camera: CameraSim | None = None
+        self.camera2: CameraSim | None = None
+        self.second_camera = tuple(second_camera)
+        unknown = set(self.second_camera) - {f"cam{i + 1}" for i in range(cameras)}
+        if unknown:
+            raise ValueError(f"second_camera names cameras that do not exist: {sorted(unknown)}")
         self.cameras = [f"cam{i + 1}" for i in range(cameras)] if camera else []
         self.stream = {"cheap": True, "fps": 25, "gop": 25, **(stream or {})}
         self.segment_seconds = segment_seconds
@@ -75,18 +86,35 @@ class TwinBoards:
                     bind=ADDRESSES["cam"]["lan"],
                 )
                 self.camera.start()
+                if self.second_camera:
+                    self.camera2 = self._second_camera(self.camera)
         except BaseException:
             self.close()
             raise
         return self
+
+    def _second_camera(self, first: CameraSim) -> CameraSim:
+        """The second simulator: same namespace and address, another port, same epoch."""
+        port = free_port()
+        while port == first.port:  # both ports live in the camera's namespace, not here
+            port = free_port()
+        sim = CameraSim(
+            [StreamSpec(name, **self.stream) for name in self.second_camera],
+            port=port,
+            netns=self.rig.ns("cam"),
+            bind=ADDRESSES["cam"]["lan"],
+            epoch=first.epoch,
+        )
+        return sim.start()
 
     def __exit__(self, *exc: object) -> None:
         self.close()
 
     def close(self) -> None:
         self.rig.down()
-        if self.camera is not None:
-            self.camera.stop()
+        for sim in (self.camera, self.camera2):
+            if sim is not None:
+                sim.stop()
         if self._tmp is not None:
             self._tmp.cleanup()
 
@@ -134,13 +162,19 @@ class TwinBoards:
         for section, keys in (sections or {}).items():
             lines += ["", f"[{section}]", *(f"{k} = {json.dumps(v)}" for k, v in keys.items())]
         for name in self.cameras:
-            assert self.camera is not None
-            url = self.camera.url(name, host=ADDRESSES["cam"]["lan"])
+            url = self.source(name).url(name, host=ADDRESSES["cam"]["lan"])
             lines += ["", "[[camera]]", f'name = "{name}"', f'url = "{url}"']
         path = self.workdir / host / "nvr.toml"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("\n".join(lines) + "\n")
         return path
+
+    def source(self, name: str) -> CameraSim:
+        """The simulator the boards record camera `name` from."""
+        if name in self.second_camera and self.camera2 is not None:
+            return self.camera2
+        assert self.camera is not None
+        return self.camera
 
     def start(
         self,

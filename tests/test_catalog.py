@@ -62,3 +62,28 @@ def test_catalog_is_shared_between_connections(tmp_path):
     r = a.new_run("c", "a", 0, 0)
     a.add_segment(seg(r, "c", 0, 4))
     assert len(b.segments()) == 1
+
+
+def test_a_catalog_on_a_read_only_disk_is_read_with_its_write_ahead_log(tmp_path):
+    """A data disk the kernel turned read-only still lists its footage, rows in the write-ahead
+    log included (the board had not checkpointed them): installers and the drills read it."""
+    import subprocess
+    import sys
+
+    cat = Catalog(tmp_path)
+    r1 = cat.new_run("c", "a", 1_000_000, 1_000_000)
+    cat.add_segment(seg(r1, "c", 1_000_000, 5_000_000))
+    reader = (
+        "import sys; from pathlib import Path; from firmware.catalog import Catalog; "
+        "c = Catalog(Path(sys.argv[1])); print(c.read_only, len(c.segments('c')))"
+    )
+    # The catalog stays open here (its -wal and -shm stay), as the board's does.
+    res = subprocess.run(
+        ["unshare", "-m", "sh", "-c",
+         'mount --bind "$0" "$0" && mount -o remount,bind,ro "$0" && exec "$1" -c "$2" "$0"',
+         str(tmp_path), sys.executable, reader],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.split() == ["True", "1"]
+    cat.close()

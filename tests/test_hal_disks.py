@@ -18,6 +18,7 @@ import hal.linux.disks as linux_disks
 from hal.disks import DiskEvent
 from hal.errors import Unavailable
 from hal.linux.disks import (
+    READ_ONLY_OPTIONS,
     LinuxDisks,
     Mount,
     btrfs_state,
@@ -585,3 +586,16 @@ def test_mountinfo_escapes_and_stacking():
     assert other is not None and other.source == "/dev/loop1"
     odd = mount_of(mounts, "/srv/my data\\x/file")
     assert odd is not None and odd.mount_point == "/srv/my data\\x" and odd.source is None
+
+
+def test_an_ext4_the_kernel_made_read_only_counts_as_read_only():
+    """After an ext4 error newer kernels keep `rw` on the mount and say `emergency_ro` in the
+    superblock options; either form is read-only to the storage policy."""
+    data = (
+        b"27 1 254:0 / / rw,relatime - ext4 /dev/vda rw\n"
+        b"50 27 7:0 / /data rw,relatime - ext4 /dev/loop0 rw,errors=remount-ro,emergency_ro\n"
+    )
+    mount = mount_of(parse_mountinfo(data), "/data/x")
+    assert mount is not None and READ_ONLY_OPTIONS & mount.options
+    root = mount_of(parse_mountinfo(data), "/x")
+    assert root is not None and not READ_ONLY_OPTIONS & root.options

@@ -94,9 +94,23 @@ class MirrorClient:
     def start(self) -> None:
         targets = [self._follow] + [self._fetch] * self.concurrency
         for i, target in enumerate(targets):
-            t = threading.Thread(target=target, name=f"nvr-mirror-{i}", daemon=True)
+            t = threading.Thread(target=self._supervised, args=(target,),
+                                 name=f"nvr-mirror-{i}", daemon=True)  # fmt: skip
             t.start()
             self._threads.append(t)
+
+    def _supervised(self, target: Callable[[], None]) -> None:
+        """A mirror thread that fails (the catalog's disk full, a bug) is counted, logged and
+        started again: a thread that ends silently is a standby that silently falls behind."""
+        while not self._stop.is_set():
+            try:
+                target()
+                return
+            except Exception as e:
+                log.exception("mirror: %s failed; starting it again", target.__name__)
+                self.counters.error("crash")
+                self.last_error = f"{target.__name__}: {e}"
+                self._stop.wait(RETRY_S)
 
     def stop(self) -> None:
         self._stop.set()

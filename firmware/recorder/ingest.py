@@ -11,6 +11,7 @@ import errno
 import logging
 import os
 import re
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Container
@@ -234,7 +235,12 @@ class CameraIngest:
         first = True
         while not self.stop.is_set():
             began = time.monotonic()
-            reason, text = self.session()
+            try:
+                reason, text = self.session()
+            except Exception as e:
+                # Whatever went wrong, this camera's thread must not end: say so and reconnect.
+                log.exception("camera %s: recorder error", self.name)
+                reason, text = STREAM_ERROR, f"recorder error: {e}"
             self.report(SessionChanged(self.name, recording=False, error=text))
             if self.stop.is_set():
                 break
@@ -460,6 +466,7 @@ class CameraIngest:
         try:
             seg.out.mux(pkt)
         except OSError as e:
+            self._alert_if_full(e.errno, seg.rel)
             raise DiskError(f"writing {seg.rel}: {e.strerror or e}") from e
         if pkt.stream.type == "video":
             seg.frames += 1
@@ -493,7 +500,13 @@ class CameraIngest:
             codec=self.codec,
             last_frame=seg.last_frame,
         )
-        self.catalog.add_segment(row)
+        try:
+            self.catalog.add_segment(row)
+        except sqlite3.Error as e:
+            # The catalog shares the data disk: full or failing, the segment cannot be kept.
+            if isinstance(e, sqlite3.OperationalError) and "full" in str(e):
+                self._alert_if_full(errno.ENOSPC, seg.rel)
+            raise DiskError(f"cataloging {seg.rel}: {e}") from e
         drop_meta(seg.final)
         self.report(SegmentCommitted(self.name, row.id, row.bytes, row.frames))
 
@@ -504,16 +517,26 @@ class CameraIngest:
             log.error("camera %s: %s while writing %s; %s", self.name, e, seg.rel, result)
         except Exception:
             log.exception("camera %s: salvage of %s failed", self.name, seg.rel)
-        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        self._alert_if_full(e.errno, seg.rel)
+
+    def _alert_if_full(self, err: int | None, rel: str) -> None:
+        """A write that failed for lack of space is critical (the board core hands over);
+        retention at its watermark is only a warning."""
+        if err in (errno.ENOSPC, errno.EDQUOT):
             self.report(
                 RaiseAlert(
-                    AlertId.DISK_FULL, Severity.CRITICAL, f"data disk full while writing {seg.rel}"
+                    AlertId.DISK_FULL, Severity.CRITICAL, f"data disk full while writing {rel}"
                 )
             )
 
     def _close_run(self, reason: str) -> None:
         if self.run_id is not None:
-            self.catalog.end_run(self.run_id, reason)
+            try:
+                self.catalog.end_run(self.run_id, reason)
+            except sqlite3.Error as e:
+                # Left open in the catalog; recovery closes it at the next start.
+                log.error("camera %s: cannot end run %s in the catalog: %s", self.name,
+                          self.run_id, e)  # fmt: skip
             self.report(RunEnded(self.name, reason))
         self.run_id = None
 

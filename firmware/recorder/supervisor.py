@@ -323,23 +323,28 @@ class Recorder:
     # --- maintenance ---------------------------------------------------------------------------
 
     def _maintain(self) -> None:
+        """The upkeep thread: a failure in one round is an alert, never the end of the
+        thread (workers would no longer be restarted and the watchdog's beat would stop)."""
         last_age = time.monotonic()
         while not self._halt.wait(MAINTENANCE_PERIOD_S):
             self.beat = time.monotonic()
-            self._check_workers()
-            self._check_cameras()
-            quiet = time.monotonic() - self._last_space_deletion
-            if (
-                quiet > max(30.0, 5 * self.cfg.segment_seconds)
-                and not self.retention.below_watermark()
-            ):
-                self.alerts.clear("disk-full")
-            if time.monotonic() - last_age > AGE_RETENTION_PERIOD_S:
-                last_age = time.monotonic()
-                try:
+            try:
+                self._check_workers()
+                self._check_cameras()
+                quiet = time.monotonic() - self._last_space_deletion
+                if (
+                    quiet > max(30.0, 5 * self.cfg.segment_seconds)
+                    and not self.retention.below_watermark()
+                ):
+                    self.alerts.clear(AlertId.DISK_FULL)
+                if time.monotonic() - last_age > AGE_RETENTION_PERIOD_S:
+                    last_age = time.monotonic()
                     self.retention.run(now_us())
-                except OSError as e:
-                    log.error("retention failed: %s", e)
+                self.alerts.clear(AlertId.TASK_FAILED)
+            except Exception as e:
+                log.exception("recorder upkeep failed")
+                self.alerts.raise_(AlertId.TASK_FAILED, Severity.CRITICAL,
+                                   f"recorder upkeep failed: {e}", now_us())  # fmt: skip
 
     def _check_workers(self) -> None:
         if self._stopping:

@@ -67,6 +67,11 @@ class Mount:
     """Per-mount and per-superblock options together."""
 
 
+READ_ONLY_OPTIONS = frozenset({"ro", "emergency_ro"})
+"""A read-only mount, or an ext4 superblock the kernel turned read-only after an error: newer
+kernels say `emergency_ro` in the superblock options and keep `rw` on the mount."""
+
+
 def parse_mountinfo(data: bytes) -> list[Mount]:
     mounts = []
     for line in data.splitlines():
@@ -399,7 +404,7 @@ class LinuxDisks:
             mount_point=mount.mount_point,
             device=mount.source,
             fstype=mount.fstype,
-            read_only="ro" in mount.options,
+            read_only=bool(READ_ONLY_OPTIONS & mount.options),
             total_bytes=st.f_blocks * st.f_frsize,
             free_bytes=st.f_bavail * st.f_frsize,  # what df shows as available
         )
