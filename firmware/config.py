@@ -101,8 +101,10 @@ class PairConfig(_Section):
     fault_hold_down_seconds: Annotated[float, Field(ge=0, le=3600)] = 10.0
     """A fault counts until it has been gone this long, so a flapping cable or camera does
     not bounce the pair: the board keeps advertising it and is not handed the role back."""
-    camera_stale_seconds: Annotated[float, Field(gt=0, le=60)] = 3.0
-    """A camera whose newest frame is older than this is not live on this board."""
+    camera_stale_seconds: Annotated[float, Field(gt=0, le=60)] = 5.0
+    """A camera whose newest frame is older than this is not live on this board: the
+    recorder's own stall limit by default, so a board slowed by load is not taken for one that
+    lost its cameras."""
     camera_confirm_seconds: Annotated[float, Field(ge=0, le=60)] = 1.0
     """The standby must have more cameras live this long before the active board hands over."""
     sync_carrier_grace_ms: Annotated[int, Field(ge=0, le=10000)] | None = None
@@ -131,8 +133,9 @@ class RecorderConfig(_Section):
     reconnect_min_seconds: Annotated[float, Field(gt=0, le=60)] = 0.5
     reconnect_max_seconds: Annotated[float, Field(gt=0, le=600)] = 10.0
     standby_ring_seconds: Annotated[float, Field(ge=0, le=600)] = 0.0
-    """Seconds of each camera a hot standby holds in memory; 0 = 2 x segment + 6 s, enough
-    to cover a camera-path fault's detection on the active board (see docs/FAILOVER.md)."""
+    """Seconds of each camera a hot standby holds in memory; 0 = 2 x segment + 10 s, enough
+    to cover a camera-path fault's detection on the active board ([pair] camera_stale_seconds
+    + camera_confirm_seconds + a margin; see docs/FAILOVER.md)."""
 
 
 class ApiConfig(_Section):

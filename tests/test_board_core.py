@@ -58,9 +58,11 @@ def of(kind, actions: list[Action]) -> list:
 
 
 def active_core() -> BoardCore:
+    """Active since -S.hold_down, so the minimum dwell is over at 0."""
     core = BoardCore(S)
-    core.handle(cams(set(CAMS)), 0.0)
-    core.handle(peer(), 0.0)
+    core.handle(ElectionView(Role.STANDBY, None, 0.36), -S.hold_down - 1)
+    core.handle(cams(set(CAMS)), -S.hold_down)
+    core.handle(peer(), -S.hold_down)
     return core
 
 
@@ -322,7 +324,7 @@ def steady_pair() -> SimPair:
     sim.add("a", 150)
     sim.run_until(1.0)
     sim.add("b", 100)
-    sim.run_until(3.0)
+    sim.run_until(1.0 + S.hold_down + 1.0)  # past a's minimum dwell as the active board
     assert sim.active() == {"a"}
     return sim
 
@@ -443,3 +445,23 @@ def test_a_sync_pull_the_active_board_notices_late_takes_nothing_over():
     sim.run_until(sim.now + 2.0)
     assert all(act == {"a"} for t, act in sim.actives if t >= t0)
     assert sim.boards["b"].election.stats.get("sync_pull_confirmed") == 1
+
+
+def test_a_board_that_just_took_over_keeps_the_pair_against_the_camera_rule():
+    """The burst of a takeover can make cameras look stale on the new active board for a few
+    seconds; within the minimum dwell only a board that cannot work at all hands on."""
+    core = BoardCore(S)
+    core.handle(cams(set(CAMS)), 0.0)
+    standby = ElectionView(
+        Role.STANDBY, PeerView("b", Role.ACTIVE, 100, Health.NONE, 3, True), 0.36
+    )
+    core.handle(standby, 0.0)
+    core.handle(peer(), 0.0)  # took over from b at 0
+    core.handle(cams({"c1"}), 1.0)
+    assert not of(HandOver, core.tick(5.0)), "within the dwell: stays"
+    assert not of(HandOver, core.tick(10.5))
+    assert of(HandOver, core.tick(11.6)), "after the dwell (and the confirm time) it applies"
+    core = BoardCore(S)
+    core.handle(cams(set(CAMS)), 0.0)
+    core.handle(peer(), 0.0)
+    assert of(HandOver, core.handle(Carrier(Link.LAN, False), 1.0)), "rule 1 is never held"

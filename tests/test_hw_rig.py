@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 from conftest import NVR, ROOT, wait_until
-from test_mirror_rig import FPS, newest_frame, ready
+from test_mirror_rig import FPS, all_kept, first_frames, newest_frame, ready
 
 from hil.twin import TwinBoards
 
@@ -132,6 +132,7 @@ def test_removing_the_data_disk_alerts_and_hands_over(tmp_path, loop_disk):
             wait_until(lambda: tb.role("a") == "active", 30, "a active")
             tb.start("b", 100)
             wait_until(lambda: ready(tb), 90, "a recording, b holding and in sync")
+            first = first_frames(tb)
             # Pulled while files are open, as the board sees it (its own mount namespace).
             pid = tb.pid("a")
             assert pid is not None
@@ -149,6 +150,10 @@ def test_removing_the_data_disk_alerts_and_hands_over(tmp_path, loop_disk):
             wait_until(lambda: tb.status("b")["cameras"][0]["recording"], 10, "b recording")
             left = _sh(*board_ns, "ls", "-A", str(data))
             assert left == "", left
+            # Clients are on b, and b holds every frame from before the pull exactly once
+            # (the disk is still mounted here, outside a's namespace, so a's part is read too).
+            tb.wait_vip("b", 20)
+            all_kept(tb, "b", first)
         except BaseException:
             for h in ("a", "b"):
                 print(f"--- {h} ---\n" + tb.log(h)[-5000:])

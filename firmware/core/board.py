@@ -11,12 +11,15 @@ job better, and only then:
 3. else a board on battery for `handover_after_seconds` yields to one on mains.
 Hysteresis: a fault counts until it has been gone for `fault_hold_down_seconds`, and a lost
 camera counts as lost until it has been back that long, so a flapping cable or camera keeps
-the board that has it from being handed the role back. A fault on the standby only changes
+the board that has it from being handed the role back; and a board that became active keeps
+the pair that long against rules 2 and 3 (minimum dwell), so the burst of work a takeover
+itself causes cannot bounce the pair back. A fault on the standby only changes
 what it advertises; the same fault on both boards moves nothing.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from firmware.alert_ids import AlertId, Severity
@@ -60,7 +63,7 @@ HANDOVER_RETRY_S = 3.0
 class CoreSettings:
     paired: bool
     hold_down: float = 10.0
-    camera_stale: float = 3.0
+    camera_stale: float = 5.0
     camera_confirm: float = 1.0
     battery_handover_after: float = 5.0
     ring_seconds: float = 12.0
@@ -108,6 +111,7 @@ class BoardCore:
         self._lost_at: dict[str, float] = {}
         self._back_at: dict[str, float] = {}
         self._ahead_since: float | None = None
+        self._role_since = -math.inf
         self._handed_over_at: float | None = None
         self._shutting_down = False
         self._hmac_seen = 0
@@ -145,6 +149,9 @@ class BoardCore:
         elif isinstance(fact, ElectionView):
             if fact.role != self.role:
                 self._ahead_since = None
+                # The dwell follows a takeover from a known peer, not a board's first start.
+                took_over = fact.role is Role.ACTIVE and self.peer is not None and self.peer.fresh
+                self._role_since = now if took_over else -math.inf
             self.role, self.peer, self.master_down = fact.role, fact.peer, fact.master_down
             fresh = fact.peer is not None and fact.peer.fresh
             if not fresh:
@@ -251,7 +258,10 @@ class BoardCore:
         mine, theirs = flags & CANNOT_WORK, peer.health & CANNOT_WORK
         if mine and not theirs:
             return _fault_text(mine, self.disk_detail)
-        if theirs:
+        if theirs or now - self._role_since < self.s.hold_down:
+            # Minimum dwell: a takeover's own burst (32 cameras switching from the ring to
+            # disk) can make cameras look stale for seconds; only a board that cannot work at
+            # all hands a pair on this soon.
             self._ahead_since = None
             return None
         live = self.cameras_live(now)

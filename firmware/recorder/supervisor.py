@@ -76,7 +76,7 @@ class CameraStatus:
 def ring_seconds(cfg: RecorderConfig) -> float:
     """What a standby holds per camera: the peer's open segment, one more in transfer, the
     time to detect the failure, and a margin (0 in the config = this)."""
-    return cfg.standby_ring_seconds or 2 * cfg.segment_seconds + 6.0
+    return cfg.standby_ring_seconds or 2 * cfg.segment_seconds + 10.0
 
 
 def worker_count(requested: int, cameras: int) -> int:
