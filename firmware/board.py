@@ -136,7 +136,7 @@ class Board:
             CameraSeen(
                 st.name,
                 st.recording or st.holding,
-                None if st.last_frame_seen_us is None else (wall - st.last_frame_seen_us) / 1e6,
+                None if st.reported_us is None else (wall - st.reported_us) / 1e6,
             )
             for st in self.recorder.status.values()
         )

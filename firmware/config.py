@@ -102,9 +102,9 @@ class PairConfig(_Section):
     """A fault counts until it has been gone this long, so a flapping cable or camera does
     not bounce the pair: the board keeps advertising it and is not handed the role back."""
     camera_stale_seconds: Annotated[float, Field(gt=0, le=60)] = 5.0
-    """A camera whose newest frame is older than this is not live on this board: the
-    recorder's own stall limit by default, so a board slowed by load is not taken for one that
-    lost its cameras."""
+    """A camera whose recorder worker has not reported on it this long is not live on this
+    board (a hung or stopped worker); a lost camera path shows as a session the recorder
+    ended for lack of data ([recorder] stall_seconds)."""
     camera_confirm_seconds: Annotated[float, Field(ge=0, le=60)] = 1.0
     """The standby must have more cameras live this long before the active board hands over."""
     sync_carrier_grace_ms: Annotated[int, Field(ge=0, le=10000)] | None = None

@@ -40,12 +40,13 @@ from firmware.failover.election import Election, ReleaseVIP, SendAdvert, TakeVIP
 from firmware.roles import RecorderMode, Role
 
 CAMS = frozenset({"c1", "c2", "c3"})
-S = CoreSettings(paired=True, hold_down=10.0, camera_stale=3.0, camera_confirm=1.0,
+RECORDER_STALL_S = 5.0
+S = CoreSettings(paired=True, hold_down=10.0, camera_stale=5.0, camera_confirm=1.0,
                  battery_handover_after=5.0, ring_seconds=8.0)  # fmt: skip
 
 
 def cams(live: set[str], age: float = 0.1) -> Cameras:
-    return Cameras(CAMS, tuple(CameraSeen(c, True, age if c in live else 9.0) for c in CAMS))
+    return Cameras(CAMS, tuple(CameraSeen(c, c in live, age) for c in CAMS))
 
 
 def peer(role: Role = Role.STANDBY, health: Health = Health.NONE, cameras: int = 3) -> ElectionView:
@@ -275,8 +276,16 @@ class SimPair:
                 b.lost_at.pop(c, None)
             else:
                 b.lost_at.setdefault(c, self.now)
-        seen = tuple(CameraSeen(c, True, 0.05 if c in rec else self.now - b.lost_at[c] + 0.05)
-                     for c in CAMS)  # fmt: skip
+
+        def seen(c: str) -> CameraSeen:
+            if c in rec:
+                return CameraSeen(c, True, 0.05)
+            lost_for = self.now - b.lost_at[c]
+            if b.stalled:  # a hung worker reports nothing more
+                return CameraSeen(c, True, lost_for + 0.05)
+            return CameraSeen(c, lost_for < RECORDER_STALL_S, 0.05)  # the recorder's stall limit
+
+        seen = tuple(seen(c) for c in CAMS)  # fmt: skip
         for fact in (Cameras(CAMS, seen), Storage(b.disk), WriteSpace(b.full), b.power,
                      self.view(name)):  # fmt: skip
             self.core_actions(name, b.core.handle(fact, self.now))

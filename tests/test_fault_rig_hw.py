@@ -283,7 +283,7 @@ def test_one_camera_cut_off_from_both_boards_moves_nothing(tmp_path):
             tb.rig.block(host, "lan", port, True, proto="tcp")
         for host in ("b", "a"):
             wait_until(lambda h=host: "recorder-unhealthy" in tb.status(h)["failover"]["health"],
-                       10, f"{host} has lost cam2")  # fmt: skip
+                       20, f"{host} has lost cam2")  # fmt: skip
         # Longer than camera_confirm_seconds (1 s) with one camera live on each board.
         holds(lambda: tb.vip_holders() == ["a"] and tb.role("a") == "active", 4,
               "a keeps the pair")  # fmt: skip

@@ -5,8 +5,8 @@ The rule (docs/FAILOVER.md): the active board hands the pair over when the stand
 job better, and only then:
 1. a board that cannot work at all (LAN cable out, data disk missing, read-only or full,
    battery low) yields to one that can;
-2. else the board with more cameras live records (a camera is live where its newest frame is
-   younger than `camera_stale_seconds`), once the standby has had more for
+2. else the board with more cameras live records (a camera is live where its session is up and
+   its recorder reported on it within `camera_stale_seconds`), once the standby has had more for
    `camera_confirm_seconds`;
 3. else a board on battery for `handover_after_seconds` yields to one on mains.
 Hysteresis: a fault counts until it has been gone for `fault_hold_down_seconds`, and a lost
@@ -169,8 +169,8 @@ class BoardCore:
             for c in fact.seen
             if c.name in fact.enabled
             and c.session
-            and c.frame_age is not None
-            and c.frame_age < self.s.camera_stale
+            and c.report_age is not None
+            and c.report_age < self.s.camera_stale
         }
         for name in fact.enabled:
             if name in self._live and name not in live:

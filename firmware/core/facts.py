@@ -31,9 +31,12 @@ class Carrier:
 class CameraSeen:
     name: str
     session: bool
-    """Recording, or holding the stream in the standby's ring."""
-    frame_age: float | None
-    """Seconds since the newest frame arrived; None = none yet."""
+    """Recording, or holding the stream in the standby's ring: the recorder ends a session
+    whose camera sends nothing for its stall limit, so a lost camera path shows here."""
+    report_age: float | None
+    """Seconds since the recorder's worker last reported on the camera (every second while it
+    runs): a stopped or hung worker shows here. None = never. Not the newest frame's age: a
+    board slowed by load (a long fsync) reads its frames late but keeps them."""
 
 
 @dataclass(frozen=True)

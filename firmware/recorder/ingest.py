@@ -216,6 +216,7 @@ class CameraIngest:
             max_drift_us=round(self.cfg.max_drift_seconds * 1e6),
         )
         self.ring = StandbyRing(round(self.ring_seconds * 1e6))
+        self._connected = False
 
     def request_mode(self, mode: str, cont: list[dict] | None = None) -> None:
         """From another thread: switch at the next packet. `cont` lists the newest segments
@@ -226,7 +227,7 @@ class CameraIngest:
     @property
     def holding(self) -> bool:
         """A hot standby's session is up and its ring is filling."""
-        return self.mode == RING and len(self.ring) > 0
+        return self.mode == RING and self._connected and len(self.ring) > 0
 
     # --- the loop ---------------------------------------------------------------------------
 
@@ -260,6 +261,7 @@ class CameraIngest:
         except CameraError as e:
             return e.reason, f"{redact(self.url)}: {e}"
         reason, text = STREAM_ENDED, "camera ended the stream"
+        self._connected = True
         try:
             reason, text = self._record(container)
         except CameraError as e:
@@ -273,6 +275,7 @@ class CameraIngest:
         except (av.error.FFmpegError, OSError) as e:
             reason, text = STREAM_ERROR, f"stream error: {e}"
         finally:
+            self._connected = False
             self._end_run(reason)
             container.close()
         return reason, text

@@ -54,6 +54,8 @@ class CameraStatus:
     recording: bool = False
     last_frame_wall_us: int | None = None
     last_frame_seen_us: int | None = None
+    reported_us: int | None = None
+    """When the worker last reported on this camera (it does every second while it runs)."""
     error: str | None = None
     codec: str | None = None
     segments: int = 0
@@ -280,6 +282,7 @@ class Recorder:
     def _apply_camera(self, st: CameraStatus, event: CameraEvent) -> None:
         match event:
             case CameraProgress():
+                st.reported_us = now_us()
                 st.last_frame_wall_us = event.last_frame_wall_us
                 st.last_frame_seen_us = event.last_frame_seen_us
                 st.recording = event.recording
