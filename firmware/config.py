@@ -106,6 +106,9 @@ class PairConfig(_Section):
     board (a hung or stopped worker); a lost camera path shows as a session the recorder
     ended for lack of data ([recorder] stall_seconds)."""
     camera_confirm_seconds: Annotated[float, Field(ge=0, le=60)] = 1.0
+    takeover_dwell_seconds: Annotated[float, Field(ge=0, le=86400)] = 300.0
+    """A board that took the pair over from a live peer keeps it this long against the camera
+    and battery rules (a board that cannot work at all still hands over at once)."""
     """The standby must have more cameras live this long before the active board hands over."""
     sync_carrier_grace_ms: Annotated[int, Field(ge=0, le=10000)] | None = None
     """After the sync cable's carrier drops, how long the active peer has to say it saw the

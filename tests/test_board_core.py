@@ -42,7 +42,7 @@ from firmware.roles import RecorderMode, Role
 CAMS = frozenset({"c1", "c2", "c3"})
 RECORDER_STALL_S = 5.0
 S = CoreSettings(paired=True, hold_down=10.0, camera_stale=5.0, camera_confirm=1.0,
-                 battery_handover_after=5.0, ring_seconds=8.0)  # fmt: skip
+                 battery_handover_after=5.0, ring_seconds=8.0, dwell=30.0)  # fmt: skip
 
 
 def cams(live: set[str], age: float = 0.1) -> Cameras:
@@ -59,11 +59,11 @@ def of(kind, actions: list[Action]) -> list:
 
 
 def active_core() -> BoardCore:
-    """Active since -S.hold_down, so the minimum dwell is over at 0."""
+    """Active since -S.dwell, so the minimum dwell is over at 0."""
     core = BoardCore(S)
-    core.handle(ElectionView(Role.STANDBY, None, 0.36), -S.hold_down - 1)
-    core.handle(cams(set(CAMS)), -S.hold_down)
-    core.handle(peer(), -S.hold_down)
+    core.handle(ElectionView(Role.STANDBY, None, 0.36), -S.dwell - 1)
+    core.handle(cams(set(CAMS)), -S.dwell)
+    core.handle(peer(), -S.dwell)
     return core
 
 
@@ -467,9 +467,9 @@ def test_a_board_that_just_took_over_keeps_the_pair_against_the_camera_rule():
     core.handle(standby, 0.0)
     core.handle(peer(), 0.0)  # took over from b at 0
     core.handle(cams({"c1"}), 1.0)
-    assert not of(HandOver, core.tick(5.0)), "within the dwell: stays"
-    assert not of(HandOver, core.tick(10.5))
-    assert of(HandOver, core.tick(11.6)), "after the dwell (and the confirm time) it applies"
+    assert not of(HandOver, core.tick(S.dwell - 1)), "within the dwell: stays"
+    assert not of(HandOver, core.tick(S.dwell + 0.5))
+    assert of(HandOver, core.tick(S.dwell + 1.6)), "after the dwell (and the confirm) it applies"
     core = BoardCore(S)
     core.handle(cams(set(CAMS)), 0.0)
     core.handle(peer(), 0.0)

@@ -11,9 +11,10 @@ job better, and only then:
 3. else a board on battery for `handover_after_seconds` yields to one on mains.
 Hysteresis: a fault counts until it has been gone for `fault_hold_down_seconds`, and a lost
 camera counts as lost until it has been back that long, so a flapping cable or camera keeps
-the board that has it from being handed the role back; and a board that became active keeps
-the pair that long against rules 2 and 3 (minimum dwell), so the burst of work a takeover
-itself causes cannot bounce the pair back. A fault on the standby only changes
+the board that has it from being handed the role back; and a board that took the pair over
+from a live peer keeps it against rules 2 and 3 for `takeover_dwell_seconds` (minimum dwell),
+so a deficiency that follows the role (load: whichever board records falls behind) moves the
+pair at most once per dwell instead of bouncing it. A fault on the standby only changes
 what it advertises; the same fault on both boards moves nothing.
 """
 
@@ -66,6 +67,8 @@ class CoreSettings:
     camera_stale: float = 5.0
     camera_confirm: float = 1.0
     battery_handover_after: float = 5.0
+    dwell: float = 300.0
+    """After taking the pair over from a live peer, rules 2 and 3 wait this long."""
     ring_seconds: float = 12.0
     """How long the standby's ring reaches back: the pair may run without a standby this long
     before it is an alert."""
@@ -258,7 +261,7 @@ class BoardCore:
         mine, theirs = flags & CANNOT_WORK, peer.health & CANNOT_WORK
         if mine and not theirs:
             return _fault_text(mine, self.disk_detail)
-        if theirs or now - self._role_since < self.s.hold_down:
+        if theirs or now - self._role_since < self.s.dwell:
             # Minimum dwell: a takeover's own burst (32 cameras switching from the ring to
             # disk) can make cameras look stale for seconds; only a board that cannot work at
             # all hands a pair on this soon.
