@@ -79,6 +79,7 @@ class Board:
             camera_stale=pair.camera_stale_seconds if pair else 5.0,
             camera_confirm=pair.camera_confirm_seconds if pair else 0.0,
             dwell=pair.takeover_dwell_seconds if pair else 0.0,
+            camera_startup=max(30.0, 3 * cfg.recorder.open_timeout_seconds),
             battery_handover_after=cfg.ups.handover_after_seconds,
             ring_seconds=ring_seconds(cfg.recorder),
         ))  # fmt: skip

@@ -42,7 +42,8 @@ from firmware.roles import RecorderMode, Role
 CAMS = frozenset({"c1", "c2", "c3"})
 RECORDER_STALL_S = 5.0
 S = CoreSettings(paired=True, hold_down=10.0, camera_stale=5.0, camera_confirm=1.0,
-                 battery_handover_after=5.0, ring_seconds=8.0, dwell=30.0)  # fmt: skip
+                 battery_handover_after=5.0, ring_seconds=8.0, dwell=30.0,
+                 camera_startup=0.5)  # fmt: skip
 
 
 def cams(live: set[str], age: float = 0.1) -> Cameras:
@@ -474,3 +475,14 @@ def test_a_board_that_just_took_over_keeps_the_pair_against_the_camera_rule():
     core.handle(cams(set(CAMS)), 0.0)
     core.handle(peer(), 0.0)
     assert of(HandOver, core.handle(Carrier(Link.LAN, False), 1.0)), "rule 1 is never held"
+
+
+def test_cameras_still_coming_up_at_start_do_not_move_the_pair():
+    """A board opening its sessions and files at start is slower than a standby filling its
+    ring: a camera never yet live in the first seconds counts as coming up, not as lost."""
+    slow = CoreSettings(**{**S.__dict__, "camera_startup": 30.0})
+    core = BoardCore(slow)
+    core.handle(cams({"c1"}), 0.0)  # c2, c3 not up yet
+    core.handle(peer(), 0.0)
+    assert not of(HandOver, core.tick(5.0)) and not of(HandOver, core.tick(20.0))
+    assert of(HandOver, core.tick(31.0) + core.tick(32.1)), "past the start-up: they count"

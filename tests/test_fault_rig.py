@@ -14,34 +14,15 @@ from urllib.parse import urlsplit
 
 import pytest
 from conftest import holds, wait_until
-from test_mirror_rig import SEGMENT_S, all_kept, first_frames, mid_segment, ready
-
-from hil.twin import TwinBoards
+from test_fault_rig_hw import handed_over
+from test_fault_rig_hw import pair as start_pair
+from test_mirror_rig import all_kept, first_frames, mid_segment
 
 
 @pytest.fixture
 def pair(tmp_path):
-    with TwinBoards(tmp_path, segment_seconds=SEGMENT_S) as tb:
-        tb.start("a", 150)
-        try:
-            wait_until(lambda: tb.role("a") == "active", 30, "a active")
-            tb.start("b", 100)
-            wait_until(lambda: ready(tb), 90, "a recording, b holding and in sync")
-            yield tb
-        except BaseException:
-            for h in ("a", "b"):
-                print(f"--- {h} ---\n" + tb.log(h)[-6000:])
-            raise
-
-
-def handed_over(tb: TwinBoards, why: str) -> None:
-    """b active and reached through the VIP, a standby after a handover for `why`."""
-    tb.wait_vip("b", 20)
-    assert tb.vip_holders() == ["b"]
-    wait_until(lambda: tb.role("a") == "standby", 10, "a standby")
-    st = tb.status("a")
-    assert st["failover"]["role_reason"] == "handover"
-    assert why in tb.log("a"), f"a's log does not say why it handed over ({why})"
+    with start_pair(tmp_path) as tb:
+        yield tb
 
 
 def test_lan_cable_pull_on_the_active_board_fails_over_and_back_in_is_standby(pair):

@@ -7,7 +7,8 @@ job better, and only then:
    battery low) yields to one that can;
 2. else the board with more cameras live records (a camera is live where its session is up and
    its recorder reported on it within `camera_stale_seconds`), once the standby has had more for
-   `camera_confirm_seconds`;
+   `camera_confirm_seconds` (a camera not yet live in the board's first 30 s is coming up,
+   not lost);
 3. else a board on battery for `handover_after_seconds` yields to one on mains.
 Hysteresis: a fault counts until it has been gone for `fault_hold_down_seconds`, and a lost
 camera counts as lost until it has been back that long, so a flapping cable or camera keeps
@@ -69,6 +70,9 @@ class CoreSettings:
     battery_handover_after: float = 5.0
     dwell: float = 300.0
     """After taking the pair over from a live peer, rules 2 and 3 wait this long."""
+    camera_startup: float = 30.0
+    """A camera not yet live this long after the board started is coming up, not lost: a
+    board opening 32 sessions and files is slower than a standby filling its ring."""
     ring_seconds: float = 12.0
     """How long the standby's ring reaches back: the pair may run without a standby this long
     before it is an alert."""
@@ -111,6 +115,8 @@ class BoardCore:
         self._flags = {flag: _Held() for flag in Health if flag}
         self._enabled: frozenset[str] = frozenset()
         self._live: set[str] = set()
+        self._ever_live: set[str] = set()
+        self._started_at: float | None = None
         self._lost_at: dict[str, float] = {}
         self._back_at: dict[str, float] = {}
         self._ahead_since: float | None = None
@@ -167,6 +173,8 @@ class BoardCore:
 
     def _cameras(self, fact: Cameras, now: float) -> None:
         self._enabled = fact.enabled
+        if self._started_at is None:
+            self._started_at = now
         live = {
             c.name
             for c in fact.seen
@@ -182,6 +190,7 @@ class BoardCore:
             elif name in live and name not in self._live and name in self._lost_at:
                 self._back_at[name] = now
         self._live = live
+        self._ever_live |= live
 
     def _storage(self, fact: Storage) -> list[Action]:
         hold = fact.fault in (DiskFault.MISSING, DiskFault.READ_ONLY)
@@ -268,6 +277,9 @@ class BoardCore:
             self._ahead_since = None
             return None
         live = self.cameras_live(now)
+        starting = self._started_at is not None and now - self._started_at < self.s.camera_startup
+        if starting:
+            live += len(self._enabled - self._ever_live)  # still coming up
         if peer.cameras > live:
             if self._ahead_since is None:
                 self._ahead_since = now
