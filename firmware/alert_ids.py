@@ -29,7 +29,6 @@ class AlertId(StrEnum):
     # network and pair
     NIC_DOWN_LAN = "nic-down-lan"
     NIC_DOWN_SYNC = "nic-down-sync"
-    NIC_WATCH = "nic-watch"
     ADVERT_PATH_LAN = "advert-path-lan"
     ADVERT_PATH_SYNC = "advert-path-sync"
     ADVERT_PATH_SERIAL = "advert-path-serial"

@@ -69,6 +69,15 @@ class Alerts:
             order = {s: i for i, s in enumerate(reversed(SEVERITIES))}
             return sorted(self._active.values(), key=lambda a: (order[a.severity], a.since_us))
 
+    def task_failed(self, what: str, e: Exception) -> None:
+        """A thread or task of the firmware failed and was started again (firmware.supervise)."""
+        text = f"{what} failed ({type(e).__name__}: {e}) and was started again"
+        self.raise_("task-failed", "critical", text, now_us())
+
+    def get(self, alert_id: str) -> Alert | None:
+        with self._lock:
+            return self._active.get(alert_id)
+
     def is_active(self, alert_id: str) -> bool:
         with self._lock:
             return alert_id in self._active

@@ -7,7 +7,7 @@ import contextlib
 import logging
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from aiohttp import web
@@ -23,7 +23,6 @@ from firmware.core.actions import (
     Action,
     ClearAlert,
     HandOver,
-    HoldMirror,
     HoldWrites,
     RaiseAlert,
     SetHealth,
@@ -39,6 +38,7 @@ from firmware.mirror.service import Mirror
 from firmware.recorder.supervisor import Recorder, ring_seconds
 from firmware.roles import RecorderMode, Role
 from firmware.status import BoardStatus, CameraView, MirrorView, PairView, PathCounts
+from firmware.supervise import keep_running_async
 from firmware.timefmt import now_us
 from hal.linux.nic import LinuxNic
 from hal.nic import Nic
@@ -61,7 +61,6 @@ class Board:
         self.alerts.listener = lambda change, a, t: self.audit.append(
             t, f"alert-{change}", id=a.id, severity=a.severity, text=a.text
         )
-        self.hold_writes = False
         self.shutdown_reason: str | None = None
         self._stop: asyncio.Event | None = None
         self.catalog = Catalog(self.data_dir)
@@ -118,18 +117,12 @@ class Board:
             self._fact(self.failover.view())
 
     def _sample(self) -> None:
-        """Each fact is read right before the core hears it: a handover that one of them
-        causes changes the role at once (on_role), and no fact read before it may undo that."""
-        facts: list[Callable[[], Fact]] = []
+        facts: list[Fact] = [self._cameras(), WriteSpace(self._disk_exhausted())]
         if self.failover is not None:
-            fo = self.failover
-            facts += [fo.view, fo.drops]
+            facts += [self.failover.view(), self.failover.drops()]
             if self.mirror is not None:
-                mirror = self.mirror
-                facts.append(lambda: MirrorProgress(mirror.catching_up(fo.peer_active())))
-        facts += [self._cameras, lambda: WriteSpace(self._disk_exhausted())]
-        for fact in facts:
-            self._fact(fact())
+                facts.append(MirrorProgress(self.mirror.catching_up(self.failover.peer_active())))
+        self._apply(self.core.handle_all(facts, time.monotonic()))
 
     def _cameras(self) -> Cameras:
         wall = now_us()
@@ -146,10 +139,8 @@ class Board:
 
     def _disk_exhausted(self) -> bool:
         """The recorder's critical disk-full (a write failed), not retention's warning."""
-        return any(
-            a.id == AlertId.DISK_FULL and a.severity == Severity.CRITICAL
-            for a in self.alerts.active()
-        )
+        alert = self.alerts.get(AlertId.DISK_FULL)
+        return alert is not None and alert.severity == Severity.CRITICAL
 
     def _apply(self, actions: list[Action]) -> None:
         for a in actions:
@@ -162,11 +153,9 @@ class Board:
                     self.failover.set_health(a.flags, a.cameras)
             elif isinstance(a, SetRecorderMode):
                 self.recorder.set_mode(a.mode)
-            elif isinstance(a, HoldMirror):
+            elif isinstance(a, HoldWrites):
                 if self.mirror is not None:
                     self.mirror.client.hold(a.hold)
-            elif isinstance(a, HoldWrites):
-                self.hold_writes = a.hold
                 self.audit.append(now_us(), "holdwrites", reason=a.reason)
                 log.warning("%s writes: %s", "holding" if a.hold else "resuming", a.reason)
             elif isinstance(a, HandOver):
@@ -182,16 +171,9 @@ class Board:
                     self._stop.set()
 
     async def _decide(self, stop: asyncio.Event) -> None:
-        """Sample what the core needs every SAMPLE_PERIOD_S; an error is an alert, never a
-        silent end of the board's decisions."""
+        """Sample what the core needs every SAMPLE_PERIOD_S (under keep_running)."""
         while not stop.is_set():
-            try:
-                self._sample()
-                self.alerts.clear(AlertId.TASK_FAILED)
-            except Exception as e:
-                log.exception("board core sampling failed")
-                self.alerts.raise_(AlertId.TASK_FAILED, Severity.CRITICAL,
-                                   f"board decisions failed: {e}", now_us())  # fmt: skip
+            self._sample()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), SAMPLE_PERIOD_S)
 
@@ -310,7 +292,7 @@ class Board:
             alerts_raised=dict(self.alerts.raised_total),
             retention_deleted=dict(rec.retention_deleted),
             worker_restarts=rec.worker_restarts,
-            writes_held=self.hold_writes,
+            writes_held=self.core.holding,
             pair=pair,
             mirror=mirror,
             hardware=self.hw.status() if self.hw else None,
@@ -340,19 +322,21 @@ class Board:
         failover = None
         mirror_runner = None
         ticker = None
+        self._loop.set_exception_handler(self._loop_error)
         if self.failover is not None:
             failover = asyncio.create_task(self.failover.run(failover_stop))
+            failover.add_done_callback(self._failover_ended)
         if self.mirror is not None:
             mirror_runner = web.AppRunner(self.mirror.server.app(), access_log=None)
             await mirror_runner.setup()
             await web.TCPSite(mirror_runner, self.cfg.api.listen_address, self.mirror.port,
                               reuse_address=True).start()  # fmt: skip
             self.mirror.start()
-            ticker = asyncio.create_task(self._mirror_ticks(self.mirror, failover_stop))
+            ticker = self._keep("mirror upkeep", self._mirror_ticks, failover_stop)
         hw = None
         if self.hw is not None:
             hw = asyncio.create_task(self.hw.run(failover_stop))
-        decide = asyncio.create_task(self._decide(failover_stop))
+        decide = self._keep("board decisions", self._decide, failover_stop)
         try:
             if self.serve_api:
                 runner = web.AppRunner(make_app(self.api_context()), access_log=None)
@@ -384,12 +368,31 @@ class Board:
                     await r.cleanup()
             log.info("stopped")
 
-    async def _mirror_ticks(self, mirror: Mirror, stop: asyncio.Event) -> None:
+    def _keep(
+        self, what: str, body: Callable[[asyncio.Event], Awaitable[None]], stop: asyncio.Event
+    ) -> asyncio.Task:
+        return asyncio.create_task(
+            keep_running_async(what, lambda: body(stop), stop, self.alerts.task_failed)
+        )
+
+    def _loop_error(self, loop: asyncio.AbstractEventLoop, context: dict) -> None:
+        """A callback on the event loop failed (a NIC event, a timer): said, not swallowed."""
+        loop.default_exception_handler(context)
+        e = context.get("exception")
+        self.alerts.task_failed(
+            str(context.get("message", "an event-loop callback")),
+            e if isinstance(e, Exception) else RuntimeError(str(context.get("message"))),
+        )
+
+    def _failover_ended(self, task: asyncio.Task) -> None:
+        if not task.cancelled() and (e := task.exception()) is not None:
+            self.alerts.task_failed("the election", e if isinstance(e, Exception) else
+                                    RuntimeError(repr(e)))  # fmt: skip
+
+    async def _mirror_ticks(self, stop: asyncio.Event) -> None:
+        assert self.mirror is not None
         while not stop.is_set():
-            try:
-                peer_active = self.failover is not None and self.failover.peer_active()
-                await asyncio.to_thread(mirror.tick, self.role, peer_active)
-            except Exception:
-                log.exception("mirror upkeep failed")
+            peer_active = self.failover is not None and self.failover.peer_active()
+            await asyncio.to_thread(self.mirror.tick, self.role, peer_active)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), 1.0)

@@ -6,6 +6,7 @@ recorder's own av.open, so the test follows what PyAV really raises for each cod
 
 from __future__ import annotations
 
+import logging
 import selectors
 import socket
 import threading
@@ -19,6 +20,7 @@ import pytest
 
 from firmware.catalog import Catalog
 from firmware.config import RecorderConfig
+from firmware.recorder.events import SessionChanged
 from firmware.recorder.ingest import CameraIngest, describe_open_error
 
 USER, PASSWORD = "admin", "s3cret-pw"
@@ -204,3 +206,41 @@ def test_unknown_open_error_does_not_quote_credentials() -> None:
         reason, text = describe_open_error(e)
         assert reason == "camera-unreachable"
         assert PASSWORD not in text and USER not in text, text
+
+
+def test_no_session_text_leaves_the_recorder_with_the_password(tmp_path, caplog) -> None:
+    """Whatever a session ends with (a camera's answer, FFmpeg quoting the URL, an error of
+    the recorder's own), the text reported and logged has neither the URL's password nor
+    the URL unredacted."""
+    url = "rtsp://installer:Pa55-word@192.0.2.31:8554/cam1"
+    reports: list = []
+    stop = threading.Event()
+    ingest = CameraIngest(
+        name="cam1", url=url, data_dir=tmp_path, origin="a",
+        cfg=RecorderConfig(reconnect_min_seconds=0.01, reconnect_max_seconds=0.01),
+        catalog=Catalog(tmp_path), report=reports.append, stop=stop,
+    )  # fmt: skip
+    endings = iter([
+        ("stream-error", f"stream error: Invalid data found when processing input: '{url}'"),
+        ("camera-auth-failed", "the camera said: Digest realm, password Pa55-word rejected"),
+        RuntimeError(f"could not parse {url}"),
+    ])  # fmt: skip
+
+    def session() -> tuple[str, str | None]:
+        ending = next(endings, None)
+        if ending is None:
+            stop.set()
+            return "recorder-stopped", None
+        if isinstance(ending, Exception):
+            raise ending
+        return ending
+
+    ingest.session = session  # type: ignore[method-assign]
+    with caplog.at_level(logging.DEBUG):
+        ingest.run_forever()
+    texts = [r.error for r in reports if isinstance(r, SessionChanged) and r.error]
+    assert len(texts) == 3
+    assert all("Pa55-word" not in t and "installer" not in t for t in texts), texts
+    assert "rtsp://***@192.0.2.31:8554/cam1" in texts[0]
+    assert "RuntimeError" in texts[2]
+    assert "Pa55-word" not in caplog.text and "installer:" not in caplog.text

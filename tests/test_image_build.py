@@ -57,7 +57,7 @@ def test_boot_config_names_both_slots_by_partition_uuid():
 @pytest.fixture(scope="module")
 def signed(tmp_path_factory) -> dict[str, Path]:
     if MISSING:
-        pytest.skip(f"missing {', '.join(MISSING)}")
+        pytest.skip(f"missing {', '.join(MISSING)} (bash image/build.sh tools installs them)")
     d = tmp_path_factory.mktemp("signing")
     build.make_keys(d / "dev", f"nvr-pair {build.DEV_MARK}")
     build.make_keys(d / "vendor", "ACME NVR release")

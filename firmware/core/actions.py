@@ -47,7 +47,8 @@ class ShutDown:
 
 @dataclass(frozen=True)
 class HoldWrites:
-    """The data disk is not ours or not writable: keep the cameras in memory, write nothing."""
+    """The data disk is not ours or not writable: keep the cameras in memory, write nothing,
+    fetch nothing from the peer (it would land on the wrong disk)."""
 
     hold: bool
     reason: str
@@ -58,12 +59,4 @@ class SetRecorderMode:
     mode: RecorderMode
 
 
-@dataclass(frozen=True)
-class HoldMirror:
-    hold: bool
-
-
-Action = (
-    RaiseAlert | ClearAlert | SetHealth | HandOver | ShutDown | HoldWrites | SetRecorderMode
-    | HoldMirror
-)  # fmt: skip
+Action = RaiseAlert | ClearAlert | SetHealth | HandOver | ShutDown | HoldWrites | SetRecorderMode

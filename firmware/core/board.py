@@ -1,5 +1,7 @@
-"""The board core: facts and `now` in, actions and the next deadline out. Pure, so every fault
-sequence is tested with a jumped clock and two cores plus two elections run in one test.
+"""The board core: facts and `now` in, actions out. Pure, so every fault sequence is tested
+with a jumped clock and two cores plus two elections run in one test. Time-driven changes
+(hold-downs, confirm times, alert delays) happen at `tick`, which the board runs with every
+sample of its parts (0.25 s).
 
 The rule (docs/FAILOVER.md): the active board hands the pair over when the standby can do the
 job better, and only then:
@@ -22,6 +24,7 @@ what it advertises; the same fault on both boards moves nothing.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from firmware.alert_ids import AlertId, Severity
@@ -29,7 +32,6 @@ from firmware.core.actions import (
     Action,
     ClearAlert,
     HandOver,
-    HoldMirror,
     HoldWrites,
     RaiseAlert,
     SetHealth,
@@ -95,9 +97,6 @@ class _Held:
     def on(self, now: float, hold: float) -> bool:
         return self.present or (self.cleared_at is not None and now - self.cleared_at < hold)
 
-    def expiry(self, hold: float) -> float | None:
-        return None if self.present or self.cleared_at is None else self.cleared_at + hold
-
 
 class BoardCore:
     def __init__(self, settings: CoreSettings) -> None:
@@ -117,7 +116,8 @@ class BoardCore:
         self._live: set[str] = set()
         self._ever_live: set[str] = set()
         self._started_at: float | None = None
-        self._lost_at: dict[str, float] = {}
+        self._lost: set[str] = set()
+        """Cameras lost at least once: when one comes back it is held down."""
         self._back_at: dict[str, float] = {}
         self._ahead_since: float | None = None
         self._role_since = -math.inf
@@ -131,20 +131,29 @@ class BoardCore:
         self._peer_since: float | None = None
         self._advertised: SetHealth | None = None
         self._mode: RecorderMode | None = None
-        self._hold: bool | None = None
-        self.reason: str | None = None
-        """Why the board last handed over, for status and the audit log."""
+        self._holding = False
+        self._alerts: dict[AlertId, RaiseAlert] = {}
 
     # --- facts ------------------------------------------------------------------------------
 
     def handle(self, fact: Fact, now: float) -> list[Action]:
-        out: list[Action] = []
+        """One fact that must be acted on at once (carrier, role change, a reading)."""
+        return self.handle_all((fact,), now)
+
+    def handle_all(self, facts: Iterable[Fact], now: float) -> list[Action]:
+        """A sample of the board's parts: every fact noted first, then one decision, so no
+        fact read before a handover can undo it."""
+        for fact in facts:
+            self._note(fact, now)
+        return self.tick(now)
+
+    def _note(self, fact: Fact, now: float) -> None:
         if isinstance(fact, Carrier):
             self.carrier[fact.link] = fact.up
         elif isinstance(fact, Cameras):
             self._cameras(fact, now)
         elif isinstance(fact, Storage):
-            out += self._storage(fact)
+            self.disk, self.disk_detail = fact.fault, fact.detail
         elif isinstance(fact, WriteSpace):
             self.disk_full = fact.exhausted
         elif isinstance(fact, Power):
@@ -168,8 +177,7 @@ class BoardCore:
             elif self._peer_since is None:
                 self._peer_since = now
         elif isinstance(fact, Drops):
-            out += self._drops(fact, now)
-        return out + self.tick(now)
+            self._drops(fact, now)
 
     def _cameras(self, fact: Cameras, now: float) -> None:
         self._enabled = fact.enabled
@@ -185,31 +193,26 @@ class BoardCore:
         }
         for name in fact.enabled:
             if name in self._live and name not in live:
-                self._lost_at[name] = now
+                self._lost.add(name)
                 self._back_at.pop(name, None)
-            elif name in live and name not in self._live and name in self._lost_at:
+            elif name in live and name not in self._live and name in self._lost:
                 self._back_at[name] = now
         self._live = live
         self._ever_live |= live
 
-    def _storage(self, fact: Storage) -> list[Action]:
-        hold = fact.fault in (DiskFault.MISSING, DiskFault.READ_ONLY)
-        out: list[Action] = []
-        if hold != bool(self.disk in (DiskFault.MISSING, DiskFault.READ_ONLY)):
-            why = fact.detail or ("the data disk is back" if not hold else str(fact.fault))
-            out.append(HoldWrites(hold, why))
-        self.disk, self.disk_detail = fact.fault, fact.detail
-        return out
-
-    def _drops(self, fact: Drops, now: float) -> list[Action]:
+    def _drops(self, fact: Drops, now: float) -> None:
         if fact.hmac > self._hmac_seen:
             self._hmac_at = now
         if fact.version > self._version_seen:
             self._version_at = now
         self._hmac_seen, self._version_seen = fact.hmac, fact.version
-        return []
 
     # --- derived ----------------------------------------------------------------------------
+
+    @property
+    def holding(self) -> bool:
+        """Writes (and the mirror's fetches) are held: the data disk is not ours."""
+        return self._holding
 
     def cameras_live(self, now: float) -> int:
         """Live cameras, not counting one lost lately: it counts again after the hold-down."""
@@ -228,7 +231,7 @@ class BoardCore:
             flags |= Health.LAN_DOWN
         if not self.carrier[Link.SYNC]:
             flags |= Health.SYNC_DOWN
-        if self.disk in (DiskFault.MISSING, DiskFault.READ_ONLY):
+        if self.disk is not None:
             flags |= Health.DISK_FAILED
         if self.disk_full:
             flags |= Health.DISK_FULL
@@ -312,7 +315,6 @@ class BoardCore:
             retry = self._handed_over_at is None or now - self._handed_over_at >= HANDOVER_RETRY_S
             if why is not None and retry:
                 self._handed_over_at = now
-                self.reason = why
                 out.append(HandOver(why))
         if self.power.on_battery and self.power.low and not self._shutting_down:
             self._shutting_down = True
@@ -323,43 +325,53 @@ class BoardCore:
             ):
                 out.append(HandOver("UPS battery low"))
             out.append(ShutDown("UPS battery low"))
-        holding = self.disk in (DiskFault.MISSING, DiskFault.READ_ONLY)
+        holding = self.disk is not None
+        if holding != self._holding:
+            self._holding = holding
+            why = (self.disk_detail or str(self.disk)) if holding else "the data disk is back"
+            out.append(HoldWrites(holding, why))
         records = self.role in (Role.ACTIVE, Role.SINGLE) and not holding
         mode = RecorderMode.RECORD if records else RecorderMode.RING
         if mode != self._mode:
             self._mode = mode
             out.append(SetRecorderMode(mode))
-        if holding != self._hold:
-            self._hold = holding
-            out.append(HoldMirror(holding))
         if self.s.paired:
-            out += self._pair_alerts(now)
+            out += self._alert_changes(self._pair_alerts(now))
         return out
 
-    def _pair_alerts(self, now: float) -> list[Action]:
-        out: list[Action] = []
+    def _alert_changes(self, wanted: list[RaiseAlert]) -> list[Action]:
+        """Only what changed: raised, re-worded, or no longer wanted."""
+        now_up = {a.id: a for a in wanted}
+        out: list[Action] = [a for i, a in now_up.items() if self._alerts.get(i) != a]
+        out += [ClearAlert(i) for i in self._alerts if i not in now_up]
+        self._alerts = now_up
+        return out
+
+    def _pair_alerts(self, now: float) -> list[RaiseAlert]:
+        """The pair's alerts that should be up now."""
+        up: list[RaiseAlert] = []
         peer = self.peer if self.peer is not None and self.peer.fresh else None
-        dual = self.role is Role.ACTIVE and peer is not None and peer.role is Role.ACTIVE
-        out.append(
-            RaiseAlert(
-                AlertId.DUAL_ACTIVE,
-                Severity.CRITICAL,
-                f"both boards are active: {peer.board} advertises active too; the newer term stays",
-            )
-            if dual and peer is not None
-            else ClearAlert(AlertId.DUAL_ACTIVE)
-        )
+        if self.role is Role.ACTIVE and peer is not None and peer.role is Role.ACTIVE:
+            up.append(RaiseAlert(AlertId.DUAL_ACTIVE, Severity.CRITICAL,
+                                 f"both boards are active: {peer.board} advertises active too; "
+                                 "the newer term stays"))  # fmt: skip
         alone = self.role is Role.ACTIVE and (peer is None or peer.role is not Role.STANDBY)
         if not alone:
             self._alone_since = None
         elif self._alone_since is None:
             self._alone_since = now
         if self._alone_since is not None and now - self._alone_since > self.s.ring_seconds:
-            out.append(RaiseAlert(AlertId.NO_STANDBY, Severity.WARNING,
-                                  f"no standby for {now - self._alone_since:.0f} s: another "
-                                  "failure now loses footage"))  # fmt: skip
-        else:
-            out.append(ClearAlert(AlertId.NO_STANDBY))
+            up.append(RaiseAlert(AlertId.NO_STANDBY, Severity.WARNING,
+                                 f"no standby for longer than the standby ring "
+                                 f"({self.s.ring_seconds:.0f} s): another failure now loses "
+                                 "footage"))  # fmt: skip
+        for link, alert_id, severity in (
+            (Link.LAN, AlertId.NIC_DOWN_LAN, Severity.CRITICAL),
+            (Link.SYNC, AlertId.NIC_DOWN_SYNC, Severity.WARNING),
+        ):
+            if not self.carrier[link]:
+                up.append(RaiseAlert(alert_id, severity, f"the {link.value} port has no carrier "
+                                     "(cable out or switch down)"))  # fmt: skip
         for alert_id, at, text in (
             (AlertId.PEER_KEY_MISMATCH, self._hmac_at,
              "adverts from the peer fail the pair key's check: the boards hold different keys"),
@@ -367,21 +379,16 @@ class BoardCore:
              "adverts of another firmware version are dropped: update both boards"),
         ):  # fmt: skip
             if at is not None and now - at < KEY_ALERT_QUIET_S:
-                out.append(RaiseAlert(alert_id, Severity.CRITICAL, text))
-            else:
-                out.append(ClearAlert(alert_id))
+                up.append(RaiseAlert(alert_id, Severity.CRITICAL, text))
+        if peer is None:
+            return up
+        limit = 3 * self.master_down + 1.0
+        known_for = 0.0 if self._peer_since is None else now - self._peer_since
         for link, alert_id in ((Link.LAN, AlertId.HEARTBEAT_SILENT_LAN),
                                (Link.SYNC, AlertId.HEARTBEAT_SILENT_SYNC)):  # fmt: skip
-            limit = 3 * self.master_down + 1.0
-            age = None if peer is None else peer.path_ages.get(link.value)
-            known_for = 0.0 if self._peer_since is None else now - self._peer_since
-            silent = (
-                peer is not None
-                and self.carrier[link]
-                and (age > limit if age is not None else known_for > limit)
-            )
-            if silent and peer is not None:
-                out.append(
+            age = peer.path_ages.get(link.value)
+            if self.carrier[link] and (age > limit if age is not None else known_for > limit):
+                up.append(
                     RaiseAlert(
                         alert_id,
                         Severity.WARNING,
@@ -389,16 +396,7 @@ class BoardCore:
                         "although it has carrier (firewall, VLAN or address?)",
                     )
                 )
-            else:
-                out.append(ClearAlert(alert_id))  # fmt: skip
-        return out
-
-    @property
-    def deadline(self) -> float | None:
-        """The next hold-down expiry; the adapter also ticks on every sample."""
-        times = [t for t in (h.expiry(self.s.hold_down) for h in self._flags.values()) if t]
-        times += [t + self.s.hold_down for t in self._back_at.values()]
-        return min(times) if times else None
+        return up
 
 
 def _fault_text(flags: Health, disk_detail: str) -> str:

@@ -34,6 +34,7 @@ from firmware.failover.reach import Reachability, camera_hosts
 from firmware.failover.transport import SerialPath, UdpPath
 from firmware.failover.vip import FloatingIP
 from firmware.roles import Role
+from firmware.supervise import keep_running, keep_running_async
 from hal.nic import AddressEvent, LinkEvent, Nic, NicEvent
 
 log = logging.getLogger("nvr.failover")
@@ -133,13 +134,13 @@ class Failover:
             UdpPath("sync", self.sync_if, str(pair.peer_sync_address), pair.advert_port, self._rx),
         ]
         if pair.serial_port:
-            self.paths.append(SerialPath(pair.serial_port, pair.serial_baud, self._rx, self._valid))
+            self.paths.append(SerialPath(pair.serial_port, pair.serial_baud, self._rx,
+                                         self._valid, self._serial_failed))  # fmt: skip
         self.dropped: dict[str, int] = {}
         self.transitions: dict[str, int] = {}
         self.state_since = time.monotonic()
         self.state_reason = "starting"
-        self.lan_carrier = True
-        self.sync_carrier = True
+        self.carrier = {Link.LAN: True, Link.SYNC: True}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._deadline: float | None = None
@@ -151,6 +152,10 @@ class Failover:
     def _now(self) -> float:
         assert self._loop is not None
         return self._loop.time()
+
+    def _serial_failed(self, what: str, e: Exception) -> None:
+        self.alerts.raise_(AlertId.ADVERT_PATH_SERIAL, Severity.CRITICAL,
+                           f"{what} failed ({e}); opening it again", self.now_us())  # fmt: skip
 
     def _valid(self, frame: bytes) -> bool:
         try:
@@ -177,7 +182,7 @@ class Failover:
         if self._deadline is not None:
             # How late the loop ran the election's timer: the takeover is late by as much.
             self.timer_lateness_max = max(self.timer_lateness_max, now - self._deadline)
-        self.election.set_reachable(self.lan_carrier and self.reach.ok(now))
+        self.election.set_reachable(self.carrier[Link.LAN] and self.reach.ok(now))
         self._apply(self.election.tick(now))
 
     def _nic_event(self, event: NicEvent) -> None:
@@ -188,20 +193,9 @@ class Failover:
             return
         link = Link.LAN if event.ifname == self.lan_if else Link.SYNC
         carrier = event.up and event.carrier
-        alert = AlertId.NIC_DOWN_LAN if link is Link.LAN else AlertId.NIC_DOWN_SYNC
-        if carrier:
-            self.alerts.clear(alert)
-        else:
-            severity = Severity.CRITICAL if link is Link.LAN else Severity.WARNING
-            self.alerts.raise_(alert, severity, f"{link} interface {event.ifname}: no carrier "
-                               "(cable out or switch down)", self.now_us())  # fmt: skip
-        known = self.lan_carrier if link is Link.LAN else self.sync_carrier
-        if carrier != known:
+        if carrier != self.carrier[link]:
             log.warning("%s %s: carrier %s", link, event.ifname, "back" if carrier else "lost")
-        if link is Link.LAN:
-            self.lan_carrier = carrier
-        else:
-            self.sync_carrier = carrier
+        self.carrier[link] = carrier
         self.on_carrier(link, carrier)
         if link is Link.SYNC:
             self._apply(self.election.sync_carrier(carrier, self._now()))
@@ -222,16 +216,20 @@ class Failover:
     # --- actions -------------------------------------------------------------------------------
 
     def _apply(self, actions: list[Action]) -> None:
-        for action in actions:
-            if isinstance(action, ReleaseVIP):
-                self.vip.release()
-            elif isinstance(action, SendAdvert):
-                self._send(action.advert)
-            elif isinstance(action, TakeVIP):
-                self.vip.take()
-            elif isinstance(action, StateChanged):
-                self._state_changed(action)
-        self._schedule()
+        """Carry the election's actions out; its next timer is set whatever fails (an error
+        goes to the loop's handler, which raises an alert), or the election would stop."""
+        try:
+            for action in actions:
+                if isinstance(action, ReleaseVIP):
+                    self.vip.release()
+                elif isinstance(action, SendAdvert):
+                    self._send(action.advert)
+                elif isinstance(action, TakeVIP):
+                    self.vip.take()
+                elif isinstance(action, StateChanged):
+                    self._state_changed(action)
+        finally:
+            self._schedule()
 
     def _send(self, advert: Advert) -> None:
         data = encode(advert, self.key)
@@ -311,9 +309,13 @@ class Failover:
                     f"advert path {path.name} cannot be opened: {e}; the others carry on",
                     self.now_us(),
                 )
-        watcher = threading.Thread(target=self._watch, name="nvr-nic-watch", daemon=True)
+        watcher = threading.Thread(target=keep_running, name="nvr-nic-watch", daemon=True,
+                                   args=("the NIC watch", self._watch, self._watch_stop,
+                                         self.alerts.task_failed))  # fmt: skip
         watcher.start()
-        reach = asyncio.create_task(self.reach.run(stop))
+        reach = asyncio.create_task(keep_running_async(
+            "the reachability probe", lambda: self.reach.run(stop), stop, self.alerts.task_failed
+        ))  # fmt: skip
         self._apply(self.election.start(self._now()))
         try:
             await stop.wait()
@@ -330,20 +332,12 @@ class Failover:
             watcher.join(2)
 
     def _watch(self) -> None:
+        """Link and address events onto the loop; restarted if it fails (a new watch begins
+        with the current state of every link, so nothing stays missed)."""
         loop = self._loop
         assert loop is not None
-        try:
-            for event in self.nic.watch(self._watch_stop):
-                loop.call_soon_threadsafe(self._nic_event, event)
-        except Exception as e:
-            log.exception("NIC watch failed")
-            loop.call_soon_threadsafe(
-                self.alerts.raise_,
-                AlertId.NIC_WATCH,
-                Severity.WARNING,
-                f"NIC events lost: {e}",
-                self.now_us(),
-            )
+        for event in self.nic.watch(self._watch_stop):
+            loop.call_soon_threadsafe(self._nic_event, event)
 
     # --- status --------------------------------------------------------------------------------
 
@@ -389,8 +383,8 @@ class Failover:
             "effective_priority": e.effective_priority,
             "health": health_names(e.health),
             "reachable": e.reachable,
-            "lan_carrier": self.lan_carrier,
-            "sync_carrier": self.sync_carrier,
+            "lan_carrier": self.carrier[Link.LAN],
+            "sync_carrier": self.carrier[Link.SYNC],
             "role_since_seconds": round(time.monotonic() - self.state_since, 3),
             "role_reason": self.state_reason,
             "vip_held": self.vip.held(),

@@ -151,7 +151,6 @@ class Election:
         self._handover_from: str | None = None
         self._yielded = False
         self._sync_up = True
-        self._sync_lost_at: float | None = None
         self._sync_down_at: float | None = None
         self._sync_suspect: str | None = None
         self._echo = Health.NONE
@@ -309,7 +308,6 @@ class Election:
         if up or not was:
             self._sync_down_at = self._sync_suspect = None
             return []
-        self._sync_lost_at = now
         top = self.current_active(now)
         if self.state != "standby" or top is None or self.sync_grace <= 0:
             return []

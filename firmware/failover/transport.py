@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import serial
 
 from firmware.failover.advert import MAGIC, WIRE_SIZE
+from firmware.supervise import Failure, keep_running
 
 log = logging.getLogger(__name__)
 
@@ -136,10 +137,13 @@ class SerialPath:
     name = "serial"
 
     def __init__(
-        self, port: str, baud: int, deliver: Deliver, valid: Callable[[bytes], bool]
-    ) -> None:
+        self, port: str, baud: int, deliver: Deliver, valid: Callable[[bytes], bool],
+        failed: Failure = lambda what, e: None,
+    ) -> None:  # fmt: skip
+        """failed(what, error): the crosslink broke (unplugged USB adapter, UART error); it
+        is opened again a second later."""
         self.port, self.baud = port, baud
-        self.deliver, self.valid = deliver, valid
+        self.deliver, self.valid, self.failed = deliver, valid, failed
         self.stats = PathStats()
         self.skipped_bytes = 0
         self._serial: serial.Serial | None = None
@@ -149,27 +153,37 @@ class SerialPath:
 
     async def open(self) -> None:
         self._loop = asyncio.get_running_loop()
-        # write_timeout: a stuck UART must not stall the election's event loop.
-        self._serial = serial.serial_for_url(
-            self.port, baudrate=self.baud, timeout=0.05, write_timeout=0.05
-        )
-        self._thread = threading.Thread(target=self._read, name="nvr-serial", daemon=True)
+        self._serial = self._open_port()
+        args = (f"serial crosslink {self.port}", self._read, self._stop, self.failed)
+        self._thread = threading.Thread(target=keep_running, args=args, name="nvr-serial",
+                                        daemon=True)  # fmt: skip
         self._thread.start()
+
+    def _open_port(self) -> serial.Serial:
+        # write_timeout: a stuck UART must not stall the election's event loop.
+        return serial.serial_for_url(self.port, baudrate=self.baud, timeout=0.05,
+                                     write_timeout=0.05)  # fmt: skip
 
     @property
     def is_open(self) -> bool:
         return self._serial is not None and not self._stop.is_set()
 
     def _read(self) -> None:
-        assert self._serial is not None and self._loop is not None
+        """Frames to the loop until stopped; a port error closes the port and raises, and
+        keep_running reports it and comes back here, which opens the port again."""
+        assert self._loop is not None
+        if self._serial is None:
+            self._serial = self._open_port()
         buf = b""
         while not self._stop.is_set():
             try:
                 chunk = self._serial.read(WIRE_SIZE)
             except (serial.SerialException, OSError) as e:
                 self.stats.last_error = str(e)
-                log.error("serial crosslink %s failed: %s", self.port, e)
-                return
+                port, self._serial = self._serial, None
+                with contextlib.suppress(serial.SerialException, OSError):
+                    port.close()
+                raise
             if not chunk:
                 continue
             frames, buf, skipped = split_frames(buf + chunk, self.valid)
@@ -179,10 +193,11 @@ class SerialPath:
                 self._loop.call_soon_threadsafe(self.deliver, frame, self.name)
 
     def send(self, data: bytes) -> None:
-        if self._serial is None:
+        port = self._serial
+        if port is None:
             return
         try:
-            self._serial.write(data)
+            port.write(data)
             self.stats.tx += 1
         except (serial.SerialException, OSError) as e:
             self.stats.tx_errors += 1

@@ -20,6 +20,7 @@ from firmware.hw.devices import open_disks, open_panel, open_ups, open_watchdog
 from firmware.hw.power import PowerPolicy
 from firmware.hw.screen import panel_lines
 from firmware.hw.storage import Expected, StoragePolicy, StorageView, health_alerts
+from firmware.supervise import keep_running_async
 from firmware.timefmt import now_us
 from hal.disks import Disks, SmartHealth
 from hal.errors import HalError
@@ -170,13 +171,16 @@ class Hardware:
                         warned = True
                     continue
                 warned = False
-                if dog is not None:
-                    try:
+                try:
+                    if dog is not None:
                         dog.ping()
                         self.watchdog_pings += 1
-                    except HalError as e:
-                        log.error("watchdog ping failed: %s", e)
-                notifier.notify("WATCHDOG=1")
+                    notifier.notify("WATCHDOG=1")
+                except (HalError, OSError) as e:
+                    # Said, and tried again next period; pings that keep failing let the
+                    # watchdog reset the board, which is what it is for.
+                    log.error("watchdog ping failed: %s", e)
+                    self.alerts.task_failed("the watchdog ping", e)
         finally:
             notifier.notify("STOPPING=1")
             if dog is not None:
@@ -217,11 +221,16 @@ class Hardware:
     async def run(self, stop: asyncio.Event) -> None:
         keeper = threading.Thread(target=self._keeper, name="nvr-watchdog", daemon=True)
         keeper.start()
-        tasks = [self._beat(stop), self._disk_loop(stop), self._panel_loop(stop)]
+        loops = [("the event-loop beat", self._beat), ("the data-disk monitor", self._disk_loop),
+                 ("the front panel", self._panel_loop)]  # fmt: skip
         if self.cfg.ups.backend != "none":
-            tasks.append(self._ups_loop(stop))
+            loops.append(("the UPS monitor", self._ups_loop))
         try:
-            await asyncio.gather(*tasks)
+            await asyncio.gather(*(
+                keep_running_async(what, lambda body=body: body(stop), stop,
+                                   self.alerts.task_failed)
+                for what, body in loops
+            ))  # fmt: skip
         finally:
             self._stop_threads.set()
             await asyncio.to_thread(keeper.join, 5)

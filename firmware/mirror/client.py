@@ -29,6 +29,7 @@ from firmware.mirror.auth import (
 from firmware.mirror.plan import Order, PeerCamera, Summary, lag, reconcile
 from firmware.mirror.store import Corrupt, commit_received, fresh, incoming, receive, resume_point
 from firmware.mirror.wire import FEED_PATH, SEGMENT_PATH, FeedPage, FeedSegment, decode_page
+from firmware.supervise import Failure, keep_running
 
 log = logging.getLogger("nvr.mirror")
 
@@ -65,11 +66,14 @@ class MirrorClient:
         path_usable: Callable[[str], bool],
         now_us: Callable[[], int],
         on_commit: Callable[[], None] = lambda: None,
+        failed: Failure = lambda what, e: None,
     ) -> None:
-        """peer: path name (sync, lan) -> the peer's address on it, in order of preference."""
+        """peer: path name (sync, lan) -> the peer's address on it, in order of preference.
+        failed(what, error): one of the mirror's threads failed and runs again."""
         self.board, self.key, self.data_dir, self.catalog = board, key, data_dir, catalog
         self.peer, self.port, self.order, self.concurrency = peer, port, order, concurrency
         self.path_usable, self.now_us, self.on_commit = path_usable, now_us, on_commit
+        self.failed = failed
         self.counters = Counters()
         self.path: str | None = None
         """The path the last successful request took."""
@@ -94,23 +98,18 @@ class MirrorClient:
     def start(self) -> None:
         targets = [self._follow] + [self._fetch] * self.concurrency
         for i, target in enumerate(targets):
-            t = threading.Thread(target=self._supervised, args=(target,),
-                                 name=f"nvr-mirror-{i}", daemon=True)  # fmt: skip
+            args = (f"mirror {target.__name__.strip('_')}", target, self._stop, self._failed)
+            t = threading.Thread(target=keep_running, args=args, name=f"nvr-mirror-{i}",
+                                 daemon=True)  # fmt: skip
             t.start()
             self._threads.append(t)
 
-    def _supervised(self, target: Callable[[], None]) -> None:
-        """A mirror thread that fails (the catalog's disk full, a bug) is counted, logged and
-        started again: a thread that ends silently is a standby that silently falls behind."""
-        while not self._stop.is_set():
-            try:
-                target()
-                return
-            except Exception as e:
-                log.exception("mirror: %s failed; starting it again", target.__name__)
-                self.counters.error("crash")
-                self.last_error = f"{target.__name__}: {e}"
-                self._stop.wait(RETRY_S)
+    def _failed(self, what: str, e: Exception) -> None:
+        """A mirror thread failed (the catalog's disk full, a bug): counted and shown, and it
+        runs again; a thread that ended silently is a standby that silently falls behind."""
+        self.counters.error("crash")
+        self.last_error = f"{what}: {e}"
+        self.failed(what, e)
 
     def stop(self) -> None:
         self._stop.set()

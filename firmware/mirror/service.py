@@ -85,6 +85,7 @@ class Mirror:
             path_usable=path_usable,
             now_us=now_us,
             on_commit=self.changed,
+            failed=alerts.task_failed,
         )
 
     def changed(self) -> None:

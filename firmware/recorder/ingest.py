@@ -14,6 +14,7 @@ import re
 import sqlite3
 import threading
 import time
+import traceback
 from collections.abc import Callable, Container
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,6 +81,14 @@ def redact(url: str) -> str:
     if parts.port:
         host += f":{parts.port}"
     return urlunsplit((parts.scheme, f"***@{host}", parts.path, parts.query, parts.fragment))
+
+
+def scrub(text: str, url: str) -> str:
+    """Any text about a camera on its way out of the recorder: the URL redacted, and its
+    password gone wherever else an error may quote it."""
+    text = text.replace(url, redact(url))
+    password = urlsplit(url).password
+    return text.replace(password, "***") if password else text
 
 
 class CameraError(Exception):
@@ -240,8 +249,12 @@ class CameraIngest:
                 reason, text = self.session()
             except Exception as e:
                 # Whatever went wrong, this camera's thread must not end: say so and reconnect.
-                log.exception("camera %s: recorder error", self.name)
-                reason, text = STREAM_ERROR, f"recorder error: {e}"
+                reason, text = STREAM_ERROR, f"recorder error: {type(e).__name__}: {e}"
+                # Where, without the message (it may quote the URL): the text follows, scrubbed.
+                where = "".join(traceback.format_tb(e.__traceback__))
+                log.error("camera %s: %s in\n%s", self.name, type(e).__name__, where)
+            if text:
+                text = scrub(text, self.url)  # the one way out for a session's text
             self.report(SessionChanged(self.name, recording=False, error=text))
             if self.stop.is_set():
                 break

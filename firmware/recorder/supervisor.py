@@ -37,6 +37,7 @@ from firmware.recorder.ingest import RECORD, RING, redact
 from firmware.recorder.recovery import CRASH, recover, salvage_camera
 from firmware.recorder.retention import FREE_SPACE, Retention, disk_usage
 from firmware.recorder.worker import worker_main
+from firmware.supervise import keep_running
 from firmware.timefmt import now_us
 
 log = logging.getLogger(__name__)
@@ -149,8 +150,10 @@ class Recorder:
             len(self._workers),
             self.data_dir,
         )
-        for target in (self._consume, self._maintain):
-            t = threading.Thread(target=target, daemon=True, name=target.__name__)
+        for what, target in (("recorder event pump", self._consume),
+                             ("recorder upkeep", self._maintain)):  # fmt: skip
+            args = (what, target, self._halt, self.alerts.task_failed)
+            t = threading.Thread(target=keep_running, args=args, name=target.__name__, daemon=True)
             t.start()
             self._threads.append(t)
 
@@ -326,28 +329,23 @@ class Recorder:
     # --- maintenance ---------------------------------------------------------------------------
 
     def _maintain(self) -> None:
-        """The upkeep thread: a failure in one round is an alert, never the end of the
-        thread (workers would no longer be restarted and the watchdog's beat would stop)."""
+        """Restarts dead workers, checks the cameras, runs retention; under keep_running, so a
+        failing disk cannot end it (workers would no longer restart, the watchdog's beat
+        would stop)."""
         last_age = time.monotonic()
         while not self._halt.wait(MAINTENANCE_PERIOD_S):
             self.beat = time.monotonic()
-            try:
-                self._check_workers()
-                self._check_cameras()
-                quiet = time.monotonic() - self._last_space_deletion
-                if (
-                    quiet > max(30.0, 5 * self.cfg.segment_seconds)
-                    and not self.retention.below_watermark()
-                ):
-                    self.alerts.clear(AlertId.DISK_FULL)
-                if time.monotonic() - last_age > AGE_RETENTION_PERIOD_S:
-                    last_age = time.monotonic()
-                    self.retention.run(now_us())
-                self.alerts.clear(AlertId.TASK_FAILED)
-            except Exception as e:
-                log.exception("recorder upkeep failed")
-                self.alerts.raise_(AlertId.TASK_FAILED, Severity.CRITICAL,
-                                   f"recorder upkeep failed: {e}", now_us())  # fmt: skip
+            self._check_workers()
+            self._check_cameras()
+            quiet = time.monotonic() - self._last_space_deletion
+            if (
+                quiet > max(30.0, 5 * self.cfg.segment_seconds)
+                and not self.retention.below_watermark()
+            ):
+                self.alerts.clear(AlertId.DISK_FULL)
+            if time.monotonic() - last_age > AGE_RETENTION_PERIOD_S:
+                last_age = time.monotonic()
+                self.retention.run(now_us())
 
     def _check_workers(self) -> None:
         if self._stopping:

@@ -13,15 +13,19 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import av.logging
 
+from firmware.alert_ids import AlertId, Severity
 from firmware.catalog import Catalog
 from firmware.config import RecorderConfig
+from firmware.core.actions import RaiseAlert
 from firmware.recorder.events import CameraProgress, RetentionDeleted, WorkerEvent, WorkerExited
 from firmware.recorder.ingest import RECORD, CameraIngest
 from firmware.recorder.retention import Retention
+from firmware.supervise import keep_running
 
 STATUS_PERIOD_S = 1.0
 
@@ -82,15 +86,22 @@ def worker_main(
                      mode=mode, ring_seconds=ring_seconds)
         for name, url in cameras
     ]  # fmt: skip
-    threads = [
-        threading.Thread(target=i.run_forever, name=f"cam-{i.name}", daemon=True) for i in ingests
-    ]
+
+    def failed(what: str, e: Exception) -> None:
+        # The type only: a camera's error text may quote its URL (the session's own texts
+        # are scrubbed on their way out).
+        report(RaiseAlert(AlertId.TASK_FAILED, Severity.CRITICAL,
+                          f"{what} failed ({type(e).__name__}) and was started again"))  # fmt: skip
+
+    def kept(what: str, body: Callable[[], None], name: str) -> threading.Thread:
+        args = (what, body, local_stop, failed)
+        return threading.Thread(target=keep_running, args=args, name=name, daemon=True)
+
+    threads = [kept(f"camera {i.name}'s recorder", i.run_forever, f"cam-{i.name}")
+               for i in ingests]  # fmt: skip
     if commands is not None:
-        threads.append(
-            threading.Thread(
-                target=_obey, args=(commands, ingests, local_stop), name="commands", daemon=True
-            )
-        )
+        threads.append(kept("the recorder's command pipe",
+                            lambda: _obey(commands, ingests, local_stop), "commands"))  # fmt: skip
     for t in threads:
         t.start()
     parent = os.getppid()
