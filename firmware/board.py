@@ -130,7 +130,7 @@ class Board:
         seen = tuple(
             CameraSeen(
                 st.name,
-                st.recording or st.holding,
+                st.connected,
                 None if st.reported_us is None else (wall - st.reported_us) / 1e6,
             )
             for st in self.recorder.status.values()

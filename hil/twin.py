@@ -46,6 +46,7 @@ class TwinBoards:
         cameras: int = 1,
         stream: dict[str, Any] | None = None,
         second_camera: Sequence[str] = (),
+        camera_auth: str | None = None,
     ) -> None:
         """stream: StreamSpec fields for every camera (e.g. bitrate, pattern, width).
         second_camera: cameras the boards record from a second simulator on a port of its
@@ -59,6 +60,8 @@ class TwinBoards:
         self.camera: CameraSim | None = None
         self.camera2: CameraSim | None = None
         self.second_camera = tuple(second_camera)
+        self.camera_auth = camera_auth
+        """user:password the simulated cameras ask for (the boards' URLs carry it)."""
         unknown = set(self.second_camera) - {f"cam{i + 1}" for i in range(cameras)}
         if unknown:
             raise ValueError(f"second_camera names cameras that do not exist: {sorted(unknown)}")
@@ -84,6 +87,7 @@ class TwinBoards:
                     [StreamSpec(name, **self.stream) for name in self.cameras],
                     netns=self.rig.ns("cam"),
                     bind=ADDRESSES["cam"]["lan"],
+                    auth=self.camera_auth,
                 )
                 self.camera.start()
                 if self.second_camera:

@@ -65,12 +65,13 @@ def pair(
     sections: dict[str, dict[str, Any]] | None = None,
     cameras: int = 1,
     second_camera: tuple[str, ...] = (),
+    camera_auth: str | None = None,
 ) -> Iterator[TwinBoards]:
     """a (150) records, b (100) holds every camera and is in sync; a's data directory lies on
     `disk` if one is given. Boards, camera and rig go down whatever happens, and the disk is
     unmounted before its loop device is released."""
     with TwinBoards(tmp_path / "twin", segment_seconds=SEGMENT_S, cameras=cameras,
-                    second_camera=second_camera) as tb:  # fmt: skip
+                    second_camera=second_camera, camera_auth=camera_auth) as tb:  # fmt: skip
         data = tb.data_dir("a")
         if disk is not None:
             data.mkdir(parents=True)

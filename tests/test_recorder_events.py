@@ -103,6 +103,16 @@ def test_camera_events_update_its_status(recorder):
     assert (st.holding, st.ring_seconds, st.recording) == (True, 12.5, False)
 
 
+def test_a_session_up_or_ended_shows_at_once_also_on_a_standby(recorder):
+    """A standby's camera is connected from the session's start to its end, without waiting
+    for the next progress report: the board core compares both boards' cameras by it."""
+    st = recorder.status["cam1"]
+    recorder._apply(SessionChanged("cam1", recording=False, error=None, up=True))
+    assert st.connected and not st.recording
+    recorder._apply(SessionChanged("cam1", recording=False, error="no data for 5 s"))
+    assert not st.connected
+
+
 def test_events_of_an_unknown_camera_are_dropped(recorder):
     """A worker may still speak of a camera the config no longer has."""
     before = repr(recorder.status)

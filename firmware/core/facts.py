@@ -31,8 +31,9 @@ class Carrier:
 class CameraSeen:
     name: str
     session: bool
-    """Recording, or holding the stream in the standby's ring: the recorder ends a session
-    whose camera sends nothing for its stall limit, so a lost camera path shows here."""
+    """The camera's session is up (recording, or held in a standby's ring): the recorder ends
+    a session whose camera sends nothing for its stall limit, so a lost camera path shows
+    here, on either board as soon as the recorder says so."""
     report_age: float | None
     """Seconds since the recorder's worker last reported on the camera (every second while it
     runs): a stopped or hung worker shows here. None = never. Not the newest frame's age: a

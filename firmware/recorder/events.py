@@ -40,6 +40,9 @@ class SessionChanged:
     error: str | None
     codec: str | None = None
     """Known once a session is up; None leaves the last one shown."""
+    up: bool = False
+    """The session is up (it came up), or ended: said at once, where the standby's holding
+    shows only with the next progress report."""
 
 
 @dataclass(frozen=True, slots=True)

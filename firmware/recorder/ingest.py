@@ -334,7 +334,9 @@ class CameraIngest:
         self.templates = streams
         stall_us = round(self.cfg.stall_seconds * 1e6)
         self.report(
-            SessionChanged(self.name, recording=self.mode == RECORD, error=None, codec=self.codec)
+            SessionChanged(
+                self.name, recording=self.mode == RECORD, error=None, codec=self.codec, up=True
+            )
         )
         rate = vstream.guessed_rate or vstream.average_rate
         ticks = round(1 / (rate * vstream.time_base)) if rate else None

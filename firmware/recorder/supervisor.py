@@ -57,6 +57,8 @@ class CameraStatus:
     last_frame_seen_us: int | None = None
     reported_us: int | None = None
     """When the worker last reported on this camera (it does every second while it runs)."""
+    connected: bool = False
+    """Its session is up (recording, or held in a standby's ring)."""
     error: str | None = None
     codec: str | None = None
     segments: int = 0
@@ -292,6 +294,7 @@ class Recorder:
                 st.holding = event.holding
                 st.ring_seconds = event.ring_seconds
             case SessionChanged():
+                st.connected = event.up
                 st.recording = event.recording
                 st.error = event.error
                 if event.codec is not None:
@@ -357,7 +360,7 @@ class Recorder:
             names = ", ".join(n for n, _ in share)
             log.error("worker for %s exited (code %s); restarting it", names, p.exitcode)
             for name, _ in share:
-                self.status[name].recording = False
+                self.status[name].recording = self.status[name].connected = False
                 self.status[name].error = f"worker process died (exit code {p.exitcode})"
             # Its open runs were cut short: close them so the gap is explicit, then go on.
             for name, _ in share:
