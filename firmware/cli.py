@@ -304,7 +304,7 @@ def cmd_handover(args: argparse.Namespace) -> int:
 
 
 def cmd_pair_key(args: argparse.Namespace) -> int:
-    from firmware.failover.daemon import make_pair_key
+    from firmware.pairkey import make_pair_key
 
     try:
         make_pair_key(args.file)

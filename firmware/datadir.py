@@ -1,12 +1,9 @@
 """The data directory: checked before anything is written, marked with an identity file so a
 swapped disk or a missing mount is noticed instead of written over. Also the API token, which a
-single board keeps in a file there and a pair derives from its key."""
+single board keeps in a file there and a pair derives from its key (firmware/pairkey.py)."""
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import json
 import logging
 import os
@@ -15,6 +12,7 @@ import uuid
 from pathlib import Path
 
 from firmware.config import Config, ConfigError
+from firmware.pairkey import load_pair_key, pair_api_token
 from firmware.timefmt import iso
 
 log = logging.getLogger(__name__)
@@ -60,19 +58,6 @@ def read_identity(data_dir: Path) -> str | None:
         return None
 
 
-PAIR_TOKEN_LABEL = b"nvr-pair api token v1"
-"""What the pair key signs to make the pair's API token; a new label (v2) would rotate the
-token of every pair without a new key."""
-
-
-def pair_api_token(key: bytes) -> str:
-    """The API token of a pair: HMAC-SHA256 of a fixed label under the pair key, url-safe
-    base64 without padding. Both boards hold the key, so both accept the same token and a
-    client keeps working after a failover; the token does not reveal the key."""
-    mac = hmac.new(key, PAIR_TOKEN_LABEL, hashlib.sha256).digest()
-    return base64.urlsafe_b64encode(mac).rstrip(b"=").decode()
-
-
 def api_token(cfg: Config, board: bool = True) -> str:
     """The API token of this config, the one the board accepts and `nvr token` prints.
 
@@ -93,8 +78,6 @@ def api_token(cfg: Config, board: bool = True) -> str:
         except OSError as e:
             raise OSError(f"{e} (the board creates it on first start)") from None
     if cfg.api.token_file is None:
-        from firmware.failover.daemon import load_pair_key  # datadir stays below failover
-
         return pair_api_token(load_pair_key(cfg.pair.key_file))
     path = cfg.api.token_file
     if board:

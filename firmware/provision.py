@@ -103,7 +103,7 @@ def write_file_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
 
 def firstboot(factory: Path, config: Path, out: TextIO, err: TextIO) -> int:
     """Config, pair key and data directory in place; 0 when all is, 2 on a bad config."""
-    from firmware.failover.daemon import make_pair_key
+    from firmware.pairkey import make_pair_key
 
     def say(msg: str) -> None:
         print(f"firstboot: {msg}", file=out, flush=True)

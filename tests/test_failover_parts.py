@@ -13,11 +13,12 @@ from hypothesis import strategies as st
 
 from firmware.config import ConfigError, HealthWeights, parse_config
 from firmware.failover.advert import MAGIC, WIRE_SIZE, Advert, Health, decode, encode
-from firmware.failover.daemon import load_pair_key, make_pair_key, next_seq_start
+from firmware.failover.daemon import next_seq_start
 from firmware.failover.election import DEFAULT_WEIGHTS, PRIORITY_MAX, Election
 from firmware.failover.health import health_names, health_weights
 from firmware.failover.transport import split_frames
 from firmware.failover.vip import FloatingIP
+from firmware.pairkey import load_pair_key, make_pair_key
 from hal.nic import AddressEvent
 from hal.sim.nic import SimNic
 

@@ -18,7 +18,7 @@ from conftest import NVR, ROOT, holds, wait_until
 from pyroute2.netns import popns, pushns
 
 from firmware.failover.advert import WIRE_SIZE, decode, encode
-from firmware.failover.daemon import load_pair_key
+from firmware.pairkey import load_pair_key
 from hil.rig import ADDRESSES
 from hil.twin import ADVERT_PORT, API_PORT, TwinBoards
 

@@ -18,9 +18,8 @@ from test_fault_rig_hw import handed_over
 from test_fault_rig_hw import pair as start_pair
 from test_mirror_rig import all_kept, first_frames
 
-from firmware.datadir import pair_api_token
 from firmware.failover.advert import Advert, encode
-from firmware.failover.daemon import load_pair_key
+from firmware.pairkey import load_pair_key, pair_api_token
 from hil.rig import ADDRESSES
 from hil.twin import ADVERT_PORT, API_PORT, MIRROR_PORT, TwinBoards
 

@@ -12,8 +12,8 @@ from conftest import nvr
 
 from firmware.board import Board
 from firmware.config import Config, ConfigError, load_config
-from firmware.datadir import api_token, pair_api_token
-from firmware.failover.daemon import load_pair_key, make_pair_key
+from firmware.datadir import api_token
+from firmware.pairkey import load_pair_key, make_pair_key, pair_api_token
 from hal.sim.nic import SimNic
 
 KEY = b"00112233445566778899aabbccddeeff"

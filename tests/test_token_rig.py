@@ -12,8 +12,7 @@ import urllib.parse
 import pytest
 from conftest import NVR, ROOT, wait_until
 
-from firmware.datadir import pair_api_token
-from firmware.failover.daemon import load_pair_key
+from firmware.pairkey import load_pair_key, pair_api_token
 from firmware.timefmt import iso
 from hil.rig import ADDRESSES, VIRTUAL_IP
 from hil.twin import API_PORT, TwinBoards

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from firmware.alert_ids import AlertId, Severity
 from firmware.alerts import Alerts
-from firmware.config import Config, ConfigError
+from firmware.config import Config
 from firmware.core.facts import Drops, ElectionView, Link, PeerView
 from firmware.failover.advert import Advert, AdvertError, Health, decode, encode
 from firmware.failover.election import (
@@ -33,36 +33,14 @@ from firmware.failover.health import health_names, health_weights
 from firmware.failover.reach import Reachability, camera_hosts
 from firmware.failover.transport import SerialPath, UdpPath
 from firmware.failover.vip import FloatingIP
+from firmware.pairkey import load_pair_key
 from firmware.roles import Role
 from firmware.supervise import keep_running, keep_running_async
 from hal.nic import AddressEvent, LinkEvent, Nic, NicEvent
 
 log = logging.getLogger("nvr.failover")
 
-MIN_KEY_BYTES = 16
 STATE_FILE = "failover.json"
-
-
-def load_pair_key(path: Path) -> bytes:
-    """The shared secret both boards hold; a missing or weak key is a config error, because
-    a pair that cannot authenticate adverts must not run an election at all."""
-    try:
-        key = path.read_bytes().strip()
-    except OSError as e:
-        raise ConfigError(
-            f"{path}: cannot read the pair key ({e.strerror}); make one with "
-            f"`nvr pair-key {path}` and copy it to both boards"
-        ) from None
-    if len(key) < MIN_KEY_BYTES:
-        raise ConfigError(f"{path}: the pair key is shorter than {MIN_KEY_BYTES} bytes")
-    return key
-
-
-def make_pair_key(path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(os.urandom(32).hex() + "\n")
 
 
 def next_seq_start(data_dir: Path, wall_s: float) -> int:

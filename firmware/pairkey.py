@@ -1,0 +1,49 @@
+"""The pair key: the secret both boards of a pair hold. Adverts and mirror traffic are
+authenticated with it, and the pair's API token is derived from it."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+from pathlib import Path
+
+from firmware.config import ConfigError
+
+MIN_KEY_BYTES = 16
+
+
+def load_pair_key(path: Path) -> bytes:
+    """The shared secret both boards hold; a missing or weak key is a config error, because
+    a pair that cannot authenticate adverts must not run an election at all."""
+    try:
+        key = path.read_bytes().strip()
+    except OSError as e:
+        raise ConfigError(
+            f"{path}: cannot read the pair key ({e.strerror}); make one with "
+            f"`nvr pair-key {path}` and copy it to both boards"
+        ) from None
+    if len(key) < MIN_KEY_BYTES:
+        raise ConfigError(f"{path}: the pair key is shorter than {MIN_KEY_BYTES} bytes")
+    return key
+
+
+def make_pair_key(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(os.urandom(32).hex() + "\n")
+
+
+PAIR_TOKEN_LABEL = b"nvr-pair api token v1"
+"""What the pair key signs to make the pair's API token; a new label (v2) would rotate the
+token of every pair without a new key."""
+
+
+def pair_api_token(key: bytes) -> str:
+    """The API token of a pair: HMAC-SHA256 of a fixed label under the pair key, url-safe
+    base64 without padding. Both boards hold the key, so both accept the same token and a
+    client keeps working after a failover; the token does not reveal the key."""
+    mac = hmac.new(key, PAIR_TOKEN_LABEL, hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(mac).rstrip(b"=").decode()
