@@ -55,6 +55,10 @@ CREATE TABLE IF NOT EXISTS deleted (
     id TEXT PRIMARY KEY,
     start_us INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS feed_seq (
+    name TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
 """
 
 # Columns added after the first release: (table, column, declaration). Added on open, so a
@@ -69,7 +73,16 @@ MIGRATIONS = (
 COVER_SLACK_US = 1000
 """Run times are rounded to the millisecond."""
 
-_NEXT_CHANGE = "(SELECT COALESCE(MAX(changed), 0) + 1 FROM runs)"
+
+def _next_seq(db: sqlite3.Connection, name: str) -> int:
+    """The next number of a mirror feed cursor ('segments': the row id, 'runs': `changed`),
+    inside the caller's transaction. Kept in a table, never derived from MAX(): SQLite reuses
+    the highest row id once that row is deleted (a spare copy pruned), and a peer whose
+    cursor had passed it would never see the segment that took the number again."""
+    row = db.execute(
+        "UPDATE feed_seq SET value = value + 1 WHERE name = ? RETURNING value", (name,)
+    ).fetchone()
+    return int(row[0])
 
 
 @dataclass(frozen=True)
@@ -212,6 +225,10 @@ class Catalog:
             )
             db.execute("CREATE UNIQUE INDEX IF NOT EXISTS runs_uid ON runs(uid)")
             db.execute("CREATE INDEX IF NOT EXISTS runs_changed ON runs(changed)")
+            db.execute("INSERT OR IGNORE INTO feed_seq(name, value)"
+                       " SELECT 'segments', COALESCE(MAX(rowid), 0) FROM segments")  # fmt: skip
+            db.execute("INSERT OR IGNORE INTO feed_seq(name, value)"
+                       " SELECT 'runs', COALESCE(MAX(changed), 0) FROM runs")  # fmt: skip
         except BaseException:
             db.execute("ROLLBACK")
             raise
@@ -261,8 +278,16 @@ class Catalog:
         with self._tx() as db:
             cur = db.execute(
                 "INSERT INTO runs(camera, origin, start_us, end_us, uid, continues, changed)"
-                f" VALUES (?,?,?,?,?,?,{_NEXT_CHANGE})",
-                (camera, origin, start_us, end_us, run_uid(camera, start_us, origin), continues),
+                " VALUES (?,?,?,?,?,?,?)",
+                (
+                    camera,
+                    origin,
+                    start_us,
+                    end_us,
+                    run_uid(camera, start_us, origin),
+                    continues,
+                    _next_seq(db, "runs"),
+                ),
             )
             return int(cur.lastrowid)
 
@@ -276,9 +301,9 @@ class Catalog:
             if row is None:
                 cur = db.execute(
                     "INSERT INTO runs(camera, origin, start_us, end_us, end_reason, uid,"
-                    f" continues, changed) VALUES (?,?,?,?,?,?,?,{_NEXT_CHANGE})",
+                    " continues, changed) VALUES (?,?,?,?,?,?,?,?)",
                     (run.camera, run.origin, run.start_us, run.end_us, run.end_reason,
-                     run.uid, run.continues),
+                     run.uid, run.continues, _next_seq(db, "runs")),
                 )  # fmt: skip
                 return int(cur.lastrowid)
             end = max(row["end_us"], run.end_us)
@@ -286,9 +311,9 @@ class Catalog:
             continues = row["continues"] or run.continues
             if (end, reason, continues) != (row["end_us"], row["end_reason"], row["continues"]):
                 db.execute(
-                    f"UPDATE runs SET end_us = ?, end_reason = ?, continues = ?,"
-                    f" changed = {_NEXT_CHANGE} WHERE id = ?",
-                    (end, reason, continues, row["id"]),
+                    "UPDATE runs SET end_us = ?, end_reason = ?, continues = ?,"
+                    " changed = ? WHERE id = ?",
+                    (end, reason, continues, _next_seq(db, "runs"), row["id"]),
                 )
             return int(row["id"])
 
@@ -296,16 +321,19 @@ class Catalog:
         """Insert the segment and stretch its run to cover it, in one transaction."""
         with self._tx() as db:
             db.execute(
-                "INSERT INTO segments(id, camera, run_id, path, start_us, end_us, media_start_us,"
-                " media_end_us, frames, bytes, sha256, origin, codec, salvaged, last_frame)"
-                " VALUES (:id,:camera,:run_id,:path,:start_us,:end_us,:media_start_us,"
-                ":media_end_us,:frames,:bytes,:sha256,:origin,:codec,:salvaged,:last_frame)",
-                asdict(seg),
+                "INSERT INTO segments(rowid, id, camera, run_id, path, start_us, end_us,"
+                " media_start_us, media_end_us, frames, bytes, sha256, origin, codec, salvaged,"
+                " last_frame) VALUES (:rowid,:id,:camera,:run_id,:path,:start_us,:end_us,"
+                ":media_start_us,:media_end_us,:frames,:bytes,:sha256,:origin,:codec,:salvaged,"
+                ":last_frame)",
+                {**asdict(seg), "rowid": _next_seq(db, "segments")},
             )
-            db.execute(
-                f"UPDATE runs SET end_us = ?, changed = {_NEXT_CHANGE} WHERE id = ? AND end_us < ?",
-                (seg.end_us, seg.run_id, seg.end_us),
-            )
+            if db.execute("SELECT 1 FROM runs WHERE id = ? AND end_us < ?",
+                          (seg.run_id, seg.end_us)).fetchone():  # fmt: skip
+                db.execute(
+                    "UPDATE runs SET end_us = ?, changed = ? WHERE id = ?",
+                    (seg.end_us, _next_seq(db, "runs"), seg.run_id),
+                )
 
     def has_run(self, run_id: int) -> bool:
         return (
@@ -319,25 +347,32 @@ class Catalog:
         with self._tx() as db:
             db.execute(
                 "INSERT OR IGNORE INTO runs(id, camera, origin, start_us, end_us, uid, changed)"
-                f" VALUES (?,?,?,?,?,?,{_NEXT_CHANGE})",
-                (run_id, camera, origin, start_us, end_us, run_uid(camera, start_us, origin)),
+                " VALUES (?,?,?,?,?,?,?)",
+                (
+                    run_id,
+                    camera,
+                    origin,
+                    start_us,
+                    end_us,
+                    run_uid(camera, start_us, origin),
+                    _next_seq(db, "runs"),
+                ),
             )
 
     def end_run(self, run_id: int, reason: str) -> None:
         with self._tx() as db:
             db.execute(
-                f"UPDATE runs SET end_reason = ?, changed = {_NEXT_CHANGE}"
-                " WHERE id = ? AND end_reason IS NULL",
-                (reason, run_id),
+                "UPDATE runs SET end_reason = ?, changed = ? WHERE id = ? AND end_reason IS NULL",
+                (reason, _next_seq(db, "runs"), run_id),
             )
 
     def close_open_runs(self, reason: str, origin: str, camera: str | None = None) -> int:
         """Only this board's own runs: a peer's open run is the peer's to close."""
         with self._tx() as db:
             cur = db.execute(
-                f"UPDATE runs SET end_reason = ?, changed = {_NEXT_CHANGE}"
+                "UPDATE runs SET end_reason = ?, changed = ?"
                 " WHERE end_reason IS NULL AND origin = ?" + (" AND camera = ?" if camera else ""),
-                (reason, origin, camera) if camera else (reason, origin),
+                (reason, _next_seq(db, "runs"), origin, *((camera,) if camera else ())),
             )
             return cur.rowcount
 

@@ -140,15 +140,16 @@ class PairRig:
         if link == "lan":
             _ip("link", "set", f"{host}-lan", state, ns=self.switch)
 
-    def shape(self, host: str, link: str, rate: str | None) -> None:
+    def shape(self, host: str, link: str, rate: str | None, burst: str = "1mb") -> None:
         """Limit what the host sends on a link (tc token bucket), e.g. rate="1gbit"; None
-        removes the limit."""
+        removes the limit. The burst passes at line rate: keep it well below what a drill
+        means to slow down."""
         dev = {"lan": "eth0", "sync": "eth1"}[link]
         if rate is None:
             self.run(host, ["tc", "qdisc", "del", "dev", dev, "root"], check=False)
             return
         self.run(host, ["tc", "qdisc", "replace", "dev", dev, "root", "tbf", "rate", rate,
-                        "burst", "1mb", "latency", "50ms"], check=True)  # fmt: skip
+                        "burst", burst, "latency", "50ms"], check=True)  # fmt: skip
 
     def netem(self, host: str, link: str, delay_ms: float | None, jitter_ms: float = 0.0) -> None:
         """Delay what the host sends on a link by delay_ms ± jitter_ms (tc netem; uniform

@@ -87,3 +87,24 @@ def test_a_catalog_on_a_read_only_disk_is_read_with_its_write_ahead_log(tmp_path
     assert res.returncode == 0, res.stderr
     assert res.stdout.split() == ["True", "1"]
     cat.close()
+
+
+def test_feed_cursors_never_reuse_a_number_after_the_newest_row_is_deleted(tmp_path):
+    """SQLite hands a deleted highest row id to the next insert; a peer whose feed cursor had
+    passed that number would never see the new segment (nor the run change)."""
+    cat = Catalog(tmp_path)
+    r1 = cat.new_run("c", "a", 0, 0)
+    cat.add_segment(seg(r1, "c", 0, 2_000_000))
+    spare = seg(r1, "c", 2_000_000, 4_000_000)
+    cat.add_segment(spare)
+    seg_cursor = cat.segments_since(0, 100)[-1][0]
+    run_cursor = max(r.changed for r in cat.runs_since(0, 100))
+    cat.delete_segment_rows([spare.id])  # the newest row: a spare copy pruned
+    r2 = cat.new_run("c", "b", 4_000_000, 4_000_000)
+    late = seg(r2, "c", 4_000_000, 6_000_000, origin="b")
+    cat.add_segment(late)
+    assert [s.id for _, s in cat.segments_since(seg_cursor, 100)] == [late.id]
+    assert r2 in [r.id for r in cat.runs_since(run_cursor, 100)]
+    reopened = Catalog(tmp_path)  # the sequence survives a restart
+    reopened.add_segment(seg(r2, "c", 6_000_000, 8_000_000, origin="b"))
+    assert len(reopened.segments_since(seg_cursor, 100)) == 2

@@ -16,7 +16,7 @@ from firmware.failover.advert import MAGIC, WIRE_SIZE, Advert, Health, decode, e
 from firmware.failover.daemon import next_seq_start
 from firmware.failover.election import DEFAULT_WEIGHTS, PRIORITY_MAX, Election
 from firmware.failover.health import health_names, health_weights
-from firmware.failover.transport import split_frames
+from firmware.failover.transport import DSCP_CS6, TC_PRIO_INTERACTIVE, UdpPath, split_frames
 from firmware.failover.vip import FloatingIP
 from firmware.pairkey import load_pair_key, make_pair_key
 from hal.nic import AddressEvent
@@ -68,6 +68,26 @@ def test_serial_framing_recovers_every_frame_through_noise(parts, chunk):
     # is still incomplete; at the end of the stream every real frame has been found.
     assert got == want
     assert len(buf) < WIRE_SIZE
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="binding to an interface needs root")
+def test_advert_socket_is_marked_network_control_and_queued_first():
+    """A busy sync link carries the mirror's bulk transfer too: adverts must not queue behind
+    it on the board (socket priority) nor on the switch (DSCP)."""
+    import socket
+
+    async def run() -> tuple[int, int]:
+        path = UdpPath("lan", "lo", "127.0.0.1", 0, lambda data, name: None)
+        await path.open()
+        try:
+            assert path.transport is not None
+            sock = path.transport.get_extra_info("socket")
+            return (sock.getsockopt(socket.IPPROTO_IP, socket.IP_TOS),
+                    sock.getsockopt(socket.SOL_SOCKET, socket.SO_PRIORITY))  # fmt: skip
+        finally:
+            path.close()
+
+    assert asyncio.run(run()) == (DSCP_CS6, TC_PRIO_INTERACTIVE)
 
 
 def test_serial_framing_counts_skipped_noise():

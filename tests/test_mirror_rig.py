@@ -35,6 +35,14 @@ def newest_frame(tb: TwinBoards, host: str, camera: str) -> int:
     return max(found) if found else -1
 
 
+def footage_kbit_per_s(tb: TwinBoards, host: str, camera: str) -> float:
+    """The camera's bitrate as this board recorded it."""
+    segs = timeline.segments(tb.data_dir(host), camera)
+    seconds = sum(s.media_end_us - s.media_start_us for s in segs) / 1e6
+    assert seconds > 0, f"{host} has no footage of {camera}"
+    return sum(s.bytes for s in segs) * 8 / 1000 / seconds
+
+
 def ready(tb: TwinBoards) -> bool:
     """a records every camera, b holds every camera and its mirror has caught up."""
     try:
@@ -119,6 +127,8 @@ def all_kept(tb: TwinBoards, survivor: str, first: dict[str, int], seconds: floa
                     n = frame_numbers(tb.data_dir(h) / seg.path)
                     print(h, seg.id, seg.run_id, n[:1], n[-1:], len(n))
             print(h, [r for r in Catalog(tb.data_dir(h)).runs()])
+            said = [ln for ln in tb.log(h).splitlines() if "mirror" in ln or "role " in ln]
+            print(f"--- {h} (mirror and role) ---", *said[-60:], sep="\n")
         raise
     for d in dirs:
         res = subprocess.run([*NVR, "verify", "--data", str(d)], capture_output=True,
@@ -173,14 +183,18 @@ def test_failback_waits_for_catch_up_and_is_gapless(pair):
     wait_until(lambda: newest_frame(tb, "b", "cam1") > tb.camera.clock("cam1") - FPS * 3
                and len(timeline.segments(tb.data_dir("b"), "cam1")) > 8, 30,
                "b recording on its own")  # fmt: skip
-    # A slow way back to a, so its catch-up outlasts its ring start and the preempt delay.
-    for link in ("sync", "lan"):
-        tb.rig.shape("b", link, "2mbit")
+    # A slow way back to a, so its catch-up outlasts its ring start and the preempt delay:
+    # twice the camera's rate, so the backlog shrinks at the camera's rate (fixed rates and
+    # bursts are at the mercy of the test stream's bitrate: one that fits the burst is fetched
+    # before a's first health sample).
+    # Only the sync link, which the mirror takes: the adverts on the LAN keep the election
+    # fed (a rig's token bucket has no priority band for them).
+    rate = footage_kbit_per_s(tb, "b", "cam1")
+    tb.rig.shape("b", "sync", f"{max(64, round(2 * rate))}kbit", burst="16kb")
     tb.power_back("a")
     tb.start("a", 150, preempt=True, preempt_delay_seconds=1.0)
     wait_until(lambda: tb.role("a") == "active", 90, "a taking the pair back")
-    for link in ("sync", "lan"):
-        tb.rig.shape("b", link, None)
+    tb.rig.shape("b", "sync", None)
     boot = tb.log("a").split("role init -> standby")[-1].split("role standby -> active")[0]
     health = [ln.split("health: ")[1] for ln in boot.splitlines() if "nvr.failover: health:" in ln]
     assert any("mirror-behind" in h for h in health), f"a never knew it was behind: {health}"

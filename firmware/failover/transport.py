@@ -29,6 +29,11 @@ Deliver = Callable[[bytes, str], None]
 DSCP_CS6 = 0xC0
 """Network control class, as VRRP uses, so a busy LAN queues adverts ahead of video."""
 
+TC_PRIO_INTERACTIVE = 6
+"""The socket priority the board's own default queue (pfifo_fast) sends first; setting
+IP_TOS alone maps CS6 to best effort there, so adverts would wait behind the mirror's bulk
+transfer on a busy sync link. 6 is the highest an unprivileged socket may set."""
+
 
 @dataclass
 class PathStats:
@@ -66,6 +71,7 @@ class UdpPath(asyncio.DatagramProtocol):
                 sock.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, DSCP_CS6)
             else:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_TCLASS, DSCP_CS6)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_PRIORITY, TC_PRIO_INTERACTIVE)
             sock.bind(("::" if family == socket.AF_INET6 else "0.0.0.0", self.port))
             sock.setblocking(False)
         except OSError:
