@@ -15,8 +15,13 @@ class AlertId(StrEnum):
     PANEL_UNAVAILABLE = "panel-unavailable"
     RECORDER_STALLED = "recorder-stalled"
     TASK_FAILED = "task-failed"
+    FD_EXHAUSTED = "fd-exhausted"
+    """The firmware ran out of file descriptors (EMFILE/ENFILE): not a disk fault."""
     # data disk
     DISK_FULL = "disk-full"
+    DISK_FULL_NOT_FOOTAGE = "disk-full-not-footage"
+    """The disk is full of data that is not footage: retention cannot make room."""
+    CATALOG_REBUILT = "catalog-rebuilt"
     DISK_MISSING = "disk-missing"
     DISK_READ_ONLY = "disk-read-only"
     RAID_DEGRADED = "raid-degraded"
@@ -42,6 +47,8 @@ class AlertId(StrEnum):
     # mirror
     MIRROR_LAG = "mirror-lag"
     MIRROR_CATCHING_UP = "mirror-catching-up"
+    MIRROR_PEER_REFUSED = "mirror-peer-refused"
+    """The peer sent rows, files or answers this board refused (unsigned, malformed, too long)."""
 
 
 class Severity(StrEnum):

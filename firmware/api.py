@@ -11,6 +11,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from firmware.catalog import Catalog
+from firmware.httpedge import echo, json_error
 from firmware.metrics import registry_for
 from firmware.status import BoardStatus
 from firmware.timefmt import iso, parse_iso
@@ -42,12 +43,15 @@ async def require_token(request: web.Request, handler):
     """Everything but status and metrics needs `Authorization: Bearer <token>`."""
     if request.path in ("/api/v1/status", "/metrics", "/"):
         return await handler(request)
-    token = _board(request).token
+    token = _board(request).token.encode()
     given = request.headers.get("Authorization", "")
-    if not (given.startswith("Bearer ") and hmac.compare_digest(given[7:].strip(), token)):
-        raise web.HTTPUnauthorized(
-            text='{"error": "authentication required: Authorization: Bearer <token>"}',
-            content_type="application/json",
+    # As bytes: header text may hold anything (aiohttp keeps undecodable bytes as surrogates),
+    # and compare_digest refuses non-ASCII str.
+    offered = given[7:].strip().encode("utf-8", "surrogateescape")
+    if not (given.startswith("Bearer ") and hmac.compare_digest(offered, token)):
+        raise json_error(
+            web.HTTPUnauthorized,
+            "authentication required: Authorization: Bearer <token>",
             headers={"WWW-Authenticate": 'Bearer realm="nvr"'},
         )
     return await handler(request)
@@ -74,19 +78,14 @@ def _time_arg(request: web.Request, key: str) -> int | None:
     try:
         return parse_iso(raw)
     except ValueError:
-        raise web.HTTPBadRequest(
-            text=f'{{"error": "{key}: not an ISO 8601 time: {raw!r}"}}',
-            content_type="application/json",
-        ) from None
+        raise json_error(web.HTTPBadRequest, f"{key}: not an ISO 8601 time: {echo(raw)}") from None
 
 
 async def recordings(request: web.Request) -> web.Response:
     board = _board(request)
     name = request.match_info["name"]
     if name not in board.camera_names():
-        raise web.HTTPNotFound(
-            text=f'{{"error": "no camera named {name!r}"}}', content_type="application/json"
-        )
+        raise json_error(web.HTTPNotFound, f"no camera named {echo(name)}")
     start, end = _time_arg(request, "start"), _time_arg(request, "end")
     cat = board.catalog
     segs = cat.segments(name, start, end)
@@ -108,10 +107,16 @@ async def segment(request: web.Request) -> web.StreamResponse:
     if seg is None:
         raise web.HTTPNotFound(text='{"error": "no such segment"}', content_type="application/json")
     path = board.data_dir / seg.path
-    if not path.exists():
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
         raise web.HTTPGone(
             text='{"error": "segment file is gone"}', content_type="application/json"
-        )
+        ) from None
+    if size != seg.bytes:
+        # Truncated or grown behind the firmware's back: its ETag and hash no longer hold.
+        raise json_error(web.HTTPConflict, f"segment file does not match the catalog: {size} "
+                         f"bytes on disk, {seg.bytes} recorded; not served")  # fmt: skip
     return web.FileResponse(
         path,
         headers={
@@ -126,14 +131,9 @@ async def segment(request: web.Request) -> web.StreamResponse:
 async def handover(request: web.Request) -> web.Response:
     board = _board(request)
     if board.handover is None:
-        raise web.HTTPConflict(
-            text='{"error": "no [pair] configured"}', content_type="application/json"
-        )
+        raise json_error(web.HTTPConflict, "no [pair] configured")
     if not board.handover():
-        raise web.HTTPConflict(
-            text=f'{{"error": "this board is {board.snapshot().role}, not active"}}',
-            content_type="application/json",
-        )
+        raise json_error(web.HTTPConflict, f"this board is {board.snapshot().role}, not active")
     st = board.snapshot()
     return web.json_response({"board": st.board, "role": st.role})
 

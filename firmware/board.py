@@ -10,8 +10,6 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from aiohttp import web
-
 from firmware import __version__
 from firmware.alert_ids import AlertId, Severity
 from firmware.alerts import Alerts
@@ -33,7 +31,10 @@ from firmware.core.board import BoardCore, CoreSettings
 from firmware.core.facts import Cameras, CameraSeen, Carrier, Fact, Link, MirrorProgress, WriteSpace
 from firmware.datadir import api_token, prepare
 from firmware.failover.daemon import Failover
+from firmware.httpedge import Served
+from firmware.httpedge import serve as serve_http
 from firmware.hw.monitor import BoardHooks, Hardware
+from firmware.mirror.auth import REQUEST_HEADER as MIRROR_AUTH_HEADER
 from firmware.mirror.service import Mirror
 from firmware.recorder.supervisor import Recorder, ring_seconds
 from firmware.roles import RecorderMode, Role
@@ -317,20 +318,19 @@ class Board:
         self._loop = asyncio.get_running_loop()
         self._stop = stop
         self.recorder.start()
-        runner = None
+        api_http: Served | None = None
         failover_stop = asyncio.Event()
         failover = None
-        mirror_runner = None
+        mirror_http: Served | None = None
         ticker = None
         self._loop.set_exception_handler(self._loop_error)
         if self.failover is not None:
             failover = asyncio.create_task(self.failover.run(failover_stop))
             failover.add_done_callback(self._failover_ended)
         if self.mirror is not None:
-            mirror_runner = web.AppRunner(self.mirror.server.app(), access_log=None)
-            await mirror_runner.setup()
-            await web.TCPSite(mirror_runner, self.cfg.api.listen_address, self.mirror.port,
-                              reuse_address=True).start()  # fmt: skip
+            mirror_http = await serve_http(self.mirror.server.app(), self.cfg.api.listen_address,
+                                           self.mirror.port, "mirror",
+                                           credential_headers=(MIRROR_AUTH_HEADER,))  # fmt: skip
             self.mirror.start()
             ticker = self._keep("mirror upkeep", self._mirror_ticks, failover_stop)
         hw = None
@@ -339,17 +339,13 @@ class Board:
         decide = self._keep("board decisions", self._decide, failover_stop)
         try:
             if self.serve_api:
-                runner = web.AppRunner(make_app(self.api_context()), access_log=None)
-                await runner.setup()
-                site = web.TCPSite(
-                    runner,
+                api_http = await serve_http(
+                    make_app(self.api_context()),
                     self.cfg.api.listen_address,
                     self.cfg.api.listen_port,
-                    reuse_address=True,
+                    "API",
                 )
-                await site.start()
-                sockets = site._server.sockets if site._server else []  # type: ignore[union-attr]
-                self.api_port = sockets[0].getsockname()[1] if sockets else None
+                self.api_port = api_http.port
                 log.info("API listening on %s:%s", self.cfg.api.listen_address, self.api_port)
             await stop.wait()
         finally:
@@ -363,9 +359,9 @@ class Board:
             await asyncio.get_running_loop().run_in_executor(None, self.recorder.stop)
             if self.mirror is not None:
                 await asyncio.to_thread(self.mirror.stop)
-            for r in (runner, mirror_runner):
-                if r is not None:
-                    await r.cleanup()
+            for served in (api_http, mirror_http):
+                if served is not None:
+                    await served.close()
             log.info("stopped")
 
     def _keep(

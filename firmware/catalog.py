@@ -8,8 +8,11 @@ Deletions go through a garbage table so a crash between unlink and row delete is
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -175,6 +178,62 @@ def run_uid(camera: str, start_us: int, origin: str) -> str:
     return f"{camera}.{start_us}.{origin}"
 
 
+class CatalogCorrupt(Exception):
+    """The catalog file is not a sound SQLite database (garbage in its header, a malformed
+    page): said as such, never as a traceback."""
+
+
+CORRUPT_SUFFIX = ".corrupt-"
+
+
+def _corruption(path: Path) -> str | None:
+    """What is wrong with the catalog file, or None if SQLite finds it sound (or it cannot be
+    told now: locked, read-only, missing, which are not corruption)."""
+    if not path.exists():
+        return None
+    try:
+        db = sqlite3.connect(f"file:{quote(str(path))}?mode=ro", uri=True, timeout=30.0)
+    except sqlite3.OperationalError:
+        return None
+    try:
+        rows = db.execute("PRAGMA quick_check").fetchall()
+    except sqlite3.OperationalError as e:
+        if "malformed" in str(e) or "not a database" in str(e):
+            return str(e)
+        return None  # locked, unreadable now: the open that follows says so
+    except sqlite3.DatabaseError as e:
+        return str(e)
+    finally:
+        db.close()
+    problems = [r[0] for r in rows if r[0] != "ok"]
+    return "; ".join(problems[:3]) if problems else None
+
+
+def set_aside_if_corrupt(data_dir: Path) -> tuple[Path, str] | None:
+    """Start-up check: a corrupt catalog is renamed (with its -wal and -shm), kept for
+    analysis, so a fresh one can be rebuilt from the segment files (recovery). Returns (the
+    copy, the problem) when it did."""
+    path = Path(data_dir) / CATALOG_FILE
+    problem = _corruption(path)
+    if problem is None:
+        return None
+    aside = path.with_name(f"{CATALOG_FILE}{CORRUPT_SUFFIX}{time.strftime('%Y%m%dT%H%M%S')}")
+    for suffix in ("-wal", "-shm", ""):
+        src = Path(str(path) + suffix)
+        if src.exists():
+            os.replace(src, Path(str(aside) + suffix))
+    fresh = Catalog(data_dir)
+    with contextlib.suppress(sqlite3.OperationalError):  # a full disk: numbered from 0 then
+        fresh.number_feed_from(time.time_ns() // 1000)
+    fresh.close()
+    return aside, problem
+
+
+def set_aside_copies(data_dir: Path) -> list[Path]:
+    """Corrupt catalogs kept for analysis, oldest first."""
+    return sorted(Path(data_dir).glob(f"{CATALOG_FILE}{CORRUPT_SUFFIX}*[0-9]"))
+
+
 def _open_read_only(path: Path) -> sqlite3.Connection:
     """Read-only, with the write-ahead log the board left (its committed rows are there);
     without it (no -shm can be made) as an immutable file, which misses only what the log
@@ -191,26 +250,51 @@ def _open_read_only(path: Path) -> sqlite3.Connection:
     raise sqlite3.OperationalError(f"{path}: cannot be read")
 
 
+def _full_not_read_only(data_dir: Path, e: sqlite3.Error) -> bool:
+    """A write failed on a mounted-writable disk for lack of space (a full disk cannot even
+    grow the -shm file: an I/O error), not because the disk is read-only."""
+    code = getattr(e, "sqlite_errorcode", 0) & 0xFF
+    return code in (sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR) and not (
+        os.statvfs(data_dir).f_flag & os.ST_RDONLY
+    )
+
+
+def is_corruption(e: sqlite3.Error) -> bool:
+    return "malformed" in str(e) or "not a database" in str(e)
+
+
 class Catalog:
     """One connection per thread; cheap to create, safe across processes."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, reader: bool = False) -> None:
+        """reader: a tool that only reads (`nvr catalog`, `nvr verify`): any disk that will
+        not take writes opens read-only. The firmware's stays writable on a full disk, where
+        writes fail until space returns (and are handled as disk faults)."""
         self.data_dir = Path(data_dir)
         self.path = self.data_dir / CATALOG_FILE
         self._local = threading.local()
         self.read_only = False
         try:
-            db = self._db()
-            db.executescript(SCHEMA)
-            self._migrate(db)
-        except sqlite3.OperationalError:
-            if not self.path.exists():
+            try:
+                db = self._db()
+                db.executescript(SCHEMA)
+                self._migrate(db)
+            except sqlite3.OperationalError as e:
+                if not self.path.exists() or is_corruption(e):
+                    raise
+                if not reader and _full_not_read_only(self.data_dir, e):
+                    self.close()
+                    return
+                # A disk the kernel turned read-only (or a copy mounted read-only): the footage
+                # can still be listed, verified and exported, nothing is written.
+                self.close()
+                self.read_only = True
+                self._db().execute("SELECT 1 FROM segments LIMIT 1")
+        except sqlite3.DatabaseError as e:
+            if isinstance(e, sqlite3.OperationalError) and not is_corruption(e):
                 raise
-            # A disk the kernel turned read-only (or a copy mounted read-only): the footage
-            # can still be listed, verified and exported, nothing is written.
             self.close()
-            self.read_only = True
-            self._db().execute("SELECT 1 FROM segments LIMIT 1")
+            raise CatalogCorrupt(f"{self.path}: corrupt catalog: {e}") from None
 
     @staticmethod
     def _migrate(db: sqlite3.Connection) -> None:
@@ -335,6 +419,16 @@ class Catalog:
                     (seg.end_us, _next_seq(db, "runs"), seg.run_id),
                 )
 
+    def run_covering(self, camera: str, origin: str, at_us: int, slack_us: int) -> int | None:
+        """The id of a run of this camera and board that reaches `at_us` (within the slack)."""
+        sql = (
+            "SELECT id FROM runs WHERE camera = ? AND origin = ? AND start_us <= ?"
+            " AND end_us >= ? ORDER BY start_us DESC LIMIT 1"
+        )
+        args = (camera, origin, at_us + slack_us, at_us - slack_us)
+        row = self._db().execute(sql, args).fetchone()
+        return int(row["id"]) if row else None
+
     def has_run(self, run_id: int) -> bool:
         return (
             self._db().execute("SELECT 1 FROM runs WHERE id = ?", (run_id,)).fetchone() is not None
@@ -400,6 +494,19 @@ class Catalog:
                 " AND id NOT IN (SELECT MAX(id) FROM runs GROUP BY camera)"
             )
         return paths
+
+    def drop_lost_rows(self, ids: list[str]) -> None:
+        """Rows whose file went missing behind the firmware's back: a loss, not a deletion.
+        No `deleted` entry, so the mirror fetches the peer's copy back."""
+        with self._tx() as db:
+            db.executemany("DELETE FROM segments WHERE id = ?", [(i,) for i in ids])
+
+    def number_feed_from(self, value: int) -> None:
+        """A rebuilt catalog numbers its mirror feed above anything the old one handed out
+        (the wall clock in µs is): a peer whose cursor had passed a number still sees the rows
+        that would have taken it again."""
+        with self._tx() as db:
+            db.execute("UPDATE feed_seq SET value = MAX(value, ?)", (value,))
 
     def forget_deleted(self, before_us: int) -> None:
         """Deleted ids older than retention can go: the peer's retention removes them too."""

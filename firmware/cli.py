@@ -14,6 +14,7 @@ import urllib.request
 from pathlib import Path
 
 from firmware.config import Config, ConfigError, load_config, validate_config
+from firmware.lograte import RepeatFilter
 from firmware.timefmt import now_us
 
 DEFAULT_CONFIG = Path("/etc/nvr/nvr.toml")
@@ -26,6 +27,8 @@ def _setup_logging(level: str) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(RepeatFilter())
 
 
 def _fail(msg: str, code: int = 2) -> int:
@@ -145,16 +148,36 @@ def _open_catalog(data: Path):
 
     if not (data / CATALOG_FILE).exists():
         raise FileNotFoundError(f"{data}: no catalog here ({CATALOG_FILE} missing)")
-    return Catalog(data)
+    return Catalog(data, reader=True)
+
+
+def _corrupt(data: Path, e: Exception) -> int:
+    """A corrupt catalog is said, not a traceback; the firmware repairs it at its start."""
+    from firmware.catalog import CatalogCorrupt, is_corruption
+
+    if not isinstance(e, CatalogCorrupt) and not is_corruption(e):
+        raise e  # locked, unreadable: not corruption
+    return _fail(f"{data}: the catalog is corrupt ({e}); the firmware sets it aside and "
+                 "rebuilds it from the segment files when it next starts")  # fmt: skip
 
 
 def cmd_catalog(args: argparse.Namespace) -> int:
-    from firmware.timefmt import iso
+    import sqlite3
+
+    from firmware.catalog import CatalogCorrupt
 
     try:
-        cat = _open_catalog(args.data)
+        return _catalog(args)
     except FileNotFoundError as e:
         return _fail(str(e))
+    except (sqlite3.DatabaseError, CatalogCorrupt) as e:
+        return _corrupt(args.data, e)
+
+
+def _catalog(args: argparse.Namespace) -> int:
+    from firmware.timefmt import iso
+
+    cat = _open_catalog(args.data)
     segs = cat.segments(args.camera)
     gaps = cat.gaps(args.camera)
     runs = cat.runs(args.camera)
@@ -211,12 +234,22 @@ def cmd_catalog(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from firmware.recorder.segment_file import sha256_file
+    import sqlite3
+
+    from firmware.catalog import CatalogCorrupt
 
     try:
-        cat = _open_catalog(args.data)
+        return _verify(args)
     except FileNotFoundError as e:
         return _fail(str(e))
+    except (sqlite3.DatabaseError, CatalogCorrupt) as e:
+        return _corrupt(args.data, e)
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from firmware.recorder.segment_file import sha256_file
+
+    cat = _open_catalog(args.data)
     bad = 0
     segs = cat.segments()
     for s in segs:

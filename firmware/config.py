@@ -6,20 +6,26 @@ rejected instead of ignored: a typo must not silently fall back to a default.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import tomllib
-from pathlib import Path
-from typing import Annotated, Literal
+from pathlib import Path, PurePath
+from typing import Annotated, Literal, Self
 
 from pydantic import (
     AfterValidator,
+    AllowInfNan,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     IPvAnyAddress,
     IPvAnyInterface,
+    Strict,
+    StrictBool,
     ValidationError,
     field_validator,
+    model_validator,
 )
 
 from firmware.failover.advert import Health
@@ -37,7 +43,7 @@ class _Section(BaseModel):
 
 
 def _check_name(v: str) -> str:
-    if not NAME.match(v):
+    if not NAME.fullmatch(v):
         raise ValueError("must be 1-63 letters, digits, '-' or '_'")
     return v
 
@@ -45,18 +51,73 @@ def _check_name(v: str) -> str:
 Name = Annotated[str, AfterValidator(_check_name)]
 """Board and camera names: they end up in file names, segment ids and metric labels."""
 
+# The typed checkers every key goes through. A TOML value is taken for what it is: `true` is
+# not 1 and "4" is not 4. Numbers are finite and each key has a range both ways (tests check
+# this for every key), so no later arithmetic overflows.
+Int = Annotated[int, Strict()]
+Real = Annotated[float, Strict(), AllowInfNan(False)]
+"""An integer or a float; inf and nan are refused."""
+Flag = StrictBool
+Port = Annotated[Int, Field(ge=1, le=65535)]
+I2cBus = Annotated[Int, Field(ge=0, le=1023)]
+I2cAddress = Annotated[Int, Field(ge=0x03, le=0x77)]
+
+
+def _check_text(v: str) -> str:
+    if "\0" in v:
+        raise ValueError("must not contain a NUL character")
+    return v
+
+
+Text = Annotated[str, AfterValidator(_check_text)]
+"""A string handed to the OS (a device, a command): a NUL would only fail when it is used."""
+
+
+def _check_path(v: object) -> object:
+    if isinstance(v, str | PurePath) and not str(v).strip():
+        raise ValueError("must not be empty")
+    if isinstance(v, str | PurePath) and "\0" in str(v):
+        raise ValueError("must not contain a NUL character")
+    return v
+
+
+FsPath = Annotated[Path, BeforeValidator(_check_path)]
+Device = Annotated[Text, Field(max_length=4096)]
+
+
+def _check_ifname(v: str) -> str:
+    """The kernel's own rule (dev_valid_name): a bad name only fails when the link is used."""
+    if not 0 < len(v) < 16 or v in (".", "..") or any(c in "/:\0" or c.isspace() for c in v):
+        raise ValueError("must be a network interface name (1-15 characters, no '/', ':' or space)")
+    return v
+
+
+Interface = Annotated[str, AfterValidator(_check_ifname)]
+
+
+def _check_ip(v: str) -> str:
+    try:
+        ipaddress.ip_address(v)
+    except ValueError:
+        raise ValueError("must be an IP address, e.g. 0.0.0.0 (every IPv4 address) or ::") from None
+    return v
+
+
+IpText = Annotated[str, AfterValidator(_check_ip)]
+"""An IP address kept as text (what the socket layer takes)."""
+
 
 class BoardConfig(_Section):
     name: Name = "single"
-    data_dir: Path = Path("/var/lib/nvr")
+    data_dir: FsPath = Path("/var/lib/nvr")
 
 
 class NetworkConfig(_Section):
-    lan_interface: str = "eth0"
-    sync_interface: str = "eth1"
+    lan_interface: Interface = "eth0"
+    sync_interface: Interface = "eth1"
 
 
-Weight = Annotated[int, Field(ge=0, le=PRIORITY_MAX - PRIORITY_MIN)]
+Weight = Annotated[Int, Field(ge=0, le=PRIORITY_MAX - PRIORITY_MIN)]
 
 
 class HealthWeights(_Section):
@@ -79,72 +140,83 @@ class PairConfig(_Section):
     peer_sync_address: IPvAnyAddress
     virtual_ip: IPvAnyInterface
     """With its prefix, e.g. 192.0.2.100/24; an IPv6 VIP is announced by unsolicited NA."""
-    priority: Annotated[int, Field(ge=PRIORITY_MIN, le=PRIORITY_MAX)] = 100
-    advert_interval_ms: Annotated[int, Field(ge=10, le=10000)] = 100
-    key_file: Path = Path("/etc/nvr/pair.key")
-    advert_port: Annotated[int, Field(ge=1, le=65535)] = 5405
+    priority: Annotated[Int, Field(ge=PRIORITY_MIN, le=PRIORITY_MAX)] = 100
+    advert_interval_ms: Annotated[Int, Field(ge=10, le=10000)] = 100
+    key_file: FsPath = Path("/etc/nvr/pair.key")
+    advert_port: Port = 5405
     """UDP port of the adverts, the same on both paths and both boards."""
-    preempt: bool = False
+    preempt: Flag = False
     """A returning board with higher priority takes the VIP back (after preempt_delay)."""
-    preempt_delay_seconds: Annotated[float, Field(ge=0, le=3600)] = 60.0
+    preempt_delay_seconds: Annotated[Real, Field(ge=0, le=3600)] = 60.0
     gateway: IPvAnyAddress | None = None
     """Tie-breaker besides the cameras: with every advert path silent, a standby takes over
     only if it can reach one of them."""
-    serial_port: str | None = None
+    serial_port: Device | None = None
     """Optional serial crosslink to the peer (e.g. /dev/ttyS1) as a third advert path."""
-    serial_baud: Annotated[int, Field(ge=1200, le=4000000)] = 115200
-    garp_count: Annotated[int, Field(ge=1, le=20)] = 5
-    garp_spacing_ms: Annotated[int, Field(ge=10, le=10000)] = 200
-    garp_refresh_seconds: Annotated[float, Field(ge=0, le=3600)] = 30.0
+    serial_baud: Annotated[Int, Field(ge=1200, le=4000000)] = 115200
+    garp_count: Annotated[Int, Field(ge=1, le=20)] = 5
+    garp_spacing_ms: Annotated[Int, Field(ge=10, le=10000)] = 200
+    garp_refresh_seconds: Annotated[Real, Field(ge=0, le=3600)] = 30.0
     """0 = no periodic refresh."""
     health_weights: HealthWeights = HealthWeights()
-    fault_hold_down_seconds: Annotated[float, Field(ge=0, le=3600)] = 10.0
+    fault_hold_down_seconds: Annotated[Real, Field(ge=0, le=3600)] = 10.0
     """A fault counts until it has been gone this long, so a flapping cable or camera does
     not bounce the pair: the board keeps advertising it and is not handed the role back."""
-    camera_stale_seconds: Annotated[float, Field(gt=0, le=60)] = 5.0
+    camera_stale_seconds: Annotated[Real, Field(gt=0, le=60)] = 5.0
     """A camera whose recorder worker has not reported on it this long is not live on this
     board (a hung or stopped worker); a lost camera path shows as a session the recorder
     ended for lack of data ([recorder] stall_seconds)."""
-    camera_confirm_seconds: Annotated[float, Field(ge=0, le=60)] = 1.0
-    takeover_dwell_seconds: Annotated[float, Field(ge=0, le=86400)] = 300.0
+    camera_confirm_seconds: Annotated[Real, Field(ge=0, le=60)] = 1.0
+    takeover_dwell_seconds: Annotated[Real, Field(ge=0, le=86400)] = 300.0
     """A board that took the pair over from a live peer keeps it this long against the camera
     and battery rules (a board that cannot work at all still hands over at once)."""
     """The standby must have more cameras live this long before the active board hands over."""
-    sync_carrier_grace_ms: Annotated[int, Field(ge=0, le=10000)] | None = None
+    sync_carrier_grace_ms: Annotated[Int, Field(ge=0, le=10000)] | None = None
     """After the sync cable's carrier drops, how long the active peer has to say it saw the
     drop too before the standby takes it for dead; default one advert interval, 0 = off."""
-    mirror_port: Annotated[int, Field(ge=1, le=65535)] = 5406
+    mirror_port: Port = 5406
     """TCP port of the mirror (segments and catalog rows between the boards)."""
     mirror_order: Literal["oldest", "newest"] = "oldest"
     """After an outage, fetch the oldest missing footage first or the newest."""
-    mirror_transfers: Annotated[int, Field(ge=1, le=16)] = 4
+    mirror_transfers: Annotated[Int, Field(ge=1, le=16)] = 4
     """Segments fetched at once."""
-    mirror_lag_alert_seconds: Annotated[float, Field(ge=0, le=86400)] = 0.0
+    mirror_lag_alert_seconds: Annotated[Real, Field(ge=0, le=86400)] = 0.0
     """Alert when the standby's copy is further behind; 0 = 2 x segment + 5 s."""
 
 
 class RecorderConfig(_Section):
-    segment_seconds: Annotated[float, Field(gt=0.5, le=600)] = 4.0
-    workers: Annotated[int, Field(ge=0, le=64)] = 0
+    segment_seconds: Annotated[Real, Field(gt=0.5, le=600)] = 4.0
+    workers: Annotated[Int, Field(ge=0, le=64)] = 0
     """Worker processes for ingest; 0 = one per CPU core, never more than cameras."""
-    retention_days: Annotated[float, Field(gt=0)] = 30.0
-    min_free_percent: Annotated[float, Field(ge=0, lt=90)] = 5.0
-    min_free_mb: Annotated[float, Field(ge=0)] = 256.0
-    open_timeout_seconds: Annotated[float, Field(gt=0, le=120)] = 10.0
-    stall_seconds: Annotated[float, Field(gt=0, le=120)] = 5.0
-    max_drift_seconds: Annotated[float, Field(gt=0, le=3600)] = 5.0
-    reconnect_min_seconds: Annotated[float, Field(gt=0, le=60)] = 0.5
-    reconnect_max_seconds: Annotated[float, Field(gt=0, le=600)] = 10.0
-    standby_ring_seconds: Annotated[float, Field(ge=0, le=600)] = 0.0
+    retention_days: Annotated[Real, Field(gt=0, le=3650)] = 30.0
+    """Up to ten years."""
+    min_free_percent: Annotated[Real, Field(ge=0, lt=90)] = 5.0
+    min_free_mb: Annotated[Real, Field(ge=0, le=1_000_000)] = 256.0
+    """Up to 1 TB."""
+    open_timeout_seconds: Annotated[Real, Field(gt=0, le=120)] = 10.0
+    stall_seconds: Annotated[Real, Field(gt=0, le=120)] = 5.0
+    max_drift_seconds: Annotated[Real, Field(gt=0, le=3600)] = 5.0
+    reconnect_min_seconds: Annotated[Real, Field(gt=0, le=60)] = 0.5
+    reconnect_max_seconds: Annotated[Real, Field(gt=0, le=600)] = 10.0
+    standby_ring_seconds: Annotated[Real, Field(ge=0, le=600)] = 0.0
     """Seconds of each camera a hot standby holds in memory; 0 = 2 x segment + 10 s, enough
     to cover a camera-path fault's detection on the active board ([pair] camera_stale_seconds
     + camera_confirm_seconds + a margin; see docs/FAILOVER.md)."""
 
+    @model_validator(mode="after")
+    def _backoff(self) -> Self:
+        if self.reconnect_min_seconds > self.reconnect_max_seconds:
+            raise ValueError(
+                f"reconnect_min_seconds ({self.reconnect_min_seconds:g}) is more than "
+                f"reconnect_max_seconds ({self.reconnect_max_seconds:g})"
+            )
+        return self
+
 
 class ApiConfig(_Section):
-    listen_port: Annotated[int, Field(ge=0, le=65535)] = 8080
-    listen_address: str = "0.0.0.0"
-    token_file: Path | None = None
+    listen_port: Annotated[Int, Field(ge=0, le=65535)] = 8080
+    listen_address: IpText = "0.0.0.0"
+    token_file: FsPath | None = None
     """Defaults to <data_dir>/api.token, generated on first start."""
 
 
@@ -153,29 +225,29 @@ class UpsConfig(_Section):
 
     backend: Literal["none", "sim", "serial", "i2c"] = "none"
     """sim: a Megatec UPS emulated on a pty inside the firmware, read by the real driver."""
-    port: str | None = None
+    port: Device | None = None
     """Serial device, e.g. /dev/ttyUSB0 (backend serial)."""
     protocol: Literal["megatec", "apc"] = "megatec"
-    i2c_bus: int = 1
-    i2c_address: Annotated[int, Field(ge=0x03, le=0x77)] = 0x42
+    i2c_bus: I2cBus = 1
+    i2c_address: I2cAddress = 0x42
     chip: Literal["ina219", "max17048"] = "ina219"
-    poll_seconds: Annotated[float, Field(ge=0.2, le=60)] = 2.0
-    low_charge_percent: Annotated[float, Field(ge=0, le=100)] = 20.0
+    poll_seconds: Annotated[Real, Field(ge=0.2, le=60)] = 2.0
+    low_charge_percent: Annotated[Real, Field(ge=0, le=100)] = 20.0
     """On battery below this charge counts as low battery even if the UPS does not say so."""
-    low_runtime_seconds: Annotated[float, Field(ge=0, le=86400)] = 180.0
+    low_runtime_seconds: Annotated[Real, Field(ge=0, le=86400)] = 180.0
     """On battery with less runtime left counts as low battery (where the UPS tells runtime)."""
-    handover_after_seconds: Annotated[float, Field(ge=0, le=3600)] = 5.0
+    handover_after_seconds: Annotated[Real, Field(ge=0, le=3600)] = 5.0
     """On battery this long (a blip rides through) with a healthy peer on mains: hand over."""
-    shutdown_command: str = "systemctl poweroff"
+    shutdown_command: Text = "systemctl poweroff"
     """Run after the firmware has committed everything on low battery; empty = only stop."""
-    unreachable_alert_seconds: Annotated[float, Field(ge=0, le=3600)] = 10.0
+    unreachable_alert_seconds: Annotated[Real, Field(ge=0, le=3600)] = 10.0
 
 
 class DisksConfig(_Section):
     backend: Literal["linux", "sim"] = "linux"
-    poll_seconds: Annotated[float, Field(ge=0.2, le=60)] = 1.0
-    smart_poll_seconds: Annotated[float, Field(ge=10, le=86400)] = 3600.0
-    require_mount: bool = False
+    poll_seconds: Annotated[Real, Field(ge=0.2, le=60)] = 1.0
+    smart_poll_seconds: Annotated[Real, Field(ge=10, le=86400)] = 3600.0
+    require_mount: Flag = False
     """The data directory must be a mount point of its own (a separate data disk): if it is
     on the root filesystem, nothing is recorded."""
 
@@ -183,29 +255,35 @@ class DisksConfig(_Section):
 class WatchdogConfig(_Section):
     backend: Literal["none", "linux", "sim"] = "none"
     """linux: /dev/watchdog held by the firmware; none leaves it to systemd (RuntimeWatchdogSec)."""
-    device: str = "/dev/watchdog"
-    timeout_seconds: Annotated[int, Field(ge=2, le=600)] = 30
-    stall_seconds: Annotated[float, Field(ge=1, le=600)] = 10.0
+    device: Device = "/dev/watchdog"
+    timeout_seconds: Annotated[Int, Field(ge=2, le=600)] = 30
+    stall_seconds: Annotated[Real, Field(ge=1, le=600)] = 10.0
     """A firmware service silent this long counts as hung: pings stop and the board resets."""
+
+
+def _check_rows(v: int) -> int:
+    if v not in (1, 2, 4):
+        raise ValueError("must be 1, 2 or 4")
+    return v
 
 
 class PanelConfig(_Section):
     backend: Literal["none", "sim", "hd44780", "ssd1306"] = "none"
-    i2c_bus: int = 1
-    i2c_address: Annotated[int, Field(ge=0x03, le=0x77)] | None = None
+    i2c_bus: I2cBus = 1
+    i2c_address: I2cAddress | None = None
     """Default by backend: 0x27 (PCF8574 backpack), 0x3C (SSD1306)."""
     pin_map: Literal["common", "lcdproc"] = "common"
-    columns: Annotated[int, Field(ge=8, le=40)] = 16
+    columns: Annotated[Int, Field(ge=8, le=40)] = 16
     """hd44780 only; an SSD1306 shows 21 columns and 8 rows (4 on 128x32)."""
-    rows: Literal[1, 2, 4] = 2
-    buttons_address: Annotated[int, Field(ge=0x03, le=0x77)] | None = None
-    refresh_seconds: Annotated[float, Field(ge=0.2, le=60)] = 1.0
+    rows: Annotated[Int, Field(ge=1, le=4), AfterValidator(_check_rows)] = 2
+    buttons_address: I2cAddress | None = None
+    refresh_seconds: Annotated[Real, Field(ge=0.2, le=60)] = 1.0
 
 
 class CameraConfig(_Section):
     name: Name
-    url: str
-    enabled: bool = True
+    url: Text
+    enabled: Flag = True
 
     @field_validator("url")
     @classmethod
@@ -237,9 +315,28 @@ class Config(_Section):
             seen.add(cam.name)
         return v
 
+    @model_validator(mode="after")
+    def _ports(self) -> Self:
+        """The API and the mirror listen on the same address; one TCP port cannot serve both
+        (the adverts' port is UDP and may be the same number)."""
+        port = self.api.listen_port
+        if self.pair is not None and port == self.pair.mirror_port:
+            raise ValueError(
+                f"api.listen_port: {port} is also [pair] mirror_port; two servers cannot "
+                "listen on one TCP port"
+            )
+        return self
+
     @property
     def token_file(self) -> Path:
         return self.api.token_file or self.board.data_dir / "api.token"
+
+
+def _shown(text: object, limit: int = 64) -> str:
+    """A key or name from the file as it may appear in a message: one line, printable, short
+    (a quoted TOML key can hold a newline or 5 KB)."""
+    s = "".join(c if c.isprintable() else "?" for c in str(text))
+    return s if len(s) <= limit else s[: limit - 1] + "…"
 
 
 def _where(loc: tuple[int | str, ...], raw: dict) -> str:
@@ -251,18 +348,32 @@ def _where(loc: tuple[int | str, ...], raw: dict) -> str:
             if parts and parts[-1] == "camera":
                 cams = raw.get("camera") or []
                 if 0 <= item < len(cams) and isinstance(cams[item], dict):
-                    name = f" ({cams[item].get('name', '?')})"
+                    name = f" ({_shown(cams[item].get('name', '?'))})"
             parts[-1] = f"{parts[-1]}[{item + 1}]{name}" if parts else str(item)
         else:
-            parts.append(str(item))
-    return ".".join(parts) or "(top level)"
+            parts.append(_shown(item))
+    return ".".join(parts)
 
 
-def parse_config(text: str, source: str = "<config>") -> Config:
+def parse_config(data: str | bytes, source: str = "<config>") -> Config:
+    """A config file's contents, as bytes (as read) or text; every fault is a ConfigError."""
+    if isinstance(data, bytes):
+        try:
+            data = data.decode("utf-8-sig")
+        except UnicodeDecodeError as e:
+            line = data.count(b"\n", 0, e.start) + 1
+            raise ConfigError(
+                f"{source}: line {line}: not UTF-8 text (save the file as UTF-8)"
+            ) from None
     try:
-        raw = tomllib.loads(text)
+        raw = tomllib.loads(data.removeprefix("\ufeff"))
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{source}: not valid TOML: {e}") from None
+    if not raw:
+        raise ConfigError(
+            f"{source}: the file is empty; a board needs at least [board] name and data_dir "
+            "(see the documented example, /usr/share/nvr/nvr.toml)"
+        )
     return validate_config(raw, source)
 
 
@@ -275,13 +386,14 @@ def validate_config(raw: dict, source: str) -> Config:
             msg = err["msg"].removeprefix("Value error, ")
             if err["type"] == "extra_forbidden":
                 msg = "unknown key (check the spelling against the documented example)"
-            lines.append(f"{source}: {_where(err['loc'], raw)}: {msg}")
+            where = _where(err["loc"], raw)
+            lines.append(f"{source}: {where}: {msg}" if where else f"{source}: {msg}")
         raise ConfigError("\n".join(lines)) from None
 
 
 def load_config(path: Path) -> Config:
     try:
-        text = path.read_text()
+        data = path.read_bytes()
     except OSError as e:
         raise ConfigError(f"{path}: cannot read: {e.strerror}") from None
-    return parse_config(text, str(path))
+    return parse_config(data, str(path))

@@ -4,6 +4,7 @@ single board keeps in a file there and a pair derives from its key (firmware/pai
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -11,13 +12,17 @@ import secrets
 import uuid
 from pathlib import Path
 
+from firmware.catalog import set_aside_if_corrupt
 from firmware.config import Config, ConfigError
-from firmware.pairkey import load_pair_key, pair_api_token
+from firmware.fds import out_of_fds
+from firmware.pairkey import load_pair_key, pair_api_token, read_secret
 from firmware.timefmt import iso
 
 log = logging.getLogger(__name__)
 
 IDENTITY_FILE = "nvr-data.json"
+MIN_TOKEN_CHARS = 32
+"""A shorter API token can be guessed; the generated and the derived ones have 43."""
 
 
 class DataDirError(Exception):
@@ -35,7 +40,15 @@ def prepare(data_dir: Path, board: str, now_us: int) -> dict:
         probe.write_bytes(b"x")
         probe.unlink()
     except OSError as e:
-        raise DataDirError(f"data directory {data_dir}: not writable: {e.strerror}") from None
+        probe.unlink(missing_ok=True)
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise DataDirError(f"data directory {data_dir}: not writable: {e.strerror}") from None
+        # Full, not broken: the board starts, alerts, and records once there is room.
+        log.error("data directory %s is full: recording waits for free space", data_dir)
+    if (aside := set_aside_if_corrupt(data_dir)) is not None:
+        # Recovery rebuilds the catalog from the segment files; the recorder raises the alert.
+        log.error("catalog is corrupt (%s): set aside as %s, rebuilt from the files", aside[1],
+                  aside[0])  # fmt: skip
     ident = data_dir / IDENTITY_FILE
     if ident.exists():
         try:
@@ -51,10 +64,15 @@ def prepare(data_dir: Path, board: str, now_us: int) -> dict:
 
 def read_identity(data_dir: Path) -> str | None:
     """The id in the directory's identity file now; None if it is missing or unreadable (the
-    disk was swapped or is gone)."""
+    disk was swapped or is gone). Raises OSError when this process is out of file descriptors:
+    that is no news about the disk."""
     try:
         return json.loads((data_dir / IDENTITY_FILE).read_text()).get("id")
-    except (OSError, ValueError, AttributeError):
+    except OSError as e:
+        if out_of_fds(e):
+            raise
+        return None
+    except (ValueError, AttributeError):
         return None
 
 
@@ -98,27 +116,46 @@ def api_token(cfg: Config, board: bool = True) -> str:
 
 
 def _read_token_file(path: Path) -> str:
-    """The token in a file; OSError naming the file when it is missing, unreadable or empty."""
+    """The token in a file, the file made private (pairkey.read_secret); OSError naming the
+    file when it is missing, unreadable or empty, ConfigError when the token is too short."""
     try:
-        token = path.read_text().strip()
+        token = _token_text(path)
     except OSError as e:
         raise OSError(f"{path}: {e.strerror or e}") from None
     if not token:
         raise OSError(f"{path}: empty token file")
+    return _long_enough(path, token)
+
+
+def _token_text(path: Path) -> str:
+    try:
+        return read_secret(path, "API token").decode().strip()
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: the API token is not text") from None
+
+
+def _long_enough(path: Path, token: str) -> str:
+    if len(token) < MIN_TOKEN_CHARS:
+        raise ConfigError(
+            f"{path}: the API token is shorter than {MIN_TOKEN_CHARS} characters; put a "
+            "longer one there (or, on a single board, remove the file: a new one is made at "
+            "the next start)"
+        )
     return token
 
 
 def _make_token_file(path: Path) -> str:
     """A single board's token: generated once on first start, kept readable by root only."""
     try:
-        token = path.read_text().strip()
+        token = _token_text(path)
         if token:
-            return token
+            return _long_enough(path, token)
     except FileNotFoundError:
         pass
     path.parent.mkdir(parents=True, exist_ok=True)
     token = secrets.token_urlsafe(32)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
+        os.fchmod(fd, 0o600)  # the mode above applies only to a file that was not there
         f.write(token + "\n")
     return token

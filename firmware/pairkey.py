@@ -6,19 +6,45 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import logging
 import os
+import stat
 from pathlib import Path
 
 from firmware.config import ConfigError
 
+log = logging.getLogger(__name__)
+
 MIN_KEY_BYTES = 16
+
+
+def read_secret(path: Path, what: str) -> bytes:
+    """A secret file's bytes, the file made private first. One that group or others may read
+    is set to 0600 with a warning (it may have been read already: a new one is safer); one
+    that cannot be fixed (a read-only filesystem) is refused. OSError if it cannot be read."""
+    with open(path, "rb") as f:
+        mode = stat.S_IMODE(os.fstat(f.fileno()).st_mode)
+        if mode & 0o077:
+            try:
+                os.fchmod(f.fileno(), mode & 0o700)
+            except OSError as e:
+                raise ConfigError(
+                    f"{path}: the {what} is open to others (mode {mode:04o}) and cannot be "
+                    f"made private ({e.strerror}): chmod 600 it"
+                ) from None
+            log.warning(
+                "%s: the %s was open to others (mode %04o): made private (0600); it may have "
+                "been read meanwhile, so a new one is safer",
+                path, what, mode,
+            )  # fmt: skip
+        return f.read()
 
 
 def load_pair_key(path: Path) -> bytes:
     """The shared secret both boards hold; a missing or weak key is a config error, because
     a pair that cannot authenticate adverts must not run an election at all."""
     try:
-        key = path.read_bytes().strip()
+        key = read_secret(path, "pair key").strip()
     except OSError as e:
         raise ConfigError(
             f"{path}: cannot read the pair key ({e.strerror}); make one with "

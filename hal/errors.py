@@ -15,3 +15,7 @@ class DeviceTimeout(HalError):
 
 class DeviceIOError(HalError):
     """The device answered, but the exchange failed."""
+
+
+class Garbled(DeviceIOError):
+    """The device answered something that does not parse (line noise, another protocol)."""

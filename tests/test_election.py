@@ -460,6 +460,82 @@ def test_restart_needs_rising_seq() -> None:
     assert net.board("a").stats.get("replay", 0) == 0
 
 
+def replay_after_restart(floors: dict[str, int] | None) -> float:
+    """b is active, then dies; a restarts (with `floors` persisted, or none) and hears a
+    recording of b's last two seconds of adverts. How long until a takes over."""
+    net = Net({"a": {"priority": 100}, "b": {"priority": 200}})
+    net.start("a", "b")
+    net.run_until(2.0)
+    assert net.actives() == ["b"]
+    a = net.board("a")
+    captured = [(t, act.advert) for t, n, act in net.log
+                if n == "b" and isinstance(act, SendAdvert) and t >= 0.5]  # fmt: skip
+    persisted = {"ahead": a.floors_due(), "exact": a.seen, None: None}[floors]  # type: ignore[index]
+    net.crash("b")
+    net.crash("a")
+    net.run_until(4.5)  # systemd restarts the board 2 s later, at the earliest
+    net.specs["a"]["seen"] = persisted
+    net.start("a")
+    restarted = net.now
+    base = captured[0][0]
+    for t, advert in captured:
+        for path in PATHS:
+            heapq.heappush(net.queue, (restarted + 0.05 + t - base, next(net._counter), "a",
+                                       encode(advert, KEY), path))  # fmt: skip
+    net.run_until(restarted + 3.0)
+    took = [t for t, _, c in net.changes("a") if c.new == "active" and t >= restarted]
+    assert took, "a never took over"
+    if floors is not None:
+        assert net.board("a").stats.get("accepted", 0) == 0
+    return took[0] - restarted
+
+
+@pytest.mark.parametrize("floors", ["ahead", "exact"])
+def test_adverts_captured_before_a_restart_are_refused_after_it(floors: str) -> None:
+    """With the floors a board persisted (ahead, as written while running, so after a crash;
+    or exact, as written at a clean stop), a recording of a dead peer's adverts does not hold
+    the restarted board in standby: it takes over after master-down as if nothing came."""
+    assert replay_after_restart(floors) < master_down_interval(100, IV) + 0.01
+    assert replay_after_restart(None) > 1.4  # without them, for as long as the recording lasts
+
+
+def test_floors_are_written_about_once_a_second_and_cover_every_accepted_advert() -> None:
+    e = Election("a", PAIR, 100, IV)
+    e.start(0.0)
+    writes = []
+    for seq in range(1000, 1100):  # ten seconds of adverts every 100 ms
+        e.receive(adv("b", seq=seq, interval_ms=100), seq / 1000, "lan")
+        floors = e.floors_due()
+        if floors is not None:
+            writes.append(floors["b"])
+        assert writes[-1] >= seq
+    assert len(writes) == 10 and e.floors_due() is None
+    assert e.seen == {"b": 1099}
+    slow = Election("a", PAIR, 100, IV)
+    slow.start(0.0)
+    slow.receive(adv("b", seq=5, interval_ms=2000), 0.0, "lan")
+    assert slow.floors_due() == {"b": 6}
+
+
+def test_a_live_peer_is_heard_at_once_after_a_restart_with_floors() -> None:
+    """The floors never hide a live peer from a board that restarted (after a crash, 2 s at
+    least; after a clean stop, at once): no second active board."""
+    for crash in (True, False):
+        net = Net({"a": {"priority": 100}, "b": {"priority": 200}})
+        net.start("a", "b")
+        net.run_until(2.0)
+        a = net.board("a")
+        floors = a.floors_due() if crash else a.seen
+        net.crash("a")
+        net.run_until(4.0 if crash else 2.0)
+        net.specs["a"]["seen"] = floors
+        net.start("a")
+        net.check_from = net.now
+        net.run_until(net.now + 3.0)
+        assert net.violations == [] and net.actives() == ["b"]
+        assert net.board("a").stats.get("replay", 0) + net.board("a").stats.get("late", 0) == 0
+
+
 # ----------------------------------------------------------------------------- health
 
 

@@ -8,12 +8,14 @@ import os
 import stat
 
 import pytest
+from conftest import wait_until
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_pair_token import board, config, key_file  # noqa: F401 (a fixture)
 
 from firmware.config import ConfigError, HealthWeights, parse_config
 from firmware.failover.advert import MAGIC, WIRE_SIZE, Advert, Health, decode, encode
-from firmware.failover.daemon import next_seq_start
+from firmware.failover.daemon import SEEN_FILE, load_seen, next_seq_start, save_seen
 from firmware.failover.election import DEFAULT_WEIGHTS, PRIORITY_MAX, Election
 from firmware.failover.health import health_names, health_weights
 from firmware.failover.transport import DSCP_CS6, TC_PRIO_INTERACTIVE, UdpPath, split_frames
@@ -118,6 +120,68 @@ def test_seq_start_rises_across_restarts_even_if_the_clock_goes_back(tmp_path):
     assert second > first + 2**31
     (tmp_path / "failover.json").write_text("garbage")
     assert next_seq_start(tmp_path, 3_000_000_000.0) >= 3_000_000_000 << 32
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=3 * WIRE_SIZE), st.binary(max_size=WIRE_SIZE))
+def test_serial_framing_of_random_bytes_gives_only_adverts(noise, tail):
+    """Whatever the crosslink carries, the splitter hands on only frames that decode, and
+    keeps less than a frame for the next read."""
+    stream = noise + advert(7) + tail
+    frames, rest, skipped = split_frames(stream, valid)
+    assert all(isinstance(decode(f, KEY), Advert) for f in frames)
+    assert advert(7) in frames
+    assert len(rest) < WIRE_SIZE
+    assert skipped <= len(stream)
+
+
+def test_floors_file_round_trips_and_bad_ones_are_ignored(tmp_path):
+    assert load_seen(tmp_path) == {}
+    save_seen(tmp_path, {"b": 2**64 - 1, "c": 5})
+    assert load_seen(tmp_path) == {"b": 2**64 - 1, "c": 5}
+    assert stat.S_IMODE(os.stat(tmp_path / SEEN_FILE).st_mode) & 0o022 == 0
+    for garbage in ("garbage", "[1, 2]", '{"b": "x", "c": -1, "d": true, "e": 3}'):
+        (tmp_path / SEEN_FILE).write_text(garbage)
+        assert load_seen(tmp_path) == ({"e": 3} if '"e"' in garbage else {})
+
+
+def test_a_restarted_board_refuses_adverts_captured_before_it_restarted(tmp_path, key_file):  # noqa: F811
+    """The daemon keeps the floors in the data directory while it runs: a board that
+    crashed and came back drops every advert it had accepted before, however they return."""
+    cfg = config(tmp_path, "a", key_file)
+    key = load_pair_key(key_file)
+    pair = str(cfg.pair.virtual_ip) if cfg.pair else ""
+    captured = [encode(Advert(pair, "b", 200, "active", 1, (7 << 32) + n, 100), key)
+                for n in range(30)]  # fmt: skip
+
+    def feed(frames: list[bytes]) -> dict[str, int]:
+        b = board(cfg)
+        fo = b.failover
+        assert fo is not None
+
+        async def run() -> None:
+            fo._loop = asyncio.get_running_loop()
+            fo.election.start(fo._loop.time())
+            for frame in frames:
+                fo._rx(frame, "lan")
+            if fo._timer is not None:
+                fo._timer.cancel()
+
+        try:
+            asyncio.run(run())  # waits for the writes it started, as a running board would not
+        finally:
+            b.catalog.close()
+        return fo.election.stats
+
+    first = feed(captured)
+    assert first["accepted"] == 30
+    wait_until(lambda: load_seen(cfg.board.data_dir).get("b", 0) >= (7 << 32) + 29, 5, "floors")
+    # a crash: nothing more was written; the board comes back and hears the recording
+    again = feed(captured)
+    assert again.get("accepted", 0) == 0
+    assert again.get("replay", 0) + again.get("late", 0) == 30
+    fresh = encode(Advert(pair, "b", 200, "active", 1, (8 << 32), 100), key)
+    assert feed([fresh])["accepted"] == 1
 
 
 def test_pair_key_is_made_private_and_never_overwritten(tmp_path):

@@ -7,7 +7,15 @@ from __future__ import annotations
 from firmware.config import UpsConfig
 from firmware.core.actions import ClearAlert, RaiseAlert
 from firmware.core.facts import DiskFault, Power, Storage
-from firmware.hw.power import LOW, ON_BATTERY, REPLACE, UNREACHABLE, PowerPolicy
+from firmware.hw.power import (
+    CONFIRM_POLL_SECONDS,
+    CONFIRM_SECONDS,
+    LOW,
+    ON_BATTERY,
+    REPLACE,
+    UNREACHABLE,
+    PowerPolicy,
+)
 from firmware.hw.screen import panel_lines
 from firmware.hw.storage import (
     MISSING,
@@ -51,20 +59,49 @@ def test_mains_fail_then_back_alerts_and_reports_the_state():
     assert {ON_BATTERY, LOW} <= cleared(back) and not p.fact.on_battery
 
 
-def test_low_battery_is_critical():
+def test_low_battery_is_critical_once_it_holds():
     p = PowerPolicy(UpsConfig())
-    acts = p.update(0.0, LOW_FLAG, None)
+    first = p.update(0.0, LOW_FLAG, None)
+    assert ON_BATTERY in raised(first) and LOW not in raised(first) and not p.fact.low
+    assert p.confirming and p.poll_after(60.0) == CONFIRM_POLL_SECONDS
+    acts = p.update(CONFIRM_SECONDS, LOW_FLAG, None)
     assert {ON_BATTERY, LOW} <= raised(acts)
-    assert p.fact.on_battery and p.fact.low
+    assert p.fact.on_battery and p.fact.low and not p.confirming
+    assert p.poll_after(2.0) == 2.0
+
+
+def test_one_low_battery_reading_does_not_shut_the_board_down():
+    """A glitch (one reading with on battery and low battery) is not believed, however it
+    comes: between mains readings, or twice within a moment."""
+    p = PowerPolicy(UpsConfig())
+    p.update(0.0, MAINS, None)
+    assert LOW not in raised(p.update(2.0, LOW_FLAG, None)) and not p.fact.low
+    assert LOW not in raised(p.update(4.0, MAINS, None)) and not p.fact.low
+    assert LOW not in raised(p.update(6.0, LOW_FLAG, None)) and not p.fact.low
+    assert LOW not in raised(p.update(6.5, LOW_FLAG, None)) and not p.fact.low  # too soon
+    assert LOW not in raised(p.update(7.0, BATTERY, None)) and not p.fact.low
+    assert LOW not in raised(p.update(9.0, LOW_FLAG, None)) and not p.fact.low
+    silent = p.update(20.0, None, "timeout")  # a silent UPS does not confirm it either
+    assert LOW not in raised(silent) and not p.fact.low
+    assert LOW in raised(p.update(21.0, LOW_FLAG, None)) and p.fact.low
+
+
+def test_a_confirmed_low_battery_stays_while_the_ups_is_silent():
+    p = PowerPolicy(UpsConfig())
+    p.update(0.0, LOW_FLAG, None)
+    p.update(3.0, LOW_FLAG, None)
+    assert LOW in raised(p.update(5.0, None, "timeout")) and p.fact.low
 
 
 def test_thresholds_raise_low_battery_before_the_ups_does():
     p = PowerPolicy(UpsConfig(low_charge_percent=30.0))
     by_charge = UpsReading(on_battery=True, low_battery=False, battery_charge_percent=25.0)
-    assert LOW in raised(p.update(0.0, by_charge, None)) and p.fact.low
+    p.update(0.0, by_charge, None)
+    assert LOW in raised(p.update(CONFIRM_SECONDS, by_charge, None)) and p.fact.low
     p = PowerPolicy(UpsConfig(low_runtime_seconds=300.0))
     by_runtime = UpsReading(on_battery=True, low_battery=False, runtime_seconds=120.0)
-    assert LOW in raised(p.update(0.0, by_runtime, None)) and p.fact.low
+    p.update(0.0, by_runtime, None)
+    assert LOW in raised(p.update(CONFIRM_SECONDS, by_runtime, None)) and p.fact.low
 
 
 def test_low_battery_on_mains_is_charging_not_critical():

@@ -22,6 +22,7 @@ KEY_TOKEN = "XYMI92u3tdZDw26IoKIV4vylhbrSt9EQg19OLaMBsvI"
 `openssl dgst -sha256 -hmac ... -binary | base64 | tr '+/' '-_' | tr -d =` computes it: clients
 and installers may rely on the recipe, so a change to it must fail here."""
 
+INSTALLER_TOKEN = "installer-token-0123456789abcdef-xyz"
 LAN = {"a": "192.0.2.11", "b": "192.0.2.12"}
 SYNC = {"a": "198.51.100.1", "b": "198.51.100.2"}
 
@@ -120,13 +121,14 @@ def test_a_single_board_keeps_its_random_file_token(tmp_path, key_file):
 
 def test_an_explicit_token_file_wins_on_a_paired_board_with_a_warning(tmp_path, key_file, caplog):
     own = tmp_path / "own.token"
-    own.write_text("installer-token\n")
+    own.write_text(INSTALLER_TOKEN + "\n")
+    own.chmod(0o600)
     cfg = config(tmp_path, "a", key_file, token_file=str(own))
     with caplog.at_level(logging.WARNING):
-        assert api_token(cfg) == "installer-token"
+        assert api_token(cfg) == INSTALLER_TOKEN
     assert "token_file" in caplog.text and str(own) in caplog.text
-    assert "installer-token" not in caplog.text
-    assert api_token(cfg, board=False) == "installer-token"
+    assert INSTALLER_TOKEN not in caplog.text
+    assert api_token(cfg, board=False) == INSTALLER_TOKEN
 
 
 def test_an_explicit_token_file_is_never_generated_on_a_paired_board(tmp_path, key_file):
@@ -154,3 +156,56 @@ def test_the_token_stays_out_of_status_alerts_logs_and_audit(tmp_path, key_file,
         assert "alert-raise" in audit and want not in audit
     finally:
         b.catalog.close()
+
+
+# --- key and token files that others could read, or guess ---------------------------------
+
+
+def test_a_pair_key_open_to_others_is_made_private_with_a_warning(tmp_path, key_file, caplog):
+    key_file.chmod(0o644)
+    with caplog.at_level(logging.WARNING):
+        key = load_pair_key(key_file)
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    assert "open to others" in caplog.text and str(key_file) in caplog.text
+    assert key.decode() not in caplog.text
+    caplog.clear()
+    assert api_token(config(tmp_path, "a", key_file)) == pair_api_token(key)
+    assert "open to others" not in caplog.text
+
+
+def test_a_short_token_is_refused(tmp_path, key_file):
+    own = tmp_path / "own.token"
+    own.write_text("installer-token\n")
+    own.chmod(0o600)
+    with pytest.raises(ConfigError, match="shorter than 32"):
+        api_token(config(tmp_path, "a", key_file, token_file=str(own)))
+    cfg = config(tmp_path, "s", None)
+    short = cfg.token_file
+    short.parent.mkdir(parents=True)
+    short.write_text("guessable\n")
+    with pytest.raises(ConfigError, match="shorter than 32"):
+        api_token(cfg)
+    with pytest.raises(ConfigError, match="shorter than 32"):
+        api_token(cfg, board=False)
+    assert short.read_text() == "guessable\n", "refused, not replaced behind the clients' back"
+
+
+def test_an_empty_token_file_is_regenerated_private(tmp_path):
+    cfg = config(tmp_path, "a", None)
+    path = cfg.token_file
+    path.parent.mkdir(parents=True)
+    path.write_text("")
+    path.chmod(0o644)
+    token = api_token(cfg)
+    assert len(token) >= 32 and path.read_text().strip() == token
+    assert path.stat().st_mode & 0o777 == 0o600
+
+
+def test_a_token_file_open_to_others_is_made_private(tmp_path, caplog):
+    cfg = config(tmp_path, "a", None)
+    token = api_token(cfg)
+    cfg.token_file.chmod(0o640)
+    with caplog.at_level(logging.WARNING):
+        assert api_token(cfg) == token
+    assert cfg.token_file.stat().st_mode & 0o777 == 0o600
+    assert "open to others" in caplog.text and token not in caplog.text

@@ -13,14 +13,14 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from firmware.alert_ids import AlertId, Severity
 from firmware.alerts import Alerts
 from firmware.config import Config
 from firmware.core.facts import Drops, ElectionView, Link, PeerView
-from firmware.failover.advert import Advert, AdvertError, Health, decode, encode
+from firmware.failover.advert import U64_MAX, Advert, AdvertError, Health, decode, encode
 from firmware.failover.election import (
     Action,
     Election,
@@ -41,6 +41,9 @@ from hal.nic import AddressEvent, LinkEvent, Nic, NicEvent
 log = logging.getLogger("nvr.failover")
 
 STATE_FILE = "failover.json"
+SEEN_FILE = "advert-seen.json"
+"""The anti-replay floors: per peer, the sequence number its next advert must pass."""
+MAX_SEEN_PEERS = 8
 
 
 def next_seq_start(data_dir: Path, wall_s: float) -> int:
@@ -53,13 +56,44 @@ def next_seq_start(data_dir: Path, wall_s: float) -> int:
     except (OSError, ValueError, KeyError, TypeError):
         boot = 0
     boot = max(boot + 1, int(wall_s))
+    _write_json(path, {"boot": boot})
+    return boot << 32
+
+
+def _write_json(path: Path, data: object) -> None:
+    """Whole or not at all, and on disk before it returns (a power cut may follow). The
+    directory is not made: a data disk that is not mounted is not written under."""
     tmp = path.with_suffix(".tmp")
     with open(tmp, "w") as f:
-        json.dump({"boot": boot}, f)
+        json.dump(data, f)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
-    return boot << 32
+
+
+def load_seen(data_dir: Path) -> dict[str, int]:
+    """The anti-replay floors an earlier run persisted; none (with a warning when the file is
+    there but unreadable) means the first advert of each peer is taken as it comes."""
+    path = data_dir / SEEN_FILE
+    try:
+        raw = json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as e:
+        log.warning("%s unreadable (%s): adverts are checked from the first one heard", path, e)
+        return {}
+    if not isinstance(raw, dict):
+        log.warning("%s is not a table of sequence numbers: ignored", path)
+        return {}
+    return {
+        board: seq
+        for board, seq in list(raw.items())[:MAX_SEEN_PEERS]
+        if isinstance(seq, int) and not isinstance(seq, bool) and 0 <= seq <= U64_MAX
+    }
+
+
+def save_seen(data_dir: Path, floors: Mapping[str, int]) -> None:
+    _write_json(data_dir / SEEN_FILE, dict(floors))
 
 
 class Failover:
@@ -91,6 +125,7 @@ class Failover:
             preempt_delay=pair.preempt_delay_seconds,
             weights=health_weights(pair.health_weights),
             seq_start=next_seq_start(cfg.board.data_dir, time.time()),
+            seen=load_seen(cfg.board.data_dir),
             sync_grace=None
             if pair.sync_carrier_grace_ms is None
             else pair.sync_carrier_grace_ms / 1000,
@@ -124,6 +159,12 @@ class Failover:
         self._deadline: float | None = None
         self.timer_lateness_max = 0.0
         self._watch_stop = threading.Event()
+        self._floors: dict[str, int] | None = None
+        """Floors waiting for the writer thread; only the newest is written."""
+        self._floors_lock = threading.Lock()
+        self._writing = threading.Lock()
+        self.floor_save_errors = 0
+        self._floors_failing = False
 
     # --- inputs --------------------------------------------------------------------------------
 
@@ -149,6 +190,32 @@ class Failover:
             self._drop(e.reason, path)
             return
         self._apply(self.election.receive(advert, self._now(), path))
+        floors = self.election.floors_due()
+        if floors is not None and self._loop is not None:
+            with self._floors_lock:
+                self._floors = floors
+            self._loop.run_in_executor(None, self._write_floors)
+
+    def _write_floors(self, final: Mapping[str, int] | None = None) -> None:
+        """Persist the newest floors, off the loop (the fsync may wait behind the recorder's
+        writes); `final`: the exact ones at a clean stop, which supersede any waiting."""
+        with self._writing:
+            with self._floors_lock:
+                floors, self._floors = self._floors, None
+            floors = final if final is not None else floors
+            if floors is None:
+                return
+            try:
+                save_seen(self.cfg.board.data_dir, floors)
+            except OSError as e:
+                self.floor_save_errors += 1
+                if not self._floors_failing or final is not None:
+                    log.warning("cannot keep the advert floors (retried): %s", e)
+                self._floors_failing = True
+            else:
+                if self._floors_failing:
+                    log.warning("the advert floors are kept again")
+                self._floors_failing = False
 
     def _drop(self, reason: str, path: str) -> None:
         self.dropped[reason] = self.dropped.get(reason, 0) + 1
@@ -299,6 +366,7 @@ class Failover:
             await stop.wait()
         finally:
             self._apply(self.election.shutdown(self._now()))
+            self._write_floors(final=self.election.seen)
             if self._timer is not None:
                 self._timer.cancel()
             self._watch_stop.set()
@@ -371,4 +439,5 @@ class Failover:
             "dropped": self.drop_counts(),
             "election": dict(e.stats),
             "timer_lateness_max_seconds": round(self.timer_lateness_max, 4),
+            "floor_save_errors": self.floor_save_errors,
         }

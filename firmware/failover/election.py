@@ -19,15 +19,24 @@ Differences from plain VRRP, all chosen for a two-or-three board recorder pair:
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Final
 
-from firmware.failover.advert import MAX_SEGMENT_BYTES, VERSION, Advert, Health
+from firmware.failover.advert import MAX_SEGMENT_BYTES, U64_MAX, VERSION, Advert, Health
 
 PATHS: Final = ("lan", "sync", "serial")
 LATE_WINDOW: Final = 16
 """Adverts at most this many sequence numbers behind the newest are counted as late, not
 as replays (both are dropped)."""
+
+FLOOR_AHEAD_SECONDS: Final = 1.0
+"""The anti-replay floor a board persists for a peer runs this far (in the peer's own advert
+intervals) ahead of the last sequence number accepted from it, so it is written about once a
+second and still covers every advert accepted before a crash. A board restarted after a crash
+takes longer than that to listen again (systemd waits 2 s), so a live peer is past it by then;
+a clean stop writes the exact numbers."""
 
 PRIORITY_MIN: Final = 1
 PRIORITY_MAX: Final = 254
@@ -111,9 +120,12 @@ class Election:
         weights: dict[Health, int] | None = None,
         seq_start: int = 0,
         sync_grace: float | None = None,
+        seen: Mapping[str, int] | None = None,
     ) -> None:
         """`seq_start` lets the caller keep seq rising across restarts (e.g. wall-clock
         microseconds or a persisted counter); peers drop adverts whose seq goes backwards.
+        `seen`: the floors persisted by an earlier run (`floors_due`, `seen`), so adverts
+        captured before this board restarted are still dropped as replays after it.
         `sync_grace`: after the sync carrier drops, how long a live peer has to say it saw
         the drop too (default one advert interval); 0 turns the sync-carrier path off."""
         if not PRIORITY_MIN <= priority <= PRIORITY_MAX:
@@ -142,7 +154,9 @@ class Election:
         self.peers: dict[str, Peer] = {}
         self.stats: dict[str, int] = {}
         self._seq = seq_start
-        self._last_seq: dict[str, int] = {}
+        self._last_seq: dict[str, int] = dict(seen or {})
+        self._floors: dict[str, int] = dict(self._last_seq)
+        self._floors_changed = False
         self._learned_interval = self.interval
         self._advert_at: float | None = None
         self._master_down_at: float | None = None
@@ -204,6 +218,27 @@ class Election:
         self._seq += 1
         prio = self.effective_priority if priority is None else priority
         return SendAdvert(self._advert(state or self.state, prio))
+
+    def _raise_floor(self, advert: Advert) -> None:
+        floor = self._floors.get(advert.board_id)
+        if floor is None or advert.seq > floor:
+            step = max(1, math.ceil(FLOOR_AHEAD_SECONDS * 1000 / advert.interval_ms))
+            self._floors[advert.board_id] = min(U64_MAX, advert.seq + step)
+            self._floors_changed = True
+
+    def floors_due(self) -> dict[str, int] | None:
+        """Anti-replay floors for the caller to persist now (and pass as `seen` at the next
+        start), or None when the last ones still cover every accepted advert."""
+        if not self._floors_changed:
+            return None
+        self._floors_changed = False
+        return dict(self._floors)
+
+    @property
+    def seen(self) -> dict[str, int]:
+        """The last sequence number accepted from each peer: what a clean stop persists, exact
+        so that a quick restart hears the live peer at once."""
+        return dict(self._last_seq)
 
     def live_peers(self, now: float) -> list[Peer]:
         horizon = now - self.master_down
@@ -368,6 +403,7 @@ class Election:
                 self._count("replay")
             return []
         self._last_seq[advert.board_id] = advert.seq
+        self._raise_floor(advert)
         self._count("accepted")
         previous = self.peers.get(advert.board_id)
         peer = Peer(advert.board_id, advert, now, dict(previous.paths) if previous else {})

@@ -16,14 +16,15 @@ from firmware.config import Config
 from firmware.core.actions import Action
 from firmware.core.facts import Fact
 from firmware.datadir import read_identity
+from firmware.fds import out_of_fds
 from firmware.hw.devices import open_disks, open_panel, open_ups, open_watchdog
-from firmware.hw.power import PowerPolicy
+from firmware.hw.power import PowerPolicy, clip
 from firmware.hw.screen import panel_lines
 from firmware.hw.storage import Expected, StoragePolicy, StorageView, health_alerts
 from firmware.supervise import keep_running_async
 from firmware.timefmt import now_us
 from hal.disks import Disks, SmartHealth
-from hal.errors import HalError
+from hal.errors import Garbled, HalError
 from hal.linux.watchdog import SdNotifier
 from hal.ups import Ups, UpsReading
 
@@ -54,6 +55,8 @@ class Hardware:
         self.data_dir = cfg.board.data_dir
         self.ups_reading: UpsReading | None = None
         self.ups_error: str | None = None
+        self.ups_garbled = 0
+        """Answers from the UPS that did not parse (line noise, a wrong protocol)."""
         self.power = PowerPolicy(cfg.ups)
         self.disks: Disks = open_disks(cfg.disks)
         mount = self.disks.mount_state(self.data_dir)
@@ -79,7 +82,9 @@ class Hardware:
                     if ups is not None:
                         reading = await asyncio.to_thread(ups.read)
                 except (HalError, OSError, ValueError) as e:
-                    error = str(e)
+                    error = clip(str(e))
+                    if isinstance(e, Garbled):
+                        self.ups_garbled += 1
                     if ups is not None:
                         with contextlib.suppress(Exception):
                             ups.close()
@@ -87,7 +92,7 @@ class Hardware:
                 self.ups_reading, self.ups_error = reading, error
                 self.hooks.apply(self.power.update(loop.time(), reading, error))
                 self.hooks.fact(self.power.fact)
-                await _wait(stop, self.cfg.ups.poll_seconds)
+                await _wait(stop, self.power.poll_after(self.cfg.ups.poll_seconds))
         finally:
             if ups is not None:
                 await asyncio.to_thread(ups.close)
@@ -97,9 +102,10 @@ class Hardware:
     def _look(self) -> StorageView:
         try:
             mount = self.disks.mount_state(self.data_dir)
+            identity = read_identity(self.data_dir)
         except (HalError, OSError) as e:
-            return StorageView(None, None, str(e))
-        return StorageView(read_identity(self.data_dir), mount)
+            return StorageView(None, None, str(e), out_of_fds=out_of_fds(e))
+        return StorageView(identity, mount)
 
     def _health(self, smart_due: bool) -> list[Action]:
         if smart_due:
@@ -241,6 +247,7 @@ class Hardware:
             "ups": None if self.cfg.ups.backend == "none" else {
                 "reading": r.to_json() if r else None,
                 "error": self.ups_error,
+                "garbled": self.ups_garbled,
             },
             "data_disk": {
                 "expected": asdict(self.storage.expected),

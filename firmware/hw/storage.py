@@ -15,6 +15,7 @@ from firmware.core.facts import DiskFault, Storage
 from hal.disks import MountState, RaidState, SmartHealth
 
 MISSING = AlertId.DISK_MISSING
+OUT_OF_FDS = AlertId.FD_EXHAUSTED
 READ_ONLY = AlertId.DISK_READ_ONLY
 RAID_DEGRADED = AlertId.RAID_DEGRADED
 SMART_FAILING = AlertId.SMART_FAILING
@@ -29,6 +30,9 @@ class StorageView:
     mount: MountState | None
     """None if the directory cannot be looked at (gone, I/O error)."""
     error: str | None = None
+    out_of_fds: bool = False
+    """The look failed only because this process had no file descriptor left: that says
+    nothing about the disk."""
 
 
 @dataclass(frozen=True)
@@ -69,15 +73,24 @@ class StoragePolicy:
         return None
 
     def update(self, view: StorageView) -> list[Action]:
+        if view.out_of_fds:
+            # The disk could not be looked at; the last verdict on it stands.
+            text = (f"the firmware ran out of file descriptors ({view.error}); the data disk "
+                    "could not be checked")  # fmt: skip
+            return [RaiseAlert(OUT_OF_FDS, Severity.CRITICAL, text)]
         problem = self._problem(view)
         if problem is None:
             self.fact = Storage(None)
-            return [ClearAlert(MISSING), ClearAlert(READ_ONLY)]
+            return [ClearAlert(MISSING), ClearAlert(READ_ONLY), ClearAlert(OUT_OF_FDS)]
         alert, text = problem
         self.fact = Storage(DiskFault(alert.value), text)
         other = READ_ONLY if alert == MISSING else MISSING
         held = f"{text}; nothing is written until it is back"
-        return [ClearAlert(other), RaiseAlert(alert, Severity.CRITICAL, held)]
+        return [
+            ClearAlert(other),
+            ClearAlert(OUT_OF_FDS),
+            RaiseAlert(alert, Severity.CRITICAL, held),
+        ]
 
 
 def health_alerts(raids: list[RaidState], smart: list[SmartHealth]) -> list[Action]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import http.client
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlencode
@@ -28,7 +28,14 @@ from firmware.mirror.auth import (
 )
 from firmware.mirror.plan import Order, PeerCamera, Summary, lag, reconcile
 from firmware.mirror.store import Corrupt, commit_received, fresh, incoming, receive, resume_point
-from firmware.mirror.wire import FEED_PATH, SEGMENT_PATH, FeedPage, FeedSegment, decode_page
+from firmware.mirror.wire import (
+    FEED_PATH,
+    MAX_FEED_BYTES,
+    SEGMENT_PATH,
+    FeedPage,
+    FeedSegment,
+    decode_page,
+)
 from firmware.supervise import Failure, keep_running
 
 log = logging.getLogger("nvr.mirror")
@@ -38,6 +45,30 @@ FEED_WAIT_S = 2.0
 TIMEOUT_S = 5.0
 CHUNK = 1 << 16
 RETRY_S = 1.0
+
+
+class TooLong(OSError):
+    """The peer announced or sent more than an answer may hold: not read further."""
+
+
+def read_at_most(resp: http.client.HTTPResponse, limit: int) -> bytes:
+    """The whole body of an answer not yet authenticated, refused past limit bytes: a stranger
+    answering for the peer cannot make this board hold more than that."""
+    length = resp.getheader("Content-Length") or ""
+    if length.isascii() and length.isdigit() and int(length) > limit:
+        raise TooLong(f"answer of {length} bytes (at most {limit} read)")
+    body = resp.read(limit + 1)
+    if len(body) > limit:
+        raise TooLong(f"answer longer than {limit} bytes")
+    return body
+
+
+def body_up_to(resp: http.client.HTTPResponse, n: int) -> Iterator[bytes]:
+    """At most n bytes of a file's body (what its row says is left): whatever the peer sends
+    after that is never read, so it can neither fill the disk nor keep a transfer going."""
+    while n > 0 and (chunk := resp.read(min(CHUNK, n))):
+        n -= len(chunk)
+        yield chunk
 
 
 @dataclass
@@ -83,6 +114,8 @@ class MirrorClient:
         self.synced = False
         """A full pass over the peer's catalog since start found nothing left to fetch."""
         self.last_error: str | None = None
+        self.refused: tuple[int, str, str] | None = None
+        """(wall µs, reason, what): the last thing the peer sent that this board refused."""
         self.peer_cameras: dict[str, PeerCamera] = {}
         self._pending: dict[str, FeedSegment] = {}
         self._busy: set[str] = set()
@@ -145,7 +178,7 @@ class MirrorClient:
         """GET over the first path that answers; returns (response, connection, nonce)."""
         errors = []
         for route in self._routes():
-            nonce = new_nonce()
+            nonce = new_nonce(self.now_us())
             conn = http.client.HTTPConnection(self.peer[route], self.port, timeout=timeout)
             try:
                 conn.request("GET", path_qs, headers={
@@ -173,11 +206,12 @@ class MirrorClient:
             try:
                 resp, conn, nonce = self._request(f"{FEED_PATH}?{qs}", TIMEOUT_S + wait)
                 try:
-                    body = resp.read()
+                    if resp.status != 200:
+                        why = f"feed: HTTP {resp.status} {resp.read(200)!r}"
+                        raise AuthError(why) if resp.status == 401 else OSError(why)
+                    body = read_at_most(resp, MAX_FEED_BYTES)
                 finally:
                     conn.close()
-                if resp.status != 200:
-                    raise OSError(f"feed: HTTP {resp.status} {body[:200]!r}")
                 verify_response(self.key, nonce, body, resp.getheader(RESPONSE_HEADER))
                 page, refused = decode_page(body)
                 self._take(page)
@@ -187,9 +221,14 @@ class MirrorClient:
                 self.connected, self.reached, self.last_error = True, True, None
                 if refused:
                     self._refused(refused)
-            except (OSError, ValueError, AuthError) as e:  # FeedError is a ValueError
-                reason = "auth" if isinstance(e, AuthError) else "feed"
-                self.counters.error(reason)
+            except (OSError, ValueError, AuthError, http.client.HTTPException) as e:
+                # FeedError is a ValueError; TooLong an OSError
+                reason = ("auth" if isinstance(e, AuthError) else
+                          "oversize" if isinstance(e, TooLong) else "feed")  # fmt: skip
+                if reason == "feed":
+                    self.counters.error(reason)
+                else:
+                    self._refuse(reason, f"feed answer: {e}")
                 if self.connected or self.last_error is None:
                     log.warning("mirror: peer feed failed: %s", e)
                 self.connected, self.last_error = False, str(e)
@@ -198,11 +237,17 @@ class MirrorClient:
                     self._feed_done = False
                 self._stop.wait(RETRY_S)
 
+    def _refuse(self, reason: str, what: str) -> None:
+        """The peer sent what this board will not take (unsigned, malformed, too long, not
+        matching its row): counted, and kept for the mirror-peer-refused alert."""
+        self.counters.error(reason)
+        self.refused = (self.now_us(), reason, what[:200])
+
     def _refused(self, refused: list[str]) -> None:
-        """Rows of an authentic answer that did not decode (a peer on other firmware): left
-        out, the rest of the answer taken, each counted, the first logged."""
-        for _ in refused:
-            self.counters.error("row")
+        """Rows of an authentic answer that did not decode (a peer on other firmware, or a
+        hostile one): left out, the rest of the answer taken, each counted, the first logged."""
+        for what in refused:
+            self._refuse("row", what)
         more = f" (and {len(refused) - 1} more)" if len(refused) > 1 else ""
         log.error("mirror: peer feed row %s%s", refused[0], more)
         self.last_error = refused[0]
@@ -265,17 +310,17 @@ class MirrorClient:
     def _fetch(self) -> None:
         while (row := self._next()) is not None:
             sid = row.id
+            done = False
             try:
                 done = self._fetch_one(row)
             except Corrupt as e:
-                self.counters.error("sha256")
+                self._refuse("sha256", str(e))
                 log.error("mirror: %s; fetching it again", e)
-                done = False
             except (OSError, http.client.HTTPException) as e:
                 self.counters.error("transfer")
                 log.warning("mirror: fetching %s failed: %s", sid, e)
-                done = False
-            self._done(sid, drop=done)
+            finally:  # also when it fails otherwise: the row is fetched again, not stuck busy
+                self._done(sid, drop=done)
             if not done:
                 self._stop.wait(RETRY_S)
 
@@ -300,7 +345,7 @@ class MirrorClient:
             elif resp.status not in (200, 206):
                 raise OSError(f"HTTP {resp.status} for {sid}")
             start = offset
-            length = receive(path, offset, h, iter(lambda: resp.read(CHUNK), b""))
+            length = receive(path, offset, h, body_up_to(resp, row.bytes - offset))
         finally:
             conn.close()
         if commit_received(self.data_dir, self.catalog, row, path, length, h.hexdigest()):

@@ -23,6 +23,7 @@ from firmware.mirror.auth import (
     REQUEST_HEADER,
     RESPONSE_HEADER,
     AuthError,
+    ReplayGuard,
     sign_response,
     verify_request,
 )
@@ -35,6 +36,7 @@ from firmware.mirror.wire import (
     FeedRun,
     FeedSegment,
 )
+from firmware.timefmt import now_us as wall_us
 
 MAX_WAIT_S = 25.0
 
@@ -44,9 +46,10 @@ Recording = Callable[[], dict[str, bool]]
 
 class MirrorServer:
     def __init__(self, key: bytes, board: str, catalog: Catalog, data_dir: Path,
-                 recording: Recording) -> None:  # fmt: skip
+                 recording: Recording, now_us: Callable[[], int] = wall_us) -> None:  # fmt: skip
         self.key, self.board, self.catalog, self.data_dir = key, board, catalog, data_dir
-        self.recording = recording
+        self.recording, self.now_us = recording, now_us
+        self.replay = ReplayGuard()
         self._changed: asyncio.Event | None = None
         self.peer_lag: tuple[float, int, float] | None = None
         """(seconds, bytes, monotonic time): what the peer last said it lacks of ours."""
@@ -70,6 +73,7 @@ class MirrorServer:
             board, nonce = verify_request(
                 self.key, request.headers.get(REQUEST_HEADER), request.method, request.path_qs
             )
+            self.replay.check(nonce, self.now_us())  # only authentic nonces take a place
         except AuthError as e:
             self.served["rejected"] += 1
             raise web.HTTPUnauthorized(text=f"mirror: {e}") from None

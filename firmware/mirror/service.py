@@ -23,6 +23,9 @@ log = logging.getLogger("nvr.mirror")
 PEER_REPORT_FRESH_S = 10.0
 LAG_ALERT = AlertId.MIRROR_LAG
 CATCHING_UP = AlertId.MIRROR_CATCHING_UP
+REFUSED = AlertId.MIRROR_PEER_REFUSED
+REFUSED_ALERT_S = 60.0
+"""The peer-refused alert stays up this long after the last refusal."""
 
 
 def prune_superseded(catalog: Catalog) -> list[str]:
@@ -72,7 +75,9 @@ class Mirror:
         self._dirty = threading.Event()
         self._dirty.set()
         self.superseded = 0
-        self.server = MirrorServer(key, cfg.board.name, catalog, cfg.board.data_dir, recording)
+        self.server = MirrorServer(
+            key, cfg.board.name, catalog, cfg.board.data_dir, recording, now_us
+        )
         self.client = MirrorClient(
             board=cfg.board.name,
             key=key,
@@ -137,6 +142,13 @@ class Mirror:
                                f"(alert above {self.threshold:g} s)", now)  # fmt: skip
         else:
             self.alerts.clear(LAG_ALERT)
+        refused = self.client.refused
+        if refused is not None and now - refused[0] < REFUSED_ALERT_S * 1e6:
+            self.alerts.raise_(REFUSED, Severity.WARNING,
+                               f"the peer sent data this board refused and did not keep "
+                               f"({refused[1]}): {refused[2]}", now)  # fmt: skip
+        else:
+            self.alerts.clear(REFUSED)
         if self.catching_up(peer_active):
             self.alerts.raise_(CATCHING_UP, Severity.INFO,
                                "fetching footage the peer recorded while this board was away; "

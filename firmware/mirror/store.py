@@ -13,7 +13,7 @@ from pathlib import Path
 
 from firmware.catalog import Catalog
 from firmware.mirror.wire import FeedSegment
-from firmware.recorder.segment_file import commit, fsync_dir, relative_path
+from firmware.recorder.segment_file import SEGMENTS_DIR, commit, fsync_dir, relative_path
 
 INCOMING = "mirror-incoming"
 
@@ -22,7 +22,16 @@ class Corrupt(Exception):
     """What arrived does not match the authenticated catalog row."""
 
 
+def inside(base: Path, path: Path) -> bool:
+    """Path names a place under base, whatever `..` or links it goes through."""
+    return path.resolve().is_relative_to(base.resolve())
+
+
 def incoming(data_dir: Path, sid: str) -> Path:
+    """The temporary file of a transfer. The feed's decoder refuses ids that are not this
+    board's own kind; this is the last line should one ever get here."""
+    if "/" in sid or "\0" in sid:
+        raise Corrupt(f"segment id {sid[:80]!r} is not a file name")
     d = data_dir / INCOMING
     d.mkdir(exist_ok=True)
     return d / f"{sid}.partial"
@@ -78,6 +87,9 @@ def commit_received(data_dir: Path, catalog: Catalog, row: FeedSegment, path: Pa
         return False
     rel = relative_path(row.camera, row.start_us, row.id)
     final = data_dir / rel
+    if not inside(data_dir / SEGMENTS_DIR, final):
+        path.unlink(missing_ok=True)
+        raise Corrupt(f"segment {row.id[:80]!r}: its path {rel[:120]!r} leaves the segment tree")
     final.parent.mkdir(parents=True, exist_ok=True)
     commit(path, final)
     fsync_dir(path.parent)

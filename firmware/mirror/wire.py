@@ -3,7 +3,9 @@ whose field names are the JSON names, with the run named by its pair-wide uid in
 board's row id, and the path left to the receiver's own layout.
 
 The serving board encodes with `to_json`; the fetching board decodes an authenticated answer
-once with `decode_page`, and everything after works on the dataclasses. Both boards of a pair
+once with `decode_page`, and everything after works on the dataclasses. The peer is not trusted
+blindly: every name, id and number must follow the rules of this board's own rows, so nothing
+it sends can name a path outside the data directory or overflow the catalog. Both boards of a pair
 speak this format, so a field's JSON name never changes; fields a newer peer adds are ignored.
 """
 
@@ -12,16 +14,61 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import TypeAdapter, ValidationError
+from pydantic import AfterValidator, Field, StringConstraints, TypeAdapter, ValidationError
 
-from firmware.catalog import Run, Segment
+from firmware.catalog import Run, Segment, run_uid, segment_id
+from firmware.config import NAME
 from firmware.mirror.plan import PeerCamera, Summary
 
 FEED_PATH = "/mirror/v1/feed"
 SEGMENT_PATH = "/mirror/v1/segments/"
 FEED_LIMIT = 500
+"""Rows of each kind in one feed answer."""
+
+# What a row from the peer may hold: the rules this board's own rows follow. Names become
+# directory names and ids file names, so a row that breaks them is refused at this edge.
+TEXT_MAX = 64
+ROW_MAX_BYTES = 2048
+"""A segment row with its run, every field at its longest, encoded: well under this."""
+FEED_CAMERAS_MAX = 1024
+MAX_FEED_BYTES = FEED_LIMIT * 2 * ROW_MAX_BYTES + FEED_CAMERAS_MAX * 128 + 4096
+"""The longest feed answer a peer can send (FEED_LIMIT segments and runs): what the fetching
+board reads at most, before the answer's MAC is checked."""
+
+
+def _name(v: str) -> str:
+    if not NAME.fullmatch(v):
+        raise ValueError("not a board or camera name (1-63 letters, digits, '-' or '_')")
+    return v
+
+
+def parse_segment_id(sid: str) -> tuple[str, int, str] | None:
+    """(camera, start µs, origin) of an id as `segment_id` makes them, or None."""
+    parts = sid.split(".")
+    if len(parts) != 3 or not parts[1].isascii() or not parts[1].isdigit():
+        return None
+    camera, ms, origin = parts
+    if not (NAME.fullmatch(camera) and NAME.fullmatch(origin)) or len(ms) > 18:
+        return None
+    return camera, int(ms) * 1000, origin
+
+
+def _sid(v: str) -> str:
+    if parse_segment_id(v) is None:
+        raise ValueError("not a segment id (<camera>.<start ms>.<board>)")
+    return v
+
+
+Name = Annotated[str, AfterValidator(_name)]
+SegmentId = Annotated[str, AfterValidator(_sid)]
+Micros = Annotated[int, Field(ge=0, lt=1 << 62)]
+Count = Annotated[int, Field(ge=0, lt=1 << 62)]
+MediaMicros = Annotated[int, Field(gt=-(1 << 62), lt=1 << 62)]
+Text = Annotated[str, StringConstraints(max_length=TEXT_MAX, pattern=r"^[\x20-\x7e]*$")]
+Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+Fingerprint = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{0,32}$")]
 
 
 class FeedError(ValueError):
@@ -33,12 +80,12 @@ class FeedRun:
     """A run as the peer has it."""
 
     uid: str
-    camera: str
-    origin: str
-    start_us: int
-    end_us: int
-    end_reason: str | None
-    continues: str | None
+    camera: Name
+    origin: Name
+    start_us: Micros
+    end_us: Micros
+    end_reason: Text | None
+    continues: SegmentId | None
 
     @classmethod
     def of(cls, run: Run) -> FeedRun:
@@ -59,18 +106,18 @@ class FeedSegment:
     """A committed segment of the peer's, with its run."""
 
     id: str
-    camera: str
-    start_us: int
-    end_us: int
-    media_start_us: int
-    media_end_us: int
-    frames: int
-    bytes: int
-    sha256: str
-    origin: str
-    codec: str
+    camera: Name
+    start_us: Micros
+    end_us: Micros
+    media_start_us: MediaMicros
+    media_end_us: MediaMicros
+    frames: Count
+    bytes: Count
+    sha256: Sha256
+    origin: Name
+    codec: Text
     salvaged: bool
-    last_frame: str = ""
+    last_frame: Fingerprint = ""
     """Empty from a peer whose firmware predates takeover by frame content."""
     run: FeedRun = field(kw_only=True)
     """Last on the wire, as it always was."""
@@ -128,16 +175,22 @@ class FeedPage:
 
 
 @dataclass(frozen=True, slots=True)
+class _Camera:
+    end_us: Micros | None
+    recording: bool
+
+
+@dataclass(frozen=True, slots=True)
 class _Head:
     """A feed answer before its rows are read one by one."""
 
-    board: str
-    segments: list[Any]
-    runs: list[Any]
-    seg: int
-    run: int
+    board: Name
+    segments: Annotated[list[Any], Field(max_length=FEED_LIMIT)]
+    runs: Annotated[list[Any], Field(max_length=FEED_LIMIT)]
+    seg: Count
+    run: Count
     more: bool
-    cameras: dict[str, PeerCamera]
+    cameras: Annotated[dict[Name, _Camera], Field(max_length=FEED_CAMERAS_MAX)]
 
 
 _HEAD = TypeAdapter(_Head)
@@ -153,30 +206,58 @@ def _why(e: ValidationError) -> str:
 
 def _row_name(raw: object, i: int) -> str:
     rid = (raw.get("id") or raw.get("uid")) if isinstance(raw, dict) else None
-    return f"#{i} {rid!r}" if isinstance(rid, str) else f"#{i}"
+    return f"#{i} {rid[:80]!r}" if isinstance(rid, str) else f"#{i}"
+
+
+def _check_run(r: FeedRun) -> None:
+    """What no field can say alone: the uid is the one the run's own facts give."""
+    if r.uid != run_uid(r.camera, r.start_us, r.origin):
+        raise ValueError("uid: not the run's <camera>.<start µs>.<board>")
+
+
+def _check_segment(s: FeedSegment) -> None:
+    """The id is the one this board would give the same recording (so it is a safe file name
+    and names nothing else), and the segment belongs to its run."""
+    if s.id != segment_id(s.camera, s.start_us, s.origin):
+        raise ValueError("id: not the segment's <camera>.<start ms>.<board>")
+    if s.run.camera != s.camera:
+        raise ValueError("run.camera: not the segment's camera")
+    _check_run(s.run)
+
+
+def _refusal(kind: str, raw: object, i: int, why: str) -> str:
+    return f"{kind} {_row_name(raw, i)} refused: {why}"
 
 
 def decode_page(body: bytes) -> tuple[FeedPage, list[str]]:
     """The page, and why each row that does not decode was left out. A malformed row is
     skipped so the rest of the peer's footage still mirrors; a malformed page raises
-    FeedError."""
+    FeedError. Nothing else escapes, whatever the body holds."""
+    if len(body) > MAX_FEED_BYTES:
+        raise FeedError(f"feed answer malformed: longer than {MAX_FEED_BYTES} bytes")
     try:
         head = _HEAD.validate_python(json.loads(body))
-    except ValueError as e:  # json.JSONDecodeError and ValidationError alike
-        why = _why(e) if isinstance(e, ValidationError) else str(e)
+    except (ValueError, RecursionError) as e:  # JSONDecodeError, ValidationError, nesting
+        why = _why(e) if isinstance(e, ValidationError) else str(e)[:200]
         raise FeedError(f"feed answer malformed: {why}") from None
     refused: list[str] = []
     segments: list[FeedSegment] = []
     runs: list[FeedRun] = []
-    for kind, adapter, raws, out in (
-        ("segment", _SEGMENT, head.segments, segments),
-        ("run", _RUN, head.runs, runs),
+    for kind, adapter, check, raws, out in (
+        ("segment", _SEGMENT, _check_segment, head.segments, segments),
+        ("run", _RUN, _check_run, head.runs, runs),
     ):
         for i, raw in enumerate(raws):
             try:
-                out.append(adapter.validate_python(raw))
+                row = adapter.validate_python(raw)
+                check(row)
             except ValidationError as e:
-                refused.append(f"{kind} {_row_name(raw, i)} refused: {_why(e)}")
+                refused.append(_refusal(kind, raw, i, _why(e)))
+            except ValueError as e:
+                refused.append(_refusal(kind, raw, i, str(e)))
+            else:
+                out.append(row)
+    cameras = {name: PeerCamera(c.end_us, c.recording) for name, c in head.cameras.items()}
     page = FeedPage(head.board, tuple(segments), tuple(runs), head.seg, head.run, head.more,
-                    head.cameras)  # fmt: skip
+                    cameras)  # fmt: skip
     return page, refused

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import errno
 import logging
-import os
 import re
 import sqlite3
 import threading
@@ -37,6 +36,7 @@ from firmware.recorder.events import (
     SegmentCommitted,
     SessionChanged,
 )
+from firmware.recorder.recovery import salvage_camera
 from firmware.recorder.ring import Held, Point, StandbyRing, fingerprint
 from firmware.recorder.salvage import salvage_partial
 from firmware.recorder.segment_file import (
@@ -61,6 +61,10 @@ STALL = "stall"
 STREAM_ENDED = "stream-ended"
 STREAM_ERROR = "stream-error"
 DISK_ERROR = "disk-error"
+DISK_FULL = "disk-full"
+"""A write failed for lack of space: frames are held in memory until the disk takes them."""
+DISK_RETRY_US = 1_000_000
+"""While writes are held, how often the disk is tried again."""
 STOPPED = "recorder-stopped"
 HANDED_OVER = "handed-over"
 """This board went standby: the peer records on from the next frame."""
@@ -104,7 +108,21 @@ class StallError(Exception):
 
 
 class DiskError(Exception):
-    pass
+    """A write to the data disk (a segment file or the catalog) failed."""
+
+    def __init__(self, text: str, full: bool = False) -> None:
+        super().__init__(text)
+        self.full = full
+        """For lack of space."""
+
+
+def no_space(e: Exception) -> bool:
+    """A write failed for lack of space: ENOSPC, or SQLite's full database, or its shared
+    memory file that could not grow (how a full disk shows when the catalog is opened)."""
+    if isinstance(e, sqlite3.Error):
+        code = getattr(e, "sqlite_errorcode", None)
+        return code in (sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR_SHMSIZE)
+    return isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
 _STATUS_LOG = re.compile(r"failed: (\d{3})(?: \(([^)\n]{1,60})\))?")
@@ -204,6 +222,8 @@ class CameraIngest:
     stop: threading.Event
     make_room: Callable[[], None] = lambda: None
     """Called before each segment opens: frees space if the disk is below its watermark."""
+    room: Callable[[], bool] = lambda: True
+    """The disk has room again (above its watermark): writes held for a disk fault resume."""
     mode: str = RECORD
     """record: write segments; ring: hold the stream in memory only (a hot standby)."""
     ring_seconds: float = 10.0
@@ -218,6 +238,15 @@ class CameraIngest:
     ring: StandbyRing = field(init=False)
     _pending: tuple[str, list[dict] | None] | None = field(default=None, init=False)
     _continues: str | None = field(default=None, init=False)
+    _disk_fault: str | None = field(default=None, init=False)
+    """Set while a failed write holds this camera's frames in the ring (recording mode)."""
+    _retry_at_us: int = field(default=0, init=False)
+    _held_since_us: int = field(default=0, init=False)
+    _unclosed: list[tuple[int, str]] = field(default_factory=list, init=False)
+    """Runs whose end the catalog could not take: closed once the disk takes writes."""
+    _held_clock: P.RunClock | None = field(default=None, init=False)
+    """The clock of the run a disk fault ended: the run that resumes in the same session is
+    timed on it, so the gap between them is exactly the frames not written."""
 
     def __post_init__(self) -> None:
         self.policy = P.SegmentPolicy(
@@ -333,9 +362,10 @@ class CameraIngest:
                 )
         self.templates = streams
         stall_us = round(self.cfg.stall_seconds * 1e6)
+        recording = self.mode == RECORD and self._disk_fault is None
         self.report(
             SessionChanged(
-                self.name, recording=self.mode == RECORD, error=None, codec=self.codec, up=True
+                self.name, recording=recording, error=self._disk_fault, codec=self.codec, up=True
             )
         )
         rate = vstream.guessed_rate or vstream.average_rate
@@ -346,6 +376,7 @@ class CameraIngest:
             s.index: (s.time_base.numerator * 1_000_000, s.time_base.denominator) for s in streams
         }
         self.ring.clear()  # a new session: its timestamps do not follow the last one's
+        self._held_clock = None
         self._video_index = vstream.index
         self._stall_us = stall_us
         for pkt in container.demux(streams):
@@ -363,7 +394,14 @@ class CameraIngest:
         return STREAM_ENDED, "camera ended the stream"
 
     def _step(self, pkt: av.Packet | None) -> None:
-        """One packet from the camera: into the ring or into segments, per mode."""
+        """One packet from the camera: into the ring or into segments, per mode. A failed
+        write does not end the session: the frames go to the ring until the disk takes them."""
+        try:
+            self._step_on(pkt)
+        except DiskError as e:
+            self._hold_for_disk(e)
+
+    def _step_on(self, pkt: av.Packet | None) -> None:
         if self._pending is not None:
             mode, cont = self._pending
             self._pending = None
@@ -378,16 +416,59 @@ class CameraIngest:
             fingerprint(bytes(pkt)) if video else "",
             P.Clocks(time.monotonic_ns() // 1000, time.time_ns() // 1000),
         )
-        if self.mode == RING:
+        if self.mode == RING or self._disk_fault is not None:
             self.ring.push(held)
             self.last_frame_seen_us = held.clocks.wall_us
+            if self.mode == RECORD and held.clocks.mono_us >= self._retry_at_us:
+                self._try_resume(held.clocks.mono_us)
         else:
             self._handle(held)
+
+    def _hold_for_disk(self, e: DiskError) -> None:
+        """End the run (its gap says why), keep the camera's frames in the ring, and say so:
+        the camera's error, and the disk-full alert the board core hands over on."""
+        reason = DISK_FULL if e.full else DISK_ERROR
+        text = scrub(f"not recording: {e}; holding the last {self.ring_seconds:g} s in memory",
+                     self.url)  # fmt: skip
+        log.error("camera %s: %s", self.name, text)
+        self._held_clock = self.policy.run
+        self._end_run(reason)
+        self._disk_fault = text
+        self._held_since_us = time.monotonic_ns() // 1000
+        self._retry_at_us = self._held_since_us + DISK_RETRY_US
+        self.ring.clear()
+        self.report(SessionChanged(self.name, recording=False, error=text, up=True))
+
+    def _try_resume(self, now_mono_us: int) -> None:
+        """Writes held for a disk fault: once the disk has room, close what the catalog could
+        not take, catalog the files it missed, and record on from the ring's oldest keyframe."""
+        self._retry_at_us = now_mono_us + DISK_RETRY_US
+        try:
+            self.make_room()
+            if not self.room():
+                return
+            while self._unclosed:
+                self.catalog.end_run(*self._unclosed[0])
+                self._unclosed.pop(0)
+            salvage_camera(self.data_dir, self.catalog, self.name)
+        except (OSError, sqlite3.Error) as e:
+            if self._retry_at_us - self._held_since_us < 2 * DISK_RETRY_US:  # said once
+                log.warning("camera %s: the data disk still fails: %s", self.name, e)
+            return
+        take = self.ring.takeover([])
+        self.ring.clear()
+        self._disk_fault = None
+        log.warning("camera %s: the data disk takes writes again; recording on with %d packets "
+                    "held in memory", self.name, len(take.packets))  # fmt: skip
+        self.report(SessionChanged(self.name, recording=True, error=None, up=True))
+        for h in take.packets:
+            self._handle(h)
 
     def _switch(self, mode: str, cont: list[dict] | None) -> None:
         if mode == self.mode:
             return
         self.mode = mode
+        self._disk_fault = self._held_clock = None  # a standby does not write
         if mode == RING:
             self._end_run(HANDED_OVER)
             log.info("camera %s: standby, holding %.0f s in memory", self.name, self.ring_seconds)
@@ -415,6 +496,13 @@ class CameraIngest:
         pkt, now, video = held.packet, held.clocks, held.video
         num, den = self._us_per_tick[pkt.stream.index]
         pts_us = pkt.pts * num // den
+        if self._held_clock is not None and self.policy.run is None and video and held.keyframe:
+            # Resuming after a disk fault, on the clock of the run it ended, unless the
+            # camera's time jumped meanwhile.
+            wall = self._held_clock.wall(pts_us)
+            if abs(wall - now.wall_us) <= self.policy.max_drift_us:
+                self.policy.continue_at(wall)
+            self._held_clock = None
         for action in self.policy.packet(P.PacketInfo(video, held.keyframe, pts_us), now):
             self._apply(action, pkt)
         if video and self.seg is not None:
@@ -442,6 +530,7 @@ class CameraIngest:
             pass
 
     def _start(self, a: P.StartSegment) -> None:
+        f: HashingFile | None = None
         try:
             self.make_room()
             if a.new_run or self.run_id is None:
@@ -465,8 +554,13 @@ class CameraIngest:
                 o = out.add_stream_from_template(s)
                 ostreams[s.index] = o
                 offsets[s.index] = round(a.media_start_us / 1e6 / s.time_base)
-        except OSError as e:
-            raise DiskError(f"cannot start a segment in {self.data_dir}: {e}") from e
+        except (OSError, sqlite3.Error) as e:
+            if f is not None:  # nothing of it was written: no partial, no meta left behind
+                f.abandon()
+                f.path.unlink(missing_ok=True)
+                drop_meta(final)
+            self._alert_if_full(e, f"a segment of {self.name}")
+            raise DiskError(f"cannot start a segment: {e}", no_space(e)) from e
         self.seg = _Open(sid, rel, final, f, out, ostreams, offsets, a.start_us, a.media_start_us)
 
     def _write(self, pkt: av.Packet) -> None:
@@ -484,8 +578,8 @@ class CameraIngest:
         try:
             seg.out.mux(pkt)
         except OSError as e:
-            self._alert_if_full(e.errno, seg.rel)
-            raise DiskError(f"writing {seg.rel}: {e.strerror or e}") from e
+            self._alert_if_full(e, seg.rel)
+            raise DiskError(f"writing {seg.rel}: {e.strerror or e}", no_space(e)) from e
         if pkt.stream.type == "video":
             seg.frames += 1
 
@@ -498,10 +592,11 @@ class CameraIngest:
             seg.out.close()
             sha = seg.file.fsync_close()
             commit(partial, seg.final)
-        except OSError as e:
+        except (OSError, av.error.FFmpegError) as e:
             seg.file.abandon()
             self._salvage_after_error(seg, e)
-            raise DiskError(f"committing {seg.rel}: {e.strerror or e}") from e
+            why = getattr(e, "strerror", None) or e
+            raise DiskError(f"committing {seg.rel}: {why}", no_space(e)) from e
         row = Segment(
             id=seg.sid,
             camera=self.name,
@@ -521,26 +616,26 @@ class CameraIngest:
         try:
             self.catalog.add_segment(row)
         except sqlite3.Error as e:
-            # The catalog shares the data disk: full or failing, the segment cannot be kept.
-            if isinstance(e, sqlite3.OperationalError) and "full" in str(e):
-                self._alert_if_full(errno.ENOSPC, seg.rel)
-            raise DiskError(f"cataloging {seg.rel}: {e}") from e
+            # The catalog shares the data disk: the file stays, with its .meta.json, and is
+            # cataloged when the disk takes writes again (or by recovery).
+            self._alert_if_full(e, seg.rel)
+            raise DiskError(f"cataloging {seg.rel}: {e}", no_space(e)) from e
         drop_meta(seg.final)
         self.report(SegmentCommitted(self.name, row.id, row.bytes, row.frames))
 
-    def _salvage_after_error(self, seg: _Open, e: OSError) -> None:
+    def _salvage_after_error(self, seg: _Open, e: Exception) -> None:
         """A write failed mid-segment: keep the complete fragments that reached the disk."""
         try:
             result = salvage_partial(self.data_dir, seg.final, self.catalog)
             log.error("camera %s: %s while writing %s; %s", self.name, e, seg.rel, result)
         except Exception:
             log.exception("camera %s: salvage of %s failed", self.name, seg.rel)
-        self._alert_if_full(e.errno, seg.rel)
+        self._alert_if_full(e, seg.rel)
 
-    def _alert_if_full(self, err: int | None, rel: str) -> None:
+    def _alert_if_full(self, e: Exception, rel: str) -> None:
         """A write that failed for lack of space is critical (the board core hands over);
         retention at its watermark is only a warning."""
-        if err in (errno.ENOSPC, errno.EDQUOT):
+        if no_space(e):
             self.report(
                 RaiseAlert(
                     AlertId.DISK_FULL, Severity.CRITICAL, f"data disk full while writing {rel}"
@@ -555,6 +650,7 @@ class CameraIngest:
                 # Left open in the catalog; recovery closes it at the next start.
                 log.error("camera %s: cannot end run %s in the catalog: %s", self.name,
                           self.run_id, e)  # fmt: skip
+                self._unclosed.append((self.run_id, reason))
             self.report(RunEnded(self.name, reason))
         self.run_id = None
 
@@ -570,11 +666,11 @@ class CameraIngest:
                     self._close_run(action.reason)
         except DiskError as e:
             log.error("camera %s: %s", self.name, e)
-            self._close_run(DISK_ERROR)
+            self._close_run(DISK_FULL if e.full else DISK_ERROR)
         self._continues = None
         if self.seg is not None:  # opened but policy had nothing to finish
             self.seg.file.abandon()
-            os.unlink(self.seg.file.path)
+            self.seg.file.path.unlink(missing_ok=True)
             drop_meta(self.seg.final)
             self.seg = None
         self._close_run(reason)

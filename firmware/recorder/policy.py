@@ -77,6 +77,10 @@ class _Run:
         return _ms(self.anchor_wall_us + (pts_us - self.anchor_pts_us))
 
 
+RunClock = _Run
+"""A run's mapping from media time to wall time (read by the adapter, never changed)."""
+
+
 def _ms(us: int) -> int:
     return round(us, -3)
 

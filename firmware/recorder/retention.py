@@ -3,6 +3,12 @@
 `plan` is pure (segments, free space and now in; what to delete out). `Retention` carries it out:
 catalog rows first (into the garbage list), then the files, so a crash in between is finished by
 recovery. A disk that fills up frees space and keeps recording; it never stops silently.
+
+Space deletion takes the oldest footage first and never a camera's newest segment (what was
+just written), so what is deleted is always the start of a camera's timeline, never a hole in
+it. When the footage cannot make room (the disk is full of something else: a runaway log,
+foreign files), nothing is deleted for space and `disk-full-not-footage` says why: deleting
+the record would not free the disk, only lose evidence.
 """
 
 from __future__ import annotations
@@ -14,8 +20,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from firmware.alert_ids import AlertId, Severity
 from firmware.catalog import Catalog, Segment
 from firmware.config import RecorderConfig
+from firmware.core.actions import ClearAlert, RaiseAlert
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +51,9 @@ def plan(
     marks: Watermarks,
     now_us: int,
     max_age_us: int,
+    keep: frozenset[str] = frozenset(),
 ) -> tuple[list[Segment], list[Segment]]:
-    """(deleted for age, deleted for space), oldest first."""
+    """(deleted for age, deleted for space), oldest first; ids in `keep` never for space."""
     by_age: list[Segment] = []
     by_space: list[Segment] = []
     need_space: bool | None = None  # decided once age has freed what it frees
@@ -56,6 +65,8 @@ def plan(
         if need_space is None:
             need_space = free_bytes < marks.low
         if need_space and free_bytes < marks.target:
+            if seg.id in keep:
+                continue
             by_space.append(seg)
             free_bytes += seg.bytes
         else:
@@ -90,6 +101,8 @@ class Retention:
     catalog: Catalog
     on_delete: Callable[[str, int, int], None] = lambda why, n, nbytes: None
     """Told (why, segments, bytes) after each deletion, for alerts and metrics."""
+    report: Callable[[RaiseAlert | ClearAlert], None] = lambda alert: None
+    """Raises or clears `disk-full-not-footage`."""
 
     def run(self, now_us: int, batch: int = 256) -> tuple[int, int]:
         """One pass; returns (segments deleted, bytes freed)."""
@@ -101,7 +114,10 @@ class Retention:
                 marks = watermarks(total, self.cfg)
                 oldest = self.catalog.segments(limit=batch)
                 max_age = round(self.cfg.retention_days * 86400e6)
-                by_age, by_space = plan(oldest, free, marks, now_us, max_age)
+                keep = frozenset(s.id for s in self._newest())
+                if not self._footage_can_make_room(free, marks, keep):
+                    marks = Watermarks(0, 0)  # age only
+                by_age, by_space = plan(oldest, free, marks, now_us, max_age, keep)
                 if not by_age and not by_space:
                     break
                 for why, segs in ((AGE, by_age), (FREE_SPACE, by_space)):
@@ -120,6 +136,28 @@ class Retention:
                 if len(oldest) < batch and not by_age and len(by_space) == len(oldest):
                     break  # nothing older left to delete
         return total_n, total_b
+
+    def _newest(self) -> list[Segment]:
+        return [s for cam in self.catalog.totals() for s in self.catalog.latest_segments(cam)]
+
+    def _footage_can_make_room(self, free: int, marks: Watermarks, keep: frozenset[str]) -> bool:
+        """False (and the alert raised) when deleting every segment retention may delete would
+        still leave the disk below its watermark: the disk is full of something else."""
+        if free >= marks.low:
+            self.report(ClearAlert(AlertId.DISK_FULL_NOT_FOOTAGE))
+            return True
+        footage = sum(b for _, b in self.catalog.totals().values())
+        kept = sum(s.bytes for s in self._newest() if s.id in keep)
+        if free + footage - kept >= marks.low:
+            self.report(ClearAlert(AlertId.DISK_FULL_NOT_FOOTAGE))
+            return True
+        self.report(RaiseAlert(
+            AlertId.DISK_FULL_NOT_FOOTAGE, Severity.CRITICAL,
+            f"data disk full of data that is not footage: {free / 1e6:.1f} MB free, "
+            f"{footage / 1e6:.1f} MB of footage; deleting footage cannot make room, so none is "
+            "deleted for space; recording stops when the disk is full (free the disk)",
+        ))  # fmt: skip
+        return False
 
     def below_watermark(self) -> bool:
         free, total = disk_usage(self.data_dir)

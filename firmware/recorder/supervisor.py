@@ -11,6 +11,7 @@ import logging
 import multiprocessing as mp
 import multiprocessing.connection as mp_connection
 import os
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -19,7 +20,7 @@ from pathlib import Path
 
 from firmware.alert_ids import AlertId, Severity
 from firmware.alerts import Alerts
-from firmware.catalog import Catalog
+from firmware.catalog import Catalog, set_aside_copies
 from firmware.config import CameraConfig, RecorderConfig
 from firmware.core.actions import ClearAlert, RaiseAlert
 from firmware.recorder.events import (
@@ -33,7 +34,7 @@ from firmware.recorder.events import (
     WorkerEvent,
     WorkerExited,
 )
-from firmware.recorder.ingest import RECORD, RING, redact
+from firmware.recorder.ingest import RECORD, RING, no_space, redact
 from firmware.recorder.recovery import CRASH, recover, salvage_camera
 from firmware.recorder.retention import FREE_SPACE, Retention, disk_usage
 from firmware.recorder.worker import worker_main
@@ -127,18 +128,25 @@ class Recorder:
         """Per worker pid: the pipe that carries mode switches to it."""
         self._threads: list[threading.Thread] = []
         self._last_space_deletion = 0.0
+        self._crashed_before: int | None = None
+        """Set when start-up recovery could not close the runs a crash left open (the disk
+        was full): this board's runs that started before it are closed once it takes writes."""
         self.beat = time.monotonic()
         """Last pass of the upkeep thread: the watchdog keeper's sign that the recorder lives."""
         self.catalog = Catalog(self.data_dir)
-        self.retention = Retention(self.data_dir, cfg, self.catalog, self._on_delete)
+        self.retention = Retention(self.data_dir, cfg, self.catalog, self._on_delete, self._apply)
 
     # --- lifecycle -----------------------------------------------------------------------------
 
     def start(self) -> None:
-        report = recover(self.data_dir, self.catalog, self.origin)
-        if report.quarantined or report.missing_files:
-            self.alerts.raise_("recovery", "warning", report.summary(), now_us())
-        self.retention.run(now_us())
+        try:
+            self._recover()
+        except (OSError, sqlite3.Error) as e:
+            # A full or failing disk must not keep the board from starting: the workers hold
+            # their cameras in memory until it takes writes; recovery runs at the next start.
+            log.error("recovery could not finish: %s", e)
+            self._disk_failed("start-up recovery", e)
+            self._crashed_before = now_us()  # runs left open before now: closed later
         n = worker_count(self.cfg.workers, len(self.cameras))
         shares: list[list[tuple[str, str]]] = [[] for _ in range(n)]
         for i, cam in enumerate(self.cameras):
@@ -158,6 +166,30 @@ class Recorder:
             t = threading.Thread(target=keep_running, args=args, name=target.__name__, daemon=True)
             t.start()
             self._threads.append(t)
+
+    def _recover(self) -> None:
+        report = recover(self.data_dir, self.catalog, self.origin)
+        if report.quarantined or report.missing_files:
+            self.alerts.raise_("recovery", "warning", report.summary(), now_us())
+        if report.from_names:
+            aside = set_aside_copies(self.data_dir)
+            self.alerts.raise_(
+                AlertId.CATALOG_REBUILT, Severity.WARNING,
+                f"{len(report.from_names)} segment files were cataloged from their names "
+                "(the catalog was rebuilt; run end reasons before it are not known)"
+                + (f"; the corrupt catalog is kept as {aside[-1].name}" if aside else ""),
+                now_us(),
+            )  # fmt: skip
+        self.retention.run(now_us())
+
+    def _disk_failed(self, what: str, e: Exception) -> None:
+        """A catalog or file write of the supervisor's failed: the same alerts as a camera's."""
+        if no_space(e):
+            self.alerts.raise_(AlertId.DISK_FULL, Severity.CRITICAL,
+                               f"data disk full: {what} failed: {e}", now_us())  # fmt: skip
+        else:
+            self.alerts.raise_(AlertId.RECOVERY, Severity.WARNING, f"{what} failed: {e}",
+                               now_us())  # fmt: skip
 
     def _spawn(self, share: list[tuple[str, str]]) -> mp.process.BaseProcess:
         receiver, sender = self._ctx.Pipe(duplex=False)
@@ -348,7 +380,21 @@ class Recorder:
                 self.alerts.clear(AlertId.DISK_FULL)
             if time.monotonic() - last_age > AGE_RETENTION_PERIOD_S:
                 last_age = time.monotonic()
-                self.retention.run(now_us())
+                try:
+                    self._close_crashed_runs()
+                    self.retention.run(now_us())
+                except (OSError, sqlite3.Error) as e:
+                    log.error("retention: %s", e)
+                    self._disk_failed("retention", e)
+
+    def _close_crashed_runs(self) -> None:
+        if self._crashed_before is None:
+            return
+        for run in self.catalog.runs():
+            if (run.end_reason is None and run.origin == self.origin
+                    and run.start_us < self._crashed_before):  # fmt: skip
+                self.catalog.end_run(run.id, CRASH)
+        self._crashed_before = None
 
     def _check_workers(self) -> None:
         if self._stopping:

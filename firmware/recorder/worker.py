@@ -75,6 +75,7 @@ def worker_main(
         cfg,
         catalog,
         on_delete=lambda why, n, b: report(RetentionDeleted(why, n, b)),
+        report=report,
     )
 
     def make_room() -> None:
@@ -83,7 +84,8 @@ def worker_main(
 
     ingests = [
         CameraIngest(name, url, root, origin, cfg, catalog, report, local_stop, make_room,
-                     mode=mode, ring_seconds=ring_seconds)
+                     lambda: not retention.below_watermark(), mode=mode,
+                     ring_seconds=ring_seconds)
         for name, url in cameras
     ]  # fmt: skip
 

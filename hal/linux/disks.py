@@ -3,6 +3,7 @@ for SMART, /proc/mdstat and btrfs-progs for RAID."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -395,6 +396,8 @@ class LinuxDisks:
         except (FileNotFoundError, NotADirectoryError):
             raise Unavailable(f"{path}: no such directory (is the data disk there?)") from None
         except OSError as e:
+            if e.errno in (errno.EMFILE, errno.ENFILE):
+                raise  # this process is out of descriptors: no fact about the disk
             raise DeviceIOError(f"{path}: {e.strerror}") from None
         mount = mount_of(mounts, real)
         if mount is None:

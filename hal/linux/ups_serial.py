@@ -1,7 +1,10 @@
 """UPSes on a serial line (pyserial): Megatec/Q1 units and APC Smart-UPS in smart mode.
 
 Every read() runs against one deadline, so a unit that stopped answering costs the caller
-`timeout` seconds in total however many commands or retries a reading takes."""
+`timeout` seconds in total however many commands or retries a reading takes. Answers are
+bounded (MAX_ANSWER bytes, numbers of a few digits): whatever the line carries, read() returns
+a reading or raises a hal error, and an error's text never carries more than a few dozen bytes
+of what came."""
 
 from __future__ import annotations
 
@@ -15,12 +18,24 @@ from dataclasses import dataclass
 
 import serial
 
-from hal.errors import DeviceIOError, DeviceTimeout, Unavailable
+from hal.errors import DeviceIOError, DeviceTimeout, Garbled, Unavailable
 from hal.ups import Ups, UpsReading
 
 _GONE = frozenset(
     {errno.ENOENT, errno.ENODEV, errno.ENXIO, errno.EACCES, errno.ENOTTY, errno.EISDIR}
 )
+
+
+MAX_ANSWER = 128
+"""The longest answer either protocol gives is under 50 bytes; more is noise, not an answer."""
+SHOWN_BYTES = 48
+"""How much of a bad answer an error message quotes."""
+MAX_MODEL = 40
+
+
+def _shown(raw: bytes) -> str:
+    more = f" and {len(raw) - SHOWN_BYTES} bytes more" if len(raw) > SHOWN_BYTES else ""
+    return f"{raw[:SHOWN_BYTES]!r}{more}"
 
 
 class _Garbled(Exception):
@@ -72,7 +87,7 @@ class _SerialUps:
             except _Garbled:
                 return self._read(ser, deadline)  # one retry: a noisy line, not a broken unit
         except _Garbled as e:
-            raise DeviceIOError(f"{self.driver} UPS on {self.port}: unparseable {e.raw!r}") from e
+            raise Garbled(f"{self.driver} UPS on {self.port}: unparseable {_shown(e.raw)}") from e
         except (OSError, termios.error, serial.SerialException) as e:
             self.close()
             if not os.path.exists(self.port):
@@ -83,14 +98,17 @@ class _SerialUps:
         raise NotImplementedError
 
     def _read_until(self, ser: serial.Serial, end: bytes, deadline: float, what: str) -> bytes:
-        """Bytes up to and including `end`; DeviceTimeout (with what came) at the deadline."""
+        """Bytes up to and including `end`; DeviceTimeout (with what came) at the deadline,
+        _Garbled when MAX_ANSWER bytes came without `end`."""
         buf = bytearray()
         while True:
-            buf += ser.read(max(1, ser.in_waiting))
+            buf += ser.read(max(1, min(ser.in_waiting, MAX_ANSWER + 1 - len(buf))))
             if end in buf:
                 return bytes(buf)
+            if len(buf) > MAX_ANSWER:
+                raise _Garbled(bytes(buf))
             if time.monotonic() >= deadline:
-                got = f", got {bytes(buf)!r}" if buf else ""
+                got = f", got {_shown(bytes(buf))}" if buf else ""
                 raise DeviceTimeout(
                     f"{self.driver} UPS on {self.port}: no answer to {what} within "
                     f"{self.timeout:g} s{got}"
@@ -107,8 +125,11 @@ class MegatecRatings:
     frequency: float
 
 
-_Q1 = re.compile(rb"\((\d+\.\d) (\d+\.\d) (\d+\.\d) (\d{3}) (\S+) (\d+\.\d+) (\S+) ([01]{8})\r")
-_F = re.compile(rb"#(\d+\.\d) (\d+(?:\.\d)?) (\d+\.\d) (\d+\.\d)\r")
+_N = rb"\d{1,4}\.\d"
+_Q1 = re.compile(
+    rb"\((%s) (%s) (%s) (\d{3}) (\S{1,8}) (\d{1,4}\.\d{1,3}) (\S{1,8}) ([01]{8})\r" % (_N, _N, _N)
+)
+_F = re.compile(rb"#(%s) (\d{1,4}(?:\.\d)?) (%s) (%s)\r" % (_N, _N, _N))
 _NOT_ASKED = object()
 
 
@@ -142,34 +163,44 @@ class MegatecUps(_SerialUps):
 
     def _read(self, ser: serial.Serial, deadline: float) -> UpsReading:
         raw = self._ask(ser, b"Q1\r", deadline)
-        m = _Q1.search(raw)
-        if not m:
-            raise _Garbled(raw)
+        parse_q1(raw, None)  # before asking anything else: a garbled answer is retried
         if self._ratings is _NOT_ASKED:
             answer = self._optional(ser, b"F\r", deadline)
-            f = _F.search(answer) if answer else None
-            self._ratings = MegatecRatings(*map(float, f.groups())) if f else None
+            self._ratings = parse_ratings(answer) if answer else None
         if self._model is _NOT_ASKED:
             answer = self._optional(ser, b"I\r", deadline)
             self._model = _identity(answer) if answer else None
-        bits = m.group(8)
-        battery = float(m.group(6))
-        ratings = self.ratings()
-        if battery < 3.0 and ratings and ratings.battery_voltage >= 6:
-            battery *= ratings.battery_voltage / 2.0  # some units report volts per 2 V cell
-        return UpsReading(
-            on_battery=bits[0:1] == b"1",
-            low_battery=bits[1:2] == b"1",
-            replace_battery=False,
-            battery_charge_percent=None,
-            battery_voltage=battery,
-            load_percent=float(m.group(4)),
-            input_voltage=float(m.group(1)),
-            output_voltage=float(m.group(3)),
-            runtime_seconds=None,
-            model=self._model if isinstance(self._model, str) else None,
-            driver=self.driver,
-        )
+        return parse_q1(raw, self.ratings(), self._model if isinstance(self._model, str) else None)
+
+
+def parse_q1(raw: bytes, ratings: MegatecRatings | None, model: str | None = None) -> UpsReading:
+    """A `Q1` answer as a reading; _Garbled if it is not one."""
+    m = _Q1.search(raw)
+    if not m:
+        raise _Garbled(raw)
+    bits = m.group(8)
+    battery = float(m.group(6))
+    if battery < 3.0 and ratings and ratings.battery_voltage >= 6:
+        battery *= ratings.battery_voltage / 2.0  # some units report volts per 2 V cell
+    return UpsReading(
+        on_battery=bits[0:1] == b"1",
+        low_battery=bits[1:2] == b"1",
+        replace_battery=False,
+        battery_charge_percent=None,
+        battery_voltage=battery,
+        load_percent=float(m.group(4)),
+        input_voltage=float(m.group(1)),
+        output_voltage=float(m.group(3)),
+        runtime_seconds=None,
+        model=model,
+        driver=MegatecUps.driver,
+    )
+
+
+def parse_ratings(answer: bytes) -> MegatecRatings | None:
+    """An `F` answer; None if it is not one (the ratings are optional)."""
+    f = _F.search(answer)
+    return MegatecRatings(*map(float, f.groups())) if f else None
 
 
 def _identity(answer: bytes) -> str | None:
@@ -177,7 +208,13 @@ def _identity(answer: bytes) -> str | None:
     text = answer[1:].rstrip(b"\r").decode("ascii", "replace")
     company, model = text[0:15].strip(), text[16:26].strip()
     name = " ".join(p for p in (company, model) if p.strip("-"))
-    return name or None
+    return _printable(name)
+
+
+def _printable(text: str) -> str | None:
+    """A model name for the status: printable, at most MAX_MODEL characters, or None."""
+    shown = "".join(c for c in text if c.isprintable())[:MAX_MODEL].strip()
+    return shown or None
 
 
 APC_EVENTS = {
@@ -192,8 +229,8 @@ APC_EVENTS = {
 }
 """Characters a Smart-UPS sends unasked, at any time, even inside an answer."""
 
-_APC_NUMBER = re.compile(r"\d+(?:\.\d+)?")
-_APC_RUNTIME = re.compile(r"(\d+):")
+_APC_NUMBER = re.compile(r"\d{1,4}(?:\.\d{1,3})?")
+_APC_RUNTIME = re.compile(r"(\d{1,5}):")
 _APC_STATUS = re.compile(r"[0-9A-Fa-f]{2}")
 APC_ON_BATTERY, APC_LOW_BATTERY, APC_REPLACE_BATTERY = 0x10, 0x40, 0x80
 
@@ -234,14 +271,7 @@ class ApcSmartUps(_SerialUps):
     def _query(
         self, ser: serial.Serial, command: bytes, deadline: float, pattern: re.Pattern[str]
     ) -> str | None:
-        """A value, or None when the unit says NA (it lacks that measurement)."""
-        text = self._ask(ser, command, deadline)
-        if text == "NA":
-            return None
-        m = pattern.fullmatch(text)
-        if not m:
-            raise _Garbled(text.encode())
-        return m.group(m.lastindex or 0)
+        return apc_value(self._ask(ser, command, deadline), pattern)
 
     def _number(self, ser: serial.Serial, command: bytes, deadline: float) -> float | None:
         value = self._query(ser, command, deadline, _APC_NUMBER)
@@ -267,7 +297,7 @@ class ApcSmartUps(_SerialUps):
         runtime = self._query(ser, b"j", deadline, _APC_RUNTIME)
         if self._model is _NOT_ASKED:
             model = self._ask(ser, b"\x01", deadline)
-            self._model = model if model and model != "NA" else None
+            self._model = _printable(model) if model != "NA" else None
         return UpsReading(
             on_battery=bool(status & APC_ON_BATTERY),
             low_battery=bool(status & APC_LOW_BATTERY),
@@ -281,6 +311,17 @@ class ApcSmartUps(_SerialUps):
             model=self._model if isinstance(self._model, str) else None,
             driver=self.driver,
         )
+
+
+def apc_value(text: str, pattern: re.Pattern[str]) -> str | None:
+    """A value in an APC answer, or None when the unit says NA (it lacks that measurement);
+    _Garbled if the answer is neither."""
+    if text == "NA":
+        return None
+    m = pattern.fullmatch(text)
+    if not m:
+        raise _Garbled(text.encode())
+    return m.group(m.lastindex or 0)
 
 
 PROTOCOLS: dict[str, type[_SerialUps]] = {"megatec": MegatecUps, "apc": ApcSmartUps}
