@@ -22,6 +22,8 @@ class AlertId(StrEnum):
     DISK_FULL_NOT_FOOTAGE = "disk-full-not-footage"
     """The disk is full of data that is not footage: retention cannot make room."""
     CATALOG_REBUILT = "catalog-rebuilt"
+    DISK_WRITE_FAILED = "disk-write-failed"
+    """A write to the data disk failed for another reason than space (an I/O error)."""
     DISK_MISSING = "disk-missing"
     DISK_READ_ONLY = "disk-read-only"
     RAID_DEGRADED = "raid-degraded"

@@ -28,7 +28,16 @@ from firmware.core.actions import (
     ShutDown,
 )
 from firmware.core.board import BoardCore, CoreSettings
-from firmware.core.facts import Cameras, CameraSeen, Carrier, Fact, Link, MirrorProgress, WriteSpace
+from firmware.core.facts import (
+    Cameras,
+    CameraSeen,
+    Carrier,
+    Fact,
+    Link,
+    MirrorProgress,
+    WriteErrors,
+    WriteSpace,
+)
 from firmware.datadir import api_token, prepare
 from firmware.failover.daemon import Failover
 from firmware.httpedge import Served
@@ -118,7 +127,12 @@ class Board:
             self._fact(self.failover.view())
 
     def _sample(self) -> None:
-        facts: list[Fact] = [self._cameras(), WriteSpace(self._disk_exhausted())]
+        failed = self.alerts.get(AlertId.DISK_WRITE_FAILED)
+        facts: list[Fact] = [
+            self._cameras(),
+            WriteSpace(self._disk_exhausted()),
+            WriteErrors(failed is not None, failed.text if failed else ""),
+        ]
         if self.failover is not None:
             facts += [self.failover.view(), self.failover.drops()]
             if self.mirror is not None:

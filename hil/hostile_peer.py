@@ -1,25 +1,55 @@
-"""A hostile mirror peer: answers a board's mirror requests in the real protocol (signed with
-the pair key, or with another key, or not at all) with what an attacker or a broken peer would
-send: rows that climb out of the data directory, null fields, files far longer than their row,
-feed bodies of hundreds of megabytes. Tests point a real MirrorClient at it on loopback.
+"""A hostile peer, in the real protocols. `HostileAdverts` makes the adverts a board on the
+LAN with another key (or none) would send. `HostilePeer`, a mirror peer, answers a board's
+mirror requests (signed with the pair key, with another key, or not at all) with what an
+attacker or a broken peer would send: rows that climb out of the data directory, null fields,
+files far longer than their row, feed bodies of hundreds of megabytes. Tests point a real
+MirrorClient at it on loopback.
 
-It is a plain threaded HTTP server so it can lie at the byte level (a Content-Length it does
-not keep, a body that never ends), which a well-behaved server library would not let it do.
+The mirror peer is a plain threaded HTTP server so it can lie at the byte level (a
+Content-Length it does not keep, a body that never ends), which a well-behaved server library
+would not let it do.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
 import threading
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from firmware.failover.advert import Advert, encode
 from firmware.mirror.auth import REQUEST_HEADER, RESPONSE_HEADER, sign_response
 from firmware.mirror.wire import FEED_PATH, SEGMENT_PATH
 
 CHUNK = 1 << 16
+
+
+@dataclass(frozen=True)
+class HostileAdverts:
+    """Adverts from a board that claims the pair: `key` signs them (the pair key: a peer that
+    replays or forges with the key; None: a fresh random key per advert, a mis-keyed board)."""
+
+    pair_id: str
+    board: str = "a"
+    key: bytes | None = None
+
+    def claims(self, n: int, seq: int = 2**62, priority: int = 254) -> list[bytes]:
+        """n adverts saying "active, best priority", sequence numbers from `seq` on."""
+        base = Advert(pair_id=self.pair_id, board_id=self.board, priority=priority,
+                      state="active", epoch=99, seq=seq, interval_ms=100)  # fmt: skip
+        return [
+            encode(dataclasses.replace(base, seq=seq + i), self.key or os.urandom(32))
+            for i in range(n)
+        ]
+
+    @staticmethod
+    def garbage(n: int) -> list[bytes]:
+        """n datagrams of random bytes, 0 to 11 * (n - 1) long."""
+        return [os.urandom(i * 11) for i in range(n)]
 
 
 @dataclass

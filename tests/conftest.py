@@ -159,6 +159,27 @@ def mounted_tmpfs(path: Path, size: str, readonly: bool = False) -> Iterator[Pat
         subprocess.run(["umount", "-l", str(path)], check=False)
 
 
+@contextmanager
+def mounted_ext4(path: Path, size_mb: int = 64) -> Iterator[Path]:
+    """A real small ext4 filesystem on a loop device (needs root): what tmpfs lacks, such as
+    file attributes (chattr). Unmounted and detached afterwards whatever happens."""
+    path.mkdir(parents=True, exist_ok=True)
+    img = path.parent / f"{path.name}.img"
+    with open(img, "wb") as f:
+        f.truncate(size_mb * 1024 * 1024)
+    dev = subprocess.run(["losetup", "--find", "--show", str(img)], capture_output=True,
+                         text=True, check=True).stdout.strip()  # fmt: skip
+    try:
+        subprocess.run(["mkfs.ext4", "-q", "-m", "0", dev], check=True)
+        subprocess.run(["mount", dev, str(path)], check=True)
+        try:
+            yield path
+        finally:
+            subprocess.run(["umount", "-l", str(path)], check=False)
+    finally:
+        subprocess.run(["losetup", "-d", dev], check=False)
+
+
 def ffprobe(path: Path) -> dict:
     out = subprocess.run(
         ["ffprobe", "-v", "error", "-show_streams", "-show_format", "-of", "json", str(path)],

@@ -33,6 +33,7 @@ from firmware.core.facts import (
     PeerView,
     Power,
     Storage,
+    WriteErrors,
     WriteSpace,
 )
 from firmware.failover.advert import Advert, Health, decode, encode
@@ -125,6 +126,19 @@ def test_disk_faults_hold_writes_and_hand_over():
     assert not of(HoldWrites, back)[0].hold
     core = active_core()
     assert of(HandOver, core.handle(WriteSpace(True), 1.0))
+
+
+def test_a_write_error_is_a_disk_fault_that_hands_over_and_holds_down():
+    """An I/O error is not a full disk, and the kernel may still call the disk writable: the
+    recorder's failed write alone says the board cannot record."""
+    core = active_core()
+    acts = core.handle(WriteErrors(True, "camera c1: Input/output error"), 1.0)
+    assert of(HandOver, acts)[0].reason == "camera c1: Input/output error"
+    assert not of(HoldWrites, acts)  # the recorder holds its own frames and retries
+    assert core.health(1.0) & Health.DISK_FAILED
+    core.handle(WriteErrors(False), 2.0)
+    assert core.health(2.0) & Health.DISK_FAILED  # a failing disk counts until 10 s clean
+    assert not core.health(12.5) & Health.DISK_FAILED
 
 
 def test_battery_hands_over_after_the_delay_and_low_battery_shuts_down():

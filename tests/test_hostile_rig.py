@@ -6,9 +6,7 @@ audit log of either board."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import os
 import subprocess
 from urllib.parse import urlsplit
 
@@ -18,8 +16,8 @@ from test_fault_rig_hw import handed_over
 from test_fault_rig_hw import pair as start_pair
 from test_mirror_rig import all_kept, first_frames
 
-from firmware.failover.advert import Advert, encode
 from firmware.pairkey import load_pair_key, pair_api_token
+from hil.hostile_peer import HostileAdverts
 from hil.rig import ADDRESSES
 from hil.twin import ADVERT_PORT, API_PORT, MIRROR_PORT, TwinBoards
 
@@ -58,14 +56,11 @@ def test_hostile_peer_garbage_and_a_failing_camera_path_move_nothing_and_leak_no
     first = first_frames(tb)
 
     # A board on the LAN with another key, and one that sends garbage, at both boards.
-    forged = Advert(pair_id=f"{'192.0.2.100'}/24", board_id="a", priority=254, state="active",
-                    epoch=99, seq=2**62, interval_ms=100)  # fmt: skip
+    hostile = HostileAdverts(pair_id="192.0.2.100/24", board="a")
     for host in ("a", "b"):
         addr = ADDRESSES[host]["lan"]
-        for n in range(20):
-            bad = dataclasses.replace(forged, seq=forged.seq + n)
-            tb.rig.send_udp("cli", addr, ADVERT_PORT, encode(bad, os.urandom(32)))
-            tb.rig.send_udp("cli", addr, ADVERT_PORT, os.urandom(n * 11))
+        for datagram in hostile.claims(20) + hostile.garbage(20):
+            tb.rig.send_udp("cli", addr, ADVERT_PORT, datagram)
         with pytest.raises(OSError, match="401"):
             tb.rig.http("cli", addr, MIRROR_PORT, "/mirror/v1/feed?seg=0&run=0&wait=0")
         with pytest.raises(OSError, match="401"):

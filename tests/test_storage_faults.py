@@ -6,11 +6,12 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
+import subprocess
 from pathlib import Path
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from conftest import catalog, mounted_tmpfs, nvr, wait_until
+from conftest import catalog, mounted_ext4, mounted_tmpfs, nvr, wait_until
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -238,6 +239,42 @@ def test_disk_filled_by_foreign_data_holds_then_resumes_by_itself(camera, record
         assert "disk-full" in closed, json.dumps([cat["runs"], cat["gaps"]])
         assert not deleted_ids(rec.data)
         assert nvr("verify", "--data", str(rec.data)).returncode == 0
+
+
+def test_a_write_refused_not_for_space_is_a_critical_fault_that_clears_itself(
+    camera, recorder, tmp_path
+):
+    """The filesystem refuses new files for another reason than space (an immutable directory
+    refuses root too, as a disk returning I/O errors would): the camera is held in memory,
+    the critical disk-write-failed alert (the board core hands over on it) is raised, and
+    once writes work again recording resumes by itself and the alert clears."""
+    cam = camera(StreamSpec("cam1", gop=10))
+    with mounted_ext4(tmp_path / "ext4" / "data") as disk:
+        rec = recorder({"cam1": cam.url("cam1")}, data=disk, segment_seconds=1)
+        wait_until(lambda: rec.segments() >= 2, 30, "two segments")
+        day = (disk / catalog(disk)["segments"][-1]["path"]).parent
+
+        def alerts() -> dict[str, dict]:
+            return {a["id"]: a for a in rec.status()["alerts"]}
+
+        subprocess.run(["chattr", "+i", str(day)], check=True)
+        try:
+            failed = wait_until(lambda: alerts().get("disk-write-failed"), 20,
+                                "the disk-write-failed alert")  # fmt: skip
+            assert failed["severity"] == "critical" and "cam1" in failed["text"]
+            assert "disk-full" not in alerts()  # not taken for a full disk
+            wait_until(lambda: not rec.status()["cameras"][0]["recording"], 20, "writes held")
+            assert rec.proc.poll() is None
+        finally:
+            subprocess.run(["chattr", "-i", str(day)], check=True)
+        wait_until(lambda: rec.status()["cameras"][0]["recording"], 30, "recording again")
+        wait_until(lambda: "disk-write-failed" not in alerts(), 10, "the alert cleared")
+        n = rec.segments()
+        wait_until(lambda: rec.segments() >= n + 2, 30, "segments after writes work again")
+        rec.stop()
+        reasons = [r["end_reason"] for r in catalog(disk)["runs"]]
+        assert "disk-error" in reasons, reasons  # the gap says why
+        assert nvr("verify", "--data", str(disk)).returncode == 0
 
 
 def test_recorder_starts_on_a_full_disk_and_records_once_it_is_freed(camera, recorder, tmp_path):

@@ -50,6 +50,7 @@ from firmware.core.facts import (
     PeerView,
     Power,
     Storage,
+    WriteErrors,
     WriteSpace,
 )
 from firmware.failover.advert import Health
@@ -111,6 +112,7 @@ class BoardCore:
         self.power = Power(False, False)
         self.on_battery_since: float | None = None
         self.mirror_behind = False
+        self.write_error: str | None = None
         self._flags = {flag: _Held() for flag in Health if flag}
         self._enabled: frozenset[str] = frozenset()
         self._live: set[str] = set()
@@ -156,6 +158,10 @@ class BoardCore:
             self.disk, self.disk_detail = fact.fault, fact.detail
         elif isinstance(fact, WriteSpace):
             self.disk_full = fact.exhausted
+        elif isinstance(fact, WriteErrors):
+            self.write_error = (
+                (fact.detail or "writes to the data disk fail") if fact.failing else None
+            )
         elif isinstance(fact, Power):
             self.power = fact
             if not fact.on_battery:
@@ -231,7 +237,7 @@ class BoardCore:
             flags |= Health.LAN_DOWN
         if not self.carrier[Link.SYNC]:
             flags |= Health.SYNC_DOWN
-        if self.disk is not None:
+        if self.disk is not None or self.write_error is not None:
             flags |= Health.DISK_FAILED
         if self.disk_full:
             flags |= Health.DISK_FULL
@@ -272,7 +278,7 @@ class BoardCore:
             return None
         mine, theirs = flags & CANNOT_WORK, peer.health & CANNOT_WORK
         if mine and not theirs:
-            return _fault_text(mine, self.disk_detail)
+            return _fault_text(mine, self.disk_detail or self.write_error or "")
         if theirs or now - self._role_since < self.s.dwell:
             # Minimum dwell: a takeover's own burst (32 cameras switching from the ring to
             # disk) can make cameras look stale for seconds; only a board that cannot work at

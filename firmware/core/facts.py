@@ -59,6 +59,14 @@ class WriteSpace:
 
 
 @dataclass(frozen=True)
+class WriteErrors:
+    failing: bool
+    """A write to the data disk failed, not for lack of space (an I/O error): the board
+    cannot record, though the disk is mounted and writable as far as the kernel says."""
+    detail: str = ""
+
+
+@dataclass(frozen=True)
 class Power:
     on_battery: bool
     low: bool
@@ -102,4 +110,14 @@ class Drops:
     version: int
 
 
-Fact = Carrier | Cameras | Storage | WriteSpace | Power | MirrorProgress | ElectionView | Drops
+Fact = (
+    Carrier
+    | Cameras
+    | Storage
+    | WriteSpace
+    | WriteErrors
+    | Power
+    | MirrorProgress
+    | ElectionView
+    | Drops
+)

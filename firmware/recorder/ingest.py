@@ -25,7 +25,7 @@ import av.error
 from firmware.alert_ids import AlertId, Severity
 from firmware.catalog import Catalog, Segment, segment_id
 from firmware.config import RecorderConfig
-from firmware.core.actions import RaiseAlert
+from firmware.core.actions import ClearAlert, RaiseAlert
 from firmware.recorder import policy as P
 from firmware.recorder.access_units import AccessUnitJoiner
 from firmware.recorder.backoff import Backoff
@@ -438,6 +438,11 @@ class CameraIngest:
         self._retry_at_us = self._held_since_us + DISK_RETRY_US
         self.ring.clear()
         self.report(SessionChanged(self.name, recording=False, error=text, up=True))
+        if not e.full:
+            # Space has its own alert (disk-full); any other failed write is a disk the board
+            # cannot record on, and the board core hands over on this one.
+            self.report(RaiseAlert(AlertId.DISK_WRITE_FAILED, Severity.CRITICAL,
+                                   f"camera {self.name}: {text}"))  # fmt: skip
 
     def _try_resume(self, now_mono_us: int) -> None:
         """Writes held for a disk fault: once the disk has room, close what the catalog could
@@ -461,6 +466,7 @@ class CameraIngest:
         log.warning("camera %s: the data disk takes writes again; recording on with %d packets "
                     "held in memory", self.name, len(take.packets))  # fmt: skip
         self.report(SessionChanged(self.name, recording=True, error=None, up=True))
+        self.report(ClearAlert(AlertId.DISK_WRITE_FAILED))
         for h in take.packets:
             self._handle(h)
 
