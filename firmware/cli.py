@@ -14,21 +14,11 @@ import urllib.request
 from pathlib import Path
 
 from firmware.config import Config, ConfigError, load_config, validate_config
-from firmware.lograte import RepeatFilter
+from firmware.lograte import setup_logging
 from firmware.timefmt import now_us
 
 DEFAULT_CONFIG = Path("/etc/nvr/nvr.toml")
 log = logging.getLogger("nvr")
-
-
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper()),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    for handler in logging.getLogger().handlers:
-        handler.addFilter(RepeatFilter())
 
 
 def _fail(msg: str, code: int = 2) -> int:
@@ -458,7 +448,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    _setup_logging(args.log_level)
+    setup_logging(getattr(logging, args.log_level.upper()))
     return args.func(args)
 
 

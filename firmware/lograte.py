@@ -8,6 +8,7 @@ counted, not written; the next one after the interval says how many were held ba
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from collections.abc import Callable
 
@@ -52,3 +53,13 @@ class RepeatFilter(logging.Filter):
             del self._seen[kind]
         while len(self._seen) > MAX_KINDS:
             del self._seen[next(iter(self._seen))]
+
+
+def setup_logging(level: int) -> None:
+    """The firmware's log format on stderr (the journal), repeats limited: every process of
+    the firmware (the main one and each recorder worker) starts its logging here."""
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)  # fmt: skip
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, RepeatFilter) for f in handler.filters):
+            handler.addFilter(RepeatFilter())

@@ -58,9 +58,10 @@ def test_memory_is_bounded_by_distinct_lines():
 
 
 def test_the_firmware_log_is_rate_limited():
-    """`nvr`'s logging set-up carries the filter: 1000 identical warnings write one line."""
+    """The firmware's logging set-up (`nvr` and each recorder worker) carries the filter: 1000
+    identical warnings write one line."""
     code = (
-        "import logging; from firmware.cli import _setup_logging; _setup_logging('info')\n"
+        "import logging; from firmware.lograte import setup_logging; setup_logging(20)\n"
         "for _ in range(1000): logging.getLogger('nvr.test').warning('socket.accept() failed')\n"
         "logging.getLogger('nvr.test').warning('other news')\n"
     )

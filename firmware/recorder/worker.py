@@ -8,7 +8,6 @@ the supervisor over this worker's own pipe.
 
 from __future__ import annotations
 
-import logging
 import os
 import signal
 import threading
@@ -22,6 +21,7 @@ from firmware.alert_ids import AlertId, Severity
 from firmware.catalog import Catalog
 from firmware.config import RecorderConfig
 from firmware.core.actions import RaiseAlert
+from firmware.lograte import setup_logging
 from firmware.recorder.events import CameraProgress, RetentionDeleted, WorkerEvent, WorkerExited
 from firmware.recorder.ingest import RECORD, CameraIngest
 from firmware.recorder.retention import Retention
@@ -50,7 +50,7 @@ def worker_main(
     ring_seconds: float = 10.0,
     commands=None,  # Connection from the supervisor: ("mode", {"mode", "cont": {camera: ...}})
 ) -> None:
-    logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging(log_level)
     av.logging.set_level(None)  # FFmpeg logging from threads is unsafe (PyAV #751)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides when we stop
     local_stop = threading.Event()
