@@ -93,18 +93,11 @@ answer = st.one_of(
 )
 
 
+@pytest.mark.parametrize("kind", [MegatecUps, ApcSmartUps])
 @settings(max_examples=150, deadline=None)
 @given(st.lists(answer, max_size=12))
-def test_megatec_read_is_a_reading_or_a_hal_error(answers):
-    got = read_or_error(driver(MegatecUps, answers))
-    if isinstance(got, UpsReading):
-        sane(got)
-
-
-@settings(max_examples=150, deadline=None)
-@given(st.lists(answer, max_size=12))
-def test_apc_read_is_a_reading_or_a_hal_error(answers):
-    got = read_or_error(driver(ApcSmartUps, answers))
+def test_a_read_is_a_reading_or_a_hal_error(kind, answers):
+    got = read_or_error(driver(kind, answers))
     if isinstance(got, UpsReading):
         sane(got)
 
