@@ -165,6 +165,9 @@ class Failover:
         self._writing = threading.Lock()
         self.floor_save_errors = 0
         self._floors_failing = False
+        self.state_held = False
+        """The data disk is not this board's (missing, swapped): its mount point is not
+        written under, so the floors wait until it is back."""
 
     # --- inputs --------------------------------------------------------------------------------
 
@@ -203,7 +206,7 @@ class Failover:
             with self._floors_lock:
                 floors, self._floors = self._floors, None
             floors = final if final is not None else floors
-            if floors is None:
+            if floors is None or self.state_held:
                 return
             try:
                 save_seen(self.cfg.board.data_dir, floors)

@@ -277,7 +277,9 @@ class Recorder:
                 event = conn.recv()
             except (EOFError, OSError):
                 with self._conns_lock:  # that worker is gone; its replacement has a new pipe
-                    self._conns.remove(conn)
+                    # The pump and a stopping recorder's drain may both see the same end.
+                    if conn in self._conns:
+                        self._conns.remove(conn)
                 conn.close()
                 continue
             self._apply(event)
