@@ -46,11 +46,15 @@ class AlertId(StrEnum):
     HEARTBEAT_SILENT_SYNC = "heartbeat-silent-sync"
     NO_STANDBY = "no-standby"
     FAULT_HANDOVER = "fault-handover"
+    UNPAIRED = "unpaired"
+    """[pair] is configured but the board holds no pair key: it records alone until paired."""
     # mirror
     MIRROR_LAG = "mirror-lag"
     MIRROR_CATCHING_UP = "mirror-catching-up"
     MIRROR_PEER_REFUSED = "mirror-peer-refused"
     """The peer sent rows, files or answers this board refused (unsigned, malformed, too long)."""
+    PAIR_CLOCK_SKEW = "pair-clock-skew"
+    """The two boards' wall clocks disagree beyond [pair] clock_skew_alert_seconds."""
 
 
 class Severity(StrEnum):

@@ -13,6 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from firmware.catalog import Catalog
 from firmware.httpedge import echo, json_error
 from firmware.metrics import registry_for
+from firmware.pairing_http import EXCHANGE_PATH, PairingService
 from firmware.status import BoardStatus
 from firmware.timefmt import iso, parse_iso
 
@@ -29,6 +30,8 @@ class ApiContext:
     camera_names: Callable[[], set[str]]
     handover: Callable[[], bool] | None
     """None on a board without [pair]; else True if this board was active."""
+    pairing: PairingService | None = None
+    """`nvr pair code` / `nvr pair join` and the exchange (a board with [pair], keyed or not)."""
 
 
 BOARD = web.AppKey("board", ApiContext)
@@ -40,8 +43,9 @@ def _board(request: web.Request) -> ApiContext:
 
 @web.middleware
 async def require_token(request: web.Request, handler):
-    """Everything but status and metrics needs `Authorization: Bearer <token>`."""
-    if request.path in ("/api/v1/status", "/metrics", "/"):
+    """Everything but status and metrics needs `Authorization: Bearer <token>`; the pairing
+    exchange is authenticated by its one-time code instead (firmware/pairing_http.py)."""
+    if request.path in ("/api/v1/status", "/metrics", "/", EXCHANGE_PATH):
         return await handler(request)
     token = _board(request).token.encode()
     given = request.headers.get("Authorization", "")
@@ -152,4 +156,6 @@ def make_app(board: ApiContext) -> web.Application:
             web.post("/api/v1/pair/handover", handover),
         ]
     )
+    if board.pairing is not None:
+        app.add_routes(board.pairing.routes())
     return app

@@ -29,6 +29,11 @@ def fetch_status(base: str, timeout: float = 5.0) -> dict:
 def status_lines(st: dict) -> list[str]:
     """The status an installer reads on the console."""
     out = [f"board {st['board']}  role {st['role']}  version {st.get('version', '?')}"]
+    if st["role"] == "unpaired":
+        out.append("unpaired: recording alone; pair it with `nvr pair code` here and "
+                   "`nvr pair join CODE` on the other board")  # fmt: skip
+    elif st.get("pair_fingerprint"):
+        out.append(f"pair key fingerprint {st['pair_fingerprint']} (the same on both boards)")
     if st.get("virtual_ip"):
         fo = st.get("failover") or {}
         out.append(

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -38,13 +39,14 @@ from firmware.core.facts import (
     WriteErrors,
     WriteSpace,
 )
-from firmware.datadir import api_token, prepare
+from firmware.datadir import api_token, prepare, unpaired
 from firmware.failover.daemon import Failover
 from firmware.httpedge import Served
 from firmware.httpedge import serve as serve_http
 from firmware.hw.monitor import BoardHooks, Hardware
 from firmware.mirror.auth import REQUEST_HEADER as MIRROR_AUTH_HEADER
 from firmware.mirror.service import Mirror
+from firmware.pairing_http import PairingService, PeerAddress
 from firmware.recorder.supervisor import Recorder, ring_seconds
 from firmware.roles import RecorderMode, Role
 from firmware.status import BoardStatus, CameraView, MirrorView, PairView, PathCounts
@@ -57,6 +59,11 @@ log = logging.getLogger(__name__)
 
 SAMPLE_PERIOD_S = 0.25
 """How often the recorder, the mirror and the election are sampled for the board core."""
+PAIRED_RESTART_S = 1.0
+"""After a pairing, time for the API to answer `nvr pair` before the firmware restarts."""
+UNPAIRED_TEXT = ("[pair] is configured but this board holds no pair key: it records alone and "
+                 "takes no floating IP; pair it: `nvr pair code` on one board, `nvr pair join "
+                 "CODE` on the other")  # fmt: skip
 
 
 class Board:
@@ -64,6 +71,8 @@ class Board:
         self.cfg = cfg
         self.data_dir = cfg.board.data_dir
         self.identity = prepare(self.data_dir, cfg.board.name, now_us())
+        self.unpaired = unpaired(cfg)
+        """[pair] but no key yet: a single recorder until `nvr pair` gives it one."""
         self.api_token = api_token(cfg)
         self.serve_api = serve_api
         self.audit = AuditLog(self.data_dir / AUDIT_FILE)
@@ -72,16 +81,19 @@ class Board:
             t, f"alert-{change}", id=a.id, severity=a.severity, text=a.text
         )
         self.shutdown_reason: str | None = None
+        self.restart_reason: str | None = None
+        """Set when the firmware stops to start again at once (a pairing wrote the key)."""
+        self._reload_lock = threading.Lock()
         self._stop: asyncio.Event | None = None
         self.catalog = Catalog(self.data_dir)
         self._loop: asyncio.AbstractEventLoop | None = None
-        mode = RecorderMode.RECORD if cfg.pair is None else RecorderMode.RING
+        mode = RecorderMode.RECORD if cfg.pair is None or self.unpaired else RecorderMode.RING
         self.recorder = self._make_recorder(cfg, mode)
         self.started = time.monotonic()
         self.api_port: int | None = None
         self.failover: Failover | None = None
         self.mirror: Mirror | None = None
-        pair = cfg.pair
+        pair = None if self.unpaired else cfg.pair
         self.core = BoardCore(CoreSettings(
             paired=pair is not None,
             hold_down=pair.fault_hold_down_seconds if pair else 0.0,
@@ -92,12 +104,21 @@ class Board:
             battery_handover_after=cfg.ups.handover_after_seconds,
             ring_seconds=ring_seconds(cfg.recorder),
         ))  # fmt: skip
-        if cfg.pair is not None:
+        if pair is not None:
             self.failover = Failover(cfg, nic or LinuxNic(), self.alerts, now_us,
                                      on_role=self._role_changed,
                                      on_carrier=self._carrier)  # fmt: skip
             self.mirror = Mirror(cfg, self.failover.key, self.catalog, self.alerts,
                                  self._recording, self.failover.path_fresh, now_us)  # fmt: skip
+        self.pairing: PairingService | None = None
+        if cfg.pair is not None:
+            self.pairing = PairingService(
+                cfg.pair.key_file,
+                PeerAddress(str(cfg.pair.peer_sync_address), cfg.api.listen_port),
+                self._paired,
+            )
+        if self.unpaired:
+            self.alerts.raise_(AlertId.UNPAIRED, Severity.WARNING, UNPAIRED_TEXT, now_us())
         self.hw: Hardware | None = None
         if serve_api:
             self.hw = Hardware(cfg, self.identity["id"], self.alerts, BoardHooks(
@@ -106,6 +127,16 @@ class Board:
                 status=self.status,
                 recorder_beat=lambda: self.recorder.beat,
             ))  # fmt: skip
+
+    def _paired(self, fingerprint: str) -> None:
+        """A pairing wrote the key: restart into the pair (the firmware execs itself once
+        the API has answered), so the election, the mirror and the token start from the key."""
+        self.audit.append(now_us(), "paired", fingerprint=fingerprint)
+        log.warning("paired (fingerprint %s): restarting the firmware to form the pair",
+                    fingerprint)  # fmt: skip
+        self.restart_reason = "paired"
+        if self._loop is not None and self._stop is not None:
+            self._loop.call_later(PAIRED_RESTART_S, self._stop.set)
 
     def _make_recorder(self, cfg: Config, mode: RecorderMode) -> Recorder:
         return Recorder(self.data_dir, cfg.board.name, cfg.recorder, cfg.camera, self.alerts,
@@ -171,6 +202,8 @@ class Board:
             elif isinstance(a, HoldWrites):
                 if self.mirror is not None:
                     self.mirror.client.hold(a.hold)
+                if self.failover is not None:
+                    self.failover.state_held = a.hold
                 self.audit.append(now_us(), "holdwrites", reason=a.reason)
                 log.warning("%s writes: %s", "holding" if a.hold else "resuming", a.reason)
             elif isinstance(a, HandOver):
@@ -203,15 +236,19 @@ class Board:
         return {st.name: st.recording for st in self.recorder.status.values()}
 
     def reload(self, path: Path) -> str:
-        """SIGHUP: apply a changed config; a bad one is refused and the running one kept."""
+        """SIGHUP or an edit of the file (firmware.configwatch): apply a changed config; a bad
+        one is refused and the running one kept. One reload at a time, whoever asks."""
+        with self._reload_lock:
+            return self._reload(path)
+
+    def _reload(self, path: Path) -> str:
         try:
             new = load_config(path)
         except ConfigError as e:
-            self.alerts.raise_(
-                "config-invalid", "critical", f"{e} (still running the last good config)", now_us()
-            )
+            self.alerts.raise_(AlertId.CONFIG_INVALID, Severity.CRITICAL,
+                               f"{e} (still running the last good config)", now_us())  # fmt: skip
             return "refused"
-        self.alerts.clear("config-invalid")
+        self.alerts.clear(AlertId.CONFIG_INVALID)
         fixed = (new.board, new.api, new.network, new.pair)
         if fixed != (self.cfg.board, self.cfg.api, self.cfg.network, self.cfg.pair):
             self.alerts.raise_(
@@ -234,7 +271,9 @@ class Board:
 
     @property
     def role(self) -> Role:
-        return Role(self.failover.role) if self.failover else Role.SINGLE
+        if self.failover is not None:
+            return Role(self.failover.role)
+        return Role.UNPAIRED if self.unpaired else Role.SINGLE
 
     def camera_names(self) -> set[str]:
         return set(self.recorder.status) | set(self.catalog.cameras())
@@ -272,6 +311,8 @@ class Board:
                 errors=dict(m["errors"]),
                 spares_removed=m["superseded_removed"],
                 detail=m,
+                clock_offset_seconds=m["peer_clock_offset_seconds"],
+                clock_uncertainty_seconds=m["peer_clock_uncertainty_seconds"],
             )
         rec = self.recorder
         return BoardStatus(
@@ -311,6 +352,7 @@ class Board:
             pair=pair,
             mirror=mirror,
             hardware=self.hw.status() if self.hw else None,
+            pair_fingerprint=self.pairing.current_fingerprint() if self.pairing else None,
         )
 
     def status(self) -> dict:
@@ -324,6 +366,7 @@ class Board:
             token=self.api_token,
             camera_names=self.camera_names,
             handover=self.failover.handover if self.failover is not None else None,
+            pairing=self.pairing,
         )
 
     async def serve(self, stop: asyncio.Event) -> None:

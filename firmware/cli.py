@@ -58,16 +58,37 @@ def _serve(cfg: Config, serve_api: bool, config_path: Path | None = None) -> int
                 fut.add_done_callback(lambda f: log.info("SIGHUP: config %s", f.result()))
 
             loop.add_signal_handler(signal.SIGHUP, reload)
+        watch = _watch_config(board, config_path)
         task = asyncio.create_task(board.serve(stop))
-        while board.api_port is None and serve_api and not task.done():
-            await asyncio.sleep(0.05)
-        _announce(board)
-        await task
+        try:
+            while board.api_port is None and serve_api and not task.done():
+                await asyncio.sleep(0.05)
+            _announce(board)
+            await task
+        finally:
+            if watch is not None:
+                await asyncio.to_thread(watch.stop)
 
     asyncio.run(main())
     if board.shutdown_reason is not None:
         return _power_off(board)
+    if board.restart_reason is not None:
+        from firmware.paircli import restart_paired
+
+        restart_paired()
     return 0
+
+
+def _watch_config(board, path: Path | None):
+    """An edit of the config file reloads it as SIGHUP does (firmware.configwatch)."""
+    if path is None:
+        return None
+    from firmware.configwatch import ConfigWatch
+
+    watch = ConfigWatch(path, lambda: log.info("config edited: %s", board.reload(path)),
+                        board.alerts.task_failed)  # fmt: skip
+    watch.start()
+    return watch
 
 
 def _power_off(board) -> int:
@@ -91,7 +112,7 @@ def _announce(board) -> None:
     ]
     if board.api_port:
         lines.append(f"nvr: API on http://127.0.0.1:{board.api_port}/api/v1/status")
-        if cfg.pair is not None and cfg.api.token_file is None:
+        if cfg.pair is not None and cfg.api.token_file is None and not board.unpaired:
             lines.append(
                 "nvr: API token for footage: `nvr token` (from the pair key, same on both boards)"
             )
@@ -348,6 +369,12 @@ def cmd_firstboot(args: argparse.Namespace) -> int:
     return firstboot(args.factory, args.config, sys.stdout, sys.stderr)
 
 
+def cmd_setup(args: argparse.Namespace) -> int:
+    from firmware.setupfiles import Layout, run_setup
+
+    return run_setup(args.answers, Layout(args.data_root), args.factory, sys.stdout, sys.stderr)
+
+
 def cmd_factory_reset(args: argparse.Namespace) -> int:
     from firmware.provision import factory_reset
 
@@ -417,6 +444,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_hw(sub, DEFAULT_CONFIG)
 
+    from firmware.paircli import add_parser as add_pair
+
+    add_pair(sub, DEFAULT_CONFIG)
+
     r = sub.add_parser("token", help="print the API token (console only)")
     r.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
     r.set_defaults(func=cmd_token)
@@ -428,6 +459,13 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--factory", type=Path, default=FACTORY_CONFIG)
     r.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
     r.set_defaults(func=cmd_firstboot)
+
+    r = sub.add_parser("setup", help="set this board up from a wizard answers file (TOML)")
+    r.add_argument("--answers", type=Path, required=True, help="keys: docs/INSTALL.md")
+    r.add_argument("--data-root", type=Path, default=DATA_ROOT, help="the data partition")
+    r.add_argument("--factory", type=Path, default=FACTORY_CONFIG,
+                   help="the config to start from when the board has none")  # fmt: skip
+    r.set_defaults(func=cmd_setup)
 
     r = sub.add_parser("factory-reset", help="delete configuration and keys, then reboot")
     what = r.add_mutually_exclusive_group(required=True)

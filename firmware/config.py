@@ -182,6 +182,9 @@ class PairConfig(_Section):
     """Segments fetched at once."""
     mirror_lag_alert_seconds: Annotated[Real, Field(ge=0, le=86400)] = 0.0
     """Alert when the standby's copy is further behind; 0 = 2 x segment + 5 s."""
+    clock_skew_alert_seconds: Annotated[Real, Field(gt=0, le=20)] = 2.0
+    """Alert `pair-clock-skew` when the boards' clocks are proven further apart; below the
+    mirror's ±30 s replay window, where the boards start refusing each other's requests."""
 
 
 class RecorderConfig(_Section):
@@ -357,6 +360,18 @@ def _where(loc: tuple[int | str, ...], raw: dict) -> str:
 
 def parse_config(data: str | bytes, source: str = "<config>") -> Config:
     """A config file's contents, as bytes (as read) or text; every fault is a ConfigError."""
+    raw = read_toml(data, source)
+    if not raw:
+        raise ConfigError(
+            f"{source}: the file is empty; a board needs at least [board] name and data_dir "
+            "(see the documented example, /usr/share/nvr/nvr.toml)"
+        )
+    return validate_config(raw, source)
+
+
+def read_toml(data: str | bytes, source: str) -> dict:
+    """A TOML file's table (also for other files an installer writes, e.g. setup answers);
+    not UTF-8 or not TOML is a ConfigError naming the file."""
     if isinstance(data, bytes):
         try:
             data = data.decode("utf-8-sig")
@@ -366,29 +381,29 @@ def parse_config(data: str | bytes, source: str = "<config>") -> Config:
                 f"{source}: line {line}: not UTF-8 text (save the file as UTF-8)"
             ) from None
     try:
-        raw = tomllib.loads(data.removeprefix("\ufeff"))
+        return tomllib.loads(data.removeprefix("\ufeff"))
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{source}: not valid TOML: {e}") from None
-    if not raw:
-        raise ConfigError(
-            f"{source}: the file is empty; a board needs at least [board] name and data_dir "
-            "(see the documented example, /usr/share/nvr/nvr.toml)"
-        )
-    return validate_config(raw, source)
 
 
 def validate_config(raw: dict, source: str) -> Config:
     try:
         return Config.model_validate(raw)
     except ValidationError as e:
-        lines = []
-        for err in e.errors():
-            msg = err["msg"].removeprefix("Value error, ")
-            if err["type"] == "extra_forbidden":
-                msg = "unknown key (check the spelling against the documented example)"
-            where = _where(err["loc"], raw)
-            lines.append(f"{source}: {where}: {msg}" if where else f"{source}: {msg}")
-        raise ConfigError("\n".join(lines)) from None
+        raise config_error(e, raw, source) from None
+
+
+def config_error(e: ValidationError, raw: dict, source: str) -> ConfigError:
+    """pydantic's findings as an installer reads them: one line each, file, key, problem (never
+    the value: it may be a password)."""
+    lines = []
+    for err in e.errors():
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key (check the spelling against the documented example)"
+        where = _where(err["loc"], raw)
+        lines.append(f"{source}: {where}: {msg}" if where else f"{source}: {msg}")
+    return ConfigError("\n".join(lines))
 
 
 def load_config(path: Path) -> Config:

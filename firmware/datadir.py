@@ -82,13 +82,16 @@ def api_token(cfg: Config, board: bool = True) -> str:
     `board` is the firmware starting: it makes a single board's token file on first start
     and says when a paired board uses a token file; `nvr token` only reads.
 
+    A board with [pair] but no key file yet (unpaired: `nvr pair`) and no [api] token_file
+    keeps a single board's token file until it is paired.
+
     With [pair] the token is derived from the pair key, unless [api] token_file is set: an
     explicit file wins (an installer's own token), but a paired board never generates it,
     because two boards generating their own would give the pair two tokens again; the same
     file goes on both boards. Raises ConfigError for a missing or weak pair key and for a
     missing explicit file on a paired board, OSError when a single board's file is not there
     yet (not `board`)."""
-    if cfg.pair is None:
+    if cfg.pair is None or (unpaired(cfg) and cfg.api.token_file is None):
         if board:
             return _make_token_file(cfg.token_file)
         try:
@@ -113,6 +116,13 @@ def api_token(cfg: Config, board: bool = True) -> str:
             "token file to both boards, or remove token_file to use the token derived from "
             "the pair key)"
         ) from None
+
+
+def unpaired(cfg: Config) -> bool:
+    """[pair] is configured and its key file is not there yet: the board records alone until
+    it is paired (firmware/pairing.py). A key that is there but unreadable or weak stays an
+    error: that board was paired."""
+    return cfg.pair is not None and not cfg.pair.key_file.exists()
 
 
 def _read_token_file(path: Path) -> str:

@@ -120,6 +120,15 @@ class BoardCollector(Collector):
             "nvr_mirror_spare_removed", "Spare copies removed after a takeover",
             value=m.spares_removed,
         )  # fmt: skip
+        if m.clock_offset_seconds is not None:
+            yield GaugeMetricFamily(
+                "nvr_pair_clock_offset_seconds", "The peer's wall clock minus this board's",
+                value=m.clock_offset_seconds,
+            )  # fmt: skip
+            yield GaugeMetricFamily(
+                "nvr_pair_clock_uncertainty_seconds", "How far the offset may be off, either way",
+                value=m.clock_uncertainty_seconds or 0.0,
+            )  # fmt: skip
 
     def _failover(self, fo: PairView) -> Iterator:
         role = GaugeMetricFamily(

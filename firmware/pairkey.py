@@ -12,6 +12,7 @@ import stat
 from pathlib import Path
 
 from firmware.config import ConfigError
+from firmware.provision import write_file_atomic
 
 log = logging.getLogger(__name__)
 
@@ -73,3 +74,20 @@ def pair_api_token(key: bytes) -> str:
     client keeps working after a failover; the token does not reveal the key."""
     mac = hmac.new(key, PAIR_TOKEN_LABEL, hashlib.sha256).digest()
     return base64.urlsafe_b64encode(mac).rstrip(b"=").decode()
+
+
+def key_fingerprint(key: bytes) -> str:
+    """A short name of a pair key both boards show, so an installer sees they hold the same
+    one; it does not reveal the key (SHA-256 under its own label, 48 bits shown)."""
+    digest = hashlib.sha256(b"nvr-pair fingerprint v1\0" + key.strip()).hexdigest()[:12].upper()
+    return f"{digest[:4]}-{digest[4:8]}-{digest[8:]}"
+
+
+def write_pair_key(path: Path, key: bytes, replace: bool = False) -> None:
+    """A pair key made by pairing, written whole or not at all and 0600 (through a symlink
+    into /data, as firstboot lays it out); FileExistsError if one is there and not `replace`."""
+    if len(key.strip()) < MIN_KEY_BYTES:
+        raise ValueError(f"a pair key is at least {MIN_KEY_BYTES} bytes")
+    if path.exists() and not replace:
+        raise FileExistsError(f"{path}: a pair key is already there")
+    write_file_atomic(path, key.strip() + b"\n", 0o600)

@@ -90,6 +90,7 @@ def write_file_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
     real.parent.mkdir(parents=True, exist_ok=True)
     tmp = real.parent / f".{real.name}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    os.fchmod(fd, mode)  # exactly: not widened by a stale temp file, not narrowed by the umask
     with os.fdopen(fd, "wb") as f:
         f.write(data)
         f.flush()
@@ -102,8 +103,8 @@ def write_file_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
 
 
 def firstboot(factory: Path, config: Path, out: TextIO, err: TextIO) -> int:
-    """Config, pair key and data directory in place; 0 when all is, 2 on a bad config."""
-    from firmware.pairkey import make_pair_key
+    """Config and data directory in place (the pair key comes from `nvr pair`); 0 when all
+    is, 2 on a bad config."""
 
     def say(msg: str) -> None:
         print(f"firstboot: {msg}", file=out, flush=True)
@@ -127,13 +128,11 @@ def firstboot(factory: Path, config: Path, out: TextIO, err: TextIO) -> int:
     except ConfigError as e:
         return fail(str(e), 2)
     if cfg.pair is not None and not cfg.pair.key_file.exists():
-        try:
-            make_pair_key(_real(cfg.pair.key_file))
-        except OSError as e:
-            return fail(f"{cfg.pair.key_file}: cannot create the pair key: {e.strerror}", 1)
+        # No key of its own: two boards each making one would drop each other's adverts.
         say(
-            f"a new pair key {cfg.pair.key_file} was made for this board; copy it to the same "
-            f"path on the peer board ({cfg.pair.peer_lan_address}): both boards need the same key"
+            f"unpaired ({cfg.pair.key_file} missing): it records alone until paired with "
+            f"`nvr pair code` here and `nvr pair join CODE` on the peer "
+            f"({cfg.pair.peer_sync_address}), or the other way round"
         )
     if not cfg.board.data_dir.is_dir():
         try:

@@ -11,6 +11,8 @@ class Role(StrEnum):
     ACTIVE = "active"
     SINGLE = "single"
     """No [pair] section: a recorder on its own."""
+    UNPAIRED = "unpaired"
+    """A [pair] section but no pair key yet: a recorder on its own until paired."""
 
 
 class RecorderMode(StrEnum):

@@ -92,6 +92,9 @@ class MirrorView:
     spares_removed: int
     detail: Mapping
     """The `mirror` block of the status contract."""
+    clock_offset_seconds: float | None = None
+    """The peer's clock minus this board's, as the signed mirror traffic shows it."""
+    clock_uncertainty_seconds: float | None = None
 
 
 @dataclass(frozen=True)
@@ -114,6 +117,8 @@ class BoardStatus:
     pair: PairView | None
     mirror: MirrorView | None
     hardware: Mapping | None
+    pair_fingerprint: str | None = None
+    """Short name of the pair key (firmware/pairkey.py), the same on both boards of a pair."""
 
     @property
     def epoch(self) -> int:
@@ -124,6 +129,7 @@ class BoardStatus:
         return {
             "board": self.board,
             "role": self.role.value,
+            "pair_fingerprint": self.pair_fingerprint,
             "peer": dict(self.pair.peer) if self.pair and self.pair.peer else None,
             "virtual_ip": self.virtual_ip,
             "epoch": self.epoch,

@@ -58,6 +58,7 @@ PACKAGES = (
     "libudev1",
     "ca-certificates",
     "less",
+    "chrony",
 )
 # Partition sizes in MiB. A slot holds one compressed root; data grows to the disk on a board.
 ESP_MIB, SLOT_MIB, DATA_MIB = 64, 640, 512
@@ -224,6 +225,9 @@ cp {shlex.quote(str(factory))} "$root/usr/share/nvr/nvr.toml"
 rm -rf "$root/etc/nvr"
 ln -s /data/etc/nvr "$root/etc/nvr"
 ln -s /data/nvr "$root/var/lib/nvr"
+# The board's own .network files (nvr setup); the image's defaults are in /usr/lib.
+rm -rf "$root/etc/systemd/network"
+ln -s /data/etc/systemd/network "$root/etc/systemd/network"
 mkdir -p "$root/var/log"
 mkdir -p "$root/usr/share/doc/nvr-pair"
 cp {shlex.quote(str(TOP / "README.md"))} {shlex.quote(str(TOP / "docs" / "IMAGE.md"))} \\
@@ -233,9 +237,10 @@ cp {shlex.quote(str(work / "system.conf"))} "$root/etc/rauc/system.conf"
 cp {shlex.quote(str(keys / "ca.cert.pem"))} "$root/etc/rauc/keyring.pem"
 echo nvr > "$root/etc/hostname"
 
-# systemd: the firmware, its console on ttyS0 instead of a login prompt, networkd.
+# systemd: the firmware, its console on ttyS0 instead of a login prompt, networkd, chrony
+# (the only time service: timesyncd is masked).
 chroot "$root" systemctl enable nvr.service nvr-firstboot.service nvr-mark-good.service \\
-    nvr-console.service systemd-networkd.service
+    nvr-console.service systemd-networkd.service chrony.service
 chroot "$root" systemctl mask serial-getty@ttyS0.service getty@tty1.service \\
     systemd-timesyncd.service apt-daily.timer apt-daily-upgrade.timer 2>/dev/null || true
 : > "$root/etc/machine-id"

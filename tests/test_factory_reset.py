@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from conftest import NVR, ROOT
 
+from firmware.pairkey import write_pair_key
 from firmware.provision import Result, factory_reset, firstboot, remove_paths, reset_plan
 
 EXAMPLE = ROOT / "rootfs" / "etc" / "nvr" / "nvr.toml"
@@ -54,9 +55,16 @@ class Board:
         code = firstboot(self.factory, self.config, out, err)
         return code, out.getvalue(), err.getvalue()
 
+    def pair(self) -> str:
+        """The key `nvr pair` leaves (through the /etc/nvr symlink, as the firmware writes)."""
+        key = "ab" * 32
+        write_pair_key(self.etc / "pair.key", key.encode())
+        return key + "\n"
+
     def populate(self) -> None:
         """A board that has run: token, segments, catalog, audit log, journal."""
         assert self.firstboot()[0] == 0
+        self.pair()
         nvr = self.data / "nvr"
         (nvr / "api.token").write_text("secret\n")
         (nvr / "segments" / "cam1" / "2024-05-01").mkdir(parents=True)
@@ -104,18 +112,17 @@ def test_firstboot_sets_up_a_fresh_board_through_the_symlinks(tmp_path):
     assert code == 0, err
     assert (b.data / "etc" / "nvr" / "nvr.toml").read_bytes() == b.factory.read_bytes()
     assert (b.config.stat().st_mode & 0o777) == 0o600
-    key = (b.data / "etc" / "nvr" / "pair.key").read_text().strip()
-    assert len(bytes.fromhex(key)) == 32
+    assert not (b.data / "etc" / "nvr" / "pair.key").exists()  # paired later: `nvr pair`
     assert (b.data / "nvr").is_dir()
     assert "created from the factory config" in out
-    assert "new pair key" in out and "peer" in out
+    assert "unpaired" in out and "nvr pair code" in out and "nvr pair join" in out
     assert not list((b.data / "etc" / "nvr").glob(".*tmp"))
 
 
-def test_firstboot_twice_changes_nothing_and_makes_the_pair_key_once(tmp_path):
+def test_firstboot_twice_changes_nothing_and_keeps_the_pair_key(tmp_path):
     b = Board(tmp_path)
     assert b.firstboot()[0] == 0
-    key = (b.data / "etc" / "nvr" / "pair.key").read_text()
+    key = b.pair()
     before = tree(tmp_path)
     code, out, _ = b.firstboot()
     assert code == 0
@@ -233,17 +240,16 @@ def test_wipe_footage_leaves_empty_directories(tmp_path):
     assert runner.calls == []  # not under systemd (no run/systemd/system), no reboot asked
 
 
-def test_firstboot_after_a_reset_makes_a_new_pair_key(tmp_path):
+def test_firstboot_after_a_reset_leaves_the_board_unpaired(tmp_path):
     b = Board(tmp_path)
     b.populate()
-    old_key = (b.data / "etc" / "nvr" / "pair.key").read_text()
     assert b.reset(wipe=False, reboot=False)[0] == 0
     (b.data / "etc").rmdir()  # the /etc/nvr symlink dangles
     code, out, err = b.firstboot()
     assert code == 0, err
-    assert "created from the factory config" in out and "new pair key" in out
+    assert "created from the factory config" in out and "unpaired" in out
     assert b.config.read_bytes() == b.factory.read_bytes()
-    assert (b.data / "etc" / "nvr" / "pair.key").read_text() != old_key
+    assert not (b.data / "etc" / "nvr" / "pair.key").exists()
     assert (b.data / "nvr" / "segments" / "cam1" / "2024-05-01" / "1.mp4").exists()
 
 

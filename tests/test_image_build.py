@@ -8,6 +8,7 @@ is refused, and a release build refuses development keys.
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import os
 import shlex
 import shutil
@@ -110,3 +111,15 @@ def test_release_build_refuses_development_keys(signed):
     with pytest.raises(build.BuildError, match="development key"):
         build.check_release_keys(d / "dev")
     build.check_release_keys(d / "vendor")  # a vendor's own keys pass
+
+
+def test_the_image_keeps_time_with_chrony_and_only_chrony():
+    """chrony is installed and enabled, timesyncd stays masked (two time services fight), and
+    chrony waits for /data, where its sources and drift file are."""
+    assert "chrony" in build.PACKAGES
+    text = inspect.getsource(build.customize_script)
+    enable = text.split("systemctl enable", 1)[1].split("\nchroot", 1)[0]
+    mask = text.split("systemctl mask", 1)[1].split("\n:", 1)[0]
+    assert "chrony.service" in enable and "systemd-timesyncd.service" in mask
+    dropin = (TOP / "rootfs/usr/lib/systemd/system/chrony.service.d/nvr.conf").read_text()
+    assert "RequiresMountsFor=/data" in dropin and "After=nvr-data-layout.service" in dropin

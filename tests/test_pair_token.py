@@ -93,14 +93,14 @@ def test_both_boards_of_a_pair_give_the_same_token(tmp_path, key_file):
     assert printed == {"a": want, "b": want}
 
 
-def test_a_paired_board_without_its_key_has_no_token(tmp_path):
-    cfg = config(tmp_path, "a", tmp_path / "missing.key")
-    with pytest.raises(ConfigError, match=r"missing\.key"):
-        api_token(cfg)
-    res = nvr("token", "--config", str(write_config(tmp_path, "a", tmp_path / "missing.key")),
-              check=False)  # fmt: skip
-    assert res.returncode == 2 and res.stdout == ""
-    assert "missing.key" in res.stderr and "nvr pair-key" in res.stderr
+def test_a_board_with_pair_but_no_key_yet_keeps_a_single_board_s_token(tmp_path):
+    """Unpaired (`nvr pair` gives it the key): it records alone, with its own token file."""
+    path = write_config(tmp_path, "a", tmp_path / "missing.key")
+    res = nvr("token", "--config", str(path), check=False)
+    assert res.returncode == 1 and "creates it on first start" in res.stderr
+    token = api_token(load_config(path))  # the firmware's start makes it
+    assert (tmp_path / "a" / "data" / "api.token").read_text().strip() == token
+    assert nvr("token", "--config", str(path)).stdout.strip() == token
 
 
 def test_a_single_board_keeps_its_random_file_token(tmp_path, key_file):

@@ -45,6 +45,14 @@ def new_nonce(now_us: int | None = None) -> str:
     return f"{t // 1000}.{os.urandom(12).hex()}"
 
 
+def nonce_time_us(nonce: str) -> int | None:
+    """The wall-clock time a nonce carries (to the millisecond, rounded down), or None."""
+    head, sep, rand = nonce.partition(".")
+    if not (sep and head.isascii() and head.isdigit() and len(head) <= 16 and rand):
+        return None
+    return int(head) * 1000
+
+
 class ReplayGuard:
     """Refuses a signed request played again: its time (in the nonce) must be within the window
     around now, and its nonce not seen before. Sans-IO (now is passed in) and bounded: when the
@@ -65,10 +73,10 @@ class ReplayGuard:
     def check(self, nonce: str, now_us: int) -> None:
         """Remember an authentic request's nonce; AuthError for a replay or a stale request."""
         now_ms = now_us // 1000
-        head, sep, rand = nonce.partition(".")
-        if not (sep and head.isascii() and head.isdigit() and len(head) <= 16 and rand):
+        t_us = nonce_time_us(nonce)
+        if t_us is None:
             raise AuthError("nonce carries no time (a peer on older firmware?)")
-        t = int(head)
+        t = t_us // 1000
         if abs(t - now_ms) > self.window_ms:
             raise AuthError(
                 f"request time is {(t - now_ms) / 1000:+.1f} s from this board's clock (allowed "

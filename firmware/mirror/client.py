@@ -18,6 +18,7 @@ from pathlib import Path
 from urllib.parse import urlencode
 
 from firmware.catalog import Catalog
+from firmware.clockcheck import ClockCheck, round_trip
 from firmware.mirror.auth import (
     REQUEST_HEADER,
     RESPONSE_HEADER,
@@ -98,13 +99,14 @@ class MirrorClient:
         now_us: Callable[[], int],
         on_commit: Callable[[], None] = lambda: None,
         failed: Failure = lambda what, e: None,
+        clock: ClockCheck | None = None,
     ) -> None:
         """peer: path name (sync, lan) -> the peer's address on it, in order of preference.
         failed(what, error): one of the mirror's threads failed and runs again."""
         self.board, self.key, self.data_dir, self.catalog = board, key, data_dir, catalog
         self.peer, self.port, self.order, self.concurrency = peer, port, order, concurrency
         self.path_usable, self.now_us, self.on_commit = path_usable, now_us, on_commit
-        self.failed = failed
+        self.failed, self.clock = failed, clock
         self.counters = Counters()
         self.path: str | None = None
         """The path the last successful request took."""
@@ -204,6 +206,7 @@ class MirrorClient:
             qs = urlencode({"seg": seg, "run": run, "wait": wait,
                             "lag_ms": round(lag_s * 1000), "behind": behind})  # fmt: skip
             try:
+                sent = self.now_us()
                 resp, conn, nonce = self._request(f"{FEED_PATH}?{qs}", TIMEOUT_S + wait)
                 try:
                     if resp.status != 200:
@@ -212,8 +215,10 @@ class MirrorClient:
                     body = read_at_most(resp, MAX_FEED_BYTES)
                 finally:
                     conn.close()
+                received = self.now_us()
                 verify_response(self.key, nonce, body, resp.getheader(RESPONSE_HEADER))
                 page, refused = decode_page(body)
+                self._clock_sample(sent, page, received)
                 self._take(page)
                 seg, run = page.seg, page.run
                 if not self.connected:
@@ -236,6 +241,12 @@ class MirrorClient:
                 with self._lock:
                     self._feed_done = False
                 self._stop.wait(RETRY_S)
+
+    def _clock_sample(self, sent_us: int, page: FeedPage, received_us: int) -> None:
+        """The peer's times in a signed answer, with this board's: a bound on the clocks'
+        offset (a path that failed before the answer only widens it)."""
+        if self.clock is not None and page.received_us is not None and page.sent_us is not None:
+            self.clock.add(round_trip(sent_us, page.received_us, page.sent_us, received_us))
 
     def _refuse(self, reason: str, what: str) -> None:
         """The peer sent what this board will not take (unsigned, malformed, too long, not

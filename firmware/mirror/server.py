@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import time
 from collections.abc import Callable
@@ -19,11 +20,13 @@ from pathlib import Path
 from aiohttp import web
 
 from firmware.catalog import Catalog, Run
+from firmware.clockcheck import ClockCheck, one_way
 from firmware.mirror.auth import (
     REQUEST_HEADER,
     RESPONSE_HEADER,
     AuthError,
     ReplayGuard,
+    nonce_time_us,
     sign_response,
     verify_request,
 )
@@ -46,9 +49,10 @@ Recording = Callable[[], dict[str, bool]]
 
 class MirrorServer:
     def __init__(self, key: bytes, board: str, catalog: Catalog, data_dir: Path,
-                 recording: Recording, now_us: Callable[[], int] = wall_us) -> None:  # fmt: skip
+                 recording: Recording, now_us: Callable[[], int] = wall_us,
+                 clock: ClockCheck | None = None) -> None:  # fmt: skip
         self.key, self.board, self.catalog, self.data_dir = key, board, catalog, data_dir
-        self.recording, self.now_us = recording, now_us
+        self.recording, self.now_us, self.clock = recording, now_us, clock
         self.replay = ReplayGuard()
         self._changed: asyncio.Event | None = None
         self.peer_lag: tuple[float, int, float] | None = None
@@ -73,13 +77,19 @@ class MirrorServer:
             board, nonce = verify_request(
                 self.key, request.headers.get(REQUEST_HEADER), request.method, request.path_qs
             )
-            self.replay.check(nonce, self.now_us())  # only authentic nonces take a place
+            now = self.now_us()
+            sent = nonce_time_us(nonce)
+            if self.clock is not None and sent is not None:
+                # before the window check: a request refused as too far off still shows how far
+                self.clock.add(one_way(sent, now))
+            self.replay.check(nonce, now)  # only authentic nonces take a place
         except AuthError as e:
             self.served["rejected"] += 1
             raise web.HTTPUnauthorized(text=f"mirror: {e}") from None
         if board == self.board:
             raise web.HTTPForbidden(text="mirror: that is this board's own name")
         request["nonce"] = nonce
+        request["received_us"] = now
         return await handler(request)
 
     def _read(self, seg_cursor: int, run_cursor: int) -> FeedPage:
@@ -131,6 +141,8 @@ class MirrorServer:
                 await asyncio.wait_for(changed.wait(), wait)
             page = await asyncio.to_thread(self._read, seg_cursor, run_cursor)
         self.served["feeds"] += 1
+        page = dataclasses.replace(page, received_us=request["received_us"],
+                                   sent_us=self.now_us())  # fmt: skip
         body = json.dumps(page.to_json()).encode()
         return web.Response(
             body=body,

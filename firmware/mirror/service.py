@@ -11,7 +11,9 @@ from collections.abc import Callable
 from firmware.alert_ids import AlertId, Severity
 from firmware.alerts import Alerts
 from firmware.catalog import Catalog
+from firmware.clockcheck import Bounds, ClockCheck
 from firmware.config import Config
+from firmware.mirror.auth import REPLAY_WINDOW_S
 from firmware.mirror.client import MirrorClient
 from firmware.mirror.plan import RunFacts, SegFacts, superseded
 from firmware.mirror.server import MirrorServer, Recording
@@ -26,6 +28,7 @@ CATCHING_UP = AlertId.MIRROR_CATCHING_UP
 REFUSED = AlertId.MIRROR_PEER_REFUSED
 REFUSED_ALERT_S = 60.0
 """The peer-refused alert stays up this long after the last refusal."""
+CLOCK_SKEW = AlertId.PAIR_CLOCK_SKEW
 
 
 def prune_superseded(catalog: Catalog) -> list[str]:
@@ -75,8 +78,9 @@ class Mirror:
         self._dirty = threading.Event()
         self._dirty.set()
         self.superseded = 0
+        self.clock = ClockCheck(pair.clock_skew_alert_seconds)
         self.server = MirrorServer(
-            key, cfg.board.name, catalog, cfg.board.data_dir, recording, now_us
+            key, cfg.board.name, catalog, cfg.board.data_dir, recording, now_us, self.clock
         )
         self.client = MirrorClient(
             board=cfg.board.name,
@@ -91,6 +95,7 @@ class Mirror:
             now_us=now_us,
             on_commit=self.changed,
             failed=alerts.task_failed,
+            clock=self.clock,
         )
 
     def changed(self) -> None:
@@ -149,6 +154,7 @@ class Mirror:
                                f"({refused[1]}): {refused[2]}", now)  # fmt: skip
         else:
             self.alerts.clear(REFUSED)
+        self._check_clock(now)
         if self.catching_up(peer_active):
             self.alerts.raise_(CATCHING_UP, Severity.INFO,
                                "fetching footage the peer recorded while this board was away; "
@@ -157,8 +163,25 @@ class Mirror:
         else:
             self.alerts.clear(CATCHING_UP)
 
+    def _check_clock(self, now: int) -> None:
+        v = self.clock.verdict(now)
+        if not v.skewed:
+            self.alerts.clear(CLOCK_SKEW)
+            return
+        assert v.estimate is not None
+        self.alerts.raise_(CLOCK_SKEW, Severity.WARNING,
+                           f"the peer's clock is {skew_text(v.estimate)} from this board's (alert "
+                           f"above {self.clock.threshold_us / 1e6:g} s): the boards' recordings "
+                           f"do not line up, and beyond {REPLAY_WINDOW_S:g} s they refuse each "
+                           "other's mirror requests; check NTP on both boards", now)  # fmt: skip
+
+    def clock_offset(self) -> Bounds | None:
+        return self.clock.estimate(self.now_us())
+
     def status(self, role: Role) -> dict:
         c = self.client
+        clock = self.clock_offset()
+        offset, spread = (None, None) if clock is None else (clock.offset_us, clock.uncertainty_us)
         lag, behind = c.lag()
         rep = self.peer_lag()
         return {
@@ -177,4 +200,13 @@ class Mirror:
             "conflicts": c.counters.conflicts,
             "served": dict(self.server.served),
             "superseded_removed": self.superseded,
+            "peer_clock_offset_seconds": None if offset is None else round(offset / 1e6, 3),
+            "peer_clock_uncertainty_seconds": None if spread is None else round(spread / 1e6, 3),
         }
+
+
+def skew_text(b: Bounds) -> str:
+    """How far the peer's clock is from this board's, as far as it is known."""
+    if b.offset_us is None:
+        return f"at least {b.lo_us / 1e6:+.1f} s"
+    return f"{b.offset_us / 1e6:+.1f} s (±{max(b.uncertainty_us or 0, 1000) / 1e6:.3f})"

@@ -161,8 +161,14 @@ class FeedPage:
     more: bool
     """A page was full: ask again at once."""
     cameras: Mapping[str, PeerCamera]
+    received_us: int | None = None
+    sent_us: int | None = None
+    """The serving board's wall clock when the request came and when this answer left: with
+    the asker's own times they bound the offset of the two clocks (firmware/clockcheck.py).
+    None from a peer on older firmware."""
 
     def to_json(self) -> dict[str, Any]:
+        times = {"received_us": self.received_us, "sent_us": self.sent_us}
         return {
             "board": self.board,
             "segments": [s.to_json() for s in self.segments],
@@ -171,7 +177,7 @@ class FeedPage:
             "run": self.run,
             "more": self.more,
             "cameras": {name: asdict(c) for name, c in self.cameras.items()},
-        }
+        } | {k: v for k, v in times.items() if v is not None}
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,6 +197,8 @@ class _Head:
     run: Count
     more: bool
     cameras: Annotated[dict[Name, _Camera], Field(max_length=FEED_CAMERAS_MAX)]
+    received_us: Micros | None = None
+    sent_us: Micros | None = None
 
 
 _HEAD = TypeAdapter(_Head)
@@ -259,5 +267,5 @@ def decode_page(body: bytes) -> tuple[FeedPage, list[str]]:
                 out.append(row)
     cameras = {name: PeerCamera(c.end_us, c.recording) for name, c in head.cameras.items()}
     page = FeedPage(head.board, tuple(segments), tuple(runs), head.seg, head.run, head.more,
-                    cameras)  # fmt: skip
+                    cameras, head.received_us, head.sent_us)  # fmt: skip
     return page, refused

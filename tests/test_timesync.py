@@ -1,0 +1,76 @@
+"""The board's time settings as chrony reads them (firmware/timesync.py), and the image's
+chrony config reading them from where the firmware writes them."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from firmware import timesync
+from firmware.timesync import CONF, SOURCES, TimeSettings
+
+TOP = Path(__file__).resolve().parent.parent
+
+
+def test_servers_and_the_peer_become_chrony_sources_and_the_peer_may_ask(tmp_path):
+    s = TimeSettings(("ntp1.example.net", "192.0.2.123", "2001:db8::7"), "198.51.100.2")
+    assert timesync.write(s, tmp_path)
+    assert (tmp_path / SOURCES).read_text() == (
+        "server ntp1.example.net iburst\nserver 192.0.2.123 iburst\n"
+        "server 2001:db8::7 iburst\nserver 198.51.100.2 iburst\n"
+    )
+    assert (tmp_path / CONF).read_text() == "allow 198.51.100.2\n"
+    assert (tmp_path / SOURCES).stat().st_mode & 0o777 == 0o644, "chrony's own user reads it"
+    assert not timesync.write(s, tmp_path), "nothing changed: chrony is left alone"
+
+
+def test_no_servers_and_no_peer_leave_the_images_default_pool(tmp_path):
+    timesync.write(TimeSettings(("ntp.example",), "198.51.100.2"), tmp_path)
+    assert timesync.write(TimeSettings((), None), tmp_path)
+    assert not (tmp_path / SOURCES).exists() and not (tmp_path / CONF).exists()
+
+
+@pytest.mark.parametrize(
+    "bad",
+    ["ntp.example iburst\nallow all", "ntp example", "", "-x", "a" * 254, "ntp.example;x",
+     "../etc", "ntp\x00.example"],
+)  # fmt: skip
+def test_a_server_that_could_add_a_directive_is_refused(tmp_path, bad):
+    with pytest.raises(ValueError, match="NTP server"):
+        TimeSettings((bad,), None)
+    assert not (tmp_path / "sources.d").exists()
+
+
+def test_a_bad_peer_address_or_too_many_servers_are_refused():
+    with pytest.raises(ValueError):
+        TimeSettings((), "peer.example")
+    with pytest.raises(ValueError, match="at most"):
+        TimeSettings(tuple(f"ntp{i}.example" for i in range(9)), None)
+
+
+def test_apply_restarts_chrony_only_when_something_changed(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(timesync.subprocess, "run", lambda cmd, **kw: calls.append(cmd))
+    s = TimeSettings(("ntp.example",), None)
+    timesync.apply(s, tmp_path)
+    timesync.apply(s, tmp_path)
+    assert calls == [["systemctl", "try-restart", "chrony.service"]]
+
+
+def test_the_images_chrony_reads_where_the_firmware_writes():
+    conf = (TOP / "rootfs/etc/chrony/chrony.conf").read_text()
+    directives = {ln.split()[0]: ln.split()[1:] for ln in conf.splitlines()
+                  if ln.strip() and not ln.startswith("#")}  # fmt: skip
+    assert directives["sourcedir"] == [str(timesync.CHRONY_DIR / SOURCES.parent)]
+    assert directives["confdir"] == [str(timesync.CHRONY_DIR / CONF.parent)]
+    assert directives["driftfile"][0].startswith("/data/"), "the root is read-only"
+    assert directives["local"] == ["stratum", "10", "orphan"]
+    layout = (TOP / "rootfs/usr/lib/systemd/system/nvr-data-layout.service").read_text()
+    made = {d for ln in layout.splitlines() if ln.startswith("ExecStart=/bin/mkdir -p")
+            for d in ln.split()[2:]}  # fmt: skip
+    for d in (SOURCES.parent, CONF.parent):
+        assert str(timesync.CHRONY_DIR / d) in made
+    assert str(Path(directives["driftfile"][0]).parent) in made
+    assert re.search(r"chown _chrony:_chrony /data/chrony\b", layout)
