@@ -8,6 +8,7 @@ import urllib.request
 from pathlib import Path
 
 from firmware.config import load_config
+from firmware.statustext import PAIR_HOWTO, UNPAIRED_HINT, role_line, vip_line
 
 
 def api_base(config: Path, url: str | None = None) -> str:
@@ -28,16 +29,15 @@ def fetch_status(base: str, timeout: float = 5.0) -> dict:
 
 def status_lines(st: dict) -> list[str]:
     """The status an installer reads on the console."""
-    out = [f"board {st['board']}  role {st['role']}  version {st.get('version', '?')}"]
+    out = [f"{role_line(st['board'], st['role'])}  version {st.get('version', '?')}"]
     if st["role"] == "unpaired":
-        out.append("unpaired: recording alone; pair it with `nvr pair code` here and "
-                   "`nvr pair join CODE` on the other board")  # fmt: skip
+        out.append(f"{UNPAIRED_HINT}; {PAIR_HOWTO}")
     elif st.get("pair_fingerprint"):
         out.append(f"pair key fingerprint {st['pair_fingerprint']} (the same on both boards)")
     if st.get("virtual_ip"):
         fo = st.get("failover") or {}
         out.append(
-            f"floating IP {st['virtual_ip']}: {'held here' if fo.get('vip_held') else 'not here'}"
+            f"{vip_line(st['virtual_ip'], bool(fo.get('vip_held')))}"
             f", epoch {st['epoch']}, priority {fo.get('effective_priority')}"
             f"/{fo.get('priority')}, health {', '.join(fo.get('health') or []) or 'ok'}"
         )

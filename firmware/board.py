@@ -44,11 +44,16 @@ from firmware.failover.daemon import Failover
 from firmware.httpedge import Served
 from firmware.httpedge import serve as serve_http
 from firmware.hw.monitor import BoardHooks, Hardware
+from firmware.hw.panelrun import PanelHooks, interface_addresses
 from firmware.mirror.auth import REQUEST_HEADER as MIRROR_AUTH_HEADER
 from firmware.mirror.service import Mirror
-from firmware.pairing_http import PairingService, PeerAddress
+from firmware.netchange import NetChange
+from firmware.netwatch import NetWatch
+from firmware.pairing import CODE_TTL_S
+from firmware.pairing_http import PairingError, PairingService, PeerAddress
 from firmware.recorder.supervisor import Recorder, ring_seconds
 from firmware.roles import RecorderMode, Role
+from firmware.setupfiles import Layout
 from firmware.status import BoardStatus, CameraView, MirrorView, PairView, PathCounts
 from firmware.supervise import keep_running_async
 from firmware.timefmt import now_us
@@ -119,6 +124,14 @@ class Board:
             )
         if self.unpaired:
             self.alerts.raise_(AlertId.UNPAIRED, Severity.WARNING, UNPAIRED_TEXT, now_us())
+        fo = self.failover
+        self.netwatch = NetWatch(
+            NetChange(Layout()),
+            self.alerts,
+            lambda: fo is not None and fo.path_fresh("lan"),
+            lambda: fo is not None and (fo.vip.held() or fo.peer_active()),
+        )
+        """A pending network change: confirmed by the pair's facts, or rolled back in time."""
         self.hw: Hardware | None = None
         if serve_api:
             self.hw = Hardware(cfg, self.identity["id"], self.alerts, BoardHooks(
@@ -126,7 +139,31 @@ class Board:
                 fact=self._fact,
                 status=self.status,
                 recorder_beat=lambda: self.recorder.beat,
+                panel=self._panel_hooks(nic or LinuxNic()),
             ))  # fmt: skip
+
+    def _panel_hooks(self, nic: Nic) -> PanelHooks:
+        """The front panel's menu: this board's status and addresses, its planned handover,
+        a pairing code as `nvr pair code` gets one, the pending network change."""
+        pairing, nc = self.pairing, self.netwatch.nc
+
+        def pair_code() -> tuple[str, float]:
+            assert pairing is not None
+            try:
+                return pairing.show_code().shown, CODE_TTL_S
+            except PairingError:  # the console's long text does not fit a panel's row
+                raise PairingError(f"paired: {pairing.current_fingerprint() or '?'}") from None
+
+        vip = str(self.cfg.pair.virtual_ip) if self.cfg.pair else None
+        ifaces = {"lan": self.cfg.network.lan_interface, "sync": self.cfg.network.sync_interface}
+        return PanelHooks(
+            snapshot=self.snapshot,
+            addresses=lambda: interface_addresses(nic, ifaces, vip),
+            handover=self.failover.handover if self.failover is not None else None,
+            pair_code=pair_code if pairing is not None else None,
+            network_seconds_left=nc.seconds_left,
+            confirm_network=nc.confirm,
+        )
 
     def _paired(self, fingerprint: str) -> None:
         """A pairing wrote the key: restart into the pair (the firmware execs itself once
@@ -394,6 +431,7 @@ class Board:
         if self.hw is not None:
             hw = asyncio.create_task(self.hw.run(failover_stop))
         decide = self._keep("board decisions", self._decide, failover_stop)
+        netwatch = self._keep("network change", self._netwatch, failover_stop)
         try:
             if self.serve_api:
                 api_http = await serve_http(
@@ -409,7 +447,7 @@ class Board:
             failover_stop.set()
             if failover is not None:
                 await failover
-            for t in (ticker, hw, decide):
+            for t in (ticker, hw, decide, netwatch):
                 if t is not None:
                     await t
             log.info("stopping: committing open segments")
@@ -441,6 +479,15 @@ class Board:
         if not task.cancelled() and (e := task.exception()) is not None:
             self.alerts.task_failed("the election", e if isinstance(e, Exception) else
                                     RuntimeError(repr(e)))  # fmt: skip
+
+    async def _netwatch(self, stop: asyncio.Event) -> None:
+        """On the loop's thread (the election's facts are read there); files only while a
+        network change is pending."""
+        self.netwatch.start()
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 1.0)
+            self.netwatch.step()
 
     async def _mirror_ticks(self, stop: asyncio.Event) -> None:
         assert self.mirror is not None

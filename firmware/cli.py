@@ -390,7 +390,15 @@ def cmd_console(args: argparse.Namespace) -> int:
 
     if hasattr(sys.stdin, "reconfigure"):
         sys.stdin.reconfigure(errors="replace")  # line noise on the serial line is no crash
-    return Console(args.config, args.release, sys.stdin, sys.stdout).loop()
+    from firmware.setupfiles import Layout
+    from firmware.wizard import login, run_wizard, setup_complete
+
+    root = args.data_root
+    if not setup_complete(root) and run_wizard(Layout(root), args.factory, args.config) != 0:
+        return 1  # left half way: nothing written, the next start asks again
+    if not login(root, sys.stdin, sys.stdout, state=Path("/run/nvr-console-login")):
+        return 1
+    return Console(args.config, args.release, sys.stdin, sys.stdout, data_root=root).loop()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -453,7 +461,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(func=cmd_token)
 
     from firmware.console import RELEASE_FILE
+    from firmware.netcli import add_parser as add_network
     from firmware.provision import DATA_ROOT, FACTORY_CONFIG
+
+    add_network(sub, DEFAULT_CONFIG, DATA_ROOT)
 
     r = sub.add_parser("firstboot", help="config, pair key and data directory in place (each boot)")
     r.add_argument("--factory", type=Path, default=FACTORY_CONFIG)
@@ -480,6 +491,8 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("console", help="the installer console on the serial line")
     r.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
     r.add_argument("--release", type=Path, default=RELEASE_FILE)
+    r.add_argument("--data-root", type=Path, default=DATA_ROOT, help="the data partition")
+    r.add_argument("--factory", type=Path, default=FACTORY_CONFIG)
     r.set_defaults(func=cmd_console)
     return p
 

@@ -91,6 +91,11 @@ def write_file_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
     tmp = real.parent / f".{real.name}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     os.fchmod(fd, mode)  # exactly: not widened by a stale temp file, not narrowed by the umask
+    if os.geteuid() == 0:
+        # Root (console, setup) writing where the firmware's user owns the directory: the file
+        # is that user's too, or the running firmware could not read it (docs/IMAGE.md).
+        st = os.stat(real.parent)
+        os.fchown(fd, st.st_uid, st.st_gid)
     with os.fdopen(fd, "wb") as f:
         f.write(data)
         f.flush()

@@ -156,11 +156,28 @@ def apply(files: Iterable[SetupFile]) -> list[Path]:
     return changed
 
 
+def summary_lines(answers: Answers, cfg: Config) -> list[str]:
+    """What the answers set, as the installer reads it back; camera URLs without credentials."""
+    from firmware.recorder.ingest import redact
+
+    lan = answers.lan
+    return [
+        f"board {cfg.board.name!r} (side {answers.board.side.value.upper()}), "
+        f"priority {answers.priority}",
+        f"LAN {cfg.network.lan_interface}: {'DHCP' if lan.dhcp else lan.address}"
+        + (f" gateway {lan.gateway}" if lan.gateway else ""),
+        f"sync {cfg.network.sync_interface}: {answers.sync_address}, "
+        f"peer {answers.peer_sync_address}",
+        f"virtual IP {answers.pair.virtual_ip}, peer LAN {answers.pair.peer_lan_address}",
+        f"NTP: {', '.join(answers.ntp.servers) or 'the image default'}",
+        *(f"camera {c.name}: {redact(c.url)}" for c in cfg.camera),
+    ]
+
+
 def run_setup(answers_path: Path, layout: Layout, factory: Path, out: TextIO, err: TextIO) -> int:
     """`nvr setup --answers FILE`: 0 when the board's files are as answered, 2 on a bad answer
     (nothing written), 1 when a file cannot be written. Credentials are never printed."""
     from firmware.answers import load_answers
-    from firmware.recorder.ingest import redact
 
     def fail(msg: str, code: int) -> int:
         print(f"nvr: setup: {msg}", file=err, flush=True)
@@ -180,18 +197,7 @@ def run_setup(answers_path: Path, layout: Layout, factory: Path, out: TextIO, er
         changed = apply(files)
     except OSError as e:
         return fail(f"{e.filename}: cannot write: {e.strerror}", 1)
-    lan = answers.lan
-    lines = [
-        f"board {cfg.board.name!r} (side {answers.board.side.value.upper()}), "
-        f"priority {answers.priority}",
-        f"LAN {cfg.network.lan_interface}: {'DHCP' if lan.dhcp else lan.address}"
-        + (f" gateway {lan.gateway}" if lan.gateway else ""),
-        f"sync {cfg.network.sync_interface}: {answers.sync_address}, "
-        f"peer {answers.peer_sync_address}",
-        f"virtual IP {answers.pair.virtual_ip}, peer LAN {answers.pair.peer_lan_address}",
-        f"NTP: {', '.join(answers.ntp.servers) or 'the image default'}",
-        *(f"camera {c.name}: {redact(c.url)}" for c in cfg.camera),
-    ]
+    lines = summary_lines(answers, cfg)
     for f in files:
         lines.append(f"{'written' if f.path in changed else 'unchanged'}: {f.path}"
                      + (" (removed)" if f.data is None and f.path in changed else ""))  # fmt: skip

@@ -236,11 +236,14 @@ printf '%s' {shlex.quote(release)} > "$root/etc/nvr-release"
 cp {shlex.quote(str(work / "system.conf"))} "$root/etc/rauc/system.conf"
 cp {shlex.quote(str(keys / "ca.cert.pem"))} "$root/etc/rauc/keyring.pem"
 echo nvr > "$root/etc/hostname"
+# The firmware's user and groups (sysusers.d/nvr.conf): made now, as /etc is read-only on the
+# board.
+chroot "$root" systemd-sysusers
 
 # systemd: the firmware, its console on ttyS0 instead of a login prompt, networkd, chrony
 # (the only time service: timesyncd is masked).
 chroot "$root" systemctl enable nvr.service nvr-firstboot.service nvr-mark-good.service \\
-    nvr-console.service systemd-networkd.service chrony.service
+    nvr-console.service nvr-poweroff.path systemd-networkd.service chrony.service
 chroot "$root" systemctl mask serial-getty@ttyS0.service getty@tty1.service \\
     systemd-timesyncd.service apt-daily.timer apt-daily-upgrade.timer 2>/dev/null || true
 : > "$root/etc/machine-id"

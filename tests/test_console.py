@@ -91,15 +91,28 @@ def answers(output: str) -> list[str]:
 # --- the console as a process on a serial line -----------------------------------------------
 
 
-def test_console_process_banner_prompt_unknown_command_and_eof(board):
+def set_up(tmp_path: Path) -> list[str]:
+    """A data root the first-boot wizard has completed (tests/test_wizard.py runs it)."""
+    from firmware import adminpw
+    from firmware.wizard import done_path
+
+    root = tmp_path / "data-set-up"
+    adminpw.save(root, "Install3r")
+    done_path(root).write_bytes(b"")
+    return ["--data-root", str(root)]
+
+
+def test_console_process_banner_prompt_unknown_command_and_eof(board, tmp_path):
     done = subprocess.run(
-        [*NVR, "console", "--config", str(board["config"]), "--release", str(board["release"])],
-        input="frobnicate now\n\nhelp\n",
+        [*NVR, "console", "--config", str(board["config"]), "--release", str(board["release"]),
+         *set_up(tmp_path)],
+        input="Install3r\nfrobnicate now\n\nhelp\n",
         cwd=ROOT, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     banner, *rest = done.stdout.split(PROMPT)
     assert banner.splitlines() == [
+        "admin password: ",  # the wizard's password first (tests/test_wizard.py)
         "nvr-pair console",
         "name: nvr-pair Debian 12",
         "version: 0.1.0",
@@ -117,8 +130,9 @@ def test_console_process_banner_prompt_unknown_command_and_eof(board):
 def test_console_process_without_release_or_config_says_unknown(tmp_path):
     done = subprocess.run(
         [*NVR, "console", "--config", str(tmp_path / "no.toml"), "--release",
-         str(tmp_path / "no-release")],
-        input="release\nexit\nhelp\n", cwd=ROOT, capture_output=True, text=True, timeout=60,
+         str(tmp_path / "no-release"), *set_up(tmp_path)],
+        input="Install3r\nrelease\nexit\nhelp\n", cwd=ROOT, capture_output=True, text=True,
+        timeout=60,
     )  # fmt: skip
     assert done.returncode == 0
     banner, release, after_exit = done.stdout.split(PROMPT)
@@ -177,7 +191,7 @@ def test_status_is_nvr_status_in_both_forms(board, api):
     assert code == 0
     human, as_json, wrong, _eof = answers(out)
     assert human.splitlines() == [
-        "board north  role single  version 0.1.0",
+        "board north single  version 0.1.0",
         "  camera cam1: recording, last frame 2024-05-01T00:00:00.000Z",
     ]
     assert json.loads(as_json) == STATUS

@@ -133,6 +133,12 @@ def test_image_boots_records_and_updates_through_signed_bundles(built, camera, t
     assert any(line.startswith("root:") for line in shadow)
     open_accounts = [ln.split(":")[0] for ln in shadow if ln.split(":")[1][:1] not in ("!", "*")]
     assert open_accounts == [], f"accounts with a password: {open_accounts}"
+    # The firmware's own account (sysusers.d at build time; /etc is read-only on the board).
+    passwd = (out / "work" / "root" / "etc" / "passwd").read_text()
+    assert re.search(r"^nvr:x:\d+:\d+:NVR pair firmware:/var/lib/nvr:/usr/sbin/nologin$",
+                     passwd, re.M), passwd  # fmt: skip
+    group = (out / "work" / "root" / "etc" / "group").read_text()
+    assert re.search(r"^i2c:x:", group, re.M) and re.search(r"^nvr:x:", group, re.M)
     stick = make_stick(
         tmp_path / "stick.img", [out / f"nvr-pair-{V2}.raucb", out / "other-key.raucb"]
     )

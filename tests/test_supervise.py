@@ -89,13 +89,13 @@ def test_a_hardware_monitor_that_fails_is_an_alert_and_runs_again(tmp_path):
     hw = hardware(tmp_path, [time.monotonic()])
     seen = []
 
-    async def panel(stop: asyncio.Event) -> None:
+    def panel(loop: asyncio.AbstractEventLoop) -> None:  # the panel's thread
         seen.append(1)
         if len(seen) == 1:
             raise ValueError("bad panel reply")
-        await stop.wait()
+        hw._stop_threads.wait()
 
-    hw._panel_loop = panel  # type: ignore[method-assign]
+    hw._panel_thread = panel  # type: ignore[method-assign]
 
     async def run() -> None:
         stop = asyncio.Event()

@@ -14,7 +14,7 @@ import time
 from collections.abc import Sequence
 from urllib.parse import urlsplit
 
-from icmplib import ICMPLibError, async_ping
+from icmplib import ICMPLibError, SocketPermissionError, async_ping
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,11 @@ class Reachability:
         self.last_target: str | None = None
         self.probes = 0
         self._next = 0
+        self._privileged = True
+        """Raw ICMP sockets (CAP_NET_RAW); without it, ICMP datagram sockets, which the kernel
+        allows to groups in net.ipv4.ping_group_range."""
+        self.denied: str | None = None
+        """Why no probe can be sent at all (said once in the log, not at every probe)."""
 
     def ok(self, now: float) -> bool:
         if not self.targets:
@@ -50,7 +55,24 @@ class Reachability:
     async def _probe(self, host: str) -> bool:
         self.probes += 1
         try:
-            reply = await async_ping(host, count=1, timeout=self.timeout, privileged=True)
+            reply = await async_ping(
+                host, count=1, timeout=self.timeout, privileged=self._privileged
+            )
+        except SocketPermissionError:
+            if self._privileged:
+                self._privileged = False
+                log.warning(
+                    "no CAP_NET_RAW for raw ICMP: reachability probes use ICMP datagram sockets "
+                    "(net.ipv4.ping_group_range must hold this process's group)"
+                )
+                return await self._probe(host)
+            if self.denied is None:
+                self.denied = (
+                    "reachability probes cannot be sent: no CAP_NET_RAW, and this process's "
+                    "group is outside net.ipv4.ping_group_range; the tie-breaker never answers"
+                )
+                log.error("%s", self.denied)
+            return False
         except (ICMPLibError, OSError) as e:
             log.debug("reachability probe of %s failed: %s", host, e)
             return False

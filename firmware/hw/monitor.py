@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import threading
 import time
@@ -18,10 +19,10 @@ from firmware.core.facts import Fact
 from firmware.datadir import read_identity
 from firmware.fds import out_of_fds
 from firmware.hw.devices import open_disks, open_panel, open_ups, open_watchdog
+from firmware.hw.panelrun import PanelHooks, PanelRunner, threadsafe
 from firmware.hw.power import PowerPolicy, clip
-from firmware.hw.screen import panel_lines
 from firmware.hw.storage import Expected, StoragePolicy, StorageView, health_alerts
-from firmware.supervise import keep_running_async
+from firmware.supervise import keep_running, keep_running_async
 from firmware.timefmt import now_us
 from hal.disks import Disks, SmartHealth
 from hal.errors import Garbled, HalError
@@ -46,6 +47,9 @@ class BoardHooks:
     """A reading for the board core (power, storage)."""
     status: Callable[[], dict]
     recorder_beat: Callable[[], float]
+    panel: PanelHooks | None = None
+    """What the front panel's menu reads and does (firmware/panelmenu.py); None: the panel
+    is not opened (tests of the other monitors)."""
 
 
 class Hardware:
@@ -65,7 +69,7 @@ class Hardware:
         self.smart: list[SmartHealth] = []
         self.last_beat = time.monotonic()
         self.watchdog_pings = 0
-        self.panel_text: list[str] = []
+        self.panel: PanelRunner | None = None
         self._stop_threads = threading.Event()
 
     # --- UPS -------------------------------------------------------------------------------
@@ -112,8 +116,10 @@ class Hardware:
             dev = self.storage.expected.device
             self.smart = []
             if dev and dev.startswith("/dev/"):
-                with contextlib.suppress(HalError, OSError):
+                try:
                     self.smart = [self.disks.smart(dev)]
+                except (HalError, OSError) as e:
+                    log.warning("SMART unreadable: %s", e)
         try:
             raids = self.disks.raid()
         except (HalError, OSError) as e:
@@ -199,36 +205,47 @@ class Hardware:
 
     # --- front panel -----------------------------------------------------------------------
 
-    async def _panel_loop(self, stop: asyncio.Event) -> None:
+    def _panel_thread(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The panel's own thread (firmware/hw/panelrun.py): a hung I2C transfer stalls the
+        panel, not the board."""
+        if self.hooks.panel is None:
+            return
         try:
-            panel = await asyncio.to_thread(open_panel, self.cfg.panel)
+            panel = open_panel(self.cfg.panel)
         except (HalError, OSError, ValueError) as e:
             self.alerts.raise_(PANEL_ALERT, "warning", f"front panel: {e}", now_us())
             return
         if panel is None:
             return
-        cols, rows = panel.size
+
+        def problem(text: str | None) -> None:
+            if text is None:
+                self.alerts.clear(PANEL_ALERT)
+            else:
+                self.alerts.raise_(PANEL_ALERT, "warning", text, now_us())
+
+        hooks = dataclasses.replace(threadsafe(self.hooks.panel, loop), problem=problem)
+        self.panel = PanelRunner(panel, hooks, refresh_s=self.cfg.panel.refresh_seconds)
         try:
-            while not stop.is_set():
-                text = panel_lines(self.hooks.status(), cols, rows)
-                if text != self.panel_text:
-                    try:
-                        await asyncio.to_thread(panel.show, text)
-                        self.panel_text = text
-                        self.alerts.clear(PANEL_ALERT)
-                    except HalError as e:
-                        self.alerts.raise_(PANEL_ALERT, "warning", f"front panel: {e}", now_us())
-                await _wait(stop, self.cfg.panel.refresh_seconds)
+            self.panel.run(self._stop_threads)
         finally:
-            await asyncio.to_thread(panel.close)
+            panel.close()
+
+    @property
+    def panel_text(self) -> list[str]:
+        return list(self.panel.shown or []) if self.panel else []
 
     # --- all of it -------------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
         keeper = threading.Thread(target=self._keeper, name="nvr-watchdog", daemon=True)
         keeper.start()
-        loops = [("the event-loop beat", self._beat), ("the data-disk monitor", self._disk_loop),
-                 ("the front panel", self._panel_loop)]  # fmt: skip
+        loop = asyncio.get_running_loop()
+        panel = threading.Thread(target=keep_running, name="nvr-panel", daemon=True, args=(
+            "the front panel", lambda: self._panel_thread(loop), self._stop_threads,
+            self.alerts.task_failed))  # fmt: skip
+        panel.start()
+        loops = [("the event-loop beat", self._beat), ("the data-disk monitor", self._disk_loop)]
         if self.cfg.ups.backend != "none":
             loops.append(("the UPS monitor", self._ups_loop))
         try:
@@ -240,6 +257,7 @@ class Hardware:
         finally:
             self._stop_threads.set()
             await asyncio.to_thread(keeper.join, 5)
+            await asyncio.to_thread(panel.join, 5)
 
     def status(self) -> dict:
         r = self.ups_reading

@@ -419,6 +419,12 @@ class LinuxDisks:
         if not os.path.exists(path):
             raise Unavailable(f"{path}: no such device")
         disk = whole_disk(path)
+        if os.geteuid() != 0 and not os.access(disk, os.R_OK | os.W_OK):
+            # smartctl would say "no SMART", which is not true: say who lacks what.
+            raise Unavailable(
+                f"SMART of {disk}: this process (uid {os.geteuid()}) cannot open the disk; "
+                "smartctl needs root (the console's `nvr hw disks` shows it)"
+            )
         argv = [self.smartctl, "--json", "-H", "-A", "-i", disk]
         proc = _run(argv, SMARTCTL_TIMEOUT_S, f"SMART of {disk}")
         if proc.returncode < 0:

@@ -1,0 +1,360 @@
+"""The first-boot wizard on the serial console: the answers of `nvr setup --answers FILE`, asked
+one by one, checked by the same model (firmware.answers) and written by the same apply
+(firmware.setupfiles), then the admin password (firmware.adminpw). Plain prompts, one per line,
+ASCII only: it works on a VT100 at 80x24 over ttyS0 with no mouse.
+
+It is forced: the console runs it until `setup_done` exists; leaving it half way (EOF, the line
+hung up, power) writes nothing and the next start asks again."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TextIO
+
+from pydantic import BaseModel, ValidationError
+
+from firmware import adminpw
+from firmware.answers import (
+    SYNC_DEFAULT,
+    Answers,
+    BoardAnswers,
+    CameraAnswers,
+    LanAnswers,
+    NtpAnswers,
+    PairAnswers,
+    Side,
+    SyncAnswers,
+)
+from firmware.camprobe import ProbeError, probe
+from firmware.config import ConfigError, config_error, read_toml
+from firmware.provision import write_file_atomic
+from firmware.setupfiles import Layout, apply, camera_url, render, summary_lines
+
+Check = Callable[[str], str | None]
+Ask = Callable[[str, Check | None, bool, str], str]
+"""(question, check, secret, default) -> the answer; raises EOFError when the line is gone."""
+
+
+def done_path(data_root: Path) -> Path:
+    return data_root / "etc" / "nvr" / "setup-done"
+
+
+def setup_complete(data_root: Path) -> bool:
+    return done_path(data_root).exists() and adminpw.password_path(data_root).exists()
+
+
+def field_check(
+    model: type[BaseModel], section: str, field: str, base: dict, as_list: bool = False
+) -> Check:
+    """The model's own rule for one key; the message names the key, never the value."""
+
+    def check(text: str) -> str | None:
+        value: object = split_list(text) if as_list else text
+        try:
+            model.model_validate({**base, field: value})
+        except ValidationError as e:
+            for err in e.errors():
+                if err["loc"] and err["loc"][0] == field:
+                    return f"{section}.{field}: {err['msg'].removeprefix('Value error, ')}"
+        return None
+
+    return check
+
+
+def split_list(text: str) -> list[str]:
+    return [w for w in text.replace(",", " ").split() if w]
+
+
+def one_of(key: str, *choices: str) -> Check:
+    return lambda t: None if t.lower() in choices else f"{key}: one of {', '.join(choices)}"
+
+
+def prompt_ask() -> Ask:
+    """prompt_toolkit over the terminal; no cursor-position queries (a serial line may not
+    answer them) and the error of a refused answer shown under the line until it is fixed."""
+    os.environ.setdefault("PROMPT_TOOLKIT_NO_CPR", "1")
+    from prompt_toolkit import PromptSession
+    from prompt_toolkit.document import Document
+    from prompt_toolkit.validation import ValidationError as Refused
+    from prompt_toolkit.validation import Validator
+
+    class ByCheck(Validator):
+        def __init__(self, check: Check) -> None:
+            self.check = check
+
+        def validate(self, document: Document) -> None:
+            why = self.check(document.text.strip())
+            if why:
+                raise Refused(message=why)
+
+    session: PromptSession[str] = PromptSession()  # keeps its last options: pass them all
+
+    def ask(question: str, check: Check | None, secret: bool, default: str) -> str:
+        while True:
+            try:
+                return session.prompt(
+                    f"{question}: ", is_password=secret, default=default,
+                    validator=ByCheck(check or (lambda _: None)), validate_while_typing=False,
+                ).strip()  # fmt: skip
+            except KeyboardInterrupt:
+                print("(the setup must be completed; Ctrl-D leaves and it starts again)")
+
+    return ask
+
+
+class Wizard:
+    def __init__(
+        self, layout: Layout, factory: Path, config: Path, ask: Ask, say: Callable[[str], None]
+    ) -> None:
+        self.layout, self.factory, self.config = layout, factory, config
+        self.ask, self.say = ask, say
+
+    def q(self, question: str, check: Check | None = None, default: str = "") -> str:
+        return self.ask(question, check, False, default)
+
+    def yes(self, question: str, default: bool = False) -> bool:
+        d = "y" if default else "n"
+        return self.q(f"{question} (y/n)", one_of("answer", "y", "n", "yes", "no"), d)[0] == "y"
+
+    def run(self) -> int:
+        """0 when the setup was applied; EOFError propagates (nothing written)."""
+        self.say("nvr-pair first-boot setup: 6 steps; the board records only once it is done")
+        while True:
+            password = self.password()
+            raw = self.board()
+            while True:
+                raw.update(self.network(raw["board"]["side"]))
+                try:
+                    Answers.model_validate(raw)
+                    break
+                except ValidationError as e:
+                    self.say(str(config_error(e, raw, "refused")))
+                    self.say("step 3 again")
+            self.pairing()
+            raw["camera"] = self.cameras()
+            if self.finish(raw, password):
+                return 0
+            self.say("nothing written; from the start again")
+
+    def password(self) -> str:
+        self.say("step 1/6: admin password (8 or more characters, two kinds)")
+        while True:
+            pw = self.ask(
+                "admin password",
+                lambda t: adminpw.weakness(t) and f"password: {adminpw.weakness(t)}",
+                True,
+                "",
+            )
+            if self.ask("again", None, True, "") == pw:
+                return pw
+            self.say("password: the two differ")
+
+    def board(self) -> dict:
+        self.say("step 2/6: this board")
+        side = self.q("board A or B", one_of("board.side", "a", "b")).lower()
+        name = self.q(
+            "board name", field_check(BoardAnswers, "board", "name", {"side": side}), side
+        )
+        return {"board": {"side": side, "name": name}}
+
+    def network(self, side: str) -> dict:
+        self.say("step 3/6: network")
+        lan: dict = {}
+        if self.q("LAN by DHCP or static", one_of("lan", "dhcp", "static"), "static") == "dhcp":
+            lan["dhcp"] = True
+        else:
+            lan["address"] = self.q(
+                "LAN address/prefix", field_check(LanAnswers, "lan", "address", {})
+            )
+            gw = self.q(
+                "gateway (empty: none)", _opt(field_check(LanAnswers, "lan", "gateway", {}))
+            )
+            dns = self.q(
+                "DNS servers (empty: none)", field_check(LanAnswers, "lan", "dns", {}, True)
+            )
+            lan |= {"gateway": gw} if gw else {}
+            lan |= {"dns": split_list(dns)} if dns else {}
+        mine, other = SYNC_DEFAULT[Side(side)], SYNC_DEFAULT[Side.B if side == "a" else Side.A]
+        sync = {
+            "address": self.q(
+                "sync link address", field_check(SyncAnswers, "sync", "address", {}), str(mine)
+            ),
+            "peer_address": self.q(
+                "peer sync address",
+                field_check(SyncAnswers, "sync", "peer_address", {}),
+                str(other.ip),
+            ),
+        }
+        pair = {
+            "virtual_ip": self.q(
+                "virtual IP/prefix", field_check(PairAnswers, "pair", "virtual_ip", {})
+            ),
+            "peer_lan_address": self.q(
+                "peer board LAN address", field_check(PairAnswers, "pair", "peer_lan_address", {})
+            ),
+        }
+        ntp = self.q(
+            "NTP servers (empty: image default)",
+            field_check(NtpAnswers, "ntp", "servers", {}, True),
+        )
+        return {"lan": lan, "sync": sync, "pair": pair, "ntp": {"servers": split_list(ntp)}}
+
+    def pairing(self) -> None:
+        self.say("step 4/6: pairing with the other board")
+        how = self.q("show a code, join with one, or skip (code/join/skip)",
+                     one_of("pairing", "code", "join", "skip"), "skip")  # fmt: skip
+        if how == "skip":
+            self.say("pairing skipped: later with `nvr pair code` / `nvr pair join CODE`")
+            return
+        from firmware import paircli
+
+        args = argparse.Namespace(config=self.config, replace=False, no_wait=False, code="")
+        if how == "join":
+            args.code = self.q("pairing code")
+            status = paircli.cmd_pair_join(args)
+        else:
+            status = paircli.cmd_pair_code(args)
+        if status:
+            self.say("pairing not done: later with `nvr pair code` / `nvr pair join CODE`")
+
+    def cameras(self) -> list[dict]:
+        self.say("step 5/6: cameras")
+        cams: list[dict] = []
+        while self.yes("add a camera", not cams):
+            base = {"name": "x", "url": "rtsp://camera/"}
+            name = self.q("camera name", field_check(CameraAnswers, "camera", "name", base))
+            url = self.q(
+                "RTSP URL (no credentials)", field_check(CameraAnswers, "camera", "url", base)
+            )
+            cam: dict = {"name": name, "url": url}
+            user = self.q("username (empty: none)")
+            if user:
+                cam |= {"username": user, "password": self.ask("camera password", None, True, "")}
+            try:
+                cam_ok = CameraAnswers.model_validate(cam)
+            except ValidationError as e:
+                self.say(str(config_error(e, {"camera": cam}, "refused")))
+                continue
+            self.say("probing ...")
+            try:
+                self.say(f"camera {name}: {probe(camera_url(cam_ok)).line()}")
+                seen = True
+            except ProbeError as e:
+                self.say(f"camera {name}: {e}")
+                seen = False
+            if name in (c["name"] for c in cams):
+                self.say(f"camera.name: {name!r} is used twice")
+            elif self.yes(f"save camera {name}", seen):  # not read: saved only when asked to
+                cams.append(cam)
+        return cams
+
+    def finish(self, raw: dict, password: str) -> bool:
+        self.say("step 6/6: summary")
+        base_path = self.layout.config if self.layout.config.exists() else self.factory
+        try:
+            base = base_path.read_bytes()
+            read_toml(base, str(base_path))
+            answers = Answers.model_validate(raw)
+            files, cfg = render(answers, base.decode("utf-8-sig"), self.layout)
+        except ValidationError as e:
+            self.say(str(config_error(e, raw, "refused")))
+            return False
+        except (ConfigError, OSError) as e:
+            self.say(f"setup: {e}")
+            return False
+        for line in summary_lines(answers, cfg):
+            self.say(f"  {line}")
+        if not self.yes("apply", True):
+            return False
+        try:
+            apply(files)
+            adminpw.save(self.layout.data_root, password)
+            write_file_atomic(done_path(self.layout.data_root), b"", 0o600)
+        except OSError as e:
+            self.say(f"setup: {e.filename}: cannot write: {e.strerror}")
+            return False
+        self.say("setup applied; the settings take effect at the next boot")
+        return True
+
+
+def _opt(check: Check) -> Check:
+    return lambda t: None if not t else check(t)
+
+
+def run_wizard(layout: Layout, factory: Path, config: Path) -> int:
+    """The wizard on this terminal: 0 when applied, 1 when left before (nothing written)."""
+    ask = prompt_ask()
+    try:
+        return Wizard(layout, factory, config, ask, lambda s: print(s, flush=True)).run()
+    except EOFError:
+        print("\nsetup left before the end: nothing written", flush=True)
+        return 1
+
+
+def read_secret(inp: TextIO) -> str | None:
+    """One line without echo on a terminal (a pipe has none to turn off); None at EOF."""
+    if not inp.isatty():
+        line = inp.readline()
+        return line.rstrip("\r\n") if line else None
+    import termios
+
+    fd = inp.fileno()
+    old = termios.tcgetattr(fd)
+    new = termios.tcgetattr(fd)
+    new[3] &= ~termios.ECHO
+    termios.tcsetattr(fd, termios.TCSAFLUSH, new)
+    try:
+        line = inp.readline()
+    finally:
+        termios.tcsetattr(fd, termios.TCSAFLUSH, old)
+    return line.rstrip("\r\n") if line else None
+
+
+def login(
+    data_root: Path,
+    inp: TextIO,
+    out: TextIO,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+    state: Path | None = None,
+) -> bool:
+    """The admin password before the console's commands; failures back off (adminpw.Backoff).
+    False at EOF. The back-off is kept in `state` (on /run: monotonic time, this boot) so that
+    ending the console (systemd starts it again) does not reset it."""
+    try:
+        stored = adminpw.password_path(data_root).read_text()
+    except OSError as e:
+        out.write(f"console: the admin password cannot be read: {e.strerror}\n")
+        return False
+    backoff = adminpw.Backoff()
+    try:
+        failures, until = (state.read_text() if state else "").split()
+        backoff.failures, backoff.until = int(failures), float(until)
+    except (OSError, ValueError):
+        pass  # none yet, or not ours: start afresh
+    while True:
+        wait = backoff.wait(clock())
+        if wait:
+            out.write(f"wait {wait:.0f} s\n")
+            out.flush()
+            sleep(wait)  # the back-off itself, on the serial line
+        out.write("admin password: ")
+        out.flush()
+        given = read_secret(inp)
+        out.write("\n")
+        if given is None:
+            return False
+        if adminpw.verify(stored, given):
+            if state:
+                state.unlink(missing_ok=True)
+            return True
+        backoff.failed(clock())
+        if state:
+            with contextlib.suppress(OSError):
+                write_file_atomic(state, f"{backoff.failures} {backoff.until}".encode(), 0o600)
+        out.write("wrong password\n")
