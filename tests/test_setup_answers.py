@@ -129,11 +129,11 @@ BAD = [
     ({"address = ": 'address = "192.0.2.300/24"'}, "lan.address"),
     ({"dhcp = false": "dhcp = true"}, "lan.address"),  # DHCP with a static address
     ({"address = ": ""}, "lan.address"),  # neither
-    ({"gateway = ": 'gateway = "10.0.0.1"'}, "lan.gateway"),
+    ({"gateway = ": 'gateway = "203.0.113.1"'}, "lan.gateway"),
     ({"dns = ": 'dns = ["dns.example"]'}, "lan.dns[1]"),
     ({"# peer_address": 'peer_address = "198.51.100.1"'}, "sync.peer_address"),
-    ({"# address": 'address = "10.9.9.1/28"'}, "sync.peer_address"),
-    ({"virtual_ip = ": 'virtual_ip = "10.0.0.100/24"'}, "pair.virtual_ip"),
+    ({"# address": 'address = "203.0.113.17/28"'}, "sync.peer_address"),
+    ({"virtual_ip = ": 'virtual_ip = "203.0.113.100/24"'}, "pair.virtual_ip"),
     ({"virtual_ip = ": 'virtual_ip = "192.0.2.12/24"'}, "pair.virtual_ip"),
     ({"peer_lan_address = ": 'peer_lan_address = "192.0.2.11"'}, "pair.peer_lan_address"),
     ({"peer_lan_address = ": ""}, "pair.peer_lan_address"),
