@@ -37,7 +37,7 @@ from firmware.netconfirm import (
     Tick,
     WriteFiles,
 )
-from firmware.provision import Runner, run_command, write_file_atomic
+from firmware.provision import Runner, own_like_directory, run_command, write_file_atomic
 from firmware.setupfiles import Layout
 
 log = logging.getLogger(__name__)
@@ -125,11 +125,7 @@ class NetChange:
     def _core(self) -> Iterator[NetConfirm]:
         self.lock_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.lock_path, "a") as lock:
-            if os.geteuid() == 0:
-                # The console (root) may be first: the lock is the directory owner's (the
-                # firmware's user), or the running firmware could not open it.
-                st = os.stat(self.lock_path.parent)
-                os.fchown(lock.fileno(), st.st_uid, st.st_gid)
+            own_like_directory(lock.fileno(), self.lock_path.parent)  # the console may be first
             fcntl.flock(lock, fcntl.LOCK_EX)
             core = NetConfirm(self.pending())
             if self.window is not None:

@@ -83,6 +83,14 @@ def _real(path: Path) -> Path:
     return Path(os.path.realpath(path))
 
 
+def own_like_directory(fd: int, directory: Path) -> None:
+    """Root (console, setup) making a file where the firmware's user owns the directory: the
+    file is that user's too, or the running firmware could not open it (docs/IMAGE.md)."""
+    if os.geteuid() == 0:
+        st = os.stat(directory)
+        os.fchown(fd, st.st_uid, st.st_gid)
+
+
 def write_file_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
     """Write `path` (through symlinks) so that a power cut leaves the old state or the whole
     new file: temp file, fsync, rename, fsync of the directory."""
@@ -91,11 +99,7 @@ def write_file_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
     tmp = real.parent / f".{real.name}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     os.fchmod(fd, mode)  # exactly: not widened by a stale temp file, not narrowed by the umask
-    if os.geteuid() == 0:
-        # Root (console, setup) writing where the firmware's user owns the directory: the file
-        # is that user's too, or the running firmware could not read it (docs/IMAGE.md).
-        st = os.stat(real.parent)
-        os.fchown(fd, st.st_uid, st.st_gid)
+    own_like_directory(fd, real.parent)
     with os.fdopen(fd, "wb") as f:
         f.write(data)
         f.flush()
