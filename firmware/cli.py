@@ -390,12 +390,14 @@ def cmd_console(args: argparse.Namespace) -> int:
 
     if hasattr(sys.stdin, "reconfigure"):
         sys.stdin.reconfigure(errors="replace")  # line noise on the serial line is no crash
+    from firmware.golive import GoLive, on_a_board
     from firmware.setupfiles import Layout
     from firmware.wizard import login, run_wizard, setup_complete
 
     root = args.data_root
-    if not setup_complete(root) and run_wizard(Layout(root), args.factory, args.config) != 0:
-        return 1  # left half way: nothing written, the next start asks again
+    live = GoLive(Layout(root), args.config) if on_a_board() else None
+    if not setup_complete(root) and run_wizard(Layout(root), args.factory, args.config, live):
+        return 1  # left half way: the next start asks again
     if not login(root, sys.stdin, sys.stdout, state=Path("/run/nvr-console-login")):
         return 1
     return Console(args.config, args.release, sys.stdin, sys.stdout, data_root=root).loop()

@@ -35,6 +35,9 @@ from firmware.config import ConfigError, config_error, read_toml
 from firmware.provision import write_file_atomic
 from firmware.setupfiles import Layout, apply, camera_url, render, summary_lines
 
+GoLive = Callable[[list[Path]], str | None]
+"""Makes written files live (firmware.golive.GoLive): None, else what failed."""
+
 Check = Callable[[str], str | None]
 Ask = Callable[[str, Check | None, bool, str], str]
 """(question, check, secret, default) -> the answer; raises EOFError when the line is gone."""
@@ -109,10 +112,18 @@ def prompt_ask() -> Ask:
 
 class Wizard:
     def __init__(
-        self, layout: Layout, factory: Path, config: Path, ask: Ask, say: Callable[[str], None]
+        self,
+        layout: Layout,
+        factory: Path,
+        config: Path,
+        ask: Ask,
+        say: Callable[[str], None],
+        golive: GoLive | None = None,
     ) -> None:
         self.layout, self.factory, self.config = layout, factory, config
         self.ask, self.say = ask, say
+        self.golive = golive
+        """Makes written files live (firmware.golive, on a board); None: at the next boot."""
 
     def q(self, question: str, check: Check | None = None, default: str = "") -> str:
         return self.ask(question, check, False, default)
@@ -135,7 +146,7 @@ class Wizard:
                 except ValidationError as e:
                     self.say(str(config_error(e, raw, "refused")))
                     self.say("step 3 again")
-            self.pairing()
+            self.pairing(raw)
             raw["camera"] = self.cameras()
             if self.finish(raw, password):
                 return 0
@@ -204,13 +215,22 @@ class Wizard:
         )
         return {"lan": lan, "sync": sync, "pair": pair, "ntp": {"servers": split_list(ntp)}}
 
-    def pairing(self) -> None:
+    def pairing(self, raw: dict) -> None:
         self.say("step 4/6: pairing with the other board")
         how = self.q("show a code, join with one, or skip (code/join/skip)",
                      one_of("pairing", "code", "join", "skip"), "skip")  # fmt: skip
         if how == "skip":
             self.say("pairing skipped: later with `nvr pair code` / `nvr pair join CODE`")
             return
+        if self.golive is not None:
+            # The boards meet on the sync addresses of step 3: until they are live, both
+            # carry the image's default one.
+            self.say("the network of step 3 goes live now, so that the boards reach each other")
+            files = self.files(raw)
+            why = "cannot write" if files is None else self.go_live(files)
+            if why:
+                self.say("pairing not done: later with `nvr pair code` / `nvr pair join CODE`")
+                return
         from firmware import paircli
 
         args = argparse.Namespace(config=self.config, replace=False, no_wait=False, code="")
@@ -272,27 +292,55 @@ class Wizard:
         if not self.yes("apply", True):
             return False
         try:
-            apply(files)
+            changed = apply(files)
             adminpw.save(self.layout.data_root, password)
             write_file_atomic(done_path(self.layout.data_root), b"", 0o600)
         except OSError as e:
             self.say(f"setup: {e.filename}: cannot write: {e.strerror}")
             return False
-        self.say("setup applied; the settings take effect at the next boot")
+        if self.golive is None:
+            self.say("setup applied; the settings take effect at the next boot")
+        elif self.go_live(changed) is None:
+            self.say("setup applied and live")
+        else:
+            self.say("setup applied; what did not go live now does at the next boot")
         return True
+
+    def files(self, raw: dict) -> list[Path] | None:
+        """Write the files of the answers so far (steps 1-3); the paths changed, None when
+        they cannot be written (said)."""
+        base_path = self.layout.config if self.layout.config.exists() else self.factory
+        try:
+            base = base_path.read_bytes()
+            files, _ = render(Answers.model_validate(raw), base.decode("utf-8-sig"), self.layout)
+            return apply(files)
+        except (ValidationError, ConfigError) as e:
+            self.say(f"setup: {e}")
+        except OSError as e:
+            self.say(f"setup: {e.filename}: cannot write: {e.strerror}")
+        return None
+
+    def go_live(self, changed: list[Path]) -> str | None:
+        assert self.golive is not None
+        self.say("applying: network, time, restarting the firmware ...")
+        why = self.golive(changed)
+        if why:
+            self.say(f"setup: not live: {why}")
+        return why
 
 
 def _opt(check: Check) -> Check:
     return lambda t: None if not t else check(t)
 
 
-def run_wizard(layout: Layout, factory: Path, config: Path) -> int:
-    """The wizard on this terminal: 0 when applied, 1 when left before (nothing written)."""
+def run_wizard(layout: Layout, factory: Path, config: Path, golive: GoLive | None = None) -> int:
+    """The wizard on this terminal: 0 when applied, 1 when left before the end."""
     ask = prompt_ask()
+    say = lambda s: print(s, flush=True)  # noqa: E731
     try:
-        return Wizard(layout, factory, config, ask, lambda s: print(s, flush=True)).run()
+        return Wizard(layout, factory, config, ask, say, golive).run()
     except EOFError:
-        print("\nsetup left before the end: nothing written", flush=True)
+        print("\nsetup left before the end: it starts again at the next console start", flush=True)
         return 1
 
 

@@ -1,8 +1,10 @@
 """A board image under QEMU, driven over its serial console (the way QA and installers reach it).
 
 The VM boots the built disk through UEFI (OVMF) with two NICs, the i6300esb watchdog and,
-optionally, an update stick. Both NICs are QEMU user-mode networks with `restrict=on`: the
-guest reaches nothing but the camera forwarded to a port on the host's loopback.
+optionally, an update stick. By default both NICs are QEMU user-mode networks with
+`restrict=on`: the guest reaches nothing but the camera forwarded to a port on the host's
+loopback. A pair of VMs instead runs inside a network namespace the test made, each NIC a tap
+on a bridge there (the LAN with the camera and a client, the direct sync link).
 """
 
 from __future__ import annotations
@@ -81,12 +83,19 @@ class Vm:
         camera_port: int | None = None,
         stick: Path | None = None,
         memory_mib: int = 1024,
+        netns: str | None = None,
+        taps: tuple[str, str] | None = None,
+        mac_id: int = 0x56,
     ) -> None:
         self.base_disk = disk
         self.workdir = workdir
         self.camera_port = camera_port
         self.stick = stick
         self.memory_mib = memory_mib
+        self.netns = netns
+        self.taps = taps
+        """(LAN tap, sync tap) in netns, made by the caller; None: user-mode networks."""
+        self.mac_id = mac_id
         self.proc: subprocess.Popen[bytes] | None = None
         self.output = ""
         self._cursor = 0
@@ -118,6 +127,10 @@ class Vm:
                 f",guestfwd=tcp:{CAMERA_ADDR}:8554-cmd:socat STDIO TCP:127.0.0.1:{self.camera_port}"
             )
         sync = f"user,id=sync,net={SYNC_NET},host={SYNC_HOST},restrict=on"
+        if self.taps is not None:
+            lan, sync = (f"tap,id={n},ifname={t},script=no,downscript=no"
+                         for n, t in zip(("lan", "sync"), self.taps, strict=True))  # fmt: skip
+        mac = f"52:54:00:4e:{self.mac_id:02x}"
         self.accel = "kvm" if kvm_works() else "tcg"
         accel = ["-accel", "kvm", "-cpu", "host"] if self.accel == "kvm" else ["-accel", "tcg"]
         cmd = [
@@ -127,13 +140,13 @@ class Vm:
             "-drive", f"if=pflash,format=raw,readonly=on,file={OVMF_CODE}",
             "-drive", f"if=pflash,format=raw,file={self.vars}",
             "-drive", f"if=virtio,format=qcow2,file={self.overlay}",
-            "-netdev", lan, "-device", "virtio-net-pci,netdev=lan,mac=52:54:00:4e:56:01",
-            "-netdev", sync, "-device", "virtio-net-pci,netdev=sync,mac=52:54:00:4e:56:02",
+            "-netdev", lan, "-device", f"virtio-net-pci,netdev=lan,mac={mac}:01",
+            "-netdev", sync, "-device", f"virtio-net-pci,netdev=sync,mac={mac}:02",
             "-device", "i6300esb", "-action", "watchdog=reset",
         ]  # fmt: skip
         if self.stick is not None:
             cmd += ["-drive", f"if=virtio,format=raw,readonly=on,file={self.stick}"]
-        return cmd
+        return cmd if self.netns is None else ["ip", "netns", "exec", self.netns, *cmd]
 
     def start(self) -> None:
         if not self.overlay.exists():
@@ -160,6 +173,12 @@ class Vm:
         with self._seen:
             self._eof = True
             self._seen.notify_all()
+
+    def power_cut(self) -> None:
+        """The board loses power: QEMU killed at once (`ip netns exec` has exec'd into it)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
 
     def stop(self, timeout: float = 10.0) -> None:
         if self.proc is None:
@@ -209,6 +228,12 @@ class Vm:
             text = self.output[echo_at : m.start()]
         first, _, rest = text.partition("\n")
         return rest if line.strip() in first else text
+
+    def answer(self, question: str, text: str | None, timeout: float = 120.0) -> None:
+        """Answer a wizard question once it is asked: `text` replaces what the line holds
+        (^U first), None keeps the offered default."""
+        self.expect(re.escape(question) + r":", timeout)
+        self.send("\r" if text is None else f"\x15{text}\r")
 
     def wait_prompt(self, timeout: float) -> None:
         """Wait for the console's banner and then its prompt (after a boot)."""

@@ -153,7 +153,7 @@ def test_abandoned_wizard_is_forced_again(tmp_path: Path) -> None:
     first.answer("board A or B:", "a")
     first.wait("board name:")
     first.child.send("\x15\x04")  # ^U clears the default, ^D on an empty line leaves
-    first.wait("nothing written")
+    first.wait("it starts again")
     first.child.expect(pexpect.EOF, timeout=10)
     first.close()
     assert first.child.exitstatus == 1

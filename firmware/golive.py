@@ -1,0 +1,69 @@
+"""Making the wizard's files live on the board without a reboot: networkd takes the new
+addresses, chrony its servers, and the firmware restarts on the new config and answers again.
+
+The wizard needs this twice: before pairing (the two boards reach each other only on the sync
+addresses just answered; the image's default gives both boards the same one) and after the
+last step. Only the console on a board does it (root, systemd); elsewhere the files wait for
+the next boot."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from firmware.apiclient import api_base, fetch_status
+from firmware.config import ConfigError, load_config
+from firmware.provision import SYSTEMD_RUNTIME, Runner, run_command
+from firmware.setupfiles import Layout
+
+ANSWER_S = 90.0
+"""How long the restarted firmware may take to answer (a slow board's start, migrations)."""
+
+
+def on_a_board(release: Path = Path("/etc/nvr-release")) -> bool:
+    """systemd is PID 1 and this is the image (not a development host)."""
+    return SYSTEMD_RUNTIME.is_dir() and release.is_file()
+
+
+@dataclass
+class GoLive:
+    layout: Layout
+    config: Path
+    runner: Runner = run_command
+    answer_s: float = ANSWER_S
+    clock: Callable[[], float] = time.monotonic
+    sleep: Callable[[float], None] = time.sleep
+
+    def __call__(self, changed: Iterable[Path]) -> str | None:
+        """None once the changed files are live and the firmware answers; else what failed."""
+        changed = list(changed)
+        try:
+            net = load_config(self.config).network
+        except ConfigError as e:
+            return str(e)
+        steps: list[list[str]] = []
+        if any(p.parent == self.layout.network_dir for p in changed):
+            ifaces = [net.lan_interface, net.sync_interface]
+            steps += [["networkctl", "reload"], ["networkctl", "reconfigure", *ifaces]]
+        if any(self.layout.chrony_dir in p.parents for p in changed):
+            steps.append(["systemctl", "try-restart", "chrony.service"])
+        steps.append(["systemctl", "restart", "nvr.service"])
+        for argv in steps:
+            done = self.runner(argv)
+            if done.returncode != 0:
+                return f"{' '.join(argv)}: {done.last_line}"
+        return self.wait_answer()
+
+    def wait_answer(self) -> str | None:
+        deadline = self.clock() + self.answer_s
+        last = ""
+        while self.clock() < deadline:
+            try:
+                fetch_status(api_base(self.config), timeout=2.0)
+                return None
+            except (OSError, ConfigError, ValueError) as e:
+                last = str(e)
+            self.sleep(0.5)
+        return f"the firmware did not answer within {self.answer_s:.0f} s: {last}"

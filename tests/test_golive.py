@@ -1,0 +1,109 @@
+"""The wizard's go-live step: which services it touches for which files, and that it waits
+until the restarted firmware answers (a real HTTP server on loopback stands in for it)."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import pytest
+
+from firmware.golive import GoLive
+from firmware.provision import Result
+from firmware.setupfiles import Layout
+
+
+class Status(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        body = json.dumps({"role": "single"}).encode()
+        self.send_response(200 if self.path == "/api/v1/status" else 404)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def firmware_port() -> Iterator[int]:
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Status)
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    try:
+        yield srv.server_address[1]
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
+class Runner:
+    def __init__(self, fail: str | None = None) -> None:
+        self.calls: list[list[str]] = []
+        self.fail = fail
+
+    def __call__(self, argv: Sequence[str], on_line=None) -> Result:
+        self.calls.append(list(argv))
+        if self.fail and self.fail in argv:
+            return Result(1, "Failed to reload network settings: Access denied\n")
+        return Result(0, "")
+
+
+def _layout(tmp_path: Path, port: int) -> tuple[Layout, Path]:
+    layout = Layout(tmp_path / "data")
+    layout.config.parent.mkdir(parents=True)
+    layout.config.write_text(
+        f'[board]\nname = "a"\ndata_dir = "{tmp_path}/rec"\n\n[network]\n'
+        f'lan_interface = "lan0"\nsync_interface = "sync0"\n\n[api]\nlisten_port = {port}\n'
+    )
+    return layout, layout.config
+
+
+def test_network_files_reload_networkd_then_the_firmware_restarts_and_answers(
+    tmp_path: Path, firmware_port: int
+) -> None:
+    layout, config = _layout(tmp_path, firmware_port)
+    run = Runner()
+    changed = [layout.network_dir / "20-sync.network", config]
+    assert GoLive(layout, config, runner=run)(changed) is None
+    assert run.calls == [
+        ["networkctl", "reload"],
+        ["networkctl", "reconfigure", "lan0", "sync0"],
+        ["systemctl", "restart", "nvr.service"],
+    ]
+
+
+def test_chrony_files_restart_chrony_and_nothing_touches_networkd(
+    tmp_path: Path, firmware_port: int
+) -> None:
+    layout, config = _layout(tmp_path, firmware_port)
+    run = Runner()
+    assert GoLive(layout, config, runner=run)([layout.chrony_dir / "sources.d/nvr.sources"]) is None
+    assert ["systemctl", "try-restart", "chrony.service"] in run.calls
+    assert not any(c[0] == "networkctl" for c in run.calls)
+
+
+def test_a_failing_step_is_named_and_the_firmware_is_not_restarted(tmp_path: Path) -> None:
+    layout, config = _layout(tmp_path, 1)
+    run = Runner(fail="reload")
+    why = GoLive(layout, config, runner=run)([layout.network_dir / "10-lan.network"])
+    assert why is not None and why.startswith("networkctl reload: ") and "Access denied" in why
+    assert ["systemctl", "restart", "nvr.service"] not in run.calls
+
+
+def test_a_firmware_that_never_answers_is_reported_after_the_deadline(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as s:  # a port with nothing listening
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    layout, config = _layout(tmp_path, port)
+    clock = [0.0]
+    live = GoLive(layout, config, runner=Runner(), answer_s=5.0, clock=lambda: clock[0],
+                  sleep=lambda s: clock.__setitem__(0, clock[0] + s))  # fmt: skip
+    why = live([config])
+    assert why is not None and "did not answer within 5 s" in why
+    assert clock[0] >= 5.0
