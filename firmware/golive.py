@@ -15,6 +15,7 @@ from pathlib import Path
 
 from firmware.apiclient import api_base, fetch_status
 from firmware.config import ConfigError, load_config
+from firmware.netchange import reload_commands
 from firmware.provision import SYSTEMD_RUNTIME, Runner, run_command
 from firmware.setupfiles import Layout
 
@@ -45,8 +46,7 @@ class GoLive:
             return str(e)
         steps: list[list[str]] = []
         if any(p.parent == self.layout.network_dir for p in changed):
-            ifaces = [net.lan_interface, net.sync_interface]
-            steps += [["networkctl", "reload"], ["networkctl", "reconfigure", *ifaces]]
+            steps += reload_commands([net.lan_interface, net.sync_interface])
         if any(self.layout.chrony_dir in p.parents for p in changed):
             steps.append(["systemctl", "try-restart", "chrony.service"])
         steps.append(["systemctl", "restart", "nvr.service"])

@@ -18,7 +18,7 @@ from typing import TextIO
 
 from pydantic import BaseModel, ValidationError
 
-from firmware import adminpw
+from firmware import adminpw, camdiscover
 from firmware.answers import (
     SYNC_DEFAULT,
     Answers,
@@ -93,7 +93,7 @@ def prompt_ask() -> Ask:
         def validate(self, document: Document) -> None:
             why = self.check(document.text.strip())
             if why:
-                raise Refused(message=why)
+                raise Refused(len(document.text), why)  # the cursor stays at the end
 
     session: PromptSession[str] = PromptSession()  # keeps its last options: pass them all
 
@@ -216,40 +216,68 @@ class Wizard:
         return {"lan": lan, "sync": sync, "pair": pair, "ntp": {"servers": split_list(ntp)}}
 
     def pairing(self, raw: dict) -> None:
+        """Until paired or skipped: a wrong code or a board away is said and asked again."""
         self.say("step 4/6: pairing with the other board")
-        how = self.q("show a code, join with one, or skip (code/join/skip)",
-                     one_of("pairing", "code", "join", "skip"), "skip")  # fmt: skip
-        if how == "skip":
-            self.say("pairing skipped: later with `nvr pair code` / `nvr pair join CODE`")
-            return
-        if self.golive is not None:
-            # The boards meet on the sync addresses of step 3: until they are live, both
-            # carry the image's default one.
-            self.say("the network of step 3 goes live now, so that the boards reach each other")
-            files = self.files(raw)
-            why = "cannot write" if files is None else self.go_live(files)
-            if why:
-                self.say("pairing not done: later with `nvr pair code` / `nvr pair join CODE`")
+        live = self.golive is None
+        while True:
+            how = self.q("show a code, join with one, or skip (code/join/skip)",
+                         one_of("pairing", "code", "join", "skip"), "skip")  # fmt: skip
+            if how == "skip":
+                self.say("pairing skipped: later with `nvr pair code` / `nvr pair join CODE`")
                 return
+            if not live:
+                # The boards meet on the sync addresses of step 3: until they are live,
+                # both carry the image's default one.
+                self.say("the network of step 3 goes live now, so that the boards meet")
+                files = self.files(raw)
+                live = files is not None and self.go_live(files) is None
+            if live and self.pair(how):
+                return
+            self.say("pairing not done: again, or skip and pair later with `nvr pair code`")
+
+    def pair(self, how: str) -> bool:
         from firmware import paircli
 
-        args = argparse.Namespace(config=self.config, replace=False, no_wait=False, code="")
-        if how == "join":
-            args.code = self.q("pairing code")
-            status = paircli.cmd_pair_join(args)
-        else:
-            status = paircli.cmd_pair_code(args)
-        if status:
-            self.say("pairing not done: later with `nvr pair code` / `nvr pair join CODE`")
+        args = argparse.Namespace(
+            config=self.config, url=None, replace=False, no_wait=False, code=""
+        )
+        if how == "code":
+            return paircli.cmd_pair_code(args) == 0
+        args.code = self.q("pairing code", _code_check)
+        return paircli.cmd_pair_join(args) == 0
 
     def cameras(self) -> list[dict]:
         self.say("step 5/6: cameras")
         cams: list[dict] = []
         while self.yes("add a camera", not cams):
             base = {"name": "x", "url": "rtsp://camera/"}
-            name = self.q("camera name", field_check(CameraAnswers, "camera", "name", base))
+            guess = ("", "")  # (name, URL) prefilled from a discovered camera
+            how = self.q("by URL or discover on the LAN (url/discover)",
+                         one_of("camera", "url", "discover"), "url")  # fmt: skip
+            if how == "discover":
+                self.say(f"looking for ONVIF cameras ({camdiscover.WINDOW_S:.0f} s) ...")
+                try:
+                    found = camdiscover.discover()
+                except (camdiscover.DiscoveryError, OSError) as e:
+                    self.say(f"discovery: {e}")
+                    found = []
+                for i, seen_cam in enumerate(found, 1):
+                    self.say(f"  {i}. {seen_cam.line()}")
+                numbers = [str(i) for i in range(1, len(found) + 1)]
+                if not found:
+                    self.say("no camera answered: give its RTSP URL")
+                elif pick := self.q(f"camera number (1-{len(found)}, empty: by URL)",
+                                    _opt(one_of("camera number", *numbers))):  # fmt: skip
+                    chosen = found[int(pick) - 1]
+                    guess = (chosen.name_guess(), chosen.rtsp_guess)
+                    self.say("the URL is a guess (port 554): complete the path of the stream")
+            name = self.q(
+                "camera name", field_check(CameraAnswers, "camera", "name", base), guess[0]
+            )
             url = self.q(
-                "RTSP URL (no credentials)", field_check(CameraAnswers, "camera", "url", base)
+                "RTSP URL (no credentials)",
+                field_check(CameraAnswers, "camera", "url", base),
+                guess[1],
             )
             cam: dict = {"name": name, "url": url}
             user = self.q("username (empty: none)")
@@ -327,6 +355,16 @@ class Wizard:
         if why:
             self.say(f"setup: not live: {why}")
         return why
+
+
+def _code_check(text: str) -> str | None:
+    from firmware.pairing import normalize_code
+
+    try:
+        normalize_code(text)
+    except ValueError as e:
+        return f"pairing code: {e}"
+    return None
 
 
 def _opt(check: Check) -> Check:

@@ -38,6 +38,38 @@ VIRTUAL_IP = "192.0.2.100"
 HOSTS = ("a", "b", "cam", "cli")
 
 
+def ns_socket(ns: str, family: int = socket.AF_INET, kind: int = socket.SOCK_STREAM):
+    """A socket made in namespace `ns` (sockets keep the namespace they were made in)."""
+    pushns(ns)
+    try:
+        return socket.socket(family, kind)
+    finally:
+        popns()
+
+
+def ns_http(ns: str, addr: str, port: int, path: str, timeout: float = 1.0, **kw) -> bytes:
+    """GET (or kw method=...) from inside `ns`; OSError when nothing answers or the answer
+    is an HTTP error."""
+    sock = ns_socket(ns)
+    sock.settimeout(timeout)
+    try:
+        sock.connect((addr, port))
+    except OSError:
+        sock.close()
+        raise
+    conn = http.client.HTTPConnection(addr, port, timeout=timeout)
+    conn.sock = sock
+    try:
+        conn.request(kw.get("method", "GET"), path, headers=kw.get("headers", {}))
+        resp = conn.getresponse()
+        body = resp.read()
+        if resp.status >= 400:
+            raise OSError(f"HTTP {resp.status}: {body[:200]!r}")
+        return body
+    finally:
+        conn.close()
+
+
 def _ip(*args: str, ns: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
     cmd = ["ip", *(["-n", ns] if ns else []), *args]
     return subprocess.run(cmd, capture_output=True, text=True, check=check, timeout=20)
@@ -195,35 +227,13 @@ class PairRig:
     # --- talking from inside a namespace without spawning a process -------------------------
 
     def socket(self, host: str, family: int = socket.AF_INET, kind: int = socket.SOCK_STREAM):
-        """A socket that lives in the host's namespace (sockets keep the namespace they were
-        made in), used from this process."""
-        pushns(self.ns(host))
-        try:
-            return socket.socket(family, kind)
-        finally:
-            popns()
+        """A socket that lives in the host's namespace, used from this process."""
+        return ns_socket(self.ns(host), family, kind)
 
     def http(self, host: str, addr: str, port: int, path: str, timeout: float = 1.0, **kw) -> bytes:
         """GET (or kw method=...) from host's namespace; raises OSError when nothing answers
         or the answer is an HTTP error."""
-        sock = self.socket(host)
-        sock.settimeout(timeout)
-        try:
-            sock.connect((addr, port))
-        except OSError:
-            sock.close()
-            raise
-        conn = http.client.HTTPConnection(addr, port, timeout=timeout)
-        conn.sock = sock
-        try:
-            conn.request(kw.get("method", "GET"), path, headers=kw.get("headers", {}))
-            resp = conn.getresponse()
-            body = resp.read()
-            if resp.status >= 400:
-                raise OSError(f"HTTP {resp.status}: {body[:200]!r}")
-            return body
-        finally:
-            conn.close()
+        return ns_http(self.ns(host), addr, port, path, timeout, **kw)
 
     def http_json(
         self, host: str, addr: str, port: int, path: str, timeout: float = 1.0, **kw

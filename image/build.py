@@ -243,7 +243,8 @@ chroot "$root" systemd-sysusers
 # systemd: the firmware, its console on ttyS0 instead of a login prompt, networkd, chrony
 # (the only time service: timesyncd is masked).
 chroot "$root" systemctl enable nvr.service nvr-firstboot.service nvr-mark-good.service \\
-    nvr-console.service nvr-poweroff.path systemd-networkd.service chrony.service
+    nvr-console.service nvr-poweroff.path nvr-network-boot.service systemd-networkd.service \\
+    chrony.service
 chroot "$root" systemctl mask serial-getty@ttyS0.service getty@tty1.service \\
     systemd-timesyncd.service apt-daily.timer apt-daily-upgrade.timer 2>/dev/null || true
 : > "$root/etc/machine-id"

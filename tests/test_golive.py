@@ -71,7 +71,8 @@ def test_network_files_reload_networkd_then_the_firmware_restarts_and_answers(
     assert GoLive(layout, config, runner=run)(changed) is None
     assert run.calls == [
         ["networkctl", "reload"],
-        ["networkctl", "reconfigure", "lan0", "sync0"],
+        ["networkctl", "reconfigure", "lan0"],
+        ["networkctl", "reconfigure", "sync0"],
         ["systemctl", "restart", "nvr.service"],
     ]
 

@@ -22,7 +22,7 @@ import pytest
 
 from hil.camera.client import CameraSim
 from hil.camera.spec import StreamSpec
-from hil.vm import CAMERA_ADDR, LAN_HOST, OVMF_CODE, PROMPT, Vm, make_stick
+from hil.vm import BOARD_LAN, CAMERA_ADDR, LAN_HOST, OVMF_CODE, PROMPT, Vm, make_stick
 from hil.wait import WaitTimeout, wait_until
 
 TOP = Path(__file__).resolve().parent.parent
@@ -107,6 +107,47 @@ def field(text: str, key: str) -> str:
     return m.group(1).strip()
 
 
+ADMIN_PW = "Install3r-pw"
+VIP = "192.0.2.100/24"
+
+
+def setup_steps_1_to_3(vm: Vm, side: str, name: str, lan: str, peer_lan: str) -> None:
+    """The wizard's first three steps as an installer types them on the serial console."""
+    vm.answer("admin password", ADMIN_PW, BOOT_S)
+    vm.answer("again", ADMIN_PW)
+    vm.answer("board A or B", side)
+    vm.answer("board name", name)
+    vm.answer("LAN by DHCP or static", "static")
+    vm.answer("LAN address/prefix", f"{lan}/24")
+    vm.answer("gateway (empty: none)", LAN_HOST)
+    vm.answer("DNS servers (empty: none)", "")
+    vm.answer("sync link address", None)  # the side's default
+    vm.answer("peer sync address", None)
+    vm.answer("virtual IP/prefix", VIP)
+    vm.answer("peer board LAN address", peer_lan)
+    vm.answer("NTP servers (empty: image default)", "")
+
+
+def setup_cameras_and_apply(vm: Vm, camera: str | None) -> None:
+    """Step 5 (one camera by URL, probed before it is saved) and 6, then the console's login."""
+    if camera is None:
+        vm.answer("add a camera (y/n)", "n")
+    else:
+        vm.answer("add a camera (y/n)", "y")
+        vm.answer("by URL or discover on the LAN (url/discover)", "url")
+        vm.answer("camera name", camera)
+        vm.answer("RTSP URL (no credentials)", f"rtsp://{CAMERA_ADDR}:8554/{camera}")
+        vm.answer("username (empty: none)", "")
+        vm.expect(rf"camera {camera}: h264 320x240", 60)  # what the probe saw
+        vm.answer(f"save camera {camera} (y/n)", "y")
+        vm.answer("add a camera (y/n)", "n")
+    vm.expect(r"step 6/6: summary", 30)
+    vm.answer("apply (y/n)", "y")
+    vm.expect(r"setup applied and live", READY_S)
+    vm.answer("admin password", ADMIN_PW)
+    vm.expect(re.escape(PROMPT), 60)
+
+
 def wait_console(vm: Vm, cmd: str, cond, timeout: float, what: str) -> str:
     """Repeat a console command (every 2 s, it costs the board a little) until its output
     satisfies cond; the last output goes into the failure."""
@@ -137,6 +178,8 @@ def test_image_boots_records_and_updates_through_signed_bundles(built, camera, t
     passwd = (out / "work" / "root" / "etc" / "passwd").read_text()
     assert re.search(r"^nvr:x:\d+:\d+:NVR pair firmware:/var/lib/nvr:/usr/sbin/nologin$",
                      passwd, re.M), passwd  # fmt: skip
+    wants = out / "work" / "root" / "etc" / "systemd" / "system" / "systemd-networkd.service.wants"
+    assert (wants / "nvr-network-boot.service").is_symlink()  # the rollback before networkd
     group = (out / "work" / "root" / "etc" / "group").read_text()
     assert re.search(r"^i2c:x:", group, re.M) and re.search(r"^nvr:x:", group, re.M)
     stick = make_stick(
@@ -147,8 +190,12 @@ def test_image_boots_records_and_updates_through_signed_bundles(built, camera, t
     try:
         t0 = time.monotonic()
         vm.start()
-        vm.wait_prompt(BOOT_S)
+        vm.expect(r"nvr-pair first-boot setup", BOOT_S)  # forced before anything else
         figures["boot_to_console_s"] = time.monotonic() - t0
+        setup_steps_1_to_3(vm, "a", "north", BOARD_LAN, "192.0.2.12")
+        vm.answer("show a code, join with one, or skip (code/join/skip)", "skip")
+        setup_cameras_and_apply(vm, "cam1")
+        figures["boot_to_set_up_s"] = time.monotonic() - t0
 
         release = vm.command("release")
         assert "NAME=nvr-pair" in release
@@ -168,7 +215,7 @@ def test_image_boots_records_and_updates_through_signed_bundles(built, camera, t
                               "cam1 recording")  # fmt: skip
         figures["boot_to_recording_s"] = time.monotonic() - t0
         st = json.loads(status[status.index("{") : status.rindex("}") + 1])
-        assert st["board"] == "a" and st["role"] == "active"
+        assert st["board"] == "north" and st["role"] == "unpaired"  # records alone
         assert [c["name"] for c in st["cameras"]] == ["cam1"]
 
         system = wait_console(vm, "system", lambda t: "boot_status=good" in t, READY_S,
@@ -192,7 +239,8 @@ def test_image_boots_records_and_updates_through_signed_bundles(built, camera, t
 
         t_reboot = time.monotonic()
         vm.send("reboot\r")
-        vm.expect(r"version: " + re.escape(V2), BOOT_S)
+        vm.answer("admin password", ADMIN_PW, BOOT_S)  # set up once: a login from now on
+        vm.expect(r"version: " + re.escape(V2), 60)
         vm.expect(re.escape(PROMPT), 60)
         assert f"VERSION={V2}" in vm.command("release")
         system = wait_console(vm, "system", lambda t: "service: active" in t and
@@ -231,15 +279,19 @@ def test_update_that_never_becomes_healthy_is_rolled_back(built, camera, tmp_pat
     vm = Vm(out / "disk.img", tmp_path / "vm", camera_port=camera.port, stick=stick)
     try:
         vm.start()
-        vm.wait_prompt(BOOT_S)
+        setup_steps_1_to_3(vm, "a", "north", BOARD_LAN, "192.0.2.12")
+        vm.answer("show a code, join with one, or skip (code/join/skip)", "skip")
+        setup_cameras_and_apply(vm, None)
         wait_console(vm, "system", lambda t: "service: active" in t and "boot_status=good" in t,
                      READY_S, "slot A up and marked good")  # fmt: skip
         done = vm.command("update", timeout=INSTALL_S)
         assert f"update: installed nvr-pair-{BROKEN}.raucb" in done, done
         t_reboot = time.monotonic()
         vm.send("reboot\r")
-        vm.expect(r"version: " + re.escape(BROKEN), BOOT_S)  # slot B starts ...
-        vm.expect(r"version: " + re.escape(V1), BOOT_S + READY_S)  # ... and A is back
+        vm.answer("admin password", ADMIN_PW, BOOT_S)
+        vm.expect(r"version: " + re.escape(BROKEN), 60)  # slot B starts ...
+        vm.answer("admin password", ADMIN_PW, BOOT_S + READY_S)
+        vm.expect(r"version: " + re.escape(V1), 60)  # ... and A is back
         vm.expect(re.escape(PROMPT), 60)
         system = wait_console(vm, "system", lambda t: "service: active" in t and
                               re.search(r"rootfs\.1: .*boot_status=bad", t), READY_S,
@@ -254,3 +306,91 @@ def test_update_that_never_becomes_healthy_is_rolled_back(built, camera, tmp_pat
         figures.write_text(json.dumps(report, indent=2) + "\n")
     finally:
         vm.stop()
+
+
+def _status(vm: Vm, cond, what: str, timeout: float = READY_S) -> dict:
+    text = wait_console(vm, "status --json", lambda t: "{" in t and cond(_json(t)), timeout, what)
+    return _json(text)
+
+
+def recording_as(role: str):
+    return lambda s: s.get("role") == role and all(c["recording"] for c in s["cameras"])
+
+
+def _json(text: str) -> dict:
+    try:
+        return json.loads(text[text.index("{") : text.rindex("}") + 1])
+    except ValueError:
+        return {}
+
+
+def test_two_boards_from_one_image_set_up_by_their_consoles_form_a_pair(built, tmp_path):
+    """The installer's proof: two VMs from the same disk.img (each on its own overlay), a LAN
+    with the camera and a client, a direct sync link; set up only through their serial
+    consoles with the wizard (paired by the code one shows and the other types), they record
+    the camera, the standby mirrors, the VIP answers the client, and a power cut of the
+    active VM moves the VIP to the other."""
+    from hil.vmnet import VmPairNet
+
+    disk = built["out"] / "disk.img"
+    vip = VIP.split("/")[0]
+    lan = {"a": BOARD_LAN, "b": "192.0.2.12"}
+    name = {"a": "north", "b": "south"}
+    figures: dict[str, float] = {}
+
+    def vip_board() -> str | None:
+        try:
+            return json.loads(net.http(vip, 8080, "/api/v1/status", timeout=0.5))["board"]
+        except (OSError, ValueError, KeyError):
+            return None
+
+    with VmPairNet() as net:
+        cam = CameraSim([StreamSpec("cam1", fps=25, gop=25, width=320, height=240)],
+                        port=8554, bind=CAMERA_ADDR, netns=net.ns)  # fmt: skip
+        vms = {b: Vm(disk, tmp_path / f"vm-{b}", netns=net.ns, taps=net.taps(b), mac_id=0x60 + i)
+               for i, b in enumerate(("a", "b"))}  # fmt: skip
+        a, b = vms["a"], vms["b"]
+        try:
+            cam.start()
+            t0 = time.monotonic()
+            for vm in vms.values():
+                vm.start()
+            for side, vm in vms.items():
+                other = "b" if side == "a" else "a"
+                setup_steps_1_to_3(vm, side, name[side], lan[side], lan[other])
+            ask = "show a code, join with one, or skip (code/join/skip)"
+            a.answer(ask, "code")  # a's network goes live, then it shows a code
+            code = a.expect(r"pairing code: (\d{4}-\d{4})", READY_S).group(1)
+            b.answer(ask, "join")
+            b.answer("pairing code", code, READY_S)
+            fp_a = a.expect(r"paired: pair key fingerprint (\S+)", 120).group(1)
+            fp_b = b.expect(r"paired: pair key fingerprint (\S+)", 120).group(1)
+            assert fp_a == fp_b
+            for vm in vms.values():
+                setup_cameras_and_apply(vm, "cam1")
+            figures["power_on_to_set_up_s"] = time.monotonic() - t0
+
+            st_a = _status(a, recording_as("active"), "a active, recording")
+            st_b = _status(b, lambda s: s.get("role") == "standby"
+                           and (s.get("mirror") or {}).get("fetched_segments", 0) > 0,
+                           "b standby and mirroring a's segments")  # fmt: skip
+            figures["power_on_to_recording_pair_s"] = time.monotonic() - t0
+            assert st_a["board"] == "north" and st_b["board"] == "south"
+            assert [c["name"] for c in st_a["cameras"]] == ["cam1"]
+            wait_until(lambda: vip_board() == "north", 60, "the VIP answering from a")
+
+            t_cut = time.monotonic()
+            a.power_cut()
+            wait_until(lambda: vip_board() == "south", 60, "the VIP answering from b")
+            figures["vip_moved_after_power_cut_s"] = time.monotonic() - t_cut
+            st_b = _status(b, recording_as("active"), "b active, recording")
+            assert st_b["board"] == "south"
+        finally:
+            for vm in vms.values():
+                vm.stop()
+            cam.close()
+            report_path = TOP / "image" / "out" / "test-figures.json"
+            report_path.parent.mkdir(exist_ok=True)
+            report = json.loads(report_path.read_text()) if report_path.exists() else {}
+            report |= {f"pair_{k}": round(v, 1) for k, v in figures.items()}
+            report_path.write_text(json.dumps(report, indent=2) + "\n")

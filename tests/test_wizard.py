@@ -26,14 +26,19 @@ FACTORY = ROOT / "rootfs" / "etc" / "nvr" / "nvr.toml"
 class Term:
     """The console under a 80x24 VT100, its screen as the installer sees it."""
 
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, config: Path | None = None, netns: str | None = None) -> None:
+        """`config`: the config the console's commands use (default: the one setup writes);
+        `netns`: the console runs inside that network namespace (a rig's board)."""
         self.screen = pyte.Screen(80, 24)
         self.stream = pyte.ByteStream(self.screen)
-        argv = ["-m", "firmware.cli", "console", "--config", str(tmp / "data/etc/nvr/nvr.toml"),
+        config = config or tmp / "data/etc/nvr/nvr.toml"
+        argv = [sys.executable, "-m", "firmware.cli", "console", "--config", str(config),
                 "--release", str(tmp / "release"), "--data-root", str(tmp / "data"),
                 "--factory", str(FACTORY)]  # fmt: skip
+        if netns:
+            argv = ["ip", "netns", "exec", netns, *argv]
         env = {**os.environ, "TERM": "vt100"}
-        self.child = pexpect.spawn(sys.executable, argv, cwd=ROOT, env=env, dimensions=(24, 80))
+        self.child = pexpect.spawn(argv[0], argv[1:], cwd=ROOT, env=env, dimensions=(24, 80))
 
     def text(self) -> str:
         return "\n".join(self.screen.display)
@@ -93,6 +98,7 @@ def test_complete_setup_as_typed(term: Term, tmp_path: Path) -> None:
         term.answer("code, join with one, or skip", "")
         term.wait("pairing skipped")
         term.answer("add a camera (y/n):", "")
+        term.answer("(url/discover):", "")
         term.answer("camera name:", "door")
         term.answer("RTSP URL (no credentials):", cam.url("cam1"))
         term.answer("username (empty: none):", "viewer")
