@@ -3,13 +3,15 @@
 Process::
 
     python -m hil.camera --port 8554 --bind 127.0.0.1 --control /run/cam.sock \\
-        [--epoch UNIX_SECONDS] --stream name=cam1,codec=h264,cheap=1 [--stream ...]
+        [--epoch UNIX_SECONDS] --stream name=cam1,codec=h264,cheap=1 [--stream ...] \\
+        [--wsd [--wsd-name NAME] [--wsd-hardware HW]]
 
 (stream keys and defaults: name, codec=h264|h265, width=640, height=360, fps=25,
 bitrate=1000 kbit/s, gop=25 frames, audio=0, cheap=0, pattern=ball — see StreamSpec)
 serves rtsp://BIND:PORT/NAME for each stream (H.264 or H.265, optional AAC track; media
 shared by all clients of a stream). ``cheap=1`` loops a clip encoded once at start instead
-of encoding live, for dozens of cameras on a small machine.
+of encoding live, for dozens of cameras on a small machine. ``--wsd`` (off by default) also
+answers ONVIF WS-Discovery probes as a camera does (:mod:`hil.camera.wsd`).
 
 Frame numbers: frame n is the n-th frame period since the epoch (floor((t - epoch) * fps)),
 whether or not it reaches anybody. Each video access unit carries, just before its first

@@ -71,6 +71,7 @@ class CameraSim:
         env: dict[str, str] | None = None,
         raw_mounts: dict[str, str] | None = None,
         auth: str | None = None,
+        wsd: tuple[str, str] | None = None,
     ) -> None:
         if not streams and not raw_mounts:
             raise ValueError("a camera needs at least one stream")
@@ -78,6 +79,8 @@ class CameraSim:
         """Extra streams from raw GStreamer launch lines (odd codecs), without frame numbers."""
         self.auth = auth
         """USER:PASSWORD the camera asks for, or None."""
+        self.wsd = wsd
+        """(name, hardware): answer ONVIF WS-Discovery probes with these scopes; None: off."""
         self.streams = list(streams)
         self.port = port if port is not None else free_port(bind if netns is None else "127.0.0.1")
         self.bind = bind
@@ -116,6 +119,8 @@ class CameraSim:
             cmd += ["--mount", f"{name}={launch}"]
         if self.auth:
             cmd += ["--auth", self.auth]
+        if self.wsd:
+            cmd += ["--wsd", "--wsd-name", self.wsd[0], "--wsd-hardware", self.wsd[1]]
         if self.netns:
             cmd = ["ip", "netns", "exec", self.netns, *cmd]
         return cmd

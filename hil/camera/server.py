@@ -797,6 +797,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="an extra stream from a raw GStreamer launch line ending in pay0 (repeatable)",
     )
     p.add_argument("--auth", metavar="USER:PASSWORD", help="require these credentials")
+    p.add_argument(
+        "--wsd",
+        action="store_true",
+        help="answer ONVIF WS-Discovery probes on 239.255.255.250:3702 (hil.camera.wsd)",
+    )
+    p.add_argument("--wsd-name", default="camsim", help="the ONVIF name scope it answers with")
+    p.add_argument("--wsd-hardware", default="CamSim-1", help="the ONVIF hardware scope")
     return p.parse_args(argv)
 
 
@@ -819,6 +826,16 @@ def main(argv: list[str] | None = None) -> int:
     loop = GLib.MainLoop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         GLib.unix_signal_add(GLib.PRIORITY_HIGH, signum, lambda *_: loop.quit() or False)
+    wsd = None
+    if args.wsd:
+        from hil.camera.wsd import Responder
+
+        try:
+            wsd = Responder(args.bind, args.wsd_name, args.wsd_hardware).start()
+        except OSError as exc:
+            camera.stop()
+            _log(f"cannot start the WS-Discovery responder: {exc}")
+            return 2
     control: _ControlServer | None = None
     if args.control:
         control = _ControlServer(args.control, camera)
@@ -832,6 +849,8 @@ def main(argv: list[str] | None = None) -> int:
             control.server_close()
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(args.control)
+        if wsd is not None:
+            wsd.close()
         camera.stop()
     failed = [s.spec.name for s in camera.streams.values() if s.failed is not None]
     return 1 if failed else 0
