@@ -1,25 +1,34 @@
 """The installer console on the serial line (`nvr console`, run by systemd on ttyS0).
 
-The image has no root password, so these commands are the only way in over serial. It reads
-one command per line and answers on the next lines, then prints the prompt `nvr> ` again
-(without a newline), so a program on the other end can wait for the prompt. A command's error
-is printed, never a traceback, and never ends the console; EOF ends it with status 0.
+The image has no root password, so these commands are the only way in over serial. After the
+admin password it shows a numbered menu (firmware.consolemenu), then reads one line at a time:
+a menu number or a command word with its arguments, answered on the next lines, then the
+prompt `nvr> ` again (without a newline), so a program on the other end can wait for it. An
+empty line shows the menu again. A command's error is printed, never a traceback, and never
+ends the console; EOF ends it with status 0.
 
-The commands are the table `COMMANDS`. External programs (systemctl, rauc, mount, umount) go
-through one runner, and /proc, /dev and /run are parameters, so tests fake all of them."""
+The commands are the table `COMMANDS`. External programs (systemctl, rauc, mount, umount,
+journalctl, networkctl) go through one runner, and /proc, /dev and /run are parameters, so
+tests fake all of them."""
 
 from __future__ import annotations
 
 import json
 import os
 import shlex
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
+from firmware import consolemenu
 from firmware.apiclient import api_base, fetch_status, status_lines
+from firmware.audit import AuditLog
 from firmware.config import ConfigError, load_config
+from firmware.consolemenu import BY_NUMBER, MENU, menu_lines, more_status_lines
+from firmware.netchange import NetChange
 from firmware.provision import (
     DATA_ROOT,
     NOT_FOUND,
@@ -167,20 +176,83 @@ class Console:
     run: Path = Path("/run")
     data_root: Path = DATA_ROOT
     sys_class_watchdog: Path = Path("/sys/class/watchdog")
+    shell: tuple[str, ...] = ("/bin/bash",)
+    """The root shell (after the admin password again)."""
+    net_window: float | None = None
+    """Seconds to confirm a network change; None: firmware.netconfirm's."""
+    clock: Callable[[], float] = time.time
+    monotonic: Callable[[], float] = time.monotonic
+    sleep: Callable[[float], None] = time.sleep
     done: bool = field(default=False, init=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+    _stop: threading.Event = field(default_factory=threading.Event, init=False, repr=False)
+    _audit: AuditLog | None = field(default=None, init=False, repr=False)
+    _net_watch: threading.Thread | None = field(default=None, init=False, repr=False)
 
     # --- input and output
 
     def say(self, text: str = "") -> None:
-        self.out.write(text + "\n")
-        self.out.flush()
+        with self._lock:  # the network deadline speaks from its own thread
+            self.out.write(text + "\n")
+            self.out.flush()
 
     def ask(self, question: str) -> str | None:
         """One answer line (stripped); None at EOF."""
-        self.out.write(question)
-        self.out.flush()
+        with self._lock:
+            self.out.write(question)
+            self.out.flush()
         line = self.inp.readline()
         return line.strip() if line else None
+
+    def ask_secret(self, question: str) -> str | None:
+        """As ask, without echo on a terminal."""
+        from firmware.wizard import read_secret
+
+        answer = read_secret(self.inp, self.out, question)  # not under the lock: it waits
+        self.say()
+        return answer
+
+    def clear(self) -> None:
+        """A terminal's screen cleared (VT100), e.g. after a secret was shown; a pipe gets
+        nothing."""
+        if self.out.isatty():
+            with self._lock:
+                self.out.write("\x1b[H\x1b[2J")
+                self.out.flush()
+
+    def audit(self, event: str, **fields: object) -> None:
+        """An event in the board's audit log, as the firmware writes it; a failure is said."""
+        from firmware.audit import AUDIT_FILE
+        from firmware.timefmt import now_us
+
+        if self._audit is None:  # opened once, as the firmware does
+            try:
+                self._audit = AuditLog(load_config(self.config).board.data_dir / AUDIT_FILE)
+            except (ConfigError, OSError) as e:
+                self.say(f"audit log: {e}")
+                return
+        self._audit.append(now_us(), event, **fields)
+
+    def watch_network(self, nc: NetChange) -> None:
+        """The deadline of a network change applied here, kept in a thread of the console."""
+        from firmware.supervise import keep_running
+
+        def failed(what: str, e: Exception) -> None:
+            self.say(f"{what}: {e}; the firmware keeps the deadline too")
+
+        if self._net_watch is not None and self._net_watch.is_alive():
+            return  # it reads the (new) deadline from the record each second
+        self._net_watch = threading.Thread(
+            target=keep_running,
+            args=("network deadline", lambda: consolemenu.network_deadline(self, nc, self._stop),
+                  self._stop, failed, 10.0),
+            name="network-deadline", daemon=True,
+        )  # fmt: skip
+        self._net_watch.start()
+
+    def menu(self) -> None:
+        for line in menu_lines():
+            self.say(line)
 
     def banner(self) -> None:
         rel = read_release(self.release)
@@ -192,11 +264,17 @@ class Console:
         for label, key in (("name", "NAME"), ("version", "VERSION"), ("revision", "GIT_REVISION")):
             self.say(f"{label}: {rel.get(key) or 'unknown'}")
         self.say(f"board: {board}")
-        self.say("type help for commands")
 
     def loop(self) -> int:
-        """Banner, then commands until EOF or `exit`."""
+        """Banner and menu, then entries and commands until EOF or `exit`."""
+        try:
+            return self._loop()
+        finally:
+            self._stop.set()
+
+    def _loop(self) -> int:
         self.banner()
+        self.menu()
         while not self.done:
             self.out.write(PROMPT)
             self.out.flush()
@@ -225,10 +303,18 @@ class Console:
             self.say(f"error: {e}")
             return 2
         if not words:
+            self.clear()
+            self.banner()
+            self.menu()
             return 0
+        if words[0] in BY_NUMBER:
+            words[0] = BY_NUMBER[words[0]].word
+        elif words[0].isdigit():
+            self.say(f"no entry {words[0]}: the entries are 0 to {max(BY_NUMBER, key=int)}")
+            return 2
         cmd = COMMANDS.get(words[0])
         if cmd is None:
-            self.say(f"unknown command: {words[0]} (type help)")
+            self.say(f"unknown command: {words[0]} (a menu number, or type help)")
             return 2
         if len(words) - 1 > cmd.max_args:
             self.say(f"usage: {cmd.name} {cmd.args}".rstrip())
@@ -247,9 +333,11 @@ class Console:
 
 
 def _help(con: Console, args: list[str]) -> int:
+    """Every command, its menu number first where it has one."""
+    numbers = {e.word: str(e.number) for e in MENU}
     width = max(len(f"{c.name} {c.args}") for c in COMMANDS.values())
     for c in COMMANDS.values():
-        con.say(f"  {f'{c.name} {c.args}':<{width}}  {c.help}")
+        con.say(f"{numbers.get(c.name, ''):>2}  {f'{c.name} {c.args}':<{width}}  {c.help}")
     return 0
 
 
@@ -262,7 +350,7 @@ def _status(con: Console, args: list[str]) -> int:
     except (ConfigError, OSError) as e:
         con.say(f"nvr: {e}")
         return 2 if isinstance(e, ConfigError) else 1
-    for line in [json.dumps(st, indent=1)] if args else status_lines(st):
+    for line in [json.dumps(st, indent=1)] if args else status_lines(st) + more_status_lines(st):
         con.say(line)
     return 0
 
@@ -389,19 +477,20 @@ def _exit(con: Console, args: list[str]) -> int:
     return 0
 
 
+_BASE = (
+    Command("help", "", "this list", _help),
+    Command("status", "[--json]", "state of the running firmware (as nvr status)", _status, 1),
+    Command("release", "", "the release of this image", _release),
+    Command("system", "", "root filesystem, service, watchdog, update slots", _system),
+    Command("update", "[FILE]", f"install a bundle from the {UPDATE_LABEL} USB stick", _update, 1),
+    Command("reboot", "", "restart the board", _systemctl("reboot", "rebooting")),
+    Command("poweroff", "", "power the board off", _systemctl("poweroff", "powering off")),
+    Command("factory-reset", "", "delete configuration and keys (asks first)", _factory_reset),
+    Command("exit", "", "leave the console", _exit),
+    *(Command(n, a, h, f, m) for n, a, h, f, m in consolemenu.NEW_COMMANDS),
+)
+_ORDER = [e.word for e in sorted(MENU, key=lambda e: e.number or 99)]
 COMMANDS: dict[str, Command] = {
-    c.name: c
-    for c in (
-        Command("help", "", "this list", _help),
-        Command("status", "[--json]", "state of the running firmware (as nvr status)", _status, 1),
-        Command("release", "", "the release of this image", _release),
-        Command("system", "", "root filesystem, service, watchdog, update slots", _system),
-        Command(
-            "update", "[FILE]", f"install a bundle from the {UPDATE_LABEL} USB stick", _update, 1
-        ),
-        Command("reboot", "", "restart the board", _systemctl("reboot", "rebooting")),
-        Command("poweroff", "", "power the board off", _systemctl("poweroff", "powering off")),
-        Command("factory-reset", "", "delete configuration and keys (asks first)", _factory_reset),
-        Command("exit", "", "leave the console", _exit),
-    )
+    c.name: c for c in sorted(_BASE, key=lambda c: _ORDER.index(c.name) if c.name in _ORDER else 99)
 }
+"""In the menu's order, then the commands it has no number for (help, release, system)."""

@@ -21,7 +21,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 import tomlkit
 
-from firmware.answers import Answers, CameraAnswers
+from firmware.answers import Answers, CameraAnswers, LanAnswers
 from firmware.config import Config, ConfigError, parse_config, read_toml
 from firmware.provision import write_file_atomic
 from firmware.timesync import TimeSettings
@@ -100,19 +100,23 @@ def _network(name: str, lines: Iterable[str], why: str) -> bytes:
     return "\n".join([*head, "[Match]", f"Name={name}", "", "[Network]", *lines, ""]).encode()
 
 
+def lan_network(lan: LanAnswers, interface: str) -> bytes:
+    """The LAN's .network file (the setup's, and the console's network change)."""
+    if lan.dhcp:
+        lines = ["DHCP=ipv4"]
+    else:
+        lines = [f"Address={lan.address}"]
+        lines += [f"Gateway={lan.gateway}"] if lan.gateway else []
+        lines += [f"DNS={d}" for d in lan.dns]
+    lines += ["LinkLocalAddressing=no", "IPv6AcceptRA=no"]
+    if lan.dhcp:
+        lines += ["", "[DHCPv4]", "UseDomains=no"]
+    return _network(interface, lines, "LAN (cameras, clients, the VIP)")
+
+
 def render(answers: Answers, base: str, layout: Layout) -> tuple[list[SetupFile], Config]:
     """Every file the answers set, with the config they make."""
     text, cfg = render_config(answers, base, str(layout.config))
-    lan = answers.lan
-    if lan.dhcp:
-        lan_lines = ["DHCP=ipv4"]
-    else:
-        lan_lines = [f"Address={lan.address}"]
-        lan_lines += [f"Gateway={lan.gateway}"] if lan.gateway else []
-        lan_lines += [f"DNS={d}" for d in lan.dns]
-    lan_lines += ["LinkLocalAddressing=no", "IPv6AcceptRA=no"]
-    if lan.dhcp:
-        lan_lines += ["", "[DHCPv4]", "UseDomains=no"]
     sync_lines = [f"Address={answers.sync_address}", "LinkLocalAddressing=no",
                   "IPv6AcceptRA=no", "ConfigureWithoutCarrier=yes"]  # fmt: skip
     net = cfg.network
@@ -120,7 +124,7 @@ def render(answers: Answers, base: str, layout: Layout) -> tuple[list[SetupFile]
     files = [
         SetupFile(layout.config, text.encode(), PRIVATE),
         SetupFile(layout.network_dir / "10-lan.network",
-                  _network(net.lan_interface, lan_lines, "LAN (cameras, clients, the VIP)")),
+                  lan_network(answers.lan, net.lan_interface)),
         SetupFile(layout.network_dir / "20-sync.network",
                   _network(net.sync_interface, sync_lines, "the direct link to the peer board")),
     ]  # fmt: skip

@@ -13,6 +13,7 @@ import contextlib
 import os
 import time
 from collections.abc import Callable
+from enum import Enum
 from pathlib import Path
 from typing import TextIO
 
@@ -382,9 +383,14 @@ def run_wizard(layout: Layout, factory: Path, config: Path, golive: GoLive | Non
         return 1
 
 
-def read_secret(inp: TextIO) -> str | None:
-    """One line without echo on a terminal (a pipe has none to turn off); None at EOF."""
+def read_secret(inp: TextIO, out: TextIO | None = None, prompt: str = "") -> str | None:
+    """One line without echo on a terminal (a pipe has none to turn off); None at EOF. The
+    echo goes off before `prompt` is written: what is typed as soon as it shows is neither
+    echoed nor thrown away."""
     if not inp.isatty():
+        if out is not None:
+            out.write(prompt)
+            out.flush()
         line = inp.readline()
         return line.rstrip("\r\n") if line else None
     import termios
@@ -393,12 +399,72 @@ def read_secret(inp: TextIO) -> str | None:
     old = termios.tcgetattr(fd)
     new = termios.tcgetattr(fd)
     new[3] &= ~termios.ECHO
-    termios.tcsetattr(fd, termios.TCSAFLUSH, new)
+    termios.tcsetattr(fd, termios.TCSADRAIN, new)
     try:
+        if out is not None:
+            out.write(prompt)
+            out.flush()
         line = inp.readline()
     finally:
-        termios.tcsetattr(fd, termios.TCSAFLUSH, old)
+        termios.tcsetattr(fd, termios.TCSADRAIN, old)
     return line.rstrip("\r\n") if line else None
+
+
+class PasswordCheck(Enum):
+    RIGHT = "right"
+    WRONG = "wrong"
+    GONE = "gone"
+    """EOF: the line went away, or the stored password cannot be read (said)."""
+
+
+def load_backoff(state: Path | None) -> adminpw.Backoff:
+    """The failures so far, kept in `state` (on /run: monotonic time, this boot), so that
+    neither ending the console (systemd starts it again) nor asking from another place (the
+    login, the root shell) resets them."""
+    backoff = adminpw.Backoff()
+    try:
+        failures, until = (state.read_text() if state else "").split()
+        backoff.failures, backoff.until = int(failures), float(until)
+    except (OSError, ValueError):
+        pass  # none yet, or not ours: start afresh
+    return backoff
+
+
+def admin_try(
+    data_root: Path,
+    inp: TextIO,
+    out: TextIO,
+    backoff: adminpw.Backoff,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+    state: Path | None = None,
+) -> PasswordCheck:
+    """One ask of the admin password, after the wait that `backoff` calls for; a failure is
+    counted there and kept in `state`."""
+    try:
+        stored = adminpw.password_path(data_root).read_text()
+    except OSError as e:
+        out.write(f"console: the admin password cannot be read: {e.strerror}\n")
+        return PasswordCheck.GONE
+    wait = backoff.wait(clock())
+    if wait:
+        out.write(f"wait {wait:.0f} s\n")
+        out.flush()
+        sleep(wait)  # the back-off itself, on the serial line
+    given = read_secret(inp, out, "admin password: ")
+    out.write("\n")
+    if given is None:
+        return PasswordCheck.GONE
+    if adminpw.verify(stored, given):
+        if state:
+            state.unlink(missing_ok=True)
+        return PasswordCheck.RIGHT
+    backoff.failed(clock())
+    if state:
+        with contextlib.suppress(OSError):
+            write_file_atomic(state, f"{backoff.failures} {backoff.until}".encode(), 0o600)
+    out.write("wrong password\n")
+    return PasswordCheck.WRONG
 
 
 def login(
@@ -409,38 +475,11 @@ def login(
     sleep: Callable[[float], None] = time.sleep,
     state: Path | None = None,
 ) -> bool:
-    """The admin password before the console's commands; failures back off (adminpw.Backoff).
-    False at EOF. The back-off is kept in `state` (on /run: monotonic time, this boot) so that
-    ending the console (systemd starts it again) does not reset it."""
-    try:
-        stored = adminpw.password_path(data_root).read_text()
-    except OSError as e:
-        out.write(f"console: the admin password cannot be read: {e.strerror}\n")
-        return False
-    backoff = adminpw.Backoff()
-    try:
-        failures, until = (state.read_text() if state else "").split()
-        backoff.failures, backoff.until = int(failures), float(until)
-    except (OSError, ValueError):
-        pass  # none yet, or not ours: start afresh
+    """The admin password before the console's commands, until right; False when gone."""
+    backoff = load_backoff(state)
     while True:
-        wait = backoff.wait(clock())
-        if wait:
-            out.write(f"wait {wait:.0f} s\n")
-            out.flush()
-            sleep(wait)  # the back-off itself, on the serial line
-        out.write("admin password: ")
-        out.flush()
-        given = read_secret(inp)
-        out.write("\n")
-        if given is None:
-            return False
-        if adminpw.verify(stored, given):
-            if state:
-                state.unlink(missing_ok=True)
-            return True
-        backoff.failed(clock())
-        if state:
-            with contextlib.suppress(OSError):
-                write_file_atomic(state, f"{backoff.failures} {backoff.until}".encode(), 0o600)
-        out.write("wrong password\n")
+        match admin_try(data_root, inp, out, backoff, clock, sleep, state):
+            case PasswordCheck.RIGHT:
+                return True
+            case PasswordCheck.GONE:
+                return False

@@ -16,6 +16,7 @@ import pytest
 from conftest import NVR, ROOT
 
 from firmware.console import COMMANDS, PROMPT, Console, root_mode, watchdog_holders
+from firmware.consolemenu import menu_lines
 from firmware.provision import NOT_FOUND, Result
 
 RELEASE = 'NAME="nvr-pair Debian 12"\nVERSION="0.1.0"\nGIT_REVISION=\'3f2c1ab\'\nBUILD_DATE="2024-05-01"\n'  # noqa: E501
@@ -118,11 +119,12 @@ def test_console_process_banner_prompt_unknown_command_and_eof(board, tmp_path):
         "version: 0.1.0",
         "revision: 3f2c1ab",
         "board: north",
-        "type help for commands",
+        *menu_lines(),
     ]
-    assert rest[0] == "unknown command: frobnicate (type help)\n"
-    assert rest[1] == ""  # an empty line: just the prompt again
+    assert rest[0] == "unknown command: frobnicate (a menu number, or type help)\n"
+    assert rest[1].splitlines() == banner.splitlines()[1:]  # an empty line: the menu again
     assert all(f"  {name}" in rest[2] for name in COMMANDS)
+    assert " 1  status [--json]" in rest[2] and "14  shell" in rest[2]  # numbers and words
     assert rest[3] == "\n"  # EOF: a newline after the last prompt, then exit 0
     assert "Traceback" not in done.stderr
 
