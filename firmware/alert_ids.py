@@ -58,6 +58,11 @@ class AlertId(StrEnum):
     """The peer sent rows, files or answers this board refused (unsigned, malformed, too long)."""
     PAIR_CLOCK_SKEW = "pair-clock-skew"
     """The two boards' wall clocks disagree beyond [pair] clock_skew_alert_seconds."""
+    # pair-wide settings (firmware/pairsettings.py)
+    PAIR_SETTINGS_CONFLICT = "pair-settings-conflict"
+    """Both boards changed the pair-wide settings at once: one change was discarded."""
+    PAIR_SETTINGS_REFUSED = "pair-settings-refused"
+    """The peer's pair-wide settings were refused (invalid here, malformed, older, oversized)."""
 
 
 class Severity(StrEnum):

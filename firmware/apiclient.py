@@ -8,6 +8,7 @@ import urllib.request
 from pathlib import Path
 
 from firmware.config import load_config
+from firmware.status import pair_settings_line
 from firmware.statustext import PAIR_HOWTO, UNPAIRED_HINT, role_line, vip_line
 
 
@@ -48,6 +49,8 @@ def status_lines(st: dict) -> list[str]:
                        f"heard on {paths}")  # fmt: skip
         else:
             out.append("peer: not heard")
+        if st.get("pair_settings"):
+            out.append(pair_settings_line(st["pair_settings"]))
     disk = st.get("disk") or {}
     if disk:
         out.append(

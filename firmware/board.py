@@ -51,6 +51,7 @@ from firmware.netchange import NetChange
 from firmware.netwatch import NetWatch
 from firmware.pairing import CODE_TTL_S
 from firmware.pairing_http import PairingError, PairingService, PeerAddress
+from firmware.pairsync import PairSync
 from firmware.recorder.supervisor import Recorder, ring_seconds
 from firmware.roles import RecorderMode, Role
 from firmware.setupfiles import Layout
@@ -72,7 +73,13 @@ UNPAIRED_TEXT = ("[pair] is configured but this board holds no pair key: it reco
 
 
 class Board:
-    def __init__(self, cfg: Config, serve_api: bool = True, nic: Nic | None = None) -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        serve_api: bool = True,
+        nic: Nic | None = None,
+        config_path: Path | None = None,
+    ) -> None:
         self.cfg = cfg
         self.data_dir = cfg.board.data_dir
         self.identity = prepare(self.data_dir, cfg.board.name, now_us())
@@ -115,6 +122,16 @@ class Board:
                                      on_carrier=self._carrier)  # fmt: skip
             self.mirror = Mirror(cfg, self.failover.key, self.catalog, self.alerts,
                                  self._recording, self.failover.path_fresh, now_us)  # fmt: skip
+        self.pairsync: PairSync | None = None
+        """The pair-wide settings kept the same on both boards; needs the config file's path."""
+        if self.mirror is not None and self.failover is not None and config_path is not None:
+            self.pairsync = PairSync(
+                board=cfg.board.name, key=self.failover.key, config_path=config_path, cfg=cfg,
+                token=self.api_token if cfg.api.token_file is not None else None,
+                alerts=self.alerts, audit=self.audit, request=self.mirror.client.request,
+                now_us=now_us, failed=self.alerts.task_failed,
+            )  # fmt: skip
+            self.mirror.server.routes += self.pairsync.routes()
         self.pairing: PairingService | None = None
         if cfg.pair is not None:
             self.pairing = PairingService(
@@ -286,6 +303,8 @@ class Board:
                                f"{e} (still running the last good config)", now_us())  # fmt: skip
             return "refused"
         self.alerts.clear(AlertId.CONFIG_INVALID)
+        if self.pairsync is not None:
+            self.pairsync.local(new)
         fixed = (new.board, new.api, new.network, new.pair)
         if fixed != (self.cfg.board, self.cfg.api, self.cfg.network, self.cfg.pair):
             self.alerts.raise_(
@@ -390,6 +409,7 @@ class Board:
             mirror=mirror,
             hardware=self.hw.status() if self.hw else None,
             pair_fingerprint=self.pairing.current_fingerprint() if self.pairing else None,
+            pair_settings=self.pairsync.status() if self.pairsync else None,
         )
 
     def status(self) -> dict:
@@ -426,6 +446,8 @@ class Board:
                                            self.mirror.port, "mirror",
                                            credential_headers=(MIRROR_AUTH_HEADER,))  # fmt: skip
             self.mirror.start()
+            if self.pairsync is not None:
+                self.pairsync.start()
             ticker = self._keep("mirror upkeep", self._mirror_ticks, failover_stop)
         hw = None
         if self.hw is not None:
@@ -454,6 +476,8 @@ class Board:
             await asyncio.get_running_loop().run_in_executor(None, self.recorder.stop)
             if self.mirror is not None:
                 await asyncio.to_thread(self.mirror.stop)
+            if self.pairsync is not None:
+                await asyncio.to_thread(self.pairsync.stop)
             for served in (api_http, mirror_http):
                 if served is not None:
                     await served.close()

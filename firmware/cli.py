@@ -42,7 +42,7 @@ def _serve(cfg: Config, serve_api: bool, config_path: Path | None = None) -> int
     from hal.errors import HalError
 
     try:
-        board = Board(cfg, serve_api=serve_api)
+        board = Board(cfg, serve_api=serve_api, config_path=config_path)
     except (DataDirError, ConfigError, HalError) as e:
         return _fail(str(e))
 

@@ -97,6 +97,16 @@ class MirrorView:
     clock_uncertainty_seconds: float | None = None
 
 
+def pair_settings_line(ps: Mapping) -> str:
+    """The console's line for the `pair_settings` block: versions on both boards."""
+    here = f"pair settings v{ps['version']} ({ps['hash']}, from {ps['origin']})"
+    if ps.get("peer_version") is None:
+        return f"{here}; peer's not heard"
+    if ps.get("agree"):
+        return f"{here}; the same on the peer"
+    return f"{here}; peer has v{ps['peer_version']} ({ps['peer_hash']}): NOT the same yet"
+
+
 @dataclass(frozen=True)
 class BoardStatus:
     board: str
@@ -119,6 +129,8 @@ class BoardStatus:
     hardware: Mapping | None
     pair_fingerprint: str | None = None
     """Short name of the pair key (firmware/pairkey.py), the same on both boards of a pair."""
+    pair_settings: Mapping | None = None
+    """Version of the pair-wide settings here and on the peer (firmware/pairsync.py)."""
 
     @property
     def epoch(self) -> int:
@@ -145,4 +157,5 @@ class BoardStatus:
             "mirror": dict(self.mirror.detail) if self.mirror else None,
             "hardware": dict(self.hardware) if self.hardware is not None else None,
             "writes_held": self.writes_held,
+            "pair_settings": dict(self.pair_settings) if self.pair_settings else None,
         }

@@ -80,6 +80,10 @@ class HostilePeer:
     """Feed answers in order; the last is repeated. Empty: empty pages."""
     files: dict[str, FileAnswer] = field(default_factory=dict)
     board: str = "b"
+    answers: dict[str, dict | HugeFeed] = field(default_factory=dict)
+    """Answers to other GET paths (exact path), e.g. the pair settings' head and document."""
+    bind: tuple[str, int] = ("127.0.0.1", 0)
+    """Where it listens: loopback for a test's own client, a rig host's mirror port else."""
     requests: Counter = field(default_factory=Counter)
     sent: Counter = field(default_factory=Counter)
     """Bytes of body written per request kind ("feed", or the segment id), as far as the
@@ -130,12 +134,16 @@ class HostilePeer:
                         peer._answer_feed(self, nonce)
                     elif self.path.startswith(SEGMENT_PATH):
                         peer._answer_file(self, self.path.removeprefix(SEGMENT_PATH))
+                    elif self.path in peer.answers:
+                        with peer._lock:
+                            peer.requests[self.path] += 1
+                        peer._answer_json(self, nonce, peer.answers[self.path], self.path)
                     else:
                         self.send_error(404)
                 except (BrokenPipeError, ConnectionResetError):
                     self.close_connection = True
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = ThreadingHTTPServer(self.bind, Handler)
         self._server.daemon_threads = True
         threading.Thread(target=self._server.serve_forever, name="hostile-peer",
                          daemon=True).start()  # fmt: skip
@@ -155,7 +163,11 @@ class HostilePeer:
                 self.sent[kind] += len(chunk)
 
     def _answer_feed(self, h: BaseHTTPRequestHandler, nonce: str) -> None:
-        answer = self._feed_answer()
+        self._answer_json(h, nonce, self._feed_answer(), "feed")
+
+    def _answer_json(
+        self, h: BaseHTTPRequestHandler, nonce: str, answer: dict | HugeFeed, kind: str
+    ) -> None:
         if isinstance(answer, HugeFeed):
             h.send_response(200)
             h.send_header("Content-Type", "application/json")
@@ -165,7 +177,7 @@ class HostilePeer:
                 h.send_header("Connection", "close")
                 h.close_connection = True
             h.end_headers()
-            self._stream(h, "feed", _filler(b'{"segments": [', answer.size))
+            self._stream(h, kind, _filler(b'{"segments": [', answer.size))
             return
         body = json.dumps(answer).encode()
         h.send_response(200)
@@ -173,7 +185,7 @@ class HostilePeer:
         h.send_header("Content-Length", str(len(body)))
         h.send_header(RESPONSE_HEADER, self._sign(nonce, body))
         h.end_headers()
-        self._stream(h, "feed", iter([body]))
+        self._stream(h, kind, iter([body]))
 
     def _answer_file(self, h: BaseHTTPRequestHandler, sid: str) -> None:
         with self._lock:

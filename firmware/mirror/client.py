@@ -176,6 +176,11 @@ class MirrorClient:
         usable = [p for p in self.peer if self.path_usable(p)]
         return usable or list(self.peer)
 
+    def request(self, path_qs: str, timeout: float):
+        """A signed GET to the peer's mirror port for another part of the firmware (the pair
+        settings), on the path the mirror would take."""
+        return self._request(path_qs, timeout)
+
     def _request(self, path_qs: str, timeout: float, headers: dict | None = None):
         """GET over the first path that answers; returns (response, connection, nonce)."""
         errors = []

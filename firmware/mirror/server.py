@@ -58,6 +58,9 @@ class MirrorServer:
         self.peer_lag: tuple[float, int, float] | None = None
         """(seconds, bytes, monotonic time): what the peer last said it lacks of ours."""
         self.served = {"feeds": 0, "segments": 0, "rejected": 0}
+        self.routes: list[tuple[str, Callable]] = []
+        """More GET routes behind the same authentication (the pair settings, firmware/pairsync.py);
+        their handlers sign their answers with request["nonce"]."""
 
     def notify(self) -> None:
         """Something was committed: answer the waiting feed request now (loop thread only)."""
@@ -69,6 +72,8 @@ class MirrorServer:
         app = web.Application(middlewares=[self._auth])
         app.router.add_get(FEED_PATH, self._feed)
         app.router.add_get(SEGMENT_PATH + "{id}", self._segment)
+        for path, handler in self.routes:
+            app.router.add_get(path, handler)
         return app
 
     @web.middleware
