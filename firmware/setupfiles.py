@@ -68,9 +68,14 @@ def camera_url(cam: CameraAnswers) -> str:
     return urlunsplit(parts._replace(netloc=auth + parts.netloc))
 
 
-def render_config(answers: Answers, base: str, source: str) -> tuple[str, Config]:
+def render_config(
+    answers: Answers, base: str, source: str, keep_cameras: bool = False
+) -> tuple[str, Config]:
     """The board's config: `base` (the config there now, or the factory one) with the answered
-    keys set, comments and every other key kept; checked by the firmware's own loader."""
+    keys set, comments and every other key kept; checked by the firmware's own loader.
+    `keep_cameras`: the answered cameras are added to the base's (replacing those of the same
+    name) instead of replacing them all: the wizard's way, since a paired board's config may
+    already hold the pair's cameras from the other board."""
     doc = tomlkit.parse(base)
     board = doc.setdefault("board", tomlkit.table())
     board["name"] = answers.name
@@ -80,6 +85,11 @@ def render_config(answers: Answers, base: str, source: str) -> tuple[str, Config
     pair["virtual_ip"] = str(answers.pair.virtual_ip)
     pair["priority"] = answers.priority
     cameras = tomlkit.aot()
+    answered = {c.name for c in answers.camera}
+    if keep_cameras:
+        for t in doc.get("camera", []):
+            if t.get("name") not in answered:
+                cameras.append(t)
     for cam in answers.camera:
         t = tomlkit.table()
         t["name"] = cam.name
@@ -114,9 +124,11 @@ def lan_network(lan: LanAnswers, interface: str) -> bytes:
     return _network(interface, lines, "LAN (cameras, clients, the VIP)")
 
 
-def render(answers: Answers, base: str, layout: Layout) -> tuple[list[SetupFile], Config]:
+def render(
+    answers: Answers, base: str, layout: Layout, keep_cameras: bool = False
+) -> tuple[list[SetupFile], Config]:
     """Every file the answers set, with the config they make."""
-    text, cfg = render_config(answers, base, str(layout.config))
+    text, cfg = render_config(answers, base, str(layout.config), keep_cameras)
     sync_lines = [f"Address={answers.sync_address}", "LinkLocalAddressing=no",
                   "IPv6AcceptRA=no", "ConfigureWithoutCarrier=yes"]  # fmt: skip
     net = cfg.network

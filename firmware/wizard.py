@@ -32,7 +32,7 @@ from firmware.answers import (
     SyncAnswers,
 )
 from firmware.camprobe import ProbeError, probe
-from firmware.config import ConfigError, config_error, read_toml
+from firmware.config import ConfigError, config_error, load_config, read_toml
 from firmware.provision import write_file_atomic
 from firmware.setupfiles import Layout, apply, camera_url, render, summary_lines
 
@@ -249,6 +249,11 @@ class Wizard:
 
     def cameras(self) -> list[dict]:
         self.say("step 5/6: cameras")
+        from firmware.recorder.ingest import redact
+
+        with contextlib.suppress(ConfigError, OSError):
+            for c in load_config(self.base()).camera if self.keeps() else []:
+                self.say(f"  kept: {c.name} {redact(c.url)} (remove in the console's menu)")
         cams: list[dict] = []
         while self.yes("add a camera", not cams):
             base = {"name": "x", "url": "rtsp://camera/"}
@@ -304,12 +309,12 @@ class Wizard:
 
     def finish(self, raw: dict, password: str) -> bool:
         self.say("step 6/6: summary")
-        base_path = self.layout.config if self.layout.config.exists() else self.factory
+        base_path = self.base()
         try:
             base = base_path.read_bytes()
             read_toml(base, str(base_path))
             answers = Answers.model_validate(raw)
-            files, cfg = render(answers, base.decode("utf-8-sig"), self.layout)
+            files, cfg = render(answers, base.decode("utf-8-sig"), self.layout, self.keeps())
         except ValidationError as e:
             self.say(str(config_error(e, raw, "refused")))
             return False
@@ -335,13 +340,24 @@ class Wizard:
             self.say("setup applied; what did not go live now does at the next boot")
         return True
 
+    def base(self) -> Path:
+        """The config the answers go into: the board's, else the factory's."""
+        return self.layout.config if self.layout.config.exists() else self.factory
+
+    def keeps(self) -> bool:
+        """The cameras already in the board's own config stay (the answered ones are added):
+        once paired, they may be the pair's, from the other board (firmware/pairsync.py).
+        The factory's are replaced, as `nvr setup` does."""
+        return self.base() == self.layout.config
+
     def files(self, raw: dict) -> list[Path] | None:
         """Write the files of the answers so far (steps 1-3); the paths changed, None when
         they cannot be written (said)."""
-        base_path = self.layout.config if self.layout.config.exists() else self.factory
+        base_path = self.base()
         try:
             base = base_path.read_bytes()
-            files, _ = render(Answers.model_validate(raw), base.decode("utf-8-sig"), self.layout)
+            answers = Answers.model_validate(raw)
+            files, _ = render(answers, base.decode("utf-8-sig"), self.layout, self.keeps())
             return apply(files)
         except (ValidationError, ConfigError) as e:
             self.say(f"setup: {e}")

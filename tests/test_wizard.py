@@ -216,3 +216,32 @@ def test_login_backoff_survives_a_console_restart(tmp_path: Path) -> None:
     # doubled: the restart gave no fresh free tries
     assert slept == [1.0, 1.0, 2.0]
     assert not state.exists()  # a success clears it
+
+
+def test_the_pair_s_cameras_in_the_board_s_config_are_kept(tmp_path: Path) -> None:
+    """A board whose own config already holds cameras (the pair's, from the other board once
+    paired) keeps them through the wizard: shown without credentials, the answered ones added
+    (the factory's would be replaced, as in the test above)."""
+    data = tmp_path / "data"
+    own = data / "etc/nvr/nvr.toml"
+    own.parent.mkdir(parents=True)
+    text = FACTORY.read_text()
+    assert 'name = "cam1"' in text and "[[camera]]" in text
+    own.write_text(
+        text.replace('url = "rtsp://192.0.2.31', 'url = "rtsp://op:peer-s3cret@192.0.2.31')
+    )
+    t = Term(tmp_path)
+    try:
+        through_network(t)
+        t.answer("code, join with one, or skip", "")
+        screen = t.wait("add a camera (y/n):")
+        assert "kept: cam1 rtsp://***@192.0.2.31" in screen and "peer-s3cret" not in screen
+        t.child.send("\x15n\r")
+        t.answer("apply (y/n):", "")
+        t.wait("setup applied")
+    finally:
+        t.close()
+    cfg = load_config(own)
+    before = [c.name for c in load_config(FACTORY).camera]
+    assert [c.name for c in cfg.camera] == before and cfg.board.name == "north"
+    assert cfg.camera[0].url.startswith("rtsp://op:peer-s3cret@192.0.2.31")
