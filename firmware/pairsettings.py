@@ -1,6 +1,7 @@
 """Pair-wide settings: the part of the config both boards of a pair must agree on (the
-cameras, retention, the floating IP, the API token), versioned so that a change made on either
-board reaches the other and no change is lost without an alert.
+cameras, the recorder's and retention settings, the floating IP, the API token), versioned
+so that a change made on either board reaches the other and no change is lost without an
+alert.
 
 Sans-IO: the adapter (firmware/pairsync.py) feeds events in (this board's config was loaded
 with these pair-wide settings, the peer advertises its version, the peer's document arrived,
@@ -38,6 +39,19 @@ class Camera:
     enabled: bool = True
 
 
+RECORDER_KEYS = (
+    "segment_seconds",
+    "open_timeout_seconds",
+    "stall_seconds",
+    "max_drift_seconds",
+    "reconnect_min_seconds",
+    "reconnect_max_seconds",
+    "standby_ring_seconds",
+)
+"""[recorder] keys beyond retention that the pair shares: both boards cut, judge and hold the
+cameras alike. `workers` stays per board (its CPU count)."""
+
+
 @dataclass(frozen=True)
 class PairSettings:
     """The pair-wide part of a board's config; everything else ([board], [network], the rest of
@@ -48,6 +62,9 @@ class PairSettings:
     min_free_percent: float = 5.0
     min_free_mb: float = 256.0
     virtual_ip: str | None = None
+    recorder: tuple[tuple[str, float], ...] = ()
+    """(key, value) of RECORDER_KEYS away from their defaults, in their order; a key left out
+    means its default (one way to say the same settings: the same hash)."""
     api_token: str | None = field(default=None, repr=False)
     """The token from [api] token_file; None: the token derived from the pair key (the same
     on both boards without replication). Secret."""
@@ -60,6 +77,7 @@ class PairSettings:
             "min_free_percent": float(self.min_free_percent),
             "min_free_mb": float(self.min_free_mb),
             "virtual_ip": self.virtual_ip,
+            "recorder": {k: float(v) for k, v in self.recorder},
             "api_token": self.api_token,
         }
 
@@ -90,6 +108,8 @@ class PairSettings:
                              ("min_free_mb", "recorder"), ("virtual_ip", "pair")):  # fmt: skip
             if getattr(o, key) != getattr(self, key):
                 keys.append(f"{section}.{key}")
+        mine_r, theirs_r = dict(self.recorder), dict(old.recorder if old else ())
+        keys += [f"recorder.{k}" for k in RECORDER_KEYS if mine_r.get(k) != theirs_r.get(k)]
         if o.api_token != self.api_token:
             keys.append("api.token")
         return keys

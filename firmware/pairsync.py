@@ -40,6 +40,7 @@ from firmware.mirror.auth import RESPONSE_HEADER, AuthError, sign_response, veri
 from firmware.mirror.client import TooLong, read_at_most
 from firmware.pairkey import read_secret
 from firmware.pairsettings import (
+    RECORDER_KEYS,
     Action,
     Apply,
     Audit,
@@ -128,6 +129,11 @@ def settings_of(cfg: Config, token: str | None) -> PairSettings:
         min_free_percent=cfg.recorder.min_free_percent,
         min_free_mb=cfg.recorder.min_free_mb,
         virtual_ip=str(cfg.pair.virtual_ip) if cfg.pair else None,
+        recorder=tuple(
+            (k, v)
+            for k in RECORDER_KEYS  # defaults left out: one way to say them
+            if (v := getattr(cfg.recorder, k)) != RecorderConfig.model_fields[k].default
+        ),
         api_token=token if cfg.api.token_file is not None else None,
     )
 
@@ -142,10 +148,10 @@ def token_of(cfg: Config) -> str | None:
         raise ConfigError(f"{cfg.api.token_file}: cannot read the API token: {e}") from None
 
 
-def _number(d: dict, key: str) -> float:
+def _number(d: dict, key: str, section: str = "") -> float:
     v = d.get(key)
     if type(v) not in (int, float) or not math.isfinite(v):
-        raise ValueError(f"settings.{key}: not a finite number")
+        raise ValueError(f"settings.{section}{key}: not a finite number")
     return float(v) if type(v) is float else v
 
 
@@ -182,8 +188,12 @@ def settings_of_json(d: object) -> PairSettings:
         raise ValueError(
             f"settings.api_token: not a token ({MIN_TOKEN_CHARS}-512 printable characters)"
         )
+    rec = d.get("recorder")
+    if not isinstance(rec, dict) or not set(rec) <= set(RECORDER_KEYS):
+        raise ValueError(f"settings.recorder: not an object of {', '.join(RECORDER_KEYS)}")
     return PairSettings(
         cameras=tuple(cameras),
+        recorder=tuple((k, _number(rec, k, "recorder.")) for k in RECORDER_KEYS if k in rec),
         retention_days=_number(d, "retention_days"),
         min_free_percent=_number(d, "min_free_percent"),
         min_free_mb=_number(d, "min_free_mb"),
@@ -197,8 +207,9 @@ def merge(text: str, s: PairSettings, token_path: Path) -> str:
     and the order kept; a camera table that stays keeps its own comments."""
     doc = tomlkit.parse(text)
     rec = doc.setdefault("recorder", tomlkit.table())
-    for key in ("retention_days", "min_free_percent", "min_free_mb"):
-        new = getattr(s, key)
+    want = {k: getattr(s, k) for k in ("retention_days", "min_free_percent", "min_free_mb")}
+    want |= {k: RecorderConfig.model_fields[k].default for k in RECORDER_KEYS} | dict(s.recorder)
+    for key, new in want.items():
         if rec.get(key, RecorderConfig.model_fields[key].default) != new:
             rec[key] = int(new) if float(new).is_integer() else new  # 7, as an installer writes
     if s.virtual_ip is not None and "pair" in doc and doc["pair"].get("virtual_ip") != s.virtual_ip:

@@ -58,6 +58,7 @@ key_file = "{data}/pair.key"
 
 [recorder]
 segment_seconds = 2.0
+workers = 1
 retention_days = 30
 
 [api]
@@ -173,11 +174,14 @@ def test_merge_changes_only_the_pair_wide_keys_and_keeps_comments(tmp_path):
                  Camera("yard", f"rtsp://admin:{PASSWORD}@192.0.2.32/yard", enabled=False)),
         retention_days=7.0, min_free_percent=5.0, min_free_mb=256.0,
         virtual_ip="192.0.2.101/24",
+        recorder=(("segment_seconds", 3.0),),
     )  # fmt: skip
     out = merge(text, s, tmp_path / "api.token")
     cfg = parse_config(out)
     assert settings_of(cfg, None) == s
-    assert cfg.board.name == "a" and cfg.pair.priority == 150 and cfg.recorder.segment_seconds == 2
+    assert cfg.recorder.segment_seconds == 3  # the recorder's settings are the pair's
+    assert cfg.recorder.workers == 1, "workers stays this board's own"
+    assert cfg.board.name == "a" and cfg.pair.priority == 150
     for kept in ("# board a: the installer's notes stay", "# this board", "# front door",
                  "# the door camera"):  # fmt: skip
         assert kept in out, f"lost {kept!r}"
