@@ -27,6 +27,8 @@ class AlertId(StrEnum):
     DISK_MISSING = "disk-missing"
     DISK_READ_ONLY = "disk-read-only"
     RAID_DEGRADED = "raid-degraded"
+    RETENTION_SHORT = "retention-short"
+    """The storage holds fewer days of footage than retention_days at the measured rates."""
     SMART_FAILING = "smart-failing"
     # power
     UPS_ON_BATTERY = "ups-on-battery"

@@ -28,6 +28,18 @@ def fetch_status(base: str, timeout: float = 5.0) -> dict:
         raise OSError(f"the firmware does not answer at {base}: {e.reason}") from None
 
 
+def capacity_line(cap: dict | None) -> str:
+    """How many days the storage holds at the cameras' measured rates, against retention."""
+    if not cap or cap.get("days") is None:
+        return "retention: not measured yet (after a minute of each camera's footage)"
+    short = cap["days"] < cap["retention_days"]
+    return (
+        f"retention: the storage holds {cap['days']:.1f} days at "
+        f"{cap['bytes_per_day'] / 1e9:.1f} GB/day; configured {cap['retention_days']:g} days"
+        + (" (SHORT)" if short else "")
+    )
+
+
 def status_lines(st: dict) -> list[str]:
     """The status an installer reads on the console."""
     out = [f"{role_line(st['board'], st['role'])}  version {st.get('version', '?')}"]
@@ -57,6 +69,7 @@ def status_lines(st: dict) -> list[str]:
             f"data disk: {disk['free_bytes'] / 1e9:.2f} GB free of "
             f"{disk['total_bytes'] / 1e9:.2f} GB"
         )
+        out.append(capacity_line(disk.get("capacity")))
     for cam in st["cameras"]:
         state = "recording" if cam["recording"] else "NOT recording"
         out.append(f"  camera {cam['name']}: {state}, last frame {cam['last_frame_at']}")

@@ -410,6 +410,9 @@ class Board:
             hardware=self.hw.status() if self.hw else None,
             pair_fingerprint=self.pairing.current_fingerprint() if self.pairing else None,
             pair_settings=self.pairsync.status() if self.pairsync else None,
+            capacity=None
+            if rec.capacity is None
+            else {**rec.capacity.to_json(), "retention_days": self.cfg.recorder.retention_days},
         )
 
     def status(self) -> dict:

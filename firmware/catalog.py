@@ -654,6 +654,16 @@ class Catalog:
         out.sort(key=lambda g: (g.start_us, g.camera))
         return out
 
+    def rates(self, since_us: int) -> dict[str, tuple[int, int]]:
+        """Per camera: (bytes, microseconds of footage) of the segments started since
+        `since_us` (the index on start_us): the measured rate capacity planning uses."""
+        rows = self._db().execute(
+            "SELECT camera, COALESCE(SUM(bytes),0) b, COALESCE(SUM(end_us - start_us),0) d "
+            "FROM segments WHERE start_us >= ? GROUP BY camera",
+            (since_us,),
+        )
+        return {r["camera"]: (r["b"], r["d"]) for r in rows}
+
     def totals(self) -> dict[str, tuple[int, int]]:
         """Per camera: (segments, bytes) on disk now."""
         rows = self._db().execute(

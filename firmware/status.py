@@ -130,6 +130,8 @@ class BoardStatus:
     pair_fingerprint: str | None = None
     """Short name of the pair key (firmware/pairkey.py), the same on both boards of a pair."""
     pair_settings: Mapping | None = None
+    capacity: Mapping | None = None
+    """firmware/capacity.py's estimate with the configured retention_days; None before one."""
     """Version of the pair-wide settings here and on the peer (firmware/pairsync.py)."""
 
     @property
@@ -150,7 +152,11 @@ class BoardStatus:
             "hostname": self.hostname,
             "uptime_seconds": self.uptime_seconds,
             "data_dir": self.data_dir,
-            "disk": {"free_bytes": self.disk_free_bytes, "total_bytes": self.disk_total_bytes},
+            "disk": {
+                "free_bytes": self.disk_free_bytes,
+                "total_bytes": self.disk_total_bytes,
+                "capacity": dict(self.capacity) if self.capacity else None,
+            },
             "cameras": [c.to_json() for c in self.cameras],
             "alerts": [a.to_json() for a in self.alerts],
             "failover": dict(self.pair.detail) if self.pair else None,

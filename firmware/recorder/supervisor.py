@@ -20,6 +20,7 @@ from pathlib import Path
 
 from firmware.alert_ids import AlertId, Severity
 from firmware.alerts import Alerts
+from firmware.capacity import Capacity, Rate, estimate, judge
 from firmware.catalog import Catalog, set_aside_copies
 from firmware.config import CameraConfig, RecorderConfig
 from firmware.core.actions import ClearAlert, RaiseAlert
@@ -36,7 +37,7 @@ from firmware.recorder.events import (
 )
 from firmware.recorder.ingest import RECORD, RING, no_space, redact
 from firmware.recorder.recovery import CRASH, recover, salvage_camera
-from firmware.recorder.retention import FREE_SPACE, Retention, disk_usage
+from firmware.recorder.retention import FREE_SPACE, Retention, disk_usage, watermarks
 from firmware.recorder.worker import worker_main
 from firmware.supervise import keep_running
 from firmware.timefmt import now_us
@@ -45,6 +46,9 @@ log = logging.getLogger(__name__)
 
 MAINTENANCE_PERIOD_S = 2.0
 AGE_RETENTION_PERIOD_S = 10.0  # one indexed query of the oldest segments
+CAPACITY_PERIOD_S = 60.0
+CAPACITY_WINDOW_S = 3600.0
+"""The cameras' rates are measured over the footage of the last hour."""
 TAKEOVER_POINTS = 4
 """Newest segments per camera a takeover may continue after (see StandbyRing.takeover)."""
 
@@ -133,6 +137,8 @@ class Recorder:
         was full): this board's runs that started before it are closed once it takes writes."""
         self.beat = time.monotonic()
         """Last pass of the upkeep thread: the watchdog keeper's sign that the recorder lives."""
+        self.capacity: Capacity | None = None
+        """The days of footage the storage holds at the measured rates (firmware/capacity.py)."""
         self.catalog = Catalog(self.data_dir)
         self.retention = Retention(self.data_dir, cfg, self.catalog, self._on_delete, self._apply)
 
@@ -370,6 +376,7 @@ class Recorder:
         failing disk cannot end it (workers would no longer restart, the watchdog's beat
         would stop)."""
         last_age = time.monotonic()
+        last_capacity = -CAPACITY_PERIOD_S
         while not self._halt.wait(MAINTENANCE_PERIOD_S):
             self.beat = time.monotonic()
             self._check_workers()
@@ -388,6 +395,30 @@ class Recorder:
                 except (OSError, sqlite3.Error) as e:
                     log.error("retention: %s", e)
                     self._disk_failed("retention", e)
+            if time.monotonic() - last_capacity > CAPACITY_PERIOD_S:
+                last_capacity = time.monotonic()
+                try:
+                    self.plan_capacity(now_us())
+                except (OSError, sqlite3.Error) as e:
+                    log.error("capacity: %s", e)
+
+    def plan_capacity(self, now: int) -> Capacity:
+        """The storage's days at the last hour's rates of the cameras recorded here (a
+        standby's are the mirrored footage), and retention-short raised or cleared."""
+        measured = self.catalog.rates(now - int(CAPACITY_WINDOW_S * 1e6))
+        rates = {}
+        for cam in self.cameras:
+            b, d = measured.get(cam.name, (0, 0))
+            rates[cam.name] = Rate(b, d / 1e6)
+        total, free = self.disk()
+        footage = sum(b for _, b in self.catalog.totals().values())
+        cap = estimate(total, free, footage, watermarks(total, self.cfg).low, rates)
+        self.capacity = cap
+        raised = any(a.id == AlertId.RETENTION_SHORT for a in self.alerts.active())
+        action = judge(cap, self.cfg.retention_days, raised)
+        if action is not None:
+            self._apply(action)
+        return cap
 
     def _close_crashed_runs(self) -> None:
         if self._crashed_before is None:
