@@ -51,7 +51,7 @@ from firmware.netchange import NetChange
 from firmware.netwatch import NetWatch
 from firmware.pairing import CODE_TTL_S
 from firmware.pairing_http import PairingError, PairingService, PeerAddress
-from firmware.pairsync import PairSync
+from firmware.pairsync import PairSync, adopt_on_join
 from firmware.recorder.supervisor import Recorder, ring_seconds
 from firmware.roles import RecorderMode, Role
 from firmware.setupfiles import Layout
@@ -138,6 +138,7 @@ class Board:
                 cfg.pair.key_file,
                 PeerAddress(str(cfg.pair.peer_sync_address), cfg.api.listen_port),
                 self._paired,
+                on_joined=lambda: adopt_on_join(cfg.board.data_dir),
             )
         if self.unpaired:
             self.alerts.raise_(AlertId.UNPAIRED, Severity.WARNING, UNPAIRED_TEXT, now_us())

@@ -79,10 +79,13 @@ class PairingService:
     this board's key file is written (the board then restarts into the pair)."""
 
     def __init__(self, key_file: Path, peer: PeerAddress, on_paired: Callable[[str], None],
-                 clock: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
+                 clock: Callable[[], float] = time.monotonic,
+                 on_joined: Callable[[], None] = lambda: None) -> None:  # fmt: skip
         self.key_file = key_file
         self.peer = peer
         self.on_paired = on_paired
+        self.on_joined = on_joined
+        """Runs before the key is written when this board joins (it takes the pair's settings)."""
         self.clock = clock
         self.waiter: Waiter | None = None
         self.replace = False
@@ -173,6 +176,7 @@ class PairingService:
         async with self._joining:
             key = await self._run_joiner(joiner)
             try:
+                await asyncio.to_thread(self.on_joined)
                 await asyncio.to_thread(write_pair_key, self.key_file, key, replace)
             except (OSError, ValueError) as e:
                 log.error("pairing: cannot write the pair key %s: %s", self.key_file, e)

@@ -198,6 +198,14 @@ def initial(board: str, content_hash: str, now_us: int) -> Version:
     return Version(((board, 1),), board, now_us, content_hash)
 
 
+def adopting(board: str, content_hash: str, now_us: int) -> Version:
+    """A board that has just joined a pair (`nvr pair join`) counts no change of its own: the
+    waiting board's settings are newer and are taken without a conflict. The board that joins
+    is the new one (a replacement, or the second of a new pair); the one that showed the code
+    holds the pair's cameras."""
+    return Version((), board, now_us, content_hash)
+
+
 class Relation(StrEnum):
     SAME = "same"
     NEWER = "newer"

@@ -52,6 +52,7 @@ from firmware.pairsettings import (
     Raise,
     Save,
     Version,
+    adopting,
     initial,
     version_of_json,
 )
@@ -244,6 +245,16 @@ def merge(text: str, s: PairSettings, token_path: Path) -> str:
 
 # --- the record on disk ------------------------------------------------------------------------
 
+ADOPT_FILE = "pair-settings.adopt"
+"""Left by a join: the next start counts no change of this board's own (pairsettings.adopting)."""
+
+
+def adopt_on_join(data_dir: Path) -> None:
+    """This board joined a pair: the record of any earlier pair goes, and the next start takes
+    the peer's settings (cameras, retention, VIP) instead of contesting them."""
+    (data_dir / STATE_FILE).unlink(missing_ok=True)
+    write_file_atomic(data_dir / ADOPT_FILE, b"", 0o600)
+
 
 def load_record(path: Path) -> tuple[Version | None, Version | None]:
     """(current, pending) from the record file; (None, None) if there is none yet. A record
@@ -313,9 +324,12 @@ class PairSync:
         self.known: dict[str, PairSettings] = {h: settings}
         """Settings by hash: this board's, and a peer document being written."""
         cur, pending = load_record(self.record)
-        self.core = PairSettingsCore(board, cur or initial(board, h, now_us()), pending)
+        adopt = self.data_dir / ADOPT_FILE
+        start = adopting if cur is None and adopt.exists() else initial
+        self.core = PairSettingsCore(board, cur or start(board, h, now_us()), pending)
         first: list[Action] = [Save(self.core.current, pending)] if cur is None else []
         self._run(first + self.core.local(h, now_us()))
+        adopt.unlink(missing_ok=True)  # the record holds it now
 
     # -- this board's config -------------------------------------------------------------------
 

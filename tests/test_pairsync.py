@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,10 +26,12 @@ from firmware.mirror.client import MirrorClient
 from firmware.mirror.server import MirrorServer
 from firmware.pairsettings import Camera, PairSettings
 from firmware.pairsync import (
+    ADOPT_FILE,
     DOC_PATH,
     HEAD_PATH,
     MAX_DOC_BYTES,
     PairSync,
+    adopt_on_join,
     content_hash,
     merge,
     seal,
@@ -115,8 +117,11 @@ class Loop:
         self.thread.join(5)
 
 
-def make_node(root: Path, name: str, peer_port: int | None = None, key: bytes = KEY) -> Node:
+def make_node(root: Path, name: str, peer_port: int | None = None, key: bytes = KEY,
+              before: Callable[[Path], None] = lambda path: None) -> Node:  # fmt: skip
+    """`before(config path)`: what happens to the board before its firmware starts."""
     path = write_config(root, name)
+    before(path)
     cfg = load_config(path)
     data = cfg.board.data_dir
     alerts = Alerts()
@@ -132,9 +137,11 @@ def make_node(root: Path, name: str, peer_port: int | None = None, key: bytes = 
 
 
 @contextmanager
-def two_boards(root: Path) -> Iterator[tuple[Node, Node]]:
+def two_boards(
+    root: Path, before: Callable[[Path], None] = lambda path: None
+) -> Iterator[tuple[Node, Node]]:
     with Loop() as loop:
-        a, b = make_node(root, "a"), make_node(root, "b")
+        a, b = make_node(root, "a", before=before), make_node(root, "b", before=before)
         served = []
         for n in (a, b):
             s = loop.run(serve(n.server.app(), "127.0.0.1", 0, f"mirror {n.name}"))
@@ -462,3 +469,46 @@ def test_nvr_status_prints_both_boards_versions():
     assert want in status_lines(st)
     st["pair_settings"] |= {"peer_version": 4, "peer_hash": "0123456789ab", "agree": True}
     assert "pair settings v4 (0123456789ab, from b); the same on the peer" in status_lines(st)
+
+
+def test_the_board_that_joins_takes_the_pair_s_settings_without_a_conflict(tmp_path):
+    """a was set up alone (its own cameras and retention) and shows the code; b, fresh, joins
+    with other settings of its own: b takes a's, nothing is contested, no alert, and a keeps
+    what it had."""
+
+    def before(path: Path) -> None:
+        if path.parent.name == "a":
+            text = path.read_text().replace("retention_days = 30", "retention_days = 9")
+            path.write_text(text + '\n[[camera]]\nname = "gate"\nurl = "rtsp://192.0.2.31/g"\n')
+        else:
+            adopt_on_join(load_config(path).board.data_dir)  # what `nvr pair join` leaves
+
+    with two_boards(tmp_path, before) as (a, b):
+        assert b.sync.status()["version"] == 0  # nothing of its own counted
+        assert not (b.path.parent / "data" / ADOPT_FILE).exists(), "used once, then gone"
+        a_before = a.path.read_text()
+        exchange(a, b)
+        b.reload()
+        exchange(a, b)
+        cfg_b = load_config(b.path)
+        assert cfg_b.recorder.retention_days == 9 and "gate" in [c.name for c in cfg_b.camera]
+        assert a.path.read_text() == a_before
+        for n in (a, b):
+            assert n.alerts.get(AlertId.PAIR_SETTINGS_CONFLICT) is None
+            assert n.sync.status()["agree"]
+
+
+def test_without_the_join_two_different_first_settings_are_a_conflict(tmp_path):
+    """The rule the join avoids: two boards paired by a key file with different settings
+    each count their own, so one wins and both say so."""
+
+    def before(path: Path) -> None:
+        if path.parent.name == "a":
+            path.write_text(path.read_text().replace("retention_days = 30", "retention_days = 9"))
+
+    with two_boards(tmp_path, before) as (a, b):
+        exchange(a, b)
+        a.reload()
+        b.reload()
+        exchange(a, b)
+        assert all(n.alerts.get(AlertId.PAIR_SETTINGS_CONFLICT) for n in (a, b))
