@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import urllib.request
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -189,3 +190,18 @@ def ffprobe(path: Path) -> dict:
         timeout=30,
     )
     return json.loads(out.stdout)
+
+
+@pytest.fixture
+def lan_ns() -> Iterator[str]:
+    """A network namespace of the test's own with an `eth0` that is up (one end of a veth
+    pair, both ends inside: kernels without the dummy driver have veth), removed at the end."""
+    name = f"lanns-{uuid.uuid4().hex[:6]}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        subprocess.run(["ip", "-n", name, "link", "add", "eth0", "type", "veth", "peer", "name",
+                        "eth0p"], check=True)  # fmt: skip
+        subprocess.run(["ip", "-n", name, "link", "set", "eth0", "up"], check=True)
+        yield name
+    finally:
+        subprocess.run(["ip", "netns", "del", name], check=False)

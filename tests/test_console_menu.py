@@ -11,7 +11,6 @@ import os
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -286,27 +285,14 @@ def test_the_root_shell_needs_the_admin_password_again(tmp_path):
 # --- network: commit confirmed, in a namespace ----------------------------------------------
 
 
-@pytest.fixture
-def ns() -> Iterator[str]:
-    name = f"consolemenu-{uuid.uuid4().hex[:6]}"
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    try:
-        subprocess.run(["ip", "-n", name, "link", "add", "eth0", "type", "veth", "peer", "name",
-                        "eth0p"], check=True)  # fmt: skip
-        subprocess.run(["ip", "-n", name, "link", "set", "eth0", "up"], check=True)
-        yield name
-    finally:
-        subprocess.run(["ip", "netns", "del", name], check=False)
-
-
-def test_a_network_change_not_confirmed_rolls_back_and_a_confirmed_one_stays(ns, tmp_path):
+def test_a_network_change_not_confirmed_rolls_back_and_a_confirmed_one_stays(lan_ns, tmp_path):
     paths = set_up_board(tmp_path, free_port())
     lan = paths["data"] / "etc" / "systemd" / "network" / "10-lan.network"
     lan.parent.mkdir(parents=True)
     lan.write_bytes(network_file("192.0.2.11/24"))
-    NetnsNetworkd(ns, lan.parent)(["networkctl", "reconfigure", "eth0"])
-    assert addresses(ns) == {"192.0.2.11/24"}
-    t = host_console(paths, "--netns", ns, "--window", "2")
+    NetnsNetworkd(lan_ns, lan.parent)(["networkctl", "reconfigure", "eth0"])
+    assert addresses(lan_ns) == {"192.0.2.11/24"}
+    t = host_console(paths, "--netns", lan_ns, "--window", "2")
 
     def change_to(address: str) -> None:
         t.answer("c) change  y) confirm the pending change  Enter) back:", "c")
@@ -325,9 +311,9 @@ def test_a_network_change_not_confirmed_rolls_back_and_a_confirmed_one_stays(ns,
         t.answer("DNS servers (empty: none):", "")
         t.answer("it rolls back in 2 s unless confirmed (y/n)", "y")
         t.wait("network: confirm within 2 s")
-        assert addresses(ns) == {"192.0.2.99/24"}
+        assert addresses(lan_ns) == {"192.0.2.99/24"}
         t.wait("network: not confirmed in time: the previous settings are back", 15)
-        assert addresses(ns) == {"192.0.2.11/24"}
+        assert addresses(lan_ns) == {"192.0.2.11/24"}
         assert lan.read_bytes() == network_file("192.0.2.11/24")
         t.type("3")
         t.wait("was not confirmed and was rolled back")
@@ -338,7 +324,7 @@ def test_a_network_change_not_confirmed_rolls_back_and_a_confirmed_one_stays(ns,
         t.wait("network: confirm within 2 s")
         t.type("network confirm")
         t.wait("network: change confirmed")
-        holds(lambda: addresses(ns) == {"192.0.2.98/24"}, 3, "the confirmed address stays")
+        holds(lambda: addresses(lan_ns) == {"192.0.2.98/24"}, 3, "the confirmed address stays")
         assert b"Gateway=192.0.2.1" in lan.read_bytes()
     finally:
         t.close()

@@ -4,12 +4,9 @@
 
 from __future__ import annotations
 
-import subprocess
-import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
-import pytest
 from pyroute2 import IPRoute
 
 from firmware.netchange import NetChange
@@ -61,33 +58,19 @@ def addresses(ns: str) -> set[str]:
         ip.close()
 
 
-@pytest.fixture
-def ns():
-    name = f"netconfirm-{uuid.uuid4().hex[:6]}"
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    try:
-        # A veth pair, both ends in the namespace (kernels without the dummy driver have veth).
-        subprocess.run(["ip", "-n", name, "link", "add", "eth0", "type", "veth", "peer", "name",
-                        "eth0p"], check=True)  # fmt: skip
-        subprocess.run(["ip", "-n", name, "link", "set", "eth0", "up"], check=True)
-        yield name
-    finally:
-        subprocess.run(["ip", "netns", "del", name], check=False)
-
-
-def test_an_unconfirmed_address_change_is_rolled_back_on_the_interface(ns, tmp_path):
+def test_an_unconfirmed_address_change_is_rolled_back_on_the_interface(lan_ns, tmp_path):
     layout = Layout(tmp_path / "data")
     lan = layout.network_dir / "10-lan.network"
     lan.parent.mkdir(parents=True)
     lan.write_bytes(network_file("192.0.2.11/24"))
-    runner = NetnsNetworkd(ns, layout.network_dir)
+    runner = NetnsNetworkd(lan_ns, layout.network_dir)
     runner(["networkctl", "reconfigure", "eth0"])
-    assert addresses(ns) == {"192.0.2.11/24"}
+    assert addresses(lan_ns) == {"192.0.2.11/24"}
     now = [1000.0]
     nc = NetChange(layout, runner, lambda: now[0])
     nc.apply([NetFile(lan, network_file("192.0.2.99/24"))], ("eth0",))
-    assert addresses(ns) == {"192.0.2.99/24"}
+    assert addresses(lan_ns) == {"192.0.2.99/24"}
     now[0] += 60
     assert nc.tick().rolled_back
-    assert addresses(ns) == {"192.0.2.11/24"}
+    assert addresses(lan_ns) == {"192.0.2.11/24"}
     assert lan.read_bytes() == network_file("192.0.2.11/24")
