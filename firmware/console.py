@@ -28,6 +28,7 @@ from firmware.apiclient import api_base, fetch_status, status_lines
 from firmware.audit import AuditLog
 from firmware.config import ConfigError, load_config
 from firmware.consolemenu import BY_NUMBER, MENU, menu_lines, more_status_lines
+from firmware.datadisk import data_disk_lines
 from firmware.netchange import NetChange
 from firmware.provision import (
     DATA_ROOT,
@@ -176,6 +177,7 @@ class Console:
     run: Path = Path("/run")
     data_root: Path = DATA_ROOT
     sys_class_watchdog: Path = Path("/sys/class/watchdog")
+    sys_class_block: Path = Path("/sys/class/block")
     shell: tuple[str, ...] = ("/bin/bash",)
     """The root shell (after the admin password again)."""
     net_window: float | None = None
@@ -387,6 +389,8 @@ def _system(con: Console, args: list[str]) -> int:
         con.say(f"watchdog: {label} {'held by ' + who if procs else 'not held'}")
     for line in slot_lines(con.external(["rauc", "status", "--detailed", "--output-format=json"])):
         con.say(line)
+    for line in data_disk_lines(con.dev, con.sys_class_block):  # none off a board
+        con.say(line)
     return 0
 
 
@@ -481,7 +485,7 @@ _BASE = (
     Command("help", "", "this list", _help),
     Command("status", "[--json]", "state of the running firmware (as nvr status)", _status, 1),
     Command("release", "", "the release of this image", _release),
-    Command("system", "", "root filesystem, service, watchdog, update slots", _system),
+    Command("system", "", "root filesystem, service, watchdog, update slots, data disk", _system),
     Command("update", "[FILE]", f"install a bundle from the {UPDATE_LABEL} USB stick", _update, 1),
     Command("reboot", "", "restart the board", _systemctl("reboot", "rebooting")),
     Command("poweroff", "", "power the board off", _systemctl("poweroff", "powering off")),

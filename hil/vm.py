@@ -86,6 +86,7 @@ class Vm:
         netns: str | None = None,
         taps: tuple[str, str] | None = None,
         mac_id: int = 0x56,
+        disk_size: str | None = None,
     ) -> None:
         self.base_disk = disk
         self.workdir = workdir
@@ -96,6 +97,9 @@ class Vm:
         self.taps = taps
         """(LAN tap, sync tap) in netns, made by the caller; None: user-mode networks."""
         self.mac_id = mac_id
+        self.disk_size = disk_size
+        """The board's disk size (qemu-img: "4G"), bigger than the image: flashed onto a
+        bigger disk; None: the image's own size."""
         self.proc: subprocess.Popen[bytes] | None = None
         self.output = ""
         self._cursor = 0
@@ -114,7 +118,8 @@ class Vm:
         self.workdir.mkdir(parents=True, exist_ok=True)
         subprocess.run(
             ["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw",
-             "-b", str(self.base_disk.resolve()), str(self.overlay)],
+             "-b", str(self.base_disk.resolve()), str(self.overlay),
+             *([self.disk_size] if self.disk_size else [])],
             check=True,
         )  # fmt: skip
         shutil.copyfile(OVMF_VARS, self.vars)

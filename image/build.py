@@ -71,6 +71,10 @@ PART_UUIDS = {
     "data": "5b8d0f3a-7c1e-4f59-9a43-2f0e6c1d9b14",
 }
 DATA_FS_UUID = "7d3c2b1a-0e9f-4d8c-b7a6-5f4e3d2c1b0a"
+# Present in the root of an image whose board keeps its data on separate drives: the data
+# partition then keeps its size instead of growing to the system disk's end at first boot
+# (nvr-data-grow.service's condition; --data-on-separate-drives).
+DATA_SEPARATE_MARK = "usr/lib/nvr/data-on-separate-drives"
 ESP_VOLUME_ID = "4e565231"  # "NVR1"
 GRUB_MODULES = (
     "part_gpt fat squash4 ext2 normal linux configfile loadenv test echo regexp search "
@@ -198,12 +202,19 @@ def build_wheels(work: Path) -> Path:
     return wheels
 
 
-def customize_script(work: Path, release: str, factory: Path, keys: Path) -> Path:
+def customize_script(
+    work: Path, release: str, factory: Path, keys: Path, data_separate: bool = False
+) -> Path:
     """The hook that lays the firmware and the overlay on a root (mmdebstrap's customize hook,
     or again on the last root): runs on the host with the root as $1. Builds the wheels and
     RAUC's system.conf it copies in."""
     wheels = build_wheels(work)
     (work / "system.conf").write_text(SYSTEM_CONF)
+    mark_separate = (
+        f'echo "data on separate drives: not grown" > "$root/{DATA_SEPARATE_MARK}"'
+        if data_separate
+        else ""
+    )
     script = work / "customize.sh"
     script.write_text(
         f"""#!/bin/sh
@@ -233,6 +244,8 @@ mkdir -p "$root/usr/share/doc/nvr-pair"
 cp {shlex.quote(str(TOP / "README.md"))} {shlex.quote(str(TOP / "docs" / "IMAGE.md"))} \\
    "$root/usr/share/doc/nvr-pair/"
 printf '%s' {shlex.quote(release)} > "$root/etc/nvr-release"
+rm -f "$root/{DATA_SEPARATE_MARK}"
+{mark_separate}
 cp {shlex.quote(str(work / "system.conf"))} "$root/etc/rauc/system.conf"
 cp {shlex.quote(str(keys / "ca.cert.pem"))} "$root/etc/rauc/keyring.pem"
 echo nvr > "$root/etc/hostname"
@@ -244,7 +257,7 @@ chroot "$root" systemd-sysusers
 # (the only time service: timesyncd is masked).
 chroot "$root" systemctl enable nvr.service nvr-firstboot.service nvr-mark-good.service \\
     nvr-console.service nvr-poweroff.path nvr-network-boot.service systemd-networkd.service \\
-    chrony.service
+    chrony.service nvr-data-grow.service
 chroot "$root" systemctl mask serial-getty@ttyS0.service getty@tty1.service \\
     systemd-timesyncd.service apt-daily.timer apt-daily-upgrade.timer 2>/dev/null || true
 : > "$root/etc/machine-id"
@@ -271,7 +284,9 @@ def build_root(work: Path, args: argparse.Namespace, release: str, keys: Path) -
     root = work / "root"
     if root.exists():
         shutil.rmtree(root)
-    script = customize_script(work, release, Path(args.factory_config), keys)
+    script = customize_script(
+        work, release, Path(args.factory_config), keys, args.data_on_separate_drives
+    )
     cmd = [
         "mmdebstrap", "--variant=minbase", "--mode=root", "--format=directory",
         "--include=" + ",".join(PACKAGES),
@@ -291,7 +306,9 @@ def build_root(work: Path, args: argparse.Namespace, release: str, keys: Path) -
 def refresh_root(work: Path, args: argparse.Namespace, release: str, keys: Path) -> Path:
     """The last root with the firmware and overlay laid on again (development turnaround)."""
     root = work / "root"
-    script = customize_script(work, release, Path(args.factory_config), keys)
+    script = customize_script(
+        work, release, Path(args.factory_config), keys, args.data_on_separate_drives
+    )
     mounted: list[Path] = []
     try:
         for src, fstype in (("proc", "proc"), ("sys", "sysfs")):
@@ -552,6 +569,7 @@ def cmd_image(args: argparse.Namespace) -> int:
         "bundle_bytes": bundle.stat().st_size,
         "build_seconds": round(time.monotonic() - started, 1),
         "development_keys": not args.release,
+        "data_grows_to_disk": not args.data_on_separate_drives,
     }
     (out / "build.json").write_text(json.dumps(info, indent=2) + "\n")
     write_checksums(out)
@@ -612,6 +630,9 @@ def main(argv: list[str] | None = None) -> int:
     i.add_argument("--release", action="store_true", help="refuse development keys")
     i.add_argument("--compression", choices=("xz", "gzip"), default="xz",
                    help="of the root (gzip: fast, for test builds)")  # fmt: skip
+    i.add_argument("--data-on-separate-drives", action="store_true",
+                   help="the board keeps its data on drives of its own: the data partition"
+                   " keeps its size (default: grows to its disk's end at first boot)")  # fmt: skip
     i.add_argument("--reuse-root", action="store_true",
                    help="lay the firmware on the last root again (development)")  # fmt: skip
     i.set_defaults(func=cmd_image)
