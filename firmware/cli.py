@@ -392,11 +392,15 @@ def cmd_console(args: argparse.Namespace) -> int:
         sys.stdin.reconfigure(errors="replace")  # line noise on the serial line is no crash
     from firmware.golive import GoLive, on_a_board
     from firmware.setupfiles import Layout
+    from firmware.storagecli import storage_for
     from firmware.wizard import login, run_wizard, setup_complete
 
     root = args.data_root
-    live = GoLive(Layout(root), args.config) if on_a_board() else None
-    if not setup_complete(root) and run_wizard(Layout(root), args.factory, args.config, live):
+    board = on_a_board()
+    live = GoLive(Layout(root), args.config) if board else None
+    drives = (lambda: storage_for(args.config, root)) if board else None
+    if not setup_complete(root) and run_wizard(Layout(root), args.factory, args.config, live,
+                                               drives):  # fmt: skip
         return 1  # left half way: the next start asks again
     if not login(root, sys.stdin, sys.stdout, state=Path("/run/nvr-console-login")):
         return 1
@@ -467,6 +471,9 @@ def build_parser() -> argparse.ArgumentParser:
     from firmware.provision import DATA_ROOT, FACTORY_CONFIG
 
     add_network(sub, DEFAULT_CONFIG, DATA_ROOT)
+    from firmware.storagecli import add_parser as add_storage
+
+    add_storage(sub, DEFAULT_CONFIG, DATA_ROOT)
 
     r = sub.add_parser("firstboot", help="config, pair key and data directory in place (each boot)")
     r.add_argument("--factory", type=Path, default=FACTORY_CONFIG)

@@ -657,6 +657,13 @@ def hw(con: Console, args: list[str]) -> int:
         return cmd_hw(ns)
 
 
+def storage(con: Console, args: list[str]) -> int:
+    """The recording drives, as `nvr storage`: status, make the volume, replace a drive."""
+    from firmware.storagecli import console_storage, storage_for
+
+    return console_storage(storage_for(con.config, con.data_root), args, con.ask, con.say)
+
+
 # --- API token ------------------------------------------------------------------------------
 
 
@@ -766,11 +773,12 @@ NEW_COMMANDS: tuple[tuple[str, str, str, Callable[[Console, list[str]], int], in
     ("cameras", "[add|remove NAME]", "cameras and their state; add, remove", cameras, 2),
     ("network", "[change|confirm|status]", "LAN settings; commit-confirmed change", network, 1),
     ("pair", "[code|join CODE]", "pairing state; show a code or join with one", pair, 2),
-    ("handover", "", "planned handover to the standby, or back here", handover, 0),
+    ("handover", "", "planned handover to the standby, or back", handover, 0),
     ("logs", "[LINES]", "the firmware's journal, last lines", logs, 1),
     ("audit", "[LINES]", "the audit log, last events", audit, 1),
     ("token", "[show|rotate]", "the API token: where from; show or rotate", token, 1),
-    ("hw", "[DEVICE]", "diagnostics: one reading of a device (nvr hw)", hw, 1),
+    ("hw", "[DEVICE]", "diagnostics: one reading of a device", hw, 1),
+    ("storage", "[list|init|replace]", "recording drives: status, make, replace", storage, 1),
     ("shell", "", "root shell (asks the admin password again)", shell, 0),
 )
 """(word, arguments, help, function, most arguments): the menu's commands beyond the first."""

@@ -35,6 +35,8 @@ from firmware.camprobe import ProbeError, probe
 from firmware.config import ConfigError, config_error, load_config, read_toml
 from firmware.provision import write_file_atomic
 from firmware.setupfiles import Layout, apply, camera_url, render, summary_lines
+from firmware.storagecli import Storage
+from hal.errors import HalError
 
 GoLive = Callable[[list[Path]], str | None]
 """Makes written files live (firmware.golive.GoLive): None, else what failed."""
@@ -120,11 +122,14 @@ class Wizard:
         ask: Ask,
         say: Callable[[str], None],
         golive: GoLive | None = None,
+        storage: Callable[[], Storage] | None = None,
     ) -> None:
         self.layout, self.factory, self.config = layout, factory, config
         self.ask, self.say = ask, say
         self.golive = golive
         """Makes written files live (firmware.golive, on a board); None: at the next boot."""
+        self.storage = storage
+        """The board's drives, for the recording-drives step; None: no such step."""
 
     def q(self, question: str, check: Check | None = None, default: str = "") -> str:
         return self.ask(question, check, False, default)
@@ -149,6 +154,7 @@ class Wizard:
                     self.say("step 3 again")
             self.pairing(raw)
             raw["camera"] = self.cameras()
+            self.drives()
             if self.finish(raw, password):
                 return 0
             self.say("nothing written; from the start again")
@@ -307,6 +313,18 @@ class Wizard:
                 cams.append(cam)
         return cams
 
+    def drives(self) -> None:
+        """Recording drives, when the board has drives besides the system disk: before the
+        summary, so that the firmware started by it records on the new volume."""
+        if self.storage is None:
+            return
+        from firmware.storagecli import StorageError, wizard_storage
+
+        try:
+            wizard_storage(self.storage(), lambda q: self.q(q), self.say)
+        except (StorageError, HalError, OSError) as e:
+            self.say(f"recording drives: {e} (nvr storage list)")
+
     def finish(self, raw: dict, password: str) -> bool:
         self.say("step 6/6: summary")
         base_path = self.base()
@@ -388,12 +406,19 @@ def _opt(check: Check) -> Check:
     return lambda t: None if not t else check(t)
 
 
-def run_wizard(layout: Layout, factory: Path, config: Path, golive: GoLive | None = None) -> int:
-    """The wizard on this terminal: 0 when applied, 1 when left before the end."""
+def run_wizard(
+    layout: Layout,
+    factory: Path,
+    config: Path,
+    golive: GoLive | None = None,
+    storage: Callable[[], Storage] | None = None,
+) -> int:
+    """The wizard on this terminal: 0 when applied, 1 when left before the end. `golive` and
+    `storage` on a board only: a development host's disks are not the installer's."""
     ask = prompt_ask()
     say = lambda s: print(s, flush=True)  # noqa: E731
     try:
-        return Wizard(layout, factory, config, ask, say, golive).run()
+        return Wizard(layout, factory, config, ask, say, golive, storage).run()
     except EOFError:
         print("\nsetup left before the end: it starts again at the next console start", flush=True)
         return 1

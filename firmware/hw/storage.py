@@ -60,7 +60,10 @@ class StoragePolicy:
         m = v.mount
         if self.require_mount and m.mount_point != m.path:
             return MISSING, f"no data disk is mounted on {m.path} (it lies on {m.mount_point})"
-        if (m.mount_point, m.device) != (e.mount_point, e.device):
+        # A multi-drive btrfs is named by its lowest-numbered member, which changes when that
+        # drive is replaced (`nvr storage replace`); the identity file still tells a swap.
+        moved = m.device != e.device and m.fstype != "btrfs"
+        if m.mount_point != e.mount_point or moved:
             return MISSING, (
                 f"the data directory's disk is gone: it was {e.device} on {e.mount_point}, "
                 f"now {m.device} on {m.mount_point}"

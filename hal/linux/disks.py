@@ -35,6 +35,7 @@ BTRFS_PROFILES = (
     "raid5",
     "raid6",
 )
+REDUNDANT_PROFILES = frozenset({"raid1", "raid1c3", "raid1c4", "raid10", "raid5", "raid6"})
 
 # smartctl(8) exit status bits.
 SMART_NO_DEVICE = 0b11  # command line refused (unknown device type) / open or IDENTIFY failed
@@ -242,13 +243,16 @@ def btrfs_state(
     if "degraded" in mount.options:
         detail.insert(0, "mounted degraded")
     missing = any(p is None for p in show.devices.values()) or show.total > len(show.devices)
+    # Mounted `degraded` stays in the options after a replaced member is back; then only
+    # blocks written meanwhile without a second copy (a non-redundant profile) keep it so.
+    redundant = bool(level) and all(p in REDUNDANT_PROFILES for p in level.split("+"))
     return RaidState(
         name=mount.mount_point,
         kind="btrfs",
         level=level,
         members=members,
         failed=failed,
-        degraded=missing or "degraded" in mount.options,
+        degraded=missing or ("degraded" in mount.options and not redundant),
         detail="; ".join(detail),
     )
 
