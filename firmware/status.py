@@ -36,6 +36,7 @@ class CameraView:
             "recording": self.recording,
             "holding": self.holding,
             "last_frame_at": iso(self.last_frame_wall_us),
+            "segments": self.segments,
         }
 
     def detail_json(self) -> dict:

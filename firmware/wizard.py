@@ -363,10 +363,17 @@ class Wizard:
         return self.layout.config if self.layout.config.exists() else self.factory
 
     def keeps(self) -> bool:
-        """The cameras already in the board's own config stay (the answered ones are added):
-        once paired, they may be the pair's, from the other board (firmware/pairsync.py).
-        The factory's are replaced, as `nvr setup` does."""
-        return self.base() == self.layout.config
+        """The cameras already in the board's config stay (the answered ones are added) once
+        the board is paired: they may be the pair's, from the other board (firmware/pairsync.py).
+        Before, they are the factory's (first boot copies its config into place) and are
+        replaced, as `nvr setup` does."""
+        from firmware.datadir import unpaired
+
+        try:
+            cfg = load_config(self.base())
+        except ConfigError:
+            return False
+        return cfg.pair is not None and not unpaired(cfg)
 
     def files(self, raw: dict) -> list[Path] | None:
         """Write the files of the answers so far (steps 1-3); the paths changed, None when

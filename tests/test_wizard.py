@@ -218,14 +218,23 @@ def test_login_backoff_survives_a_console_restart(tmp_path: Path) -> None:
     assert not state.exists()  # a success clears it
 
 
-def test_the_pair_s_cameras_in_the_board_s_config_are_kept(tmp_path: Path) -> None:
-    """A board whose own config already holds cameras (the pair's, from the other board once
-    paired) keeps them through the wizard: shown without credentials, the answered ones added
-    (the factory's would be replaced, as in the test above)."""
+@pytest.mark.parametrize("paired", [True, False])
+def test_a_paired_board_keeps_the_pair_s_cameras_an_unpaired_one_replaces_them(
+    tmp_path: Path, paired: bool
+) -> None:
+    """Once paired, the board's config may hold the pair's cameras (from the other board):
+    the wizard keeps them, shown without credentials, and adds the answered ones. Unpaired,
+    the cameras there are the factory's (first boot copied its config into place): replaced,
+    as `nvr setup` does."""
+    from firmware.pairkey import make_pair_key
+
     data = tmp_path / "data"
     own = data / "etc/nvr/nvr.toml"
     own.parent.mkdir(parents=True)
-    text = FACTORY.read_text()
+    key = tmp_path / "pair.key"
+    if paired:
+        make_pair_key(key)
+    text = FACTORY.read_text().replace('"/etc/nvr/pair.key"', f'"{key}"')
     assert 'name = "cam1"' in text and "[[camera]]" in text
     own.write_text(
         text.replace('url = "rtsp://192.0.2.31', 'url = "rtsp://op:peer-s3cret@192.0.2.31')
@@ -235,13 +244,17 @@ def test_the_pair_s_cameras_in_the_board_s_config_are_kept(tmp_path: Path) -> No
         through_network(t)
         t.answer("code, join with one, or skip", "")
         screen = t.wait("add a camera (y/n):")
-        assert "kept: cam1 rtsp://***@192.0.2.31" in screen and "peer-s3cret" not in screen
+        assert "peer-s3cret" not in screen
+        assert ("kept: cam1 rtsp://***@192.0.2.31" in screen) == paired
         t.child.send("\x15n\r")
         t.answer("apply (y/n):", "")
         t.wait("setup applied")
     finally:
         t.close()
     cfg = load_config(own)
-    before = [c.name for c in load_config(FACTORY).camera]
-    assert [c.name for c in cfg.camera] == before and cfg.board.name == "north"
-    assert cfg.camera[0].url.startswith("rtsp://op:peer-s3cret@192.0.2.31")
+    assert cfg.board.name == "north"
+    if paired:
+        assert [c.name for c in cfg.camera] == [c.name for c in load_config(FACTORY).camera]
+        assert cfg.camera[0].url.startswith("rtsp://op:peer-s3cret@192.0.2.31")
+    else:
+        assert cfg.camera == []
