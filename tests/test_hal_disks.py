@@ -599,3 +599,43 @@ def test_an_ext4_the_kernel_made_read_only_counts_as_read_only():
     assert mount is not None and READ_ONLY_OPTIONS & mount.options
     root = mount_of(parse_mountinfo(data), "/x")
     assert root is not None and not READ_ONLY_OPTIONS & root.options
+
+
+def _sysfs_btrfs(root: Path, links: dict[str, bool], devinfo: dict[int, str]) -> Path:
+    """/sys/fs/btrfs/<uuid> as the kernel lays it out: devices/<name> links (dangling when the
+    block device went away), devinfo/<devid>/{missing,error_stats}, allocation/data/raid1."""
+    fs = root / "57175c84-5017-4b4d-a142-9d0317a2245f"
+    (fs / "devices").mkdir(parents=True)
+    (fs / "allocation" / "data" / "raid1").mkdir(parents=True)
+    for name, there in links.items():
+        target = root / "block" / name
+        if there:
+            target.mkdir(parents=True)
+        (fs / "devices" / name).symlink_to(target)
+    for devid, missing in devinfo.items():
+        d = fs / "devinfo" / str(devid)
+        d.mkdir(parents=True)
+        (d / "missing").write_text(missing + "\n")
+        (d / "error_stats").write_text(f"write_errs {135 if devid == 2 else 0}\nread_errs 0\n")
+    return root
+
+
+def test_btrfs_from_sysfs_sees_a_member_pulled_while_mounted_and_one_missing_at_mount(tmp_path):
+    """The kernel's view, read without privileges: a drive pulled out of a mounted raid1 keeps
+    a dangling link and `missing` 0 (seen on the image); one absent at a degraded mount has no
+    link and `missing` 1. Both make the volume degraded for the firmware's RAID check."""
+    from hal.linux.disks import Mount, btrfs_from_sysfs, btrfs_state
+
+    mount = Mount("0:42", "/data/nvr", "btrfs", "/dev/vdb", frozenset({"rw"}))
+    pulled = _sysfs_btrfs(tmp_path / "a", {"vdb": True, "vdc": False}, {1: "0", 2: "0"})
+    show, stats, level = btrfs_from_sysfs(pulled, "/dev/vdb")
+    st = btrfs_state(mount, show, stats, level)
+    assert (st.level, st.degraded, st.members) == ("raid1", True, ["/dev/vdb", "devid:?"])
+    assert "write_errs=135" in st.detail
+    at_mount = _sysfs_btrfs(tmp_path / "b", {"vdb": True}, {1: "0", 2: "1"})
+    st = btrfs_state(mount, *btrfs_from_sysfs(at_mount, "/dev/vdb"))
+    assert st.degraded and "devid 2 missing" in st.detail
+    whole = _sysfs_btrfs(tmp_path / "c", {"vdb": True, "vdc": True}, {1: "0", 2: "0"})
+    st = btrfs_state(mount, *btrfs_from_sysfs(whole, "/dev/vdb"))
+    assert not st.degraded and st.members == ["/dev/vdb", "/dev/vdc"]
+    assert btrfs_from_sysfs(whole, "/dev/sda") is None  # not a btrfs member: the command asks

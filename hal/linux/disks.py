@@ -3,6 +3,8 @@ for SMART, /proc/mdstat and btrfs-progs for RAID."""
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import errno
 import json
 import os
@@ -20,6 +22,7 @@ from hal.errors import DeviceIOError, DeviceTimeout, Unavailable
 SYS_BLOCK = "/sys/block"
 MOUNTINFO = "/proc/self/mountinfo"
 MDSTAT = "/proc/mdstat"
+SYS_FS_BTRFS = "/sys/fs/btrfs"
 UDEV_CONTROL = "/run/udev/control"
 WATCH_POLL_S = 0.5
 SMARTCTL_TIMEOUT_S = 60
@@ -257,6 +260,46 @@ def btrfs_state(
     )
 
 
+def btrfs_from_sysfs(
+    root: Path, source: str
+) -> tuple[BtrfsShow, dict[str, dict[str, int]], str] | None:
+    """The kernel's view of the btrfs that `source` (/dev/vdb) belongs to, readable without
+    privileges (`btrfs filesystem show` opens the member devices: root only, and the firmware
+    is not root). `devices/` holds one link per member the kernel opened; a member pulled
+    while mounted leaves its link dangling, one missing at mount has none: either way the
+    members in `devinfo/` outnumber the present ones. Errors come from `error_stats`."""
+    name = os.path.basename(os.path.realpath(source))
+    try:
+        filesystems = sorted(root.iterdir())
+    except OSError:
+        return None
+    for fs in filesystems:
+        links = fs / "devices"
+        if not (links / name).is_symlink():
+            continue
+        present = sorted(p.name for p in links.iterdir() if p.exists())
+        ids = sorted(int(d.name) for d in (fs / "devinfo").iterdir() if d.name.isdigit())
+        stats = {}
+        for i in ids:
+            with contextlib.suppress(OSError):
+                pairs = (ln.split() for ln in (fs / "devinfo" / str(i) / "error_stats")
+                         .read_text().splitlines() if ln.strip())  # fmt: skip
+                stats[f"devid:{i}"] = {k: int(v) for k, v in pairs}
+        try:
+            profiles = os.listdir(fs / "allocation" / "data")
+        except OSError:
+            profiles = []
+        level = "+".join(sorted(p for p in profiles if p in BTRFS_PROFILES))
+        gone = [i for i in ids if _read(fs / "devinfo" / str(i) / "missing") == "1"]
+        # Names for the others in order (sysfs does not say which name has which devid);
+        # one pulled while mounted has no name left and is counted as missing.
+        others = [i for i in ids if i not in gone]
+        named = zip(others, (f"/dev/{n}" for n in present), strict=False)  # fewer names: pulled
+        devices: dict[int, str | None] = {i: None for i in gone} | dict(named)
+        return BtrfsShow(fs.name, len(ids), devices), stats, level
+    return None
+
+
 # --- SMART -------------------------------------------------------------------------------------
 
 
@@ -333,9 +376,11 @@ class LinuxDisks:
         btrfs: str = "btrfs",
         sys_block: str = SYS_BLOCK,
         mdstat: str = MDSTAT,
+        sys_fs_btrfs: str = SYS_FS_BTRFS,
     ) -> None:
         self.smartctl, self.btrfs = smartctl, btrfs
         self.sys_block, self.mdstat = sys_block, mdstat
+        self.sys_fs_btrfs = Path(sys_fs_btrfs)
 
     # devices
 
@@ -467,9 +512,19 @@ class LinuxDisks:
         return arrays
 
     def _btrfs(self, m: Mount) -> RaidState | None:
+        """The kernel's view (sysfs) first: it needs no privileges; the btrfs command where
+        sysfs has no such filesystem (an older kernel)."""
+        seen = btrfs_from_sysfs(self.sys_fs_btrfs, m.source) if m.source else None
+        if seen is not None:
+            show, stats, level = seen
+            return btrfs_state(m, show, stats, level) if show.total >= 2 else None
         show = parse_btrfs_show(self._btrfs_cmd("filesystem", "show", "--raw", m.mount_point))
         if show.total < 2:
             return None
+        # A member pulled while mounted stays listed under its old name: btrfs marks devices
+        # missing only at mount. Its device node gone (udev removed it) is the fact that says.
+        gone = {i: None for i, p in show.devices.items() if p and not os.path.exists(p)}
+        show = dataclasses.replace(show, devices={**show.devices, **gone})
         stats = parse_btrfs_stats(self._btrfs_cmd("device", "stats", m.mount_point))
         level = ""
         if show.uuid:
