@@ -512,13 +512,18 @@ class LinuxDisks:
         return arrays
 
     def _btrfs(self, m: Mount) -> RaidState | None:
-        """The kernel's view (sysfs) first: it needs no privileges; the btrfs command where
-        sysfs has no such filesystem (an older kernel)."""
-        seen = btrfs_from_sysfs(self.sys_fs_btrfs, m.source) if m.source else None
-        if seen is not None:
+        """`btrfs filesystem show` where it may open the members (root: it names the devid
+        of a missing one, which a replacement needs); else the kernel's view in sysfs, which
+        needs no privileges (the firmware's own user)."""
+        try:
+            out = self._btrfs_cmd("filesystem", "show", "--raw", m.mount_point)
+        except DeviceIOError:
+            seen = btrfs_from_sysfs(self.sys_fs_btrfs, m.source) if m.source else None
+            if seen is None:
+                raise
             show, stats, level = seen
             return btrfs_state(m, show, stats, level) if show.total >= 2 else None
-        show = parse_btrfs_show(self._btrfs_cmd("filesystem", "show", "--raw", m.mount_point))
+        show = parse_btrfs_show(out)
         if show.total < 2:
             return None
         # A member pulled while mounted stays listed under its old name: btrfs marks devices
