@@ -87,6 +87,7 @@ class Vm:
         taps: tuple[str, str] | None = None,
         mac_id: int = 0x56,
         disk_size: str | None = None,
+        drives: tuple[Path, ...] = (),
     ) -> None:
         self.base_disk = disk
         self.workdir = workdir
@@ -98,6 +99,10 @@ class Vm:
         """(LAN tap, sync tap) in netns, made by the caller; None: user-mode networks."""
         self.mac_id = mac_id
         self.disk_size = disk_size
+        self.drives = drives
+        """Recording drives (raw files), each in a PCIe root port of its own so that it can be
+        pulled (`unplug`) and a spare port for a replacement (`plug`); their serials NVR-D1..."""
+        self.qmp_path = workdir / "qmp.sock"
         """The board's disk size (qemu-img: "4G"), bigger than the image: flashed onto a
         bigger disk; None: the image's own size."""
         self.proc: subprocess.Popen[bytes] | None = None
@@ -151,6 +156,15 @@ class Vm:
         ]  # fmt: skip
         if self.stick is not None:
             cmd += ["-drive", f"if=virtio,format=raw,readonly=on,file={self.stick}"]
+        for i, path in enumerate(self.drives, 1):
+            blockdev = f"driver=raw,node-name=d{i},file.driver=file,file.filename={path}"
+            blk = f"virtio-blk-pci,drive=d{i},id=vd{i},bus=rp{i},serial=NVR-D{i}"
+            port = f"pcie-root-port,id=rp{i},chassis={i},slot={i}"
+            cmd += ["-device", port, "-blockdev", blockdev, "-device", blk]
+        if self.drives:
+            spare = len(self.drives) + 1
+            cmd += ["-device", f"pcie-root-port,id=rp{spare},chassis={spare},slot={spare}",
+                    "-qmp", f"unix:{self.qmp_path},server=on,wait=off"]  # fmt: skip
         return cmd if self.netns is None else ["ip", "netns", "exec", self.netns, *cmd]
 
     def start(self) -> None:
@@ -184,6 +198,30 @@ class Vm:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+
+    def qmp(self, command: str, **args: object) -> object:
+        """One QMP command on the running VM (its monitor socket); QMPError on a refusal."""
+        from qemu.qmp.legacy import QEMUMonitorProtocol
+
+        mon = QEMUMonitorProtocol(str(self.qmp_path))
+        mon.connect()
+        try:
+            return mon.cmd(command, **args)
+        finally:
+            mon.close()
+
+    def unplug(self, i: int) -> None:
+        """Pull recording drive i (1-based) out of the running board (PCIe hot-unplug: the
+        guest's pciehp releases it within seconds)."""
+        self.qmp("device_del", id=f"vd{i}")
+
+    def plug(self, path: Path, serial: str) -> None:
+        """A new drive into the spare PCIe port of the running board."""
+        spare = len(self.drives) + 1
+        self.qmp("blockdev-add", driver="raw", **{"node-name": "spare"},
+                 file={"driver": "file", "filename": str(path)})  # fmt: skip
+        self.qmp("device_add", driver="virtio-blk-pci", drive="spare", id="vdspare",
+                 bus=f"rp{spare}", serial=serial)  # fmt: skip
 
     def stop(self, timeout: float = 10.0) -> None:
         if self.proc is None:

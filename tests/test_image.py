@@ -63,6 +63,9 @@ gateway = "{LAN_HOST}"  # QEMU's user network answers pings here; the camera doe
 [recorder]
 segment_seconds = 2
 
+[disks]
+smart_poll_seconds = 10  # RAID and SMART every 10 s (an hour by default): the drives drill
+
 [[camera]]
 name = "cam1"
 url = "rtsp://{CAMERA_ADDR}:8554/cam1"
@@ -128,8 +131,9 @@ def setup_steps_1_to_3(vm: Vm, side: str, name: str, lan: str, peer_lan: str) ->
     vm.answer("NTP servers (empty: image default)", "")
 
 
-def setup_cameras_and_apply(vm: Vm, camera: str | None) -> None:
-    """Step 5 (one camera by URL, probed before it is saved) and 6, then the console's login."""
+def setup_cameras_and_apply(vm: Vm, camera: str | None, drives=None) -> None:
+    """Step 5 (one camera by URL, probed before it is saved) and 6, then the console's login;
+    `drives(vm)` answers the recording-drives step between them (a board with drives)."""
     if camera is None:
         vm.answer("add a camera (y/n)", "n")
     else:
@@ -141,6 +145,8 @@ def setup_cameras_and_apply(vm: Vm, camera: str | None) -> None:
         vm.expect(rf"camera {camera}: h264 320x240", 60)  # what the probe saw
         vm.answer(f"save camera {camera} (y/n)", "y")
         vm.answer("add a camera (y/n)", "n")
+    if drives is not None:
+        drives(vm)
     vm.expect(r"step 6/6: summary", 30)
     vm.answer("apply (y/n)", "y")
     vm.expect(r"setup applied and live", READY_S)
@@ -655,3 +661,80 @@ def test_power_cut_in_the_partition_table_write_still_boots_and_grows(built, tmp
     report = json.loads(report_path.read_text()) if report_path.exists() else {}
     report |= {k: round(v, 1) for k, v in figures.items()}
     report_path.write_text(json.dumps(report, indent=2) + "\n")
+
+
+def test_two_drives_made_one_raid1_volume_lose_one_keep_recording_and_take_a_new_one(
+    built, camera, tmp_path
+):
+    """Issue 19's drill: a board with two blank recording drives (virtio, each in a PCIe port
+    of its own) is set up through the console; the wizard's storage step makes them one btrfs
+    raid1 and the camera records onto it. One drive is pulled out of the running board: it
+    keeps recording and says raid-degraded. A new drive goes into the spare port, `storage
+    replace` on the console takes it into the volume with its progress shown, and the alert
+    clears while the recording goes on."""
+    drives = tuple(tmp_path / f"drive{i}.raw" for i in (1, 2))
+    for d in (*drives, tmp_path / "drive3.raw"):
+        with open(d, "wb") as f:
+            f.truncate(2 * 2**30)
+    vm = Vm(built["out"] / "disk.img", tmp_path / "vm", camera_port=camera.port, drives=drives)
+    figures: dict[str, float] = {}
+
+    def make_volume(vm: Vm) -> None:
+        vm.expect(r"record on: none, all \(raid1\), or a drive's number", 60)
+        tail = vm.tail()
+        assert "NVR-D1" in tail and "NVR-D2" in tail, tail  # listed with their serials
+        vm.send("\x15all\r")
+        vm.expect(r"Format these drives for recording\? \[y/N\]", 60)
+        vm.send("\x15y\r")
+        vm.expect(r"storage: done: volume", 300)
+
+    def segments() -> int:
+        st = _json(vm.command("status --json"))
+        return sum(c.get("segments", 0) for c in st.get("cameras", []))
+
+    try:
+        t0 = time.monotonic()
+        vm.start()
+        setup_steps_1_to_3(vm, "a", "north", BOARD_LAN, "192.0.2.12")
+        vm.answer("show a code, join with one, or skip (code/join/skip)", "skip")
+        setup_cameras_and_apply(vm, "cam1", drives=make_volume)
+        status = wait_console(vm, "storage status", lambda t: "storage: whole" in t, READY_S,
+                              "the raid1 volume whole")  # fmt: skip
+        assert "raid1" in status, status
+        _status(vm, recording_as("unpaired"), "cam1 recording onto the volume")
+        figures["power_on_to_recording_on_raid1_s"] = time.monotonic() - t0
+        before = segments()
+
+        t_pull = time.monotonic()
+        vm.unplug(2)
+        st = _status(vm, lambda s: any(a["id"] == "raid-degraded" for a in s.get("alerts", [])),
+                     "raid-degraded after the pull", 120)  # fmt: skip
+        figures["pull_to_raid_degraded_s"] = time.monotonic() - t_pull
+        assert all(c["recording"] for c in st["cameras"]), st["cameras"]
+        mark = segments()
+        wait_until(lambda: segments() >= mark + 3, 60, "segments still committed, degraded")
+        assert mark > before
+
+        vm.plug(tmp_path / "drive3.raw", "NVR-D3")
+        vm.send("storage replace\r")
+        vm.expect(r"NVR-D3", 60)
+        vm.expect(r"Drive\(s\) to use \(number; Enter: none\): ", 30)
+        vm.send("1\r")
+        vm.expect(r"Go ahead\? \[y/N\]", 60)
+        t_replace = time.monotonic()
+        vm.send("y\r")
+        vm.expect(r"replace: finished 100\.0%|storage: whole", 600)
+        vm.expect(re.escape(PROMPT), 120)
+        figures["replace_2_gib_volume_s"] = time.monotonic() - t_replace
+        wait_console(vm, "storage status", lambda t: "storage: whole" in t, 120,
+                     "the volume whole again")  # fmt: skip
+        st = _status(vm, lambda s: not any(a["id"] == "raid-degraded" for a in s["alerts"]),
+                     "raid-degraded cleared", 120)  # fmt: skip
+        assert all(c["recording"] for c in st["cameras"]), st["cameras"]
+    finally:
+        vm.stop()
+        report_path = TOP / "image" / "out" / "test-figures.json"
+        report_path.parent.mkdir(exist_ok=True)
+        report = json.loads(report_path.read_text()) if report_path.exists() else {}
+        report |= {f"drives_{k}": round(v, 1) for k, v in figures.items()}
+        report_path.write_text(json.dumps(report, indent=2) + "\n")
