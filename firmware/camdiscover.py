@@ -131,7 +131,7 @@ def decode(data: bytes, source: str, message_id: str) -> list[Camera]:
         if _DTD.search(data.decode("utf-8")):
             return []  # entity definitions (expansion bombs) have no place in an answer
         root = ET.fromstring(data)
-    except (UnicodeDecodeError, ET.ParseError, ValueError):
+    except (UnicodeError, LookupError, ET.ParseError, ValueError):  # LookupError: a bad encoding=
         return []  # not UTF-8 (so no DTD hides in another encoding), not XML
     if root.tag != f"{{{NS_SOAP12}}}Envelope":
         return []

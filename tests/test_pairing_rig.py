@@ -47,18 +47,23 @@ def test_two_unpaired_boards_paired_by_code_form_the_pair(tmp_path):
             assert ka == kb and key_fingerprint(ka) == fp
             assert keys["a"].stat().st_mode & 0o777 == keys["b"].stat().st_mode & 0o777 == 0o600
 
-            # Restarted by themselves (same process), paired: the VIP answers, b mirrors.
-            wait_until(lambda: tb.active() == "a", 60, "a active with the VIP")
-            wait_until(lambda: tb.role("b") == "standby", 30, "b standby")
+            # Restarted by themselves (same process), paired: one holds the VIP (whichever is
+            # up first: the other is restarting, so it is down; no preemption after), the
+            # other mirrors it.
+            wait_until(lambda: tb.active() in ("a", "b"), 60, "one board active with the VIP")
+            act = tb.active()
+            sby = "b" if act == "a" else "a"
+            wait_until(lambda: tb.role(sby) == "standby", 30, f"{sby} standby")
             assert (tb.pid("a"), tb.pid("b")) == (pid_a, pid_b)
             for h in ("a", "b"):
                 assert tb.status(h)["pair_fingerprint"] == fp
-            assert tb.via_vip()["board"] == "a"
-            wait_until(lambda: (tb.status("b")["mirror"] or {}).get("fetched_segments", 0) > 0,
-                       60, "b mirroring a's segments")  # fmt: skip
+            assert tb.via_vip()["board"] == act
+            wait_until(lambda: (tb.status(sby)["mirror"] or {}).get("fetched_segments", 0) > 0,
+                       60, f"{sby} mirroring {act}'s segments")  # fmt: skip
 
-            tb.power_cut("a")
-            wait_until(lambda: tb.via_vip(0.3)["board"] == "b", 15, f"b answering on {VIRTUAL_IP}")
+            tb.power_cut(act)
+            wait_until(lambda: tb.via_vip(0.3)["board"] == sby, 15,
+                       f"{sby} answering on {VIRTUAL_IP}")  # fmt: skip
         except BaseException:
             print("--- a ---\n" + tb.log("a")[-4000:] + "\n--- b ---\n" + tb.log("b")[-4000:])
             raise
