@@ -274,6 +274,15 @@ class Catalog:
         self.path = self.data_dir / CATALOG_FILE
         self._local = threading.local()
         self.read_only = False
+        # Only the first connection may create the file: a later one (another thread) on a
+        # disk that was pulled would otherwise start an empty catalog in the bare directory.
+        self._may_create = True
+        try:
+            self._open(reader)
+        finally:
+            self._may_create = False
+
+    def _open(self, reader: bool) -> None:
         try:
             try:
                 db = self._db()
@@ -324,7 +333,9 @@ class Catalog:
             db = _open_read_only(self.path)
             self._local.db = db
         if db is None:
-            db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+            mode = "rwc" if self._may_create else "rw"
+            uri = f"file:{quote(str(self.path))}?mode={mode}"
+            db = sqlite3.connect(uri, uri=True, timeout=30.0, isolation_level=None)
             db.row_factory = sqlite3.Row
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=FULL")

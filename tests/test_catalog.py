@@ -108,3 +108,28 @@ def test_feed_cursors_never_reuse_a_number_after_the_newest_row_is_deleted(tmp_p
     reopened = Catalog(tmp_path)  # the sequence survives a restart
     reopened.add_segment(seg(r2, "c", 6_000_000, 8_000_000, origin="b"))
     assert len(reopened.segments_since(seg_cursor, 100)) == 2
+
+
+def test_a_thread_opening_the_catalog_after_its_disk_left_creates_nothing(tmp_path):
+    """A pulled disk leaves the bare mount point behind: another thread's first query (the
+    mirror feed, the API) must fail there, not start an empty catalog in it."""
+    import sqlite3
+    import threading
+
+    cat = Catalog(tmp_path)
+    cat.close()
+    for name in [p.name for p in tmp_path.iterdir()]:
+        (tmp_path / name).unlink()
+    errors: list[BaseException] = []
+
+    def query() -> None:
+        try:
+            cat.segments_since(0, 10)
+        except BaseException as e:
+            errors.append(e)
+
+    t = threading.Thread(target=query)
+    t.start()
+    t.join(10)
+    assert len(errors) == 1 and isinstance(errors[0], sqlite3.OperationalError), errors
+    assert list(tmp_path.iterdir()) == []
