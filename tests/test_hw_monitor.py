@@ -44,8 +44,7 @@ def test_health_gate_names_the_silent_part(tmp_path):
 def test_a_hung_recorder_stops_the_pings(tmp_path):
     beat = [time.monotonic()]
     hw = hardware(tmp_path, beat)
-    keeper = threading.Thread(target=hw._keeper, daemon=True)
-    keeper.start()
+    keeper = hw.start_keeper()
     try:
 
         def alive() -> bool:
@@ -58,6 +57,36 @@ def test_a_hung_recorder_stops_the_pings(tmp_path):
         wait_until(lambda: hw.healthy() is not None, 2, "the gate noticing")
         time_out = hw.watchdog_pings
         holds(lambda: hw.watchdog_pings == time_out, 2.0, "no pings for a hung recorder")
+    finally:
+        hw._stop_threads.set()
+        keeper.join(5)
+    assert not keeper.is_alive()
+
+
+def test_an_error_in_the_keeper_is_an_alert_and_the_keeper_starts_again(tmp_path):
+    beat = [time.monotonic()]
+    hw = hardware(tmp_path, beat)
+    gate = hw.healthy
+    broken = threading.Event()
+    broken.set()
+
+    def healthy_once_broken() -> str | None:
+        if broken.is_set():
+            broken.clear()
+            raise RuntimeError("a bug in the health gate")
+        return gate()
+
+    hw.healthy = healthy_once_broken  # type: ignore[method-assign]
+    keeper = hw.start_keeper()
+    try:
+        wait_until(lambda: any(a.id == "task-failed" for a in hw.alerts.active()), 10,
+                   "the keeper's failure raised as an alert")  # fmt: skip
+
+        def pinging() -> bool:
+            beat[0] = hw.last_beat = time.monotonic()
+            return hw.watchdog_pings >= 2
+
+        wait_until(pinging, 10, "the restarted keeper pinging again")
     finally:
         hw._stop_threads.set()
         keeper.join(5)

@@ -154,6 +154,14 @@ class Hardware:
                 return f"{part} silent for {now - beat:.0f} s"
         return None
 
+    def start_keeper(self) -> threading.Thread:
+        """The keeper's thread; an error in it is an alert and it starts again (meanwhile no
+        pings: a keeper that keeps failing lets the watchdog reset the board)."""
+        args = ("the watchdog keeper", self._keeper, self._stop_threads, self.alerts.task_failed)
+        keeper = threading.Thread(target=keep_running, name="nvr-watchdog", daemon=True, args=args)
+        keeper.start()
+        return keeper
+
     def _keeper(self) -> None:
         """A thread, so a stuck event loop cannot keep the watchdog fed."""
         notifier = SdNotifier()
@@ -194,7 +202,8 @@ class Hardware:
                     log.error("watchdog ping failed: %s", e)
                     self.alerts.task_failed("the watchdog ping", e)
         finally:
-            notifier.notify("STOPPING=1")
+            if self._stop_threads.is_set():
+                notifier.notify("STOPPING=1")
             if dog is not None:
                 dog.close()
 
@@ -238,8 +247,7 @@ class Hardware:
     # --- all of it -------------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
-        keeper = threading.Thread(target=self._keeper, name="nvr-watchdog", daemon=True)
-        keeper.start()
+        keeper = self.start_keeper()
         loop = asyncio.get_running_loop()
         panel = threading.Thread(target=keep_running, name="nvr-panel", daemon=True, args=(
             "the front panel", lambda: self._panel_thread(loop), self._stop_threads,
