@@ -182,6 +182,21 @@ def test_pair_alerts_dual_active_no_standby_key_mismatch_silent_path():
     assert AlertId.HEARTBEAT_SILENT_SYNC in {a.id for a in cleared}
 
 
+def test_a_takeover_on_the_peers_last_fresh_advert_is_no_dual_active():
+    """The sync carrier drops with the active board's power: the standby takes over at once,
+    while that board's last advert (active) is still fresh. Only an advert heard after the
+    takeover makes two active boards."""
+    core = BoardCore(S)
+    core.handle(cams(set(CAMS)), 0.0)
+    last = PeerView("b", Role.ACTIVE, 100, Health.NONE, 3, True, {"lan": 0.2, "sync": 0.3})
+    core.handle(ElectionView(Role.STANDBY, last, 0.36), 9.9)
+    acts = core.handle(ElectionView(Role.ACTIVE, last, 0.36), 10.0)
+    assert AlertId.DUAL_ACTIVE not in {a.id for a in of(RaiseAlert, acts + core.tick(10.1))}
+    again = PeerView("b", Role.ACTIVE, 100, Health.NONE, 3, True, {"lan": 0.05, "sync": 0.3})
+    acts = core.handle(ElectionView(Role.ACTIVE, again, 0.36), 10.5)
+    assert AlertId.DUAL_ACTIVE in {a.id for a in of(RaiseAlert, acts)}
+
+
 # --- two boards: cores and elections in one in-memory pair -----------------------------------
 
 KEY = b"k" * 32

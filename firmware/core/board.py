@@ -123,6 +123,10 @@ class BoardCore:
         self._back_at: dict[str, float] = {}
         self._ahead_since: float | None = None
         self._role_since = -math.inf
+        self._active_at = -math.inf
+        """When this board last became active."""
+        self._peer_at = -math.inf
+        """When the peer view (its path ages) was last handed in."""
         self._handed_over_at: float | None = None
         self._shutting_down = False
         self._hmac_seen = 0
@@ -176,7 +180,9 @@ class BoardCore:
                 # The dwell follows a takeover from a known peer, not a board's first start.
                 took_over = fact.role is Role.ACTIVE and self.peer is not None and self.peer.fresh
                 self._role_since = now if took_over else -math.inf
+                self._active_at = now
             self.role, self.peer, self.master_down = fact.role, fact.peer, fact.master_down
+            self._peer_at = now
             fresh = fact.peer is not None and fact.peer.fresh
             if not fresh:
                 self._peer_since = None
@@ -353,11 +359,24 @@ class BoardCore:
         self._alerts = now_up
         return out
 
+    def _heard_since_active(self, peer: PeerView) -> bool:
+        """The peer said it is active after this board became active. Its last advert from
+        before (a board taking over the moment the sync carrier drops, while that advert is
+        still fresh) is no second active board."""
+        if not peer.path_ages:
+            return True
+        return self._peer_at - min(peer.path_ages.values()) >= self._active_at
+
     def _pair_alerts(self, now: float) -> list[RaiseAlert]:
         """The pair's alerts that should be up now."""
         up: list[RaiseAlert] = []
         peer = self.peer if self.peer is not None and self.peer.fresh else None
-        if self.role is Role.ACTIVE and peer is not None and peer.role is Role.ACTIVE:
+        if (
+            self.role is Role.ACTIVE
+            and peer is not None
+            and peer.role is Role.ACTIVE
+            and self._heard_since_active(peer)
+        ):
             up.append(RaiseAlert(AlertId.DUAL_ACTIVE, Severity.CRITICAL,
                                  f"both boards are active: {peer.board} advertises active too; "
                                  "the newer term stays"))  # fmt: skip
