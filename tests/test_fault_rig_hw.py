@@ -11,7 +11,6 @@ frame from the fault on exactly once across both boards, all of it on b.
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import re
 import signal
@@ -27,6 +26,7 @@ from conftest import holds, wait_until
 from test_hw_rig import audit, ups_section
 from test_mirror_rig import FPS, SEGMENT_S, all_kept, first_frames, mid_segment, newest_frame, ready
 
+from hil.diskfill import fill
 from hil.twin import TwinBoards
 
 
@@ -154,29 +154,6 @@ def test_data_disk_turned_read_only_by_the_kernel_hands_over(tmp_path, small_dis
         # superblock: either reason hands over.
         handed_over(tb, ("turned read-only", "cameras live"), audited=False)
         all_kept(tb, "b", first)
-
-
-def fill(path: Path) -> None:
-    """Take every free block of the filesystem holding path, as a runaway writer would: the
-    bulk at once (fallocate, leaving room for its extent tree), the rest write by write until
-    ENOSPC."""
-    st = os.statvfs(path.parent)
-    bulk = st.f_bfree * st.f_frsize - (2 << 20)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    try:
-        if bulk > 0:
-            os.posix_fallocate(fd, 0, bulk)
-        for chunk in (1 << 16, 1 << 12, 1):
-            block = b"\0" * chunk
-            while True:
-                try:
-                    os.write(fd, block)
-                except OSError as e:
-                    if e.errno != errno.ENOSPC:
-                        raise
-                    break
-    finally:
-        os.close(fd)
 
 
 def segment_just_began(tb: TwinBoards) -> None:

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# The failover drill suite on labgrid (docs/DRILLS.md).
+#   bash hil/drills.sh [--env netns|qemu|FILE] [--only a,b] [--out DIR] [PYTEST ARGS...]
+# netns: the twin pair in network namespaces (root); qemu: two QEMU boards from the built image
+# (builds it first when image/out/disk.img is missing); FILE: a labgrid environment of your own,
+# e.g. a copy of hil/env/lab-example.yaml for a real pair. Writes DIR/<drill>.json,
+# DIR/<drill>.png and DIR/report.md (default DIR: drill-report/<env>).
+set -euo pipefail
+top="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+env=netns
+only=""
+out=""
+extra=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --env) env="$2"; shift 2 ;;
+    --only) only="$2"; shift 2 ;;
+    --out) out="$2"; shift 2 ;;
+    -h|--help) sed -n '2,7p' "${BASH_SOURCE[0]}"; exit 0 ;;
+    *) extra+=("$1"); shift ;;
+  esac
+done
+case "$env" in
+  netns|qemu) file="$top/hil/env/$env.yaml" ;;
+  *) file="$(realpath "$env")" ;;
+esac
+[ -f "$file" ] || { echo "no labgrid environment file: $file" >&2; exit 2; }
+out="$(realpath -m "${out:-drill-report/$(basename "$file" .yaml)}")"
+if [ "$env" = qemu ]; then
+  bash "$top/image/build.sh" tools
+  [ -f "$top/image/out/disk.img" ] || bash "$top/image/build.sh"
+else
+  bash "$top/hil/bootstrap.sh"
+fi
+cd "$top"
+exec .venv/bin/python -m pytest -p no:cacheprovider -rs -v hil/drills/test_drills.py \
+  --lg-env "$file" --drill-out "$out" ${only:+--drills "$only"} "${extra[@]}"
