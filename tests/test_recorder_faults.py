@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
+from pathlib import Path
 
-from conftest import catalog, nvr, wait_until
+import av
+import pytest
+from conftest import catalog, ffprobe, nvr, wait_until
 from test_recorder import assert_contiguous, run_frames
 
+from firmware.timefmt import parse_iso
 from hil.camera import StreamSpec
+from hil.framecheck import frame_numbers
 
 
 def runs_of(data, camera):
@@ -30,8 +36,12 @@ def test_stall_ends_run_with_reason_and_recording_resumes(camera, recorder):
         assert_contiguous(frames)
 
 
-def test_timestamp_jump_starts_a_new_run_without_a_long_segment(camera, recorder):
-    cam = camera(StreamSpec("cam1", gop=10))
+@pytest.mark.parametrize("audio", [False, True], ids=["video", "video-aac"])
+def test_timestamp_jump_starts_a_new_run_and_loses_no_frame(camera, recorder, audio: bool) -> None:
+    """The camera's clock jumps an hour ahead (the simulator jumps only forward): a new run
+    at the next keyframe, no segment claiming the hour, and the frames between the jump and
+    that keyframe kept in the old run."""
+    cam = camera(StreamSpec("cam1", gop=25, audio=audio))
     rec = recorder({"cam1": cam.url("cam1")}, segment_seconds=1)
     wait_until(lambda: rec.segments() >= 2, 30, "two segments")
     cam.jump("cam1", 3600)
@@ -40,10 +50,29 @@ def test_timestamp_jump_starts_a_new_run_without_a_long_segment(camera, recorder
     rec.stop()
     cat = catalog(rec.data)
     assert cat["runs"][0]["end_reason"] == "timestamp-jump"
-    from firmware.timefmt import parse_iso
-
     for s in cat["segments"]:
         assert parse_iso(s["end"]) - parse_iso(s["start"]) < 3_000_000, s
+        path = rec.data / s["path"]
+        assert decoded_frames(path) == len(frame_numbers(path)) == s["frames"], s
+        assert ("audio" in {st["codec_type"] for st in ffprobe(path)["streams"]}) == audio
+        if audio:  # no audio lost at the jump either (a segment's first packet stands apart)
+            steps = [b - a for a, b in itertools.pairwise(audio_times(path)[1:])]
+            assert steps and max(steps) < 0.05, s
+    runs = run_frames(rec.data, cat)
+    assert len(runs) >= 2
+    assert_contiguous([n for frames in runs for n in frames])  # none lost around the jump
+
+
+def audio_times(path: Path) -> list[float]:
+    """Presentation times (s) of a segment's audio packets, in file order."""
+    with av.open(str(path)) as container:
+        return [float(p.pts * p.time_base) for p in container.demux(audio=0) if p.pts is not None]
+
+
+def decoded_frames(path: Path) -> int:
+    """Pictures decoded from a segment; PyAV raises on a stream it cannot decode."""
+    with av.open(str(path)) as container:
+        return sum(1 for _ in container.decode(video=0))
 
 
 def test_dead_worker_is_restarted_and_other_cameras_keep_recording(camera, recorder):

@@ -208,6 +208,8 @@ class _Open:
     media_start_us: int
     frames: int = 0
     last_frame: str = ""
+    last_dts: dict[int, int] = field(default_factory=dict)
+    """Per output stream: the muxer takes only increasing timestamps."""
 
 
 @dataclass
@@ -509,13 +511,16 @@ class CameraIngest:
             if abs(wall - now.wall_us) <= self.policy.max_drift_us:
                 self.policy.continue_at(wall)
             self._held_clock = None
+        shift_us = 0
         for action in self.policy.packet(P.PacketInfo(video, held.keyframe, pts_us), now):
+            if isinstance(action, P.Write):
+                shift_us = action.shift_us
             self._apply(action, pkt)
         if video and self.seg is not None:
             self.seg.last_frame = held.fingerprint
         if video and self.seg is not None and self.policy.run is not None:
             # Read by the worker's status loop; per-frame events would flood the queue.
-            self.last_frame_wall_us = self.policy.run.wall(pts_us)
+            self.last_frame_wall_us = self.policy.run.wall(pts_us + shift_us)
             self.last_frame_seen_us = now.wall_us
         deadline = self.policy.deadline_us(self._stall_us)
         if deadline is not None and now.mono_us > deadline:
@@ -525,7 +530,7 @@ class CameraIngest:
 
     def _apply(self, action: P.Action, pkt: av.Packet) -> None:
         if isinstance(action, P.Write):
-            self._write(pkt)
+            self._write(pkt, action.shift_us)
         elif isinstance(action, P.StartSegment):
             self._start(action)
         elif isinstance(action, P.FinishSegment):
@@ -569,14 +574,27 @@ class CameraIngest:
             raise DiskError(f"cannot start a segment: {e}", no_space(e)) from e
         self.seg = _Open(sid, rel, final, f, out, ostreams, offsets, a.start_us, a.media_start_us)
 
-    def _write(self, pkt: av.Packet) -> None:
+    def _write(self, pkt: av.Packet, shift_us: int = 0) -> None:
+        """Mux one packet into the open segment; shift_us moves it on the run's timeline (the
+        frames after a camera timestamp jump, up to the next keyframe)."""
         seg = self.seg
         if seg is None:
             return
         idx = pkt.stream.index
         off = seg.offsets[idx]
+        if shift_us:
+            num, den = self._us_per_tick[idx]  # µs per tick is num / den
+            off -= round(shift_us * den / num)
         if pkt.pts - off < 0:
             return  # audio stamped before this segment's first keyframe
+        dts = pkt.pts if pkt.dts is None else pkt.dts
+        last = seg.last_dts.get(idx)
+        if last is not None and dts - off <= last:
+            # Stamped at or before what the segment holds (audio on the camera's clock from
+            # before a jump): the muxer would refuse it and fail the segment.
+            log.warning("camera %s: packet of stream %d out of order, dropped", self.name, idx)
+            return
+        seg.last_dts[idx] = dts - off
         pkt.pts -= off
         if pkt.dts is not None:
             pkt.dts -= off
