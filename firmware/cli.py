@@ -347,6 +347,18 @@ def cmd_handover(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_drill_handover(args: argparse.Namespace) -> int:
+    """The non-destructive drill on a live pair: handover and back, measured (firmware/drill.py)."""
+    from firmware.drillcli import drill_handover
+
+    try:
+        return drill_handover(args.config, args.json)
+    except ConfigError as e:
+        return _fail(str(e))
+    except OSError as e:
+        return _fail(str(e), 1)
+
+
 def cmd_pair_key(args: argparse.Namespace) -> int:
     from firmware.pairkey import make_pair_key
 
@@ -449,6 +461,13 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
     r.add_argument("--url", help="API base URL instead of the config's port on 127.0.0.1")
     r.set_defaults(func=cmd_handover)
+
+    r = sub.add_parser("drill", help="drills on a live pair")
+    drill = r.add_subparsers(dest="drill", required=True)
+    r = drill.add_parser("handover", help="planned handover and back, measured RTO and continuity")
+    r.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
+    r.add_argument("--json", action="store_true")
+    r.set_defaults(func=cmd_drill_handover)
 
     r = sub.add_parser("pair-key", help="make a new pair key (the same file goes on both boards)")
     r.add_argument("file", type=Path)

@@ -569,6 +569,26 @@ def handover(con: Console, args: list[str]) -> int:
         return cmd_handover(argparse.Namespace(config=con.config, url=url))
 
 
+def drill(con: Console, args: list[str]) -> int:
+    """The handover drill (`nvr drill handover`): over to the standby and back, measured; the
+    result on the screen and in the audit log."""
+    from firmware.drillcli import drill_handover
+
+    if _cfg(con).pair is None:
+        con.say("drill: no [pair] in the config: a single board has no drill")
+        return 1
+    if not yes(con, "drill: hand the pair over to the standby and back, and measure it?"):
+        con.say("drill: nothing done")
+        return 1
+    con.say("drill: running (seconds on a healthy pair; it gives up after a few minutes)")
+    try:
+        with to_console(con):
+            return drill_handover(con.config, audit=lambda _t, event, **f: con.audit(event, **f))
+    except (ConfigError, OSError) as e:
+        con.say(f"drill: {e}")
+        return 1
+
+
 # --- logs, audit log, diagnostics -----------------------------------------------------------
 
 
@@ -774,6 +794,7 @@ NEW_COMMANDS: tuple[tuple[str, str, str, Callable[[Console, list[str]], int], in
     ("network", "[change|confirm|status]", "LAN settings; commit-confirmed change", network, 1),
     ("pair", "[code|join CODE]", "pairing state; show a code or join with one", pair, 2),
     ("handover", "", "planned handover to the standby, or back", handover, 0),
+    ("drill", "", "handover drill: over and back, measured", drill, 0),
     ("logs", "[LINES]", "the firmware's journal, last lines", logs, 1),
     ("audit", "[LINES]", "the audit log, last events", audit, 1),
     ("token", "[show|rotate]", "the API token: where from; show or rotate", token, 1),
