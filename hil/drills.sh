@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The failover drill suite on labgrid (docs/DRILLS.md).
 #   bash hil/drills.sh [--env netns|qemu|FILE] [--only a,b] [--out DIR] [PYTEST ARGS...]
+#   bash hil/drills.sh --checks    the rig drivers' own checks (tests marked hil)
 # netns: the twin pair in network namespaces (root); qemu: two QEMU boards from the built image
 # (builds it first when image/out/disk.img is missing); FILE: a labgrid environment of your own,
 # e.g. a copy of hil/env/lab-example.yaml for a real pair. Writes DIR/<drill>.json,
@@ -16,7 +17,11 @@ while [ $# -gt 0 ]; do
     --env) env="$2"; shift 2 ;;
     --only) only="$2"; shift 2 ;;
     --out) out="$2"; shift 2 ;;
-    -h|--help) sed -n '2,7p' "${BASH_SOURCE[0]}"; exit 0 ;;
+    --checks)
+      bash "$top/hil/bootstrap.sh"
+      cd "$top"
+      exec .venv/bin/python -m pytest -p no:cacheprovider -m hil tests/ ;;
+    -h|--help) sed -n '2,8p' "${BASH_SOURCE[0]}"; exit 0 ;;
     *) extra+=("$1"); shift ;;
   esac
 done

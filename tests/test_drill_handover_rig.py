@@ -135,6 +135,7 @@ def test_drill_hands_over_and_back_measured_with_no_hole(pair: TwinBoards) -> No
     assert drill_events(pair, "b") == []  # only the board it ran on records it
 
 
+@pytest.mark.hil  # bash hil/drills.sh --checks
 def test_the_drill_runs_the_same_from_the_standby(pair: TwinBoards) -> None:
     """On b (standby) the drill still hands the active a over and back: the pair's roles, not
     the board it runs on, decide."""
@@ -159,6 +160,7 @@ CONSOLE = (
 )
 
 
+@pytest.mark.hil  # bash hil/drills.sh --checks
 def test_the_console_drill_runs_the_same_drill_and_shows_it(pair: TwinBoards) -> None:
     """The console's `drill`, asked and answered y on a's console: the same result, audited."""
     cfg = pair.workdir / "a" / "nvr.toml"

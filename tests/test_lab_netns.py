@@ -36,6 +36,9 @@ ENV = ROOT / "hil" / "env" / "netns.yaml"
 STATUS = "/api/v1/status"
 
 
+pytestmark = pytest.mark.hil  # bash hil/drills.sh --checks; the drills use these drivers
+
+
 @pytest.fixture(scope="module")
 def target() -> Iterator[Target]:
     """The pair target; afterwards none of the rig's namespaces or loop devices is left."""
