@@ -53,6 +53,7 @@ from hil.lab.protocols import (  # noqa: E402
     Link,
     UpsProtocol,
 )
+from hil.lab.registry import registered  # noqa: E402
 from hil.wait import wait_until  # noqa: E402
 
 IF_ADMIN_STATUS = "1.3.6.1.2.1.2.2.1.7"
@@ -63,20 +64,10 @@ _float = attr.validators.instance_of(float)
 _int = attr.validators.instance_of(int)
 _str = attr.validators.instance_of(str)
 _bool = attr.validators.instance_of(bool)
-_SOURCE = os.path.realpath(__file__)
 
 
 def _registered(register: Callable[[type], type]) -> Callable[[type], type]:
-    """Register a class with labgrid once per process (see the module's docstring)."""
-
-    def deco(cls: type) -> type:
-        known = target_factory.all_classes.get(cls.__name__)
-        if known is not None and getattr(known, "_lab_source", None) == _SOURCE:
-            return known
-        cls._lab_source = _SOURCE  # type: ignore[attr-defined]
-        return register(cls)
-
-    return deco
+    return registered(register, __file__)
 
 
 def _sh(argv: list[str], sudo: bool = False) -> str:

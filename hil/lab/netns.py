@@ -14,7 +14,6 @@ no service manager watches a board and there are no A/B slots.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -49,28 +48,17 @@ from hil.lab.protocols import (  # noqa: E402
     PartitionProtocol,
     UpsProtocol,
 )
+from hil.lab.registry import registered  # noqa: E402
 from hil.rig import VIRTUAL_IP  # noqa: E402
 from hil.twin import ADVERT_PORT, API_PORT, BOARDS, ROOT, TwinBoards  # noqa: E402
 from hil.wait import wait_until  # noqa: E402
 
 FILLER = ".netns-filler"
 """The file NetnsDiskDriver.fill writes next to the board's data (on the same filesystem)."""
-_SOURCE = os.path.realpath(__file__)
 
 
 def _registered(register: Callable[[type], type]) -> Callable[[type], type]:
-    """Register a class with labgrid once. labgrid's `imports:` executes this file under a
-    module name of its own each time an environment is loaded; a second load gets the classes
-    of the first, so one name means one class in the whole process."""
-
-    def deco(cls: type) -> type:
-        known = target_factory.all_classes.get(cls.__name__)
-        if known is not None and getattr(known, "_lab_source", None) == _SOURCE:
-            return known
-        cls._lab_source = _SOURCE  # type: ignore[attr-defined]
-        return register(cls)
-
-    return deco
+    return registered(register, __file__)
 
 
 def _sh(*cmd: str) -> str:
