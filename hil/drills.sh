@@ -34,6 +34,11 @@ out="$(realpath -m "${out:-drill-report/$(basename "$file" .yaml)}")"
 if [ "$env" = qemu ]; then
   bash "$top/image/build.sh" tools
   [ -f "$top/image/out/disk.img" ] || bash "$top/image/build.sh"
+  built="$(sed -n 's/.*"git_revision": *"\([0-9a-f]*\).*/\1/p' "$top/image/out/build.json")"
+  head="$(git -C "$top" rev-parse HEAD 2>/dev/null || true)"
+  case "$head" in "$built"*) ;; *)
+    echo "note: image/out was built from ${built:-?}, this checkout is ${head:-?}:" \
+         "rebuild it (bash image/build.sh) to drill this firmware" >&2 ;; esac
 else
   bash "$top/hil/bootstrap.sh"
 fi

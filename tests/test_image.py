@@ -23,7 +23,20 @@ import pytest
 from hil.camera.client import CameraSim
 from hil.camera.spec import StreamSpec
 from hil.vm import BOARD_LAN, CAMERA_ADDR, LAN_HOST, OVMF_CODE, PROMPT, Vm, make_stick
-from hil.wait import WaitTimeout, wait_until
+from hil.wait import wait_until
+from hil.wizardrun import (
+    ADMIN_PW,
+    BOOT_S,
+    READY_S,
+    VIP,
+    recording_as,
+    setup_cameras_and_apply,
+    setup_steps_1_to_3,
+    wait_console,
+)
+from hil.wizardrun import parse_json as _json
+from hil.wizardrun import root_shell as _root_shell
+from hil.wizardrun import status_json as _status
 
 TOP = Path(__file__).resolve().parent.parent
 TOOLS = ("mmdebstrap", "genimage", "rauc", "mksquashfs", "grub-mkimage", "mcopy", "mkfs.vfat",
@@ -70,7 +83,7 @@ smart_poll_seconds = 10  # RAID and SMART every 10 s (an hour by default): the d
 name = "cam1"
 url = "rtsp://{CAMERA_ADDR}:8554/cam1"
 """
-BOOT_S, READY_S, INSTALL_S = 300, 300, 600
+INSTALL_S = 600
 
 
 def _build(*args: str, out: Path) -> None:
@@ -108,65 +121,6 @@ def field(text: str, key: str) -> str:
     m = re.search(rf"^{re.escape(key)}: (.*)$", text, re.M)
     assert m, f"no {key!r} line in:\n{text}"
     return m.group(1).strip()
-
-
-ADMIN_PW = "Install3r-pw"
-VIP = "192.0.2.100/24"
-
-
-def setup_steps_1_to_3(vm: Vm, side: str, name: str, lan: str, peer_lan: str) -> None:
-    """The wizard's first three steps as an installer types them on the serial console."""
-    vm.answer("admin password", ADMIN_PW, BOOT_S)
-    vm.answer("again", ADMIN_PW)
-    vm.answer("board A or B", side)
-    vm.answer("board name", name)
-    vm.answer("LAN by DHCP or static", "static")
-    vm.answer("LAN address/prefix", f"{lan}/24")
-    vm.answer("gateway (empty: none)", LAN_HOST)
-    vm.answer("DNS servers (empty: none)", "")
-    vm.answer("sync link address", None)  # the side's default
-    vm.answer("peer sync address", None)
-    vm.answer("virtual IP/prefix", VIP)
-    vm.answer("peer board LAN address", peer_lan)
-    vm.answer("NTP servers (empty: image default)", "")
-
-
-def setup_cameras_and_apply(vm: Vm, camera: str | None, drives=None) -> None:
-    """Step 5 (one camera by URL, probed before it is saved) and 6, then the console's login;
-    `drives(vm)` answers the recording-drives step between them (a board with drives)."""
-    if camera is None:
-        vm.answer("add a camera (y/n)", "n")
-    else:
-        vm.answer("add a camera (y/n)", "y")
-        vm.answer("by URL or discover on the LAN (url/discover)", "url")
-        vm.answer("camera name", camera)
-        vm.answer("RTSP URL (no credentials)", f"rtsp://{CAMERA_ADDR}:8554/{camera}")
-        vm.answer("username (empty: none)", "")
-        vm.expect(rf"camera {camera}: h264 320x240", 60)  # what the probe saw
-        vm.answer(f"save camera {camera} (y/n)", "y")
-        vm.answer("add a camera (y/n)", "n")
-    if drives is not None:
-        drives(vm)
-    vm.expect(r"step 6/6: summary", 30)
-    vm.answer("apply (y/n)", "y")
-    vm.expect(r"setup applied and live", READY_S)
-    vm.answer("admin password", ADMIN_PW)
-    vm.expect(re.escape(PROMPT), 60)
-
-
-def wait_console(vm: Vm, cmd: str, cond, timeout: float, what: str) -> str:
-    """Repeat a console command (every 2 s, it costs the board a little) until its output
-    satisfies cond; the last output goes into the failure."""
-    last: list[str] = []
-
-    def answered() -> str | None:
-        last[:] = [vm.command(cmd)]
-        return last[0] if cond(last[0]) else None
-
-    try:
-        return wait_until(answered, timeout, what, every=2)
-    except WaitTimeout as e:
-        raise AssertionError(f"{e}; last `{cmd}`:\n{last[0] if last else ''}") from None
 
 
 def test_image_boots_records_and_updates_through_signed_bundles(built, camera, tmp_path):
@@ -314,22 +268,6 @@ def test_update_that_never_becomes_healthy_is_rolled_back(built, camera, tmp_pat
         vm.stop()
 
 
-def _status(vm: Vm, cond, what: str, timeout: float = READY_S) -> dict:
-    text = wait_console(vm, "status --json", lambda t: "{" in t and cond(_json(t)), timeout, what)
-    return _json(text)
-
-
-def recording_as(role: str):
-    return lambda s: s.get("role") == role and all(c["recording"] for c in s["cameras"])
-
-
-def _json(text: str) -> dict:
-    try:
-        return json.loads(text[text.index("{") : text.rindex("}") + 1])
-    except ValueError:
-        return {}
-
-
 def test_two_boards_from_one_image_set_up_by_their_consoles_form_a_pair(built, tmp_path):
     """The installer's proof: two VMs from the same disk.img (each on its own overlay), a LAN
     with the camera and a client, a direct sync link; set up only through their serial
@@ -443,19 +381,6 @@ def _gpt(raw: Path, sector: int = 512) -> dict:
                 "bytes": head[:size] + entries,
             }
     return found
-
-
-def _root_shell(vm: Vm, script: str, timeout: float = 60) -> str:
-    """What `script` printed in the console's root shell (the admin password again)."""
-    vm.send("shell\r")
-    vm.answer("admin password", ADMIN_PW)
-    begin = vm.expect(r"root shell: exit.*\n", 30).end()
-    vm.send(f"{script}; echo ==END$((6 * 7))==\r")  # the echoed line does not match
-    m = vm.expect(r"==END42==", timeout)
-    vm.send("exit\r")
-    vm.expect(r"root shell ended", 30)
-    vm.expect(re.escape(PROMPT), 30)
-    return m.string[begin : m.start()]
 
 
 GROW_UNITS = "nvr-data-grow.service systemd-growfs@data.service"
