@@ -3,6 +3,7 @@ the reports written as each drill ends (so a run cut short still leaves what it 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -14,11 +15,21 @@ from hil.drills.run import BOARDS, Drill, run_drill
 from hil.drills.run import whole as _whole
 from hil.drills.thresholds import judge, load_thresholds
 from hil.lab.protocols import BoardProtocol
-from hil.wait import holds
+from hil.wait import holds, wait_until
 
 TARGET = "pair"
 STEADY_S = 3.0
 """How long the pair must stay as it is before a drill starts."""
+
+
+def _roles(boards: dict[str, BoardProtocol]) -> dict[str, str | None]:
+    out: dict[str, str | None] = {}
+    for b, board in boards.items():
+        try:
+            out[b] = json.loads(board.api("/api/v1/status", timeout=2.0))["role"]
+        except (OSError, ValueError, KeyError):
+            out[b] = None
+    return out
 
 
 class RigBroken(Exception):
@@ -53,7 +64,11 @@ class Suite:
         for _ in range(3):
             try:
                 self.strategy.transition("a_active")
-                holds(lambda: _whole(self.boards) == "a", STEADY_S, "a active, b synced")
+                # Whole once, then steady in its roles (a slow board's mirror may fall a
+                # segment behind and catch up again meanwhile: that is no move).
+                wait_until(lambda: _whole(self.boards) == "a", 60, "a active, b synced")
+                holds(lambda: _roles(self.boards) == {"a": "active", "b": "standby"}, STEADY_S,
+                      "a active and b standby")  # fmt: skip
                 return
             except StrategyError as e:
                 why = e.__cause__ or e
