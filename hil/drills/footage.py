@@ -32,6 +32,14 @@ def spans(name: str, segments: list[dict]) -> list[Span]:
     ]
 
 
+def newest_frame(board: BoardProtocol, segment: dict) -> int:
+    """The highest frame number in one of the board's segments (-1: none stamped)."""
+    with tempfile.TemporaryDirectory(prefix="drill-footage-") as tmp:
+        path = Path(tmp) / "segment.mp4"
+        path.write_bytes(board.api(f"/api/v1/segments/{quote(segment['id'])}", timeout=30))
+        return max((r.frame for r in frame_records(path)), default=-1)
+
+
 def union_frames(
     boards: dict[str, BoardProtocol], held: dict[str, list[dict]]
 ) -> list[FrameRecord]:

@@ -33,6 +33,8 @@ from hil.lab.protocols import BoardProtocol, CameraProtocol, ClientProtocol
 from hil.wait import WaitTimeout, holds, wait_until
 
 BOARDS = ("a", "b")
+CLOCK_SLACK_S = 120.0
+"""How far a board's clock may be off the rig's when its recordings are listed by time."""
 BASELINE_S = 2.0
 """Observed and counted before the fault and after the pair is whole again."""
 SETTLE_S = 90.0
@@ -244,21 +246,26 @@ def _count(
     ctx: Ctx, report: DrillReport, first: dict[str, int], last: dict[str, int], active: str
 ) -> None:
     """Wait until the active board committed past `last`, then count every frame from
-    `first` to `last` across both boards."""
-    start = report.fault_at - 60.0  # type: ignore[operator]
-    marked = time.time()
+    `first` to `last` across both boards. Judged by frame numbers, not by the segments'
+    times: those are the board's clock, which need not be the rig's."""
+    start = report.fault_at - CLOCK_SLACK_S  # type: ignore[operator]
 
     def committed() -> bool:
         for c in ctx.cameras:
-            segs = footage.recordings(ctx.boards[active], c, marked, time.time() + 60)
-            if not any(footage.seconds(s["start"]) > marked for s in segs):
+            now, slack = time.time(), CLOCK_SLACK_S
+            segs = footage.recordings(ctx.boards[active], c, now - slack, now + slack)
+            if not segs:
+                return False
+            newest = max(segs, key=lambda s: s["start"])
+            if footage.newest_frame(ctx.boards[active], newest) < last[c]:
                 return False
         return True
 
     wait_until(committed, 60, f"{active} committing past the drill's last frame", every=0.5)
     lost = dup = checked = 0
     for c in ctx.cameras:
-        held = {b: footage.recordings(ctx.boards[b], c, start, time.time()) for b in BOARDS}
+        end = time.time() + CLOCK_SLACK_S
+        held = {b: footage.recordings(ctx.boards[b], c, start, end) for b in BOARDS}
         for b, segs in held.items():
             report.spans += footage.spans(b, segs)
         records = footage.union_frames(ctx.boards, held)
