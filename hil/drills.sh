@@ -29,6 +29,10 @@ case "$env" in
   netns|qemu) file="$top/hil/env/$env.yaml" ;;
   *) file="$(realpath "$env")" ;;
 esac
+# A drill's own deadlines bound it; pytest's per-test timeout only catches a hung rig (a QEMU
+# board's update drill builds a bundle and boots twice under TCG).
+timeout=900
+[ "$env" = netns ] || timeout=3600
 [ -f "$file" ] || { echo "no labgrid environment file: $file" >&2; exit 2; }
 out="$(realpath -m "${out:-drill-report/$(basename "$file" .yaml)}")"
 if [ "$env" = qemu ]; then
@@ -43,5 +47,5 @@ else
   bash "$top/hil/bootstrap.sh"
 fi
 cd "$top"
-exec .venv/bin/python -m pytest -p no:cacheprovider -rs -v hil/drills/test_drills.py \
+exec .venv/bin/python -m pytest -p no:cacheprovider -rs -v --timeout "$timeout" hil/drills/test_drills.py \
   --lg-env "$file" --drill-out "$out" ${only:+--drills "$only"} "${extra[@]}"
