@@ -99,8 +99,11 @@ LAN = {"a": BOARD_LAN, "b": "192.0.2.12"}
 VIP_ADDR = VIP.split("/")[0]
 API_PORT = 8080
 ADVERT_PORT = 5405
-MGMT_GUEST = "10.0.2.15"
-"""The board's address on its management NIC (QEMU's user network, 10.0.2.0/24)."""
+MGMT_NET = "203.0.113.0/24"
+"""Each board's own QEMU user network for its management NIC (restrict=on: nothing leaves
+it); a documentation range, as every address of the rig."""
+MGMT_GUEST = "203.0.113.15"
+"""The board's address on it (QEMU's user network gives the guest .15)."""
 MGMT_PORT = {"a": 18080, "b": 18081}
 """The loopback port in the rig's namespace that reaches each board's API."""
 MGMT_NETWORK = "90-rig-mgmt.network"
@@ -146,7 +149,7 @@ class RigVm(Vm):
         cmd[at : at + 1] = [f"if=none,id=sysdisk,format=qcow2,file={self.overlay}",
                             "-device", "virtio-blk-pci,drive=sysdisk,bootindex=0"]  # fmt: skip
         mgmt = (
-            f"user,id=mgmt,net=10.0.2.0/24,restrict=on,"
+            f"user,id=mgmt,net={MGMT_NET},restrict=on,"
             f"hostfwd=tcp:127.0.0.1:{self.mgmt_port}-{MGMT_GUEST}:{API_PORT}"
         )
         cmd += ["-netdev", mgmt, "-device", f"virtio-net-pci,netdev=mgmt,mac={self.mgmt_mac}",
