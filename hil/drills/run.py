@@ -30,6 +30,7 @@ from hil.drills.measure import (
 from hil.drills.model import DrillReport, FrameGap, FrameMethod, Outcome, Thresholds
 from hil.drills.thresholds import for_drill
 from hil.lab.protocols import BoardProtocol, CameraProtocol, ClientProtocol
+from hil.lab.strategy import BoardView, PairView
 from hil.wait import WaitTimeout, holds, wait_until
 
 BOARDS = ("a", "b")
@@ -135,25 +136,20 @@ class Drill:
     touched, so a target without one reports the drill as not possible at once."""
 
 
-def whole(boards: dict[str, BoardProtocol], standby: bool = True) -> str | None:
-    """The active board when the pair is whole: one active recording every camera and (with
-    standby) one standby holding them with its mirror synced."""
-    st: dict[str, dict] = {}
-    for b in BOARDS:
-        try:
-            st[b] = json.loads(boards[b].api("/api/v1/status", timeout=2.0))
-        except (OSError, ValueError):
-            if standby:
-                return None
-    active = [b for b, s in st.items() if s["role"] == "active"]
-    if len(active) != 1 or not all(c["recording"] for c in st[active[0]]["cameras"]):
+def pair_view(boards: dict[str, BoardProtocol]) -> PairView | None:
+    """Both boards' status as the pair strategy reads it; None when one does not answer."""
+    try:
+        return PairView(*(BoardView.from_status(json.loads(boards[b].api(
+            "/api/v1/status", timeout=2.0))) for b in BOARDS))  # fmt: skip
+    except (OSError, ValueError, KeyError):
         return None
-    if not standby:
-        return active[0]
-    s = next((s for s in st.values() if s["role"] == "standby"), None)
-    if s is None or not all(c["holding"] for c in s["cameras"]):
-        return None
-    return active[0] if (s.get("mirror") or {}).get("synced") else None
+
+
+def whole(boards: dict[str, BoardProtocol]) -> str | None:
+    """The active board when the pair is whole: one active recording every camera, one
+    standby holding them with its mirror synced (the strategy's `paired`)."""
+    view = pair_view(boards)
+    return view.active if view is not None and view.paired else None
 
 
 def pair_whole(ctx: Ctx) -> str | None:
