@@ -13,6 +13,8 @@ class AlertId(StrEnum):
     RECOVERY = "recovery"
     WATCHDOG_NOT_ARMED = "watchdog-not-armed"
     PANEL_UNAVAILABLE = "panel-unavailable"
+    LED_UNAVAILABLE = "led-unavailable"
+    """An LED the board profile names is missing or cannot be written."""
     RECORDER_STALLED = "recorder-stalled"
     TASK_FAILED = "task-failed"
     FD_EXHAUSTED = "fd-exhausted"

@@ -9,19 +9,19 @@ from __future__ import annotations
 from enum import StrEnum
 from ipaddress import IPv4Address, IPv4Interface, IPv6Address, IPv6Interface
 from pathlib import Path
-from typing import Annotated, Self
+from typing import Annotated, Literal, Self
 from urllib.parse import urlsplit
 
-from pydantic import AfterValidator, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from firmware.config import (
-    ConfigError,
     Flag,
     Name,
     Text,
     _Section,
-    config_error,
+    load_file,
     read_toml,
+    validate_as,
 )
 from firmware.timesync import check_server
 
@@ -120,6 +120,12 @@ class CameraAnswers(_Section):
         return self
 
 
+class UpsAnswers(_Section):
+    """Which UPS is on the board's UPS port, where its profile leaves that open."""
+
+    protocol: Literal["none", "megatec", "apc"]
+
+
 class Answers(_Section):
     board: BoardAnswers
     lan: LanAnswers
@@ -127,6 +133,7 @@ class Answers(_Section):
     pair: PairAnswers
     ntp: NtpAnswers = NtpAnswers()
     camera: list[CameraAnswers] = Field(default_factory=list)
+    ups: UpsAnswers | None = None
 
     @field_validator("camera")
     @classmethod
@@ -202,16 +209,8 @@ class Answers(_Section):
 
 def parse_answers(data: str | bytes, source: str) -> Answers:
     """Every fault is a ConfigError naming the file, the key and the problem, never a value."""
-    raw = read_toml(data, source)
-    try:
-        return Answers.model_validate(raw)
-    except ValidationError as e:
-        raise config_error(e, raw, source) from None
+    return validate_as(Answers, read_toml(data, source), source)
 
 
 def load_answers(path: Path) -> Answers:
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise ConfigError(f"{path}: cannot read: {e.strerror}") from None
-    return parse_answers(data, str(path))
+    return load_file(path, parse_answers)

@@ -378,7 +378,7 @@ def cmd_pair_key(args: argparse.Namespace) -> int:
 def cmd_firstboot(args: argparse.Namespace) -> int:
     from firmware.provision import firstboot
 
-    return firstboot(args.factory, args.config, sys.stdout, sys.stderr)
+    return firstboot(args.factory, args.config, sys.stdout, sys.stderr, args.board)
 
 
 def cmd_setup(args: argparse.Namespace) -> int:
@@ -399,6 +399,7 @@ def cmd_factory_reset(args: argparse.Namespace) -> int:
 
 def cmd_console(args: argparse.Namespace) -> int:
     from firmware.console import Console
+    from firmware.hw.profile import installed_profile
 
     if hasattr(sys.stdin, "reconfigure"):
         sys.stdin.reconfigure(errors="replace")  # line noise on the serial line is no crash
@@ -411,12 +412,18 @@ def cmd_console(args: argparse.Namespace) -> int:
     board = on_a_board()
     live = GoLive(Layout(root), args.config) if board else None
     drives = (lambda: storage_for(args.config, root)) if board else None
+    try:
+        profile = installed_profile(args.board)
+    except ConfigError as e:  # the build checked it: a damaged root; the console still works
+        print(f"nvr: {e}", file=sys.stderr, flush=True)
+        profile = None
     if not setup_complete(root) and run_wizard(Layout(root), args.factory, args.config, live,
-                                               drives):  # fmt: skip
+                                               drives, profile):  # fmt: skip
         return 1  # left half way: the next start asks again
     if not login(root, sys.stdin, sys.stdout, state=Path("/run/nvr-console-login")):
         return 1
-    return Console(args.config, args.release, sys.stdin, sys.stdout, data_root=root).loop()
+    return Console(args.config, args.release, sys.stdin, sys.stdout, data_root=root,
+                   profile=profile).loop()  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -486,6 +493,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(func=cmd_token)
 
     from firmware.console import RELEASE_FILE
+    from firmware.hw.profile import BOARD_FILE
     from firmware.netcli import add_parser as add_network
     from firmware.provision import DATA_ROOT, FACTORY_CONFIG
 
@@ -497,6 +505,8 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("firstboot", help="config, pair key and data directory in place (each boot)")
     r.add_argument("--factory", type=Path, default=FACTORY_CONFIG)
     r.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
+    r.add_argument("--board", type=Path, default=BOARD_FILE,
+                   help="the board profile the image carries (skipped when missing)")  # fmt: skip
     r.set_defaults(func=cmd_firstboot)
 
     r = sub.add_parser("setup", help="set this board up from a wizard answers file (TOML)")
@@ -521,6 +531,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--release", type=Path, default=RELEASE_FILE)
     r.add_argument("--data-root", type=Path, default=DATA_ROOT, help="the data partition")
     r.add_argument("--factory", type=Path, default=FACTORY_CONFIG)
+    r.add_argument("--board", type=Path, default=BOARD_FILE, help="the image's board profile")
     r.set_defaults(func=cmd_console)
     return p
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 import ipaddress
 import re
 import tomllib
+from collections.abc import Callable
 from pathlib import Path, PurePath
-from typing import Annotated, Literal, Self
+from typing import Annotated, Literal, Self, TypeVar
 
 from pydantic import (
     AfterValidator,
@@ -32,6 +33,10 @@ from firmware.failover.advert import Health
 from firmware.failover.election import DEFAULT_WEIGHTS, PRIORITY_MAX, PRIORITY_MIN
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
+
+
+M = TypeVar("M", bound=BaseModel)
+T = TypeVar("T")
 
 
 class ConfigError(Exception):
@@ -270,6 +275,10 @@ def _check_rows(v: int) -> int:
     return v
 
 
+ButtonPins = dict[Annotated[str, Field(pattern=r"^[0-7]$")], Literal["up", "down", "ok", "back"]]
+"""A TOML table's keys are strings: the expander's pin numbers as text."""
+
+
 class PanelConfig(_Section):
     backend: Literal["none", "sim", "hd44780", "ssd1306"] = "none"
     i2c_bus: I2cBus = 1
@@ -280,7 +289,19 @@ class PanelConfig(_Section):
     """hd44780 only; an SSD1306 shows 21 columns and 8 rows (4 on 128x32)."""
     rows: Annotated[Int, Field(ge=1, le=4), AfterValidator(_check_rows)] = 2
     buttons_address: I2cAddress | None = None
+    button_pins: ButtonPins | None = None
+    """PCF8574 pin ("0".."7") -> button; default 0 up, 1 down, 2 ok, 3 back."""
     refresh_seconds: Annotated[Real, Field(ge=0.2, le=60)] = 1.0
+
+
+class LedsConfig(_Section):
+    """The board's LEDs by their name under /sys/class/leds (from the board profile)."""
+
+    backend: Literal["none", "linux", "sim"] = "none"
+    active: Annotated[str, Field(pattern=r"^[A-Za-z0-9:._-]{1,64}$")] | None = None
+    """Lit while this board records as the pair's active board."""
+    alert: Annotated[str, Field(pattern=r"^[A-Za-z0-9:._-]{1,64}$")] | None = None
+    """Lit while any alert is raised."""
 
 
 class CameraConfig(_Section):
@@ -306,6 +327,7 @@ class Config(_Section):
     disks: DisksConfig = DisksConfig()
     watchdog: WatchdogConfig = WatchdogConfig()
     panel: PanelConfig = PanelConfig()
+    leds: LedsConfig = LedsConfig()
     camera: list[CameraConfig] = []
 
     @field_validator("camera")
@@ -387,8 +409,13 @@ def read_toml(data: str | bytes, source: str) -> dict:
 
 
 def validate_config(raw: dict, source: str) -> Config:
+    return validate_as(Config, raw, source)
+
+
+def validate_as(model: type[M], raw: dict, source: str) -> M:
+    """A TOML file's table as one of the project's files (config, answers, board profile)."""
     try:
-        return Config.model_validate(raw)
+        return model.model_validate(raw)
     except ValidationError as e:
         raise config_error(e, raw, source) from None
 
@@ -407,8 +434,13 @@ def config_error(e: ValidationError, raw: dict, source: str) -> ConfigError:
 
 
 def load_config(path: Path) -> Config:
+    return load_file(path, parse_config)
+
+
+def load_file(path: Path, parse: Callable[[bytes, str], T]) -> T:
+    """A file parsed as `parse` does; unreadable is a ConfigError naming it."""
     try:
         data = path.read_bytes()
     except OSError as e:
         raise ConfigError(f"{path}: cannot read: {e.strerror}") from None
-    return parse_config(data, str(path))
+    return parse(data, str(path))

@@ -29,6 +29,7 @@ from firmware.audit import AuditLog
 from firmware.config import ConfigError, load_config
 from firmware.consolemenu import BY_NUMBER, MENU, menu_lines, more_status_lines
 from firmware.datadisk import data_disk_lines
+from firmware.hw.profile import BoardProfile
 from firmware.netchange import NetChange
 from firmware.provision import (
     DATA_ROOT,
@@ -178,6 +179,8 @@ class Console:
     data_root: Path = DATA_ROOT
     sys_class_watchdog: Path = Path("/sys/class/watchdog")
     sys_class_block: Path = Path("/sys/class/block")
+    profile: BoardProfile | None = None
+    """The image's board profile: its banner heads the console."""
     shell: tuple[str, ...] = ("/bin/bash",)
     """The root shell (after the admin password again)."""
     net_window: float | None = None
@@ -262,10 +265,14 @@ class Console:
             board = load_config(self.config).board.name
         except ConfigError as e:
             board = f"unknown ({e.args[0].splitlines()[0]})"
-        self.say(f"{PRODUCT} console")
+        if self.profile is not None:
+            self.say(self.profile.brand.banner)
+        self.say(f"{PRODUCT if self.profile is None else self.profile.brand.product} console")
         for label, key in (("name", "NAME"), ("version", "VERSION"), ("revision", "GIT_REVISION")):
             self.say(f"{label}: {rel.get(key) or 'unknown'}")
         self.say(f"board: {board}")
+        if self.profile is not None:
+            self.say(f"hardware: {self.profile.board.name} ({self.profile.image.arch})")
 
     def loop(self) -> int:
         """Banner and menu, then entries and commands until EOF or `exit`."""

@@ -111,9 +111,11 @@ def write_file_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
 # --- first boot ------------------------------------------------------------------------------
 
 
-def firstboot(factory: Path, config: Path, out: TextIO, err: TextIO) -> int:
-    """Config and data directory in place (the pair key comes from `nvr pair`); 0 when all
-    is, 2 on a bad config."""
+def firstboot(
+    factory: Path, config: Path, out: TextIO, err: TextIO, board: Path | None = None
+) -> int:
+    """Config and data directory in place (the pair key comes from `nvr pair`), the board
+    profile's hardware in the config; 0 when all is, 2 on a bad config or profile."""
 
     def say(msg: str) -> None:
         print(f"firstboot: {msg}", file=out, flush=True)
@@ -132,6 +134,15 @@ def firstboot(factory: Path, config: Path, out: TextIO, err: TextIO) -> int:
         except OSError as e:
             return fail(f"{config}: cannot create: {e.strerror}", 1)
         say(f"{config} created from the factory config {factory}")
+    if board is not None and board.exists():
+        try:
+            said = apply_board(board, config)
+        except ConfigError as e:  # the profile's too
+            return fail(str(e), 2)
+        except OSError as e:
+            return fail(f"{config}: cannot write: {e.strerror}", 1)
+        for line in said:
+            say(line)
     try:
         cfg = load_config(config)
     except ConfigError as e:
@@ -151,6 +162,20 @@ def firstboot(factory: Path, config: Path, out: TextIO, err: TextIO) -> int:
         say(f"data directory {cfg.board.data_dir} created")
     say(f"board {cfg.board.name!r} ready (config {config}, data {cfg.board.data_dir})")
     return 0
+
+
+def apply_board(board: Path, config: Path) -> list[str]:
+    """The profile's device set into the config file (written only when it changes)."""
+    from firmware.hw.boardconfig import apply_profile
+    from firmware.hw.profile import device_set, load_profile
+
+    profile = load_profile(board)
+    base = config.read_bytes().decode("utf-8-sig")
+    text, _, changed = apply_profile(base, device_set(profile), str(config))
+    if changed:
+        write_file_atomic(config, text.encode())
+    head = f"board profile {profile.board.name} ({board})"
+    return [f"{head}: {line}" for line in changed] or [f"{head}: config already matches"]
 
 
 # --- factory reset ---------------------------------------------------------------------------

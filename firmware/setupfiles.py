@@ -84,6 +84,11 @@ def render_config(
     pair["peer_sync_address"] = str(answers.peer_sync_address)
     pair["virtual_ip"] = str(answers.pair.virtual_ip)
     pair["priority"] = answers.priority
+    if answers.ups is not None:
+        ups = doc.setdefault("ups", tomlkit.table())
+        ups["backend"] = "none" if answers.ups.protocol == "none" else "serial"
+        if answers.ups.protocol != "none":
+            ups["protocol"] = answers.ups.protocol
     cameras = tomlkit.aot()
     answered = {c.name for c in answers.camera}
     if keep_cameras:

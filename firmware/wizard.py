@@ -33,6 +33,7 @@ from firmware.answers import (
 )
 from firmware.camprobe import ProbeError, probe
 from firmware.config import ConfigError, config_error, load_config, read_toml
+from firmware.hw.profile import BoardProfile, Question, device_set
 from firmware.provision import write_file_atomic
 from firmware.setupfiles import Layout, apply, camera_url, render, summary_lines
 from firmware.storagecli import Storage
@@ -123,8 +124,12 @@ class Wizard:
         say: Callable[[str], None],
         golive: GoLive | None = None,
         storage: Callable[[], Storage] | None = None,
+        profile: BoardProfile | None = None,
     ) -> None:
         self.layout, self.factory, self.config = layout, factory, config
+        self.devices = device_set(profile) if profile is not None else None
+        """The board's device set (firmware/hw/profile.py): only what it leaves open is
+        asked; None off a board's image (everything that has a step is asked)."""
         self.ask, self.say = ask, say
         self.golive = golive
         """Makes written files live (firmware.golive, on a board); None: at the next boot."""
@@ -178,7 +183,17 @@ class Wizard:
         name = self.q(
             "board name", field_check(BoardAnswers, "board", "name", {"side": side}), side
         )
-        return {"board": {"side": side, "name": name}}
+        raw: dict = {"board": {"side": side, "name": name}}
+        if self.devices is not None and Question.UPS_PROTOCOL in self.devices.questions:
+            port = self.devices.ups.port
+            raw["ups"] = {
+                "protocol": self.q(
+                    f"UPS on {port} (none/megatec/apc)",
+                    one_of("ups.protocol", "none", "megatec", "apc"),
+                    "none",
+                ).lower()
+            }
+        return raw
 
     def network(self, side: str) -> dict:
         self.say("step 3/6: network")
@@ -318,6 +333,10 @@ class Wizard:
         summary, so that the firmware started by it records on the new volume."""
         if self.storage is None:
             return
+        if self.devices is not None and Question.RECORDING_DRIVES not in self.devices.questions:
+            data = self.devices.data
+            self.say(f"recording drives: the board's own {data.kind.value} {data.device}")
+            return
         from firmware.storagecli import StorageError, wizard_storage
 
         try:
@@ -419,13 +438,14 @@ def run_wizard(
     config: Path,
     golive: GoLive | None = None,
     storage: Callable[[], Storage] | None = None,
+    profile: BoardProfile | None = None,
 ) -> int:
     """The wizard on this terminal: 0 when applied, 1 when left before the end. `golive` and
     `storage` on a board only: a development host's disks are not the installer's."""
     ask = prompt_ask()
     say = lambda s: print(s, flush=True)  # noqa: E731
     try:
-        return Wizard(layout, factory, config, ask, say, golive, storage).run()
+        return Wizard(layout, factory, config, ask, say, golive, storage, profile).run()
     except EOFError:
         print("\nsetup left before the end: it starts again at the next console start", flush=True)
         return 1

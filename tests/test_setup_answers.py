@@ -69,10 +69,10 @@ def test_the_example_gives_the_board_files_and_the_firmware_loads_its_config(tmp
     assert "# Board configuration of the NVR pair firmware." in text
     assert cfg.recorder.segment_seconds == 4 and cfg.pair.mirror_port == 5406
     lan = (data / "etc/systemd/network/10-lan.network").read_text()
-    assert "Name=eth0" in lan and "Address=192.0.2.11/24" in lan
+    assert "Name=lan0" in lan and "Address=192.0.2.11/24" in lan  # the profile's names
     assert "Gateway=192.0.2.1" in lan and "DNS=192.0.2.1" in lan and "DHCP" not in lan
     sync = (data / "etc/systemd/network/20-sync.network").read_text()
-    assert "Name=eth1" in sync and "Address=198.51.100.1/28" in sync
+    assert "Name=sync0" in sync and "Address=198.51.100.1/28" in sync
     ntp = (data / "etc/chrony/sources.d/nvr.sources").read_text()
     assert ntp.splitlines() == [f"server {s} iburst" for s in
                                 ("192.0.2.1", "pool.ntp.org", "198.51.100.2")]  # fmt: skip

@@ -3,8 +3,11 @@ the board's monitors and for `nvr hw` alike."""
 
 from __future__ import annotations
 
-from firmware.config import DisksConfig, PanelConfig, UpsConfig, WatchdogConfig
+from dataclasses import dataclass
+
+from firmware.config import DisksConfig, LedsConfig, PanelConfig, UpsConfig, WatchdogConfig
 from hal.disks import Disks
+from hal.leds import Led
 from hal.panel import Panel
 from hal.ups import Ups, UpsReading
 from hal.watchdog import Watchdog
@@ -89,7 +92,8 @@ def open_panel(cfg: PanelConfig) -> Panel | None:
         if cfg.buttons_address is not None:
             from hal.buttons import Pcf8574Buttons
 
-            buttons = Pcf8574Buttons(bus, cfg.buttons_address)
+            pins = cfg.button_pins and {int(k): v for k, v in cfg.button_pins.items()}
+            buttons = Pcf8574Buttons(bus, cfg.buttons_address, pins)
         if cfg.backend == "hd44780":
             from hal.lcd import Hd44780Panel
 
@@ -99,3 +103,28 @@ def open_panel(cfg: PanelConfig) -> Panel | None:
 
         return Ssd1306Panel(bus, cfg.i2c_address or 0x3C, buttons=buttons)
     return None
+
+
+@dataclass(frozen=True)
+class Leds:
+    active: Led | None
+    alert: Led | None
+
+    def close(self) -> None:
+        for led in (self.active, self.alert):
+            if led is not None:
+                led.close()
+
+
+def open_leds(cfg: LedsConfig) -> Leds | None:
+    """None when the board has none; Unavailable when one the profile names is missing."""
+    if cfg.backend == "none" or (cfg.active is None and cfg.alert is None):
+        return None
+    if cfg.backend == "sim":
+        from hal.sim.leds import SimLed as Make
+    else:
+        from hal.linux.leds import SysfsLed as Make
+    return Leds(
+        active=None if cfg.active is None else Make(cfg.active),
+        alert=None if cfg.alert is None else Make(cfg.alert),
+    )

@@ -12,13 +12,15 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
+from firmware.alert_ids import AlertId
 from firmware.alerts import Alerts
 from firmware.config import Config
 from firmware.core.actions import Action
 from firmware.core.facts import Fact
 from firmware.datadir import read_identity
 from firmware.fds import out_of_fds
-from firmware.hw.devices import open_disks, open_panel, open_ups, open_watchdog
+from firmware.hw.devices import Leds, open_disks, open_leds, open_panel, open_ups, open_watchdog
+from firmware.hw.leds import LedWish, wanted
 from firmware.hw.panelrun import PanelHooks, PanelRunner, threadsafe
 from firmware.hw.power import PowerPolicy, clip
 from firmware.hw.storage import Expected, StoragePolicy, StorageView, health_alerts
@@ -32,6 +34,7 @@ from hal.ups import Ups, UpsReading
 log = logging.getLogger("nvr.hw")
 
 WATCHDOG_ALERT = "watchdog-not-armed"
+LED_POLL_S = 0.5
 RAID_POLL_S = 30.0
 """A degraded array is news within half a minute; SMART is asked less often."""
 PANEL_ALERT = "panel-unavailable"
@@ -70,6 +73,8 @@ class Hardware:
         self.last_beat = time.monotonic()
         self.watchdog_pings = 0
         self.panel: PanelRunner | None = None
+        self.leds: Leds | None = None
+        self.leds_shown: LedWish | None = None
         self._stop_threads = threading.Event()
 
     # --- UPS -------------------------------------------------------------------------------
@@ -240,6 +245,39 @@ class Hardware:
         finally:
             panel.close()
 
+    # --- LEDs -------------------------------------------------------------------------------
+
+    def _led_thread(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The LEDs follow the board's status in a thread of their own, like the panel: a
+        stuck sysfs write stalls the LEDs, not the board. A failing LED is an alert and is
+        written again next round."""
+        if self.hooks.panel is None or self.cfg.leds.backend == "none":
+            return
+        snapshot = threadsafe(self.hooks.panel, loop).snapshot
+        failed: str | None = None
+        while not self._stop_threads.is_set():
+            try:
+                if self.leds is None:
+                    self.leds = open_leds(self.cfg.leds)
+                    self.leds_shown = None
+                if self.leds is None:
+                    return
+                wish = wanted(snapshot())
+                if wish != self.leds_shown:
+                    for led, on in ((self.leds.active, wish.active),
+                                    (self.leds.alert, wish.alert)):  # fmt: skip
+                        if led is not None:
+                            led.set(on)
+                    self.leds_shown = wish
+                if failed is not None:
+                    self.alerts.clear(AlertId.LED_UNAVAILABLE)
+                    failed = None
+            except (HalError, OSError) as e:
+                if str(e) != failed:
+                    self.alerts.raise_(AlertId.LED_UNAVAILABLE, "warning", clip(str(e)), now_us())
+                failed, self.leds = str(e), None
+            self._stop_threads.wait(LED_POLL_S)
+
     @property
     def panel_text(self) -> list[str]:
         return list(self.panel.shown or []) if self.panel else []
@@ -253,6 +291,10 @@ class Hardware:
             "the front panel", lambda: self._panel_thread(loop), self._stop_threads,
             self.alerts.task_failed))  # fmt: skip
         panel.start()
+        leds = threading.Thread(target=keep_running, name="nvr-leds", daemon=True, args=(
+            "the LEDs", lambda: self._led_thread(loop), self._stop_threads,
+            self.alerts.task_failed))  # fmt: skip
+        leds.start()
         loops = [("the event-loop beat", self._beat), ("the data-disk monitor", self._disk_loop)]
         if self.cfg.ups.backend != "none":
             loops.append(("the UPS monitor", self._ups_loop))
@@ -266,6 +308,9 @@ class Hardware:
             self._stop_threads.set()
             await asyncio.to_thread(keeper.join, 5)
             await asyncio.to_thread(panel.join, 5)
+            await asyncio.to_thread(leds.join, 5)
+            if self.leds is not None:
+                self.leds.close()
 
     def status(self) -> dict:
         r = self.ups_reading
@@ -282,6 +327,7 @@ class Hardware:
             "smart": [s.to_json() for s in self.smart],
             "watchdog_pings": self.watchdog_pings,
             "panel": self.panel_text,
+            "leds": None if self.leds_shown is None else asdict(self.leds_shown),
         }  # fmt: skip
 
 
