@@ -144,6 +144,27 @@ def test_console_process_without_release_or_config_says_unknown(tmp_path):
     assert after_exit == ""  # `exit` ended the console before `help`
 
 
+def test_console_process_on_an_image_shows_the_board_profile_s_banner(board, tmp_path):
+    """The image's profile brands the console's first lines; a broken one is said and the
+    console still works (the build checked it, so it is a damaged root)."""
+    profile = ROOT / "image" / "boards" / "qemu-arm64.toml"
+    argv = [*NVR, "console", "--config", str(board["config"]), "--release",
+            str(board["release"]), *set_up(tmp_path)]  # fmt: skip
+    done = subprocess.run([*argv, "--board", str(profile)], input="Install3r\n", cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.split(PROMPT)[0].splitlines()
+    assert lines[1:3] == ["nvr-pair network video recorder (reference board, arm64)",
+                          "nvr-pair console"]  # fmt: skip
+    assert "hardware: qemu-arm64 (arm64)" in lines
+    broken = tmp_path / "board.toml"
+    broken.write_text(profile.read_text().replace('arch = "arm64"', 'arch = "mips"'))
+    done = subprocess.run([*argv, "--board", str(broken)], input="Install3r\n", cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert done.returncode == 0 and "image.arch:" in done.stderr
+    assert done.stdout.split(PROMPT)[0].splitlines()[1] == "nvr-pair console"
+
+
 # --- commands ---------------------------------------------------------------------------------
 
 
