@@ -15,8 +15,11 @@ apt_packages=(
   keepalived nftables socat
   nut-server nut-client smartmontools btrfs-progs e2fsprogs libudev1
   prometheus
+  rauc squashfs-tools openssl softhsm2 libengine-pkcs11-openssl
 )
 bash "$top/hil/apt-ensure.sh" "${apt_packages[@]}"
+# rauc, squashfs-tools, softhsm2 and the pkcs11 engine: the bundle signing tests
+# (tests/test_image_build.py, tests/test_release_pkcs11.py), without building an image.
 # The prometheus package is here for promtool (tests/test_prometheus_rules.py); the package
 # enables its server and may start it. Nothing here needs one running: stopped and disabled.
 if [ -d /run/systemd/system ]; then

@@ -3,9 +3,9 @@
 #   bash hil/drills.sh [--env netns|qemu|FILE] [--only a,b] [--out DIR] [PYTEST ARGS...]
 #   bash hil/drills.sh --checks    the rig drivers' own checks (tests marked hil)
 # netns: the twin pair in network namespaces (root); qemu: two QEMU boards from the built image
-# (builds it first when image/out/disk.img is missing); FILE: a labgrid environment of your own,
-# e.g. a copy of hil/env/lab-example.yaml for a real pair. Writes DIR/<drill>.json,
-# DIR/<drill>.png and DIR/report.md (default DIR: drill-report/<env>).
+# (builds it first when image/out/qemu-x86_64/disk.img is missing); FILE: a labgrid
+# environment of your own, e.g. a copy of hil/env/lab-example.yaml for a real pair. Writes
+# DIR/<drill>.json, DIR/<drill>.png and DIR/report.md (default DIR: drill-report/<env>).
 set -euo pipefail
 top="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 env=netns
@@ -37,11 +37,12 @@ timeout=900
 out="$(realpath -m "${out:-drill-report/$(basename "$file" .yaml)}")"
 if [ "$env" = qemu ]; then
   bash "$top/image/build.sh" tools
-  [ -f "$top/image/out/disk.img" ] || bash "$top/image/build.sh"
-  built="$(sed -n 's/.*"git_revision": *"\([0-9a-f]*\).*/\1/p' "$top/image/out/build.json")"
+  img="$top/image/out/qemu-x86_64"  # the rig's board (hil/env/qemu.yaml)
+  [ -f "$img/disk.img" ] || bash "$top/image/build.sh" --board qemu-x86_64
+  built="$(sed -n 's/.*"git_revision": *"\([0-9a-f]*\).*/\1/p' "$img/build.json")"
   head="$(git -C "$top" rev-parse HEAD 2>/dev/null || true)"
   case "$head" in "$built"*) ;; *)
-    echo "note: image/out was built from ${built:-?}, this checkout is ${head:-?}:" \
+    echo "note: image/out/qemu-x86_64 was built from ${built:-?}, this checkout is ${head:-?}:" \
          "rebuild it (bash image/build.sh) to drill this firmware" >&2 ;; esac
 else
   bash "$top/hil/bootstrap.sh"

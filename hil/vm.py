@@ -1,7 +1,10 @@
 """A board image under QEMU, driven over its serial console (the way QA and installers reach it).
 
-The VM boots the built disk through UEFI (OVMF) with two NICs, the i6300esb watchdog and,
-optionally, an update stick. By default both NICs are QEMU user-mode networks with
+The VM emulates a board profile (image/boards/NAME.toml; its [qemu] section): QEMU's binary,
+machine, CPU and accelerator, the UEFI firmware, the watchdog; the two NICs sit at the PCI
+addresses the profile's [nic] paths name, so the image's udev rules name them lan0 and sync0.
+It boots the built disk through UEFI with those NICs, the watchdog and, optionally, an update
+stick. By default both NICs are QEMU user-mode networks with
 `restrict=on`: the guest reaches nothing but the camera forwarded to a port on the host's
 loopback. A pair of VMs instead runs inside a network namespace the test made, each NIC a tap
 on a bridge there (the LAN with the camera and a client, the direct sync link).
@@ -17,8 +20,10 @@ import threading
 import time
 from pathlib import Path
 
-OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
-OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
+from firmware.hw.profile import BoardProfile, NicMatch, QemuProfile, load_profile
+
+BOARDS_DIR = Path(__file__).resolve().parent.parent / "image" / "boards"
+DEFAULT_BOARD = "qemu-x86_64"
 PROMPT = "nvr> "
 LAN_NET, LAN_HOST, BOARD_LAN = "192.0.2.0/24", "192.0.2.2", "192.0.2.11"
 CAMERA_ADDR = "192.0.2.31"
@@ -29,30 +34,59 @@ class ConsoleTimeout(AssertionError):
     """Text never appeared on the serial console; carries the console's tail."""
 
 
-_kvm: bool | None = None
+def board_name() -> str:
+    """The board under test: $NVR_BOARD (image/test.sh --board sets it), else qemu-x86_64."""
+    return os.environ.get("NVR_BOARD") or DEFAULT_BOARD
 
 
-def kvm_works() -> bool:
-    """KVM, when /dev/kvm is there and really runs the firmware: nested KVM in some cloud VMs
-    opens fine and then fails on the first FPU instruction, so UEFI is started for a moment
-    and must still run after a few seconds. $NVR_VM_ACCEL=kvm|tcg overrides the probe."""
-    global _kvm
+def load_board(name: str | None = None) -> BoardProfile:
+    """A board profile by name (image/boards/NAME.toml; default: board_name()) that the lab
+    can emulate (it has a [qemu] section)."""
+    profile = load_profile(BOARDS_DIR / f"{name or board_name()}.toml")
+    qemu_of(profile)
+    return profile
+
+
+def qemu_of(board: BoardProfile) -> QemuProfile:
+    if board.qemu is None:
+        raise ValueError(f"board {board.board.name} has no [qemu] section: not emulated")
+    return board.qemu
+
+
+def pci_slot(nic: NicMatch) -> int | None:
+    """The slot on PCI bus 0 that a NIC's ID_PATH names ("pci-0000:00:02.0" -> 2), None when
+    the profile finds the NIC another way (a MAC range, another bus, a glob)."""
+    m = re.search(r"pci-0000:00:([0-9a-f]{2})\.0$", nic.path or "")
+    return int(m.group(1), 16) if m else None
+
+
+_kvm: dict[str, bool] = {}
+
+
+def kvm_works(board: BoardProfile | None = None) -> bool:
+    """KVM for the board, when its profile asks for it and /dev/kvm is there and really runs
+    the firmware: nested KVM in some cloud VMs opens fine and then fails on the first FPU
+    instruction, so UEFI is started for a moment and must still run after a few seconds.
+    $NVR_VM_ACCEL=kvm|tcg overrides the probe."""
+    qemu = qemu_of(board or load_board(DEFAULT_BOARD))
     forced = os.environ.get("NVR_VM_ACCEL")
     if forced:
         return forced == "kvm"
-    if _kvm is None:
-        _kvm = False
+    if qemu.accel != "kvm":
+        return False
+    if qemu.binary not in _kvm:
+        _kvm[qemu.binary] = False
         if os.access("/dev/kvm", os.R_OK | os.W_OK):
-            cmd = ["qemu-system-x86_64", "-accel", "kvm", "-machine", "q35", "-m", "256",
+            cmd = [qemu.binary, "-accel", "kvm", "-machine", qemu.machine, "-m", "256",
                    "-display", "none", "-monitor", "none", "-serial", "stdio", "-nodefaults",
-                   "-drive", f"if=pflash,format=raw,readonly=on,file={OVMF_CODE}",
-                   "-drive", f"if=pflash,format=raw,readonly=on,file={OVMF_VARS}"]  # fmt: skip
+                   "-drive", f"if=pflash,format=raw,readonly=on,file={qemu.code}",
+                   "-drive", f"if=pflash,format=raw,readonly=on,file={qemu.vars}"]  # fmt: skip
             try:
                 subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=8)
-                _kvm = False  # UEFI alone never exits: QEMU stopped on an error
+                # UEFI alone never exits: QEMU stopped on an error
             except subprocess.TimeoutExpired as e:
-                _kvm = b"KVM internal error" not in (e.stdout or b"")
-    return _kvm
+                _kvm[qemu.binary] = b"KVM internal error" not in (e.stdout or b"")
+    return _kvm[qemu.binary]
 
 
 def make_stick(path: Path, files: list[Path], label: str = "NVR-UPDATE") -> Path:
@@ -88,7 +122,11 @@ class Vm:
         mac_id: int = 0x56,
         disk_size: str | None = None,
         drives: tuple[Path, ...] = (),
+        board: BoardProfile | None = None,
     ) -> None:
+        self.board = board or load_board()
+        """The board profile emulated (default: $NVR_BOARD's, else qemu-x86_64)."""
+        self.qemu = qemu_of(self.board)
         self.base_disk = disk
         self.workdir = workdir
         self.camera_port = camera_port
@@ -114,7 +152,7 @@ class Vm:
         self._reader: threading.Thread | None = None
         self.log_path = workdir / "console.log"
         self.overlay = workdir / "disk.qcow2"
-        self.vars = workdir / "OVMF_VARS.fd"
+        self.vars = workdir / "UEFI_VARS.fd"
         self.accel = ""
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -127,7 +165,7 @@ class Vm:
              *([self.disk_size] if self.disk_size else [])],
             check=True,
         )  # fmt: skip
-        shutil.copyfile(OVMF_VARS, self.vars)
+        shutil.copyfile(self.qemu.vars, self.vars)
 
     def command_line(self) -> list[str]:
         lan = f"user,id=lan,net={LAN_NET},host={LAN_HOST},dhcpstart={BOARD_LAN},restrict=on"
@@ -141,19 +179,34 @@ class Vm:
             lan, sync = (f"tap,id={n},ifname={t},script=no,downscript=no"
                          for n, t in zip(("lan", "sync"), self.taps, strict=True))  # fmt: skip
         mac = f"52:54:00:4e:{self.mac_id:02x}"
-        self.accel = "kvm" if kvm_works() else "tcg"
-        accel = ["-accel", "kvm", "-cpu", "host"] if self.accel == "kvm" else ["-accel", "tcg"]
+        q = self.qemu
+        self.accel = "kvm" if kvm_works(self.board) else "tcg"
+        # -cpu host needs KVM; under TCG a board asking for it gets QEMU's "max".
+        cpu = q.cpu if self.accel == "kvm" or q.cpu != "host" else "max"
+        # The NICs at the slots the profile names (its udev rules find them there); first on
+        # the command line, before any device QEMU places itself.
+        lan_at, sync_at = (pci_slot(n) for n in (self.board.nic.lan, self.board.nic.sync))
+        lan_dev = f"virtio-net-pci,netdev=lan,mac={mac}:01" + (
+            f",addr={lan_at:#x}" if lan_at is not None else ""
+        )
+        sync_dev = f"virtio-net-pci,netdev=sync,mac={mac}:02" + (
+            f",addr={sync_at:#x}" if sync_at is not None else ""
+        )
         cmd = [
-            "qemu-system-x86_64", *accel, "-machine", "q35", "-smp", "2",
+            q.binary, "-accel", self.accel, "-machine", q.machine, "-cpu", cpu, "-smp", "2",
             "-m", str(self.memory_mib), "-display", "none", "-monitor", "none",
             "-serial", "stdio", "-no-user-config", "-nodefaults",
-            "-drive", f"if=pflash,format=raw,readonly=on,file={OVMF_CODE}",
+            "-drive", f"if=pflash,format=raw,readonly=on,file={q.code}",
             "-drive", f"if=pflash,format=raw,file={self.vars}",
-            "-drive", f"if=virtio,format=qcow2,file={self.overlay}",
-            "-netdev", lan, "-device", f"virtio-net-pci,netdev=lan,mac={mac}:01",
-            "-netdev", sync, "-device", f"virtio-net-pci,netdev=sync,mac={mac}:02",
-            "-device", "i6300esb", "-action", "watchdog=reset",
+            "-netdev", lan, "-device", lan_dev,
+            "-netdev", sync, "-device", sync_dev,
+            # The system disk boots first, whatever else is plugged in (UEFI would try the
+            # NICs' network boot before a disk without a boot entry).
+            "-drive", f"if=none,id=sysdisk,format=qcow2,file={self.overlay}",
+            "-device", "virtio-blk-pci,drive=sysdisk,bootindex=0",
         ]  # fmt: skip
+        if q.watchdog:
+            cmd += ["-device", q.watchdog, "-action", "watchdog=reset"]
         if self.stick is not None:
             cmd += ["-drive", f"if=virtio,format=raw,readonly=on,file={self.stick}"]
         for i, path in enumerate(self.drives, 1):

@@ -3,9 +3,14 @@
 Stdlib only and never imports the firmware: the firmware goes into the image as a wheel, with
 its dependencies as wheels, installed into /opt/nvr inside the image's own Python.
 
-    python3 image/build.py image  [--version V] [--factory-config F] [--keys DIR] [--release]
-    python3 image/build.py bundle --version V [--keys DIR] [--name NAME]
+    python3 image/build.py image  [--board B] [--version V] [--factory-config F] [--keys DIR]
+                                  [--release]
+    python3 image/build.py bundle [--board B] --version V [--keys DIR] [--name NAME]
     python3 image/build.py keys   DIR [--common-name CN]
+
+--board names a board profile, image/boards/B.toml (default qemu-x86_64): the Debian
+architecture, kernel, serial console and extra packages of the image come from its [image]
+section, RAUC's compatible from its board and brand names. Output goes to image/out/B/.
 """
 
 from __future__ import annotations
@@ -21,17 +26,22 @@ import sys
 import time
 import tomllib
 from pathlib import Path
+from typing import NamedTuple
 
 TOP = Path(__file__).resolve().parent.parent
 IMAGE_DIR = TOP / "image"
-DEFAULT_OUT = IMAGE_DIR / "out"
+OUT_TOP = IMAGE_DIR / "out"
+BOARDS_DIR = IMAGE_DIR / "boards"
+DEFAULT_BOARD = "qemu-x86_64"
+DEFAULT_KEYS = OUT_TOP / "keys-dev"
+"""The development keys of every board's default build: one vendor signs all its boards'
+bundles, and RAUC's compatible keeps each board's bundles to that board."""
 SUITE = "bookworm"
 MIRRORS = (
     "deb http://deb.debian.org/debian bookworm main",
     "deb http://deb.debian.org/debian bookworm-updates main",
     "deb http://deb.debian.org/debian-security bookworm-security main",
 )
-COMPATIBLE = "nvr-pair-x86_64"
 DEV_MARK = "DEVELOPMENT KEY - NOT FOR RELEASE"
 # What the firmware and the board need at run time, beyond minbase.
 PACKAGES = (
@@ -40,7 +50,6 @@ PACKAGES = (
     "udev",
     "dbus",
     "kmod",
-    "linux-image-amd64",
     "initramfs-tools",
     "python3",
     "python3-venv",
@@ -78,12 +87,102 @@ DATA_SEPARATE_MARK = "usr/lib/nvr/data-on-separate-drives"
 ESP_VOLUME_ID = "4e565231"  # "NVR1"
 GRUB_MODULES = (
     "part_gpt fat squash4 ext2 normal linux configfile loadenv test echo regexp search "
-    "search_fs_uuid search_label ls cat xzio gzio serial terminal efi_gop all_video sleep"
+    "search_fs_uuid search_label ls cat xzio gzio terminal efi_gop all_video sleep"
 )
+PYTHON_VERSION = "3.11"
+"""bookworm's python3: the image's venv, and the ABI of the wheels installed into it."""
+
+
+class Arch(NamedTuple):
+    """What a Debian architecture means for the image: GRUB's EFI target and the name UEFI
+    boots from a disk without boot entries, the machine name of manylinux wheels, and whether
+    GRUB drives the serial line itself (x86: a 16550 UART) or through UEFI's console (arm64:
+    the firmware's console is the PL011 already)."""
+
+    grub_target: str
+    efi_binary: str
+    wheel_machine: str
+    grub_serial: bool
+
+    @property
+    def grub_package(self) -> str:
+        """The Debian package with GRUB's modules for the target, installed into the root
+        (its own architecture's package; the host's grub-mkimage reads its modules)."""
+        return (
+            "grub-efi-" + self.grub_target.removesuffix("-efi").replace("x86_64", "amd64") + "-bin"
+        )
+
+
+ARCHES = {
+    "amd64": Arch("x86_64-efi", "BOOTX64.EFI", "x86_64", grub_serial=True),
+    "arm64": Arch("arm64-efi", "BOOTAA64.EFI", "aarch64", grub_serial=False),
+}
+
+
+class Board(NamedTuple):
+    """The parts of a board profile (image/boards/NAME.toml) the image build uses; the
+    firmware's own reading of it (firmware.hw.profile) validates the whole profile."""
+
+    name: str
+    product: str
+    arch: str
+    kernel: str
+    console: str
+    packages: tuple[str, ...]
+    profile: Path
+
+    @property
+    def compatible(self) -> str:
+        """RAUC's compatible: a bundle installs only on a board of the same name."""
+        return f"{self.product}-{self.name}"
+
+    @property
+    def target(self) -> Arch:
+        return ARCHES[self.arch]
 
 
 class BuildError(Exception):
     """A build step failed; the message says which and why."""
+
+
+def load_board(name_or_path: str) -> Board:
+    """A board by name (image/boards/NAME.toml) or by the path of its profile."""
+    path = Path(name_or_path)
+    if path.suffix != ".toml":
+        path = BOARDS_DIR / f"{name_or_path}.toml"
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in BOARDS_DIR.glob("*.toml")))
+        raise BuildError(f"no board profile {path} (boards: {known})")
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+        image = data["image"]
+        board = Board(
+            name=data["board"]["name"],
+            product=data["brand"]["product"],
+            arch=image["arch"],
+            kernel=image["kernel"],
+            console=image["console"],
+            packages=tuple(image.get("packages", ())),
+            profile=path.resolve(),
+        )
+    except (tomllib.TOMLDecodeError, KeyError, TypeError) as e:
+        raise BuildError(f"{path}: not a board profile ({e!r})") from e
+    if board.arch not in ARCHES:
+        raise BuildError(f"{path}: arch {board.arch!r} is not one of {', '.join(ARCHES)}")
+    if image.get("bootloader") != "grub-efi":
+        raise BuildError(f"{path}: bootloader {image.get('bootloader')!r}: only grub-efi is built")
+    return board
+
+
+def check_profile(board: Board) -> Board:
+    """The firmware's own validation of the whole profile (the image carries it to the
+    firmware, which chooses its hardware backends from it at first boot); the board with the
+    packages the profile needs as the firmware reads it (e.g. mdadm for md data)."""
+    py = TOP / ".venv" / "bin" / "python"
+    facts = run([str(py), "-m", "firmware.hw.boardfiles", "--check", str(board.profile)],
+                cwd=TOP, capture_output=True).stdout  # fmt: skip
+    return board._replace(packages=tuple(json.loads(facts)["packages"]))
 
 
 def log(msg: str) -> None:
@@ -122,7 +221,7 @@ def source_date_epoch() -> int:
     return int(commit) if commit else 0
 
 
-def release_text(version: str, revision: str, epoch: int) -> str:
+def release_text(version: str, revision: str, epoch: int, compatible: str) -> str:
     """/etc/nvr-release: shell-quoted key=value, like os-release."""
     date = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
     fields = {
@@ -131,7 +230,7 @@ def release_text(version: str, revision: str, epoch: int) -> str:
         "GIT_REVISION": revision or "unknown",
         "BUILD_DATE": date,
         "SOURCE_DATE_EPOCH": str(epoch),
-        "COMPATIBLE": COMPATIBLE,
+        "COMPATIBLE": compatible,
     }
     return "".join(f"{k}={shlex.quote(v)}\n" for k, v in fields.items())
 
@@ -192,24 +291,88 @@ def check_release_keys(keys: Path) -> None:
 # --- root filesystem -------------------------------------------------------------------------
 
 
-def build_wheels(work: Path) -> Path:
-    """The firmware and every dependency as wheels, so the image installs offline."""
+def wheel_platforms(machine: str) -> list[str]:
+    """pip's --platform tags of the wheels the image's Python runs: every manylinux up to
+    bookworm's glibc (2.36), legacy aliases included (pip does not expand manylinux_2_x)."""
+    legacy = [f"manylinux{v}_{machine}" for v in ("1", "2010", "2014")]
+    return legacy + [f"manylinux_2_{minor}_{machine}" for minor in range(5, 37)]
+
+
+WHEEL_SOURCES = ("pyproject.toml", "README.md", "firmware", "hal")
+"""What the firmware's wheel is built from (pyproject's packages and metadata)."""
+
+
+def stage_source(work: Path) -> Path:
+    """The firmware's sources alone, copied out of the checkout: setuptools' package finder
+    walks every directory of the project following links, and another board's build in
+    image/out has /proc mounted in its root (whose links lead back to /)."""
+    src = work / "src"
+    shutil.rmtree(src, ignore_errors=True)
+    src.mkdir(parents=True)
+    skip = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for name in WHEEL_SOURCES:
+        path = TOP / name
+        if path.is_dir():
+            shutil.copytree(path, src / name, ignore=skip)
+        else:
+            shutil.copy2(path, src / name)
+    return src
+
+
+def build_wheels(work: Path, board: Board) -> Path:
+    """The firmware and every dependency as wheels for the board's architecture, so the
+    image installs offline. The same way for every board: the host resolves and builds the
+    set (the firmware, and pure-Python dependencies published as sources only); each wheel
+    built for one platform is then fetched again, at the same version, as the target's
+    binary wheel for bookworm's CPython."""
     wheels = work / "wheels"
-    shutil.rmtree(wheels, ignore_errors=True)
-    wheels.mkdir(parents=True)
+    resolved = work / "wheels-resolved"
+    for d in (wheels, resolved):
+        shutil.rmtree(d, ignore_errors=True)
+        d.mkdir(parents=True)
     py = TOP / ".venv" / "bin" / "python"
-    run([str(py), "-m", "pip", "wheel", "-q", "--wheel-dir", str(wheels), str(TOP)])
+    run(
+        [str(py), "-m", "pip", "wheel", "-q", "--wheel-dir", str(resolved), str(stage_source(work))]
+    )
+    binary: list[str] = []
+    for whl in sorted(resolved.glob("*.whl")):
+        dist, version, *_, platform = whl.stem.split("-")
+        if platform == "any":
+            shutil.copy2(whl, wheels / whl.name)
+        else:
+            binary.append(f"{dist}=={version}")
+    if binary:
+        platforms = [a for p in wheel_platforms(board.target.wheel_machine)
+                     for a in ("--platform", p)]  # fmt: skip
+        run([str(py), "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
+             *platforms, "--python-version", PYTHON_VERSION, "--implementation", "cp",
+             "--abi", "cp" + PYTHON_VERSION.replace(".", ""), "--dest", str(wheels),
+             *binary])  # fmt: skip
+    got = {w.stem.split("-")[0].lower() for w in wheels.glob("*.whl")}
+    missing = [b for b in binary if b.split("==")[0].lower() not in got]
+    if missing:
+        raise BuildError(f"no {board.arch} wheels of {', '.join(missing)}")
+    shutil.rmtree(resolved)
+    shutil.rmtree(work / "src")
     return wheels
 
 
 def customize_script(
-    work: Path, release: str, factory: Path, keys: Path, data_separate: bool = False
+    work: Path,
+    release: str,
+    factory: Path,
+    keys: Path,
+    data_separate: bool = False,
+    board: Board | None = None,
 ) -> Path:
     """The hook that lays the firmware and the overlay on a root (mmdebstrap's customize hook,
-    or again on the last root): runs on the host with the root as $1. Builds the wheels and
-    RAUC's system.conf it copies in."""
-    wheels = build_wheels(work)
-    (work / "system.conf").write_text(SYSTEM_CONF)
+    or again on the last root): runs on the host with the root as $1 (a foreign
+    architecture's root runs its programs under qemu-user, through binfmt). Writes RAUC's
+    system.conf it copies in; the wheels it installs are work/wheels (build_wheels)."""
+    board = board or load_board(DEFAULT_BOARD)
+    wheels = work / "wheels"
+    (work / "system.conf").write_text(system_conf(board.compatible))
+    tty = shlex.quote(board.console)
     mark_separate = (
         f'echo "data on separate drives: not grown" > "$root/{DATA_SEPARATE_MARK}"'
         if data_separate
@@ -231,6 +394,16 @@ ln -sf /opt/nvr/bin/nvr "$root/usr/bin/nvr"
 # The overlay, then what the overlay's files point to.
 rm -rf "$root/etc/nvr" "$root/var/lib/nvr" "$root/var/log"
 cp -a --no-preserve=ownership {shlex.quote(str(TOP / "rootfs"))}/. "$root/"
+# The installer console and its root-only port on the board's serial line (the overlay names
+# ttyS0; each board its own).
+sed -i "s/ttyS0/"{tty}"/g" "$root/usr/lib/systemd/system/nvr-console.service"
+sed -i 's/^KERNEL=="ttyS0", /KERNEL=="'{tty}'", /' "$root/etc/udev/rules.d/70-nvr.rules"
+grep -q "^TTYPath=/dev/"{tty}"$" "$root/usr/lib/systemd/system/nvr-console.service"
+grep -q '^KERNEL=="'{tty}'", GROUP="root", MODE="0600"$' "$root/etc/udev/rules.d/70-nvr.rules"
+# What the firmware derives from the board profile: board.toml, the NICs' names, the
+# watchdog, the banner.
+(cd {shlex.quote(str(TOP))} && .venv/bin/python -m firmware.hw.boardfiles \
+    {shlex.quote(str(board.profile))} "$root")
 mkdir -p "$root/usr/share/nvr" "$root/data" "$root/boot/efi" "$root/etc/rauc"
 cp {shlex.quote(str(factory))} "$root/usr/share/nvr/nvr.toml"
 rm -rf "$root/etc/nvr"
@@ -253,12 +426,12 @@ echo nvr > "$root/etc/hostname"
 # board.
 chroot "$root" systemd-sysusers
 
-# systemd: the firmware, its console on ttyS0 instead of a login prompt, networkd, chrony
+# systemd: the firmware, its console on the serial line instead of a login prompt, networkd, chrony
 # (the only time service: timesyncd is masked).
 chroot "$root" systemctl enable nvr.service nvr-firstboot.service nvr-mark-good.service \\
     nvr-console.service nvr-poweroff.path nvr-network-boot.service systemd-networkd.service \\
     chrony.service nvr-data-grow.service
-chroot "$root" systemctl mask serial-getty@ttyS0.service getty@tty1.service \\
+chroot "$root" systemctl mask serial-getty@{tty}.service getty@tty1.service \\
     systemd-timesyncd.service apt-daily.timer apt-daily-upgrade.timer 2>/dev/null || true
 : > "$root/etc/machine-id"
 rm -f "$root/var/lib/dbus/machine-id"
@@ -280,16 +453,26 @@ def hook_env() -> dict[str, str]:
     return {**env, "SOURCE_DATE_EPOCH": str(source_date_epoch())}
 
 
-def build_root(work: Path, args: argparse.Namespace, release: str, keys: Path) -> Path:
+def root_packages(board: Board) -> list[str]:
+    """The root's packages: the firmware's, the board's kernel and extras, and GRUB's modules
+    for the board's EFI (grub-mkimage on the host builds the ESP's loader from them)."""
+    return [*PACKAGES, board.kernel, board.target.grub_package, *board.packages]
+
+
+def build_root(
+    work: Path, board: Board, args: argparse.Namespace, release: str, keys: Path
+) -> Path:
     root = work / "root"
     if root.exists():
         shutil.rmtree(root)
+    build_wheels(work, board)
     script = customize_script(
-        work, release, Path(args.factory_config), keys, args.data_on_separate_drives
+        work, release, Path(args.factory_config), keys, args.data_on_separate_drives, board
     )
     cmd = [
         "mmdebstrap", "--variant=minbase", "--mode=root", "--format=directory",
-        "--include=" + ",".join(PACKAGES),
+        f"--architectures={board.arch}",
+        "--include=" + ",".join(root_packages(board)),
         "--aptopt=Acquire::Retries \"3\"",
         "--dpkgopt=path-exclude=/usr/share/man/*",
         "--dpkgopt=path-exclude=/usr/share/locale/*",
@@ -303,11 +486,14 @@ def build_root(work: Path, args: argparse.Namespace, release: str, keys: Path) -
     return root
 
 
-def refresh_root(work: Path, args: argparse.Namespace, release: str, keys: Path) -> Path:
+def refresh_root(
+    work: Path, board: Board, args: argparse.Namespace, release: str, keys: Path
+) -> Path:
     """The last root with the firmware and overlay laid on again (development turnaround)."""
     root = work / "root"
+    build_wheels(work, board)
     script = customize_script(
-        work, release, Path(args.factory_config), keys, args.data_on_separate_drives
+        work, release, Path(args.factory_config), keys, args.data_on_separate_drives, board
     )
     mounted: list[Path] = []
     try:
@@ -323,9 +509,9 @@ def refresh_root(work: Path, args: argparse.Namespace, release: str, keys: Path)
     return root
 
 
-SYSTEM_CONF = f"""# RAUC: two root slots, chosen by GRUB (see docs/IMAGE.md).
+SYSTEM_CONF = """# RAUC: two root slots, chosen by GRUB (see docs/IMAGE.md).
 [system]
-compatible={COMPATIBLE}
+compatible=@COMPATIBLE@
 bootloader=grub
 grubenv=/boot/efi/EFI/BOOT/grubenv
 statusfile=/data/rauc/status.raucs
@@ -344,6 +530,11 @@ device=/dev/disk/by-partlabel/rootfs-b
 type=raw
 bootname=B
 """
+
+
+def system_conf(compatible: str) -> str:
+    """RAUC's system.conf of a board: it installs only bundles whose compatible is its own."""
+    return SYSTEM_CONF.replace("@COMPATIBLE@", compatible)
 
 
 def squash(root: Path, dest: Path, epoch: int, compression: str) -> None:
@@ -366,9 +557,7 @@ GRUB_CFG = r"""# A/B boot with one try per new slot (RAUC's grub backend writes 
 #   started and not yet marked good. A slot gets one try: started with X_TRY=0, it is set to
 #   1 here; `rauc status mark-good` after a healthy start sets it back to 0. A slot left at 1
 #   is skipped, so the board falls back to the other slot.
-serial --unit=0 --speed=115200
-terminal_input serial console
-terminal_output serial console
+@TERMINAL@
 set timeout=1
 set ORDER="A B"
 set A_OK=0
@@ -392,7 +581,7 @@ fi
 if [ -z "$chosen" ]; then set chosen=A; fi
 save_env --file $prefix/grubenv A_TRY B_TRY
 if [ "$chosen" = "A" ]; then set default=0; else set default=1; fi
-set CMDLINE="console=ttyS0,115200 net.ifnames=0 ro quiet loglevel=3 panic=10"
+set CMDLINE="console=@CONSOLE@,115200 net.ifnames=0 ro quiet loglevel=3 panic=10"
 set CMDLINE="$CMDLINE systemd.show_status=no"
 
 menuentry "nvr-pair slot A" {
@@ -406,15 +595,37 @@ menuentry "nvr-pair slot B" {
 """
 
 
-def build_esp(work: Path, epoch: int) -> Path:
+def grub_cfg(board: Board) -> str:
+    """The board's grub.cfg: its serial console for GRUB and for the kernel. On x86 GRUB
+    drives the 16550 UART itself; on arm64 UEFI's console already is the serial line."""
+    terminal = (
+        "serial --unit=0 --speed=115200\nterminal_input serial console\n"
+        "terminal_output serial console"
+        if board.target.grub_serial
+        else "terminal_input console\nterminal_output console"
+    )
+    return (
+        GRUB_CFG.replace("@TERMINAL@", terminal)
+        .replace("@CONSOLE@", board.console)
+        .replace("@A@", PART_UUIDS["rootfs-a"])
+        .replace("@B@", PART_UUIDS["rootfs-b"])
+    )
+
+
+def grub_modules(board: Board) -> list[str]:
+    return GRUB_MODULES.split() + (["serial"] if board.target.grub_serial else [])
+
+
+def build_esp(work: Path, board: Board, root: Path, epoch: int) -> Path:
     esp_dir = work / "esp"
     shutil.rmtree(esp_dir, ignore_errors=True)
     boot = esp_dir / "EFI" / "BOOT"
     boot.mkdir(parents=True)
-    cfg = GRUB_CFG.replace("@A@", PART_UUIDS["rootfs-a"]).replace("@B@", PART_UUIDS["rootfs-b"])
-    (boot / "grub.cfg").write_text(cfg)
-    run(["grub-mkimage", "-O", "x86_64-efi", "-p", "/EFI/BOOT", "-o", str(boot / "BOOTX64.EFI"),
-         *GRUB_MODULES.split()])  # fmt: skip
+    (boot / "grub.cfg").write_text(grub_cfg(board))
+    target = board.target.grub_target
+    modules = root / "usr" / "lib" / "grub" / target  # the root's GRUB, for its architecture
+    run(["grub-mkimage", "-O", target, "-d", str(modules), "-p", "/EFI/BOOT",
+         "-o", str(boot / board.target.efi_binary), *grub_modules(board)])  # fmt: skip
     env = boot / "grubenv"
     run(["grub-editenv", str(env), "create"])
     run(["grub-editenv", str(env), "set", "ORDER=A B", "A_OK=1", "A_TRY=0", "B_OK=0", "B_TRY=0"])
@@ -437,7 +648,7 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def build_data(work: Path, epoch: int, squashfs: Path, version: str) -> Path:
+def build_data(work: Path, board: Board, epoch: int, squashfs: Path, version: str) -> Path:
     """An empty data filesystem with the layout the root points into, and RAUC's status of
     slot A as if the flashed root had been installed from its bundle (so `rauc status` and the
     console show slot A's version from the first boot)."""
@@ -448,7 +659,7 @@ def build_data(work: Path, epoch: int, squashfs: Path, version: str) -> Path:
     (tree / "etc" / "nvr").chmod(0o700)
     stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
     (tree / "rauc" / "status.raucs").write_text(
-        f"[slot.rootfs.0]\nbundle.compatible={COMPATIBLE}\nbundle.version={version}\n"
+        f"[slot.rootfs.0]\nbundle.compatible={board.compatible}\nbundle.version={version}\n"
         f"status=ok\nsha256={sha256_file(squashfs)}\nsize={squashfs.stat().st_size}\n"
         f"installed.timestamp={stamp}\ninstalled.count=1\n"
     )
@@ -495,23 +706,52 @@ def build_disk(work: Path, out: Path) -> Path:
 # --- bundle ----------------------------------------------------------------------------------
 
 
+def signing_key_of(keys: Path, uri: str | None) -> str:
+    """The key that signs bundles: a PKCS#11 URI (a token or HSM; RAUC_PKCS11_MODULE and
+    RAUC_PKCS11_PIN name the module and the PIN) or the keys directory's signing.key.pem."""
+    if uri:
+        if not uri.startswith("pkcs11:"):
+            raise BuildError(f"--signing-key {uri!r}: not a PKCS#11 URI (pkcs11:token=...)")
+        return uri
+    pem = keys / "signing.key.pem"
+    if not pem.exists():
+        raise BuildError(
+            f"no {pem}: put the signing key there or name it in a token with "
+            "--signing-key 'pkcs11:token=...;object=...' (docs/VENDOR.md)"
+        )
+    return str(pem)
+
+
 def build_bundle(
-    work: Path, out: Path, squashfs: Path, version: str, keys: Path, name: str
+    work: Path,
+    out: Path,
+    squashfs: Path,
+    version: str,
+    keys: Path,
+    name: str,
+    compatible: str,
+    signing_key: str | None = None,
 ) -> Path:
+    """signing_key: a PKCS#11 URI; None: the keys directory's signing.key.pem."""
+    key = signing_key_of(keys, signing_key)
     content = work / "bundle"
     shutil.rmtree(content, ignore_errors=True)
     content.mkdir(parents=True)
     os.link(squashfs, content / "rootfs.squashfs")
     (content / "manifest.raucm").write_text(
-        f"[update]\ncompatible={COMPATIBLE}\nversion={version}\n"
+        f"[update]\ncompatible={compatible}\nversion={version}\n"
         f"build={git('rev-parse', '--short=12', 'HEAD') or 'unknown'}\n\n"
         "[bundle]\nformat=verity\n\n[image.rootfs]\nfilename=rootfs.squashfs\n"
     )
     bundle = out / f"{name}.raucb"
     bundle.unlink(missing_ok=True)
-    run(["rauc", "bundle", "--cert", str(keys / "signing.cert.pem"),
-         "--key", str(keys / "signing.key.pem"), "--keyring", str(keys / "ca.cert.pem"),
-         str(content), str(bundle)], capture_output=True)  # fmt: skip
+    try:
+        run(["rauc", "bundle", "--cert", str(keys / "signing.cert.pem"), "--key", key,
+             "--keyring", str(keys / "ca.cert.pem"), str(content), str(bundle)],
+            capture_output=True)  # fmt: skip
+    except BuildError:
+        bundle.unlink(missing_ok=True)  # never a half-signed bundle beside the good ones
+        raise
     return bundle
 
 
@@ -530,14 +770,27 @@ def set_release(root: Path, release: str) -> None:
 # --- commands --------------------------------------------------------------------------------
 
 
+def root_release_field(root: Path, key: str) -> str | None:
+    """One field of the root's /etc/nvr-release, None without it."""
+    path = root / "etc" / "nvr-release"
+    if not path.exists():
+        return None
+    for line in path.read_text().splitlines():
+        words = shlex.split(line)
+        if words and words[0].startswith(f"{key}="):
+            return words[0].split("=", 1)[1]
+    return None
+
+
 def cmd_image(args: argparse.Namespace) -> int:
     started = time.monotonic()
+    board: Board = check_profile(args.board)
     out = Path(args.out)
     work = out / "work"
     work.mkdir(parents=True, exist_ok=True)
     for stale in work.glob("rootfs-*.squashfs"):  # bundles of the previous root
         stale.unlink()
-    keys = Path(args.keys) if args.keys else dev_keys(out)
+    keys = Path(args.keys) if args.keys else dev_keys(args.keys_home)
     if args.release:
         check_release_keys(keys)
     epoch = source_date_epoch()
@@ -545,19 +798,29 @@ def cmd_image(args: argparse.Namespace) -> int:
     if git("status", "--porcelain", "--untracked-files=no"):
         revision += "-dirty"
     version = args.version or project_version() + ("" if args.release else "-dev")
-    release = release_text(version, revision, epoch)
-    if args.reuse_root and (work / "root" / "etc" / "nvr-release").exists():
-        root = refresh_root(work, args, release, keys)
+    release = release_text(version, revision, epoch, board.compatible)
+    reuse = args.reuse_root and (work / "root" / "etc" / "nvr-release").exists()
+    if reuse and root_release_field(work / "root", "COMPATIBLE") != board.compatible:
+        raise BuildError(
+            f"{work / 'root'} is another board's root: build it anew (no --reuse-root)"
+        )
+    if reuse:
+        root = refresh_root(work, board, args, release, keys)
     else:
-        root = build_root(work, args, release, keys)
+        root = build_root(work, board, args, release, keys)
+    root_seconds = time.monotonic() - started
     squashfs = work / "rootfs.squashfs"
     squash(root, squashfs, epoch, args.compression)
     (work / "compression").write_text(args.compression)
-    build_esp(work, epoch)
-    build_data(work, epoch, squashfs, version)
+    build_esp(work, board, root, epoch)
+    build_data(work, board, epoch, squashfs, version)
     disk = build_disk(work, out)
-    bundle = build_bundle(work, out, squashfs, version, keys, f"nvr-pair-{version}")
+    bundle = build_bundle(work, out, squashfs, version, keys, f"{board.product}-{version}",
+                          board.compatible, args.signing_key)  # fmt: skip
     info = {
+        "board": board.name,
+        "arch": board.arch,
+        "compatible": board.compatible,
         "version": version,
         "git_revision": revision,
         "source_date_epoch": epoch,
@@ -568,6 +831,9 @@ def cmd_image(args: argparse.Namespace) -> int:
         "bundle": bundle.name,
         "bundle_bytes": bundle.stat().st_size,
         "build_seconds": round(time.monotonic() - started, 1),
+        "root_seconds": round(root_seconds, 1),
+        "root_reused": reuse,
+        "compression": args.compression,
         "development_keys": not args.release,
         "data_grows_to_disk": not args.data_on_separate_drives,
     }
@@ -578,39 +844,46 @@ def cmd_image(args: argparse.Namespace) -> int:
 
 
 def cmd_bundle(args: argparse.Namespace) -> int:
-    """Another version of the last built root, as a bundle: for update tests and hotfixes."""
+    """Another version of the last built root, as a bundle: for update tests and hotfixes.
+    --board names the board the bundle is for (its compatible): another board than the root's
+    makes a bundle that board's RAUC installs and this one's refuses (the image test's)."""
+    board: Board = args.board
     out = Path(args.out)
     work = out / "work"
     root = work / "root"
     if not root.is_dir():
         raise BuildError(f"no root in {root}; build the image first")
-    keys = Path(args.keys) if args.keys else dev_keys(out)
+    keys = Path(args.keys) if args.keys else dev_keys(args.keys_home)
     if args.release:
         check_release_keys(keys)
     epoch = source_date_epoch()
     old = (root / "etc" / "nvr-release").read_text()
-    revision = next(
-        (
-            ln.split("=", 1)[1].strip("'\"")
-            for ln in old.splitlines()
-            if ln.startswith("GIT_REVISION=")
-        ),
-        "unknown",
-    )
+    revision = root_release_field(root, "GIT_REVISION") or "unknown"
+    built_for = root_release_field(root, "COMPATIBLE") or "unknown"
+    if built_for != board.compatible:
+        if args.release:
+            raise BuildError(f"the root is {built_for}'s, not {board.compatible}'s")
+        log(f"the root is {built_for}'s: a bundle for {board.compatible} that is not its root")
     squashfs = work / f"rootfs-{args.version}.squashfs"
     if not squashfs.exists():  # one root per version, whichever key signs it
         compression = (work / "compression").read_text().strip()
         try:
-            set_release(root, release_text(args.version, revision, epoch))
+            set_release(root, release_text(args.version, revision, epoch, built_for))
             squash(root, squashfs, epoch, compression)
         finally:
             set_release(root, old)
-    bundle = build_bundle(
-        work, out, squashfs, args.version, keys, args.name or f"nvr-pair-{args.version}"
-    )
+    name = args.name or f"{board.product}-{args.version}"
+    bundle = build_bundle(work, out, squashfs, args.version, keys, name, board.compatible,
+                          args.signing_key)  # fmt: skip
     write_checksums(out)
     log(f"bundle {bundle}")
     return 0
+
+
+SIGNING_KEY_HELP = (
+    "the signing key as a PKCS#11 URI (pkcs11:token=...;object=...), so it stays in its token;"
+    " --keys then needs only ca.cert.pem and signing.cert.pem (default: --keys' signing.key.pem)"
+)
 
 
 def cmd_keys(args: argparse.Namespace) -> int:
@@ -620,14 +893,23 @@ def cmd_keys(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="image/build.py", description=__doc__.splitlines()[0])
-    p.add_argument("--out", default=str(DEFAULT_OUT), help="output directory (image/out)")
+    # --board and --out are taken before or after the command.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--board", default=argparse.SUPPRESS,
+                        help=f"board profile: a name in image/boards or a .toml path"
+                        f" (default {DEFAULT_BOARD})")  # fmt: skip
+    common.add_argument("--out", default=argparse.SUPPRESS,
+                        help="output directory (default image/out/BOARD)")  # fmt: skip
+    p.add_argument("--board", default=DEFAULT_BOARD, help=argparse.SUPPRESS)
+    p.add_argument("--out", default=None, help="output directory (default image/out/BOARD)")
     sub = p.add_subparsers(dest="cmd", required=True)
-    i = sub.add_parser("image", help="disk image + bundle + checksums")
+    i = sub.add_parser("image", parents=[common], help="disk image + bundle + checksums")
     i.add_argument("--version", help="default: pyproject's version, -dev unless --release")
     i.add_argument("--factory-config", default=str(TOP / "rootfs" / "etc" / "nvr" / "nvr.toml"),
                    help="the config a new or factory-reset board starts from")  # fmt: skip
     i.add_argument("--keys", help="directory with ca.cert.pem, signing.{cert,key}.pem")
     i.add_argument("--release", action="store_true", help="refuse development keys")
+    i.add_argument("--signing-key", help=SIGNING_KEY_HELP)
     i.add_argument("--compression", choices=("xz", "gzip"), default="xz",
                    help="of the root (gzip: fast, for test builds)")  # fmt: skip
     i.add_argument("--data-on-separate-drives", action="store_true",
@@ -636,11 +918,13 @@ def main(argv: list[str] | None = None) -> int:
     i.add_argument("--reuse-root", action="store_true",
                    help="lay the firmware on the last root again (development)")  # fmt: skip
     i.set_defaults(func=cmd_image)
-    b = sub.add_parser("bundle", help="a bundle of the last built root under another version")
+    b = sub.add_parser("bundle", parents=[common],
+                       help="a bundle of the last built root under another version")  # fmt: skip
     b.add_argument("--version", required=True)
     b.add_argument("--keys")
     b.add_argument("--name", help="file name without .raucb")
     b.add_argument("--release", action="store_true", help="refuse development keys")
+    b.add_argument("--signing-key", help=SIGNING_KEY_HELP)
     b.set_defaults(func=cmd_bundle)
     k = sub.add_parser("keys", help="make a CA and a signing certificate")
     k.add_argument("dir")
@@ -648,6 +932,14 @@ def main(argv: list[str] | None = None) -> int:
     k.set_defaults(func=cmd_keys)
     args = p.parse_args(argv)
     try:
+        if args.cmd in ("image", "bundle"):
+            args.board = load_board(args.board)
+            # The default output shares one set of development keys among the boards; an
+            # output of one's own (--out) has its own.
+            if args.out is None:
+                args.out, args.keys_home = str(OUT_TOP / args.board.name), DEFAULT_KEYS.parent
+            else:
+                args.keys_home = Path(args.out)
         return args.func(args)
     except BuildError as e:
         print(f"build: error: {e}", file=sys.stderr)

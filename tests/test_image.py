@@ -1,10 +1,13 @@
-"""The flashable image, end to end: build it, boot it under QEMU, update it with RAUC.
+"""The flashable image of one board, end to end: build it, boot it under QEMU, update it with
+RAUC.
 
-Everything is checked over the serial console, as an installer sees the board: the firmware
-service runs and records the camera, /etc/nvr-release is right, the root is read-only, PID 1
-holds the watchdog; a bundle signed by another key is refused; the signed bundle goes into
-slot B and the board comes back on the new version. Skipped only when the build tools are not
-installed (`bash image/test.sh` installs them and runs this test alone).
+The board under test is $NVR_BOARD (image/boards/NAME.toml; `bash image/test.sh --board NAME`
+sets it), qemu-x86_64 by default. Everything is checked over the serial console, as an
+installer sees the board: the firmware service runs and records the camera, /etc/nvr-release
+is right, the root is read-only, PID 1 holds the watchdog; a bundle signed by another key is
+refused, and so is a bundle made for another board (its compatible); the signed bundle goes
+into slot B and the board comes back on the new version. Skipped only when the build tools are
+not installed (`bash image/test.sh` installs them and runs this test alone).
 """
 
 from __future__ import annotations
@@ -20,9 +23,10 @@ from pathlib import Path
 
 import pytest
 
+from firmware.hw.profile import load_profile
 from hil.camera.client import CameraSim
 from hil.camera.spec import StreamSpec
-from hil.vm import BOARD_LAN, CAMERA_ADDR, LAN_HOST, OVMF_CODE, PROMPT, Vm, make_stick
+from hil.vm import BOARD_LAN, BOARDS_DIR, CAMERA_ADDR, LAN_HOST, PROMPT, Vm, load_board, make_stick
 from hil.wait import wait_until
 from hil.wizardrun import (
     ADMIN_PW,
@@ -39,10 +43,24 @@ from hil.wizardrun import root_shell as _root_shell
 from hil.wizardrun import status_json as _status
 
 TOP = Path(__file__).resolve().parent.parent
+BOARD = load_board()
+"""The board under test ($NVR_BOARD, default qemu-x86_64)."""
+assert BOARD.qemu is not None  # load_board() refuses a board the lab cannot emulate
+OTHER_BOARD = next(p.stem for p in sorted(BOARDS_DIR.glob("*.toml")) if p.stem != BOARD.board.name)
+"""Another board, whose bundles this one must refuse."""
+FIGURES = TOP / "image" / "out" / BOARD.board.name / "test-figures.json"
 TOOLS = ("mmdebstrap", "genimage", "rauc", "mksquashfs", "grub-mkimage", "mcopy", "mkfs.vfat",
-         "qemu-system-x86_64", "qemu-img")  # fmt: skip
-MISSING = [t for t in TOOLS if shutil.which(t) is None] + (
-    [] if OVMF_CODE.exists() else [str(OVMF_CODE) + " (ovmf)"]
+         BOARD.qemu.binary, "qemu-img")  # fmt: skip
+MISSING = [t for t in TOOLS if shutil.which(t) is None] + [
+    f"{f} (UEFI firmware)" for f in (BOARD.qemu.code, BOARD.qemu.vars) if not Path(f).exists()
+]
+BOOT = BOOT_S * (2 if BOARD.qemu.accel == "tcg" else 1)
+"""Power on to the console: a board emulated by TCG on purpose (arm64 on this host) boots in
+minutes (docs/BENCHMARKS.md), twice the margin of one that falls back to it."""
+SKIP_UNDER_TCG = pytest.mark.skipif(
+    BOARD.qemu.accel == "tcg",
+    reason=f"{BOARD.board.name} is emulated instruction by instruction (TCG): too slow for this"
+    " drill; it runs on qemu-x86_64 (KVM)",
 )
 pytestmark = [
     pytest.mark.skipif(
@@ -60,10 +78,6 @@ FACTORY = f"""
 [board]
 name = "a"
 data_dir = "/var/lib/nvr"
-
-[network]
-lan_interface = "eth0"
-sync_interface = "eth1"
 
 [pair]
 peer_lan_address = "192.0.2.12"
@@ -89,6 +103,8 @@ INSTALL_S = 600
 def _build(*args: str, out: Path) -> None:
     env = {**os.environ, "SOURCE_DATE_EPOCH": str(EPOCH)}
     cmd = [sys.executable, str(TOP / "image" / "build.py"), "--out", str(out), *args]
+    if args[0] in ("image", "bundle") and "--board" not in args:
+        cmd += ["--board", BOARD.board.name]
     subprocess.run(cmd, check=True, env=env)
 
 
@@ -105,6 +121,8 @@ def built(tmp_path_factory) -> dict:
     _build("keys", str(out / "keys-other"), "--common-name", "another vendor", out=out)
     _build("bundle", "--version", V2, "--keys", str(out / "keys-other"), "--name", "other-key",
            out=out)  # fmt: skip
+    # The same root and key, made for another board: its compatible names that board.
+    _build("bundle", "--board", OTHER_BOARD, "--version", V2, "--name", "other-board", out=out)
     info = json.loads((out / "build.json").read_text())
     info["build_seconds_measured"] = round(build_s, 1)
     yield {"out": out, "info": info}
@@ -129,6 +147,24 @@ def test_image_boots_records_and_updates_through_signed_bundles(built, camera, t
     sums = (out / "SHA256SUMS").read_text()
     for name in ("disk.img", f"nvr-pair-{V1}.raucb", f"nvr-pair-{V2}.raucb"):
         assert re.search(rf"^[0-9a-f]{{64}}  {re.escape(name)}$", sums, re.M), sums
+    # The board's identity everywhere RAUC and the console read it.
+    compatible = f"nvr-pair-{BOARD.board.name}"
+    assert BOARD.compatible == compatible
+    assert (info["board"], info["compatible"]) == (BOARD.board.name, compatible), info
+    work = out / "work"
+    assert f"\ncompatible={compatible}\n" in (work / "root/etc/rauc/system.conf").read_text()
+    assert f"bundle.compatible={compatible}\n" in (work / "data/rauc/status.raucs").read_text()
+    # The profile the firmware reads at first boot: the board's, less the lab's [qemu].
+    installed = load_profile(work / "root/usr/share/nvr/board.toml")
+    assert installed.compatible == compatible and installed.qemu is None
+    assert installed.nic == BOARD.nic and installed.image == BOARD.image
+    efi = {"amd64": "BOOTX64.EFI", "arm64": "BOOTAA64.EFI"}[BOARD.image.arch]
+    assert (work / "esp/EFI/BOOT" / efi).is_file()
+    assert f"console={BOARD.image.console}," in (work / "esp/EFI/BOOT/grub.cfg").read_text()
+    console_unit = (work / "root/usr/lib/systemd/system/nvr-console.service").read_text()
+    assert f"TTYPath=/dev/{BOARD.image.console}\n" in console_unit
+    rules = (work / "root/etc/udev/rules.d/70-nvr.rules").read_text()
+    assert f'KERNEL=="{BOARD.image.console}", GROUP="root", MODE="0600"' in rules
     # No password anywhere: every account of the built root is locked or has none at all.
     shadow = (out / "work" / "root" / "etc" / "shadow").read_text().splitlines()
     assert any(line.startswith("root:") for line in shadow)
@@ -143,14 +179,15 @@ def test_image_boots_records_and_updates_through_signed_bundles(built, camera, t
     group = (out / "work" / "root" / "etc" / "group").read_text()
     assert re.search(r"^i2c:x:", group, re.M) and re.search(r"^nvr:x:", group, re.M)
     stick = make_stick(
-        tmp_path / "stick.img", [out / f"nvr-pair-{V2}.raucb", out / "other-key.raucb"]
+        tmp_path / "stick.img",
+        [out / f"nvr-pair-{V2}.raucb", out / "other-key.raucb", out / "other-board.raucb"],
     )
-    vm = Vm(disk, tmp_path / "vm", camera_port=camera.port, stick=stick)
+    vm = Vm(disk, tmp_path / "vm", camera_port=camera.port, stick=stick, board=BOARD)
     figures: dict[str, float] = {}
     try:
         t0 = time.monotonic()
         vm.start()
-        vm.expect(r"nvr-pair first-boot setup", BOOT_S)  # forced before anything else
+        vm.expect(r"nvr-pair first-boot setup", BOOT)  # forced before anything else
         figures["boot_to_console_s"] = time.monotonic() - t0
         setup_steps_1_to_3(vm, "a", "north", BOARD_LAN, "192.0.2.12")
         vm.answer("show a code, join with one, or skip (code/join/skip)", "skip")
@@ -164,6 +201,7 @@ def test_image_boots_records_and_updates_through_signed_bundles(built, camera, t
                                   capture_output=True, text=True).stdout.strip()  # fmt: skip
         assert re.search(rf"^GIT_REVISION={revision}(-dirty)?$", release, re.M), release
         assert "BUILD_DATE=2026-09-21T14:13:20Z" in release
+        assert f"COMPATIBLE={compatible}" in release
 
         system = wait_console(vm, "system", lambda t: "service: active" in t, READY_S,
                               "the firmware service active")  # fmt: skip
@@ -189,6 +227,18 @@ def test_image_boots_records_and_updates_through_signed_bundles(built, camera, t
         assert re.search(r"signature|certificate|verify", refused, re.I), refused
         assert field(vm.command("system"), "slot") == "A"
 
+        # Signed by the right key, made for another board: RAUC refuses it by its compatible,
+        # and the board goes on running its slot.
+        refused = vm.command("update other-board.raucb", timeout=INSTALL_S)
+        assert "update failed" in refused, refused
+        assert re.search(r"compatible", refused, re.I), refused
+        assert f"nvr-pair-{OTHER_BOARD}" in refused, refused
+        system = vm.command("system")
+        assert field(system, "slot") == "A"
+        assert re.search(rf"^slot rootfs\.0: bootname=A state=booted boot_status=good version={V1}",
+                         system, re.M), system  # fmt: skip
+        assert "service: active" in system, system
+
         t_install = time.monotonic()
         done = vm.command(f"update nvr-pair-{V2}.raucb", timeout=INSTALL_S)
         figures["install_s"] = time.monotonic() - t_install
@@ -199,7 +249,7 @@ def test_image_boots_records_and_updates_through_signed_bundles(built, camera, t
 
         t_reboot = time.monotonic()
         vm.send("reboot\r")
-        vm.answer("admin password", ADMIN_PW, BOOT_S)  # set up once: a login from now on
+        vm.answer("admin password", ADMIN_PW, BOOT)  # set up once: a login from now on
         vm.expect(r"version: " + re.escape(V2), 60)
         vm.expect(re.escape(PROMPT), 60)
         assert f"VERSION={V2}" in vm.command("release")
@@ -212,10 +262,8 @@ def test_image_boots_records_and_updates_through_signed_bundles(built, camera, t
     finally:
         vm.stop()
         report = {**info, **{k: round(v, 1) for k, v in figures.items()}, "kvm": vm.accel == "kvm"}
-        (TOP / "image" / "out").mkdir(exist_ok=True)
-        (TOP / "image" / "out" / "test-figures.json").write_text(
-            json.dumps(report, indent=2) + "\n"
-        )
+        FIGURES.parent.mkdir(parents=True, exist_ok=True)
+        FIGURES.write_text(json.dumps(report, indent=2) + "\n")
 
 
 BROKEN = "1.0.0-test.broken"
@@ -236,9 +284,10 @@ def test_update_that_never_becomes_healthy_is_rolled_back(built, camera, tmp_pat
     finally:
         shutil.rmtree(dropin.parent)
     stick = make_stick(tmp_path / "stick.img", [out / f"nvr-pair-{BROKEN}.raucb"])
-    vm = Vm(out / "disk.img", tmp_path / "vm", camera_port=camera.port, stick=stick)
+    vm = Vm(out / "disk.img", tmp_path / "vm", camera_port=camera.port, stick=stick, board=BOARD)
     try:
         vm.start()
+        vm.expect(r"nvr-pair first-boot setup", BOOT)
         setup_steps_1_to_3(vm, "a", "north", BOARD_LAN, "192.0.2.12")
         vm.answer("show a code, join with one, or skip (code/join/skip)", "skip")
         setup_cameras_and_apply(vm, None)
@@ -248,9 +297,9 @@ def test_update_that_never_becomes_healthy_is_rolled_back(built, camera, tmp_pat
         assert f"update: installed nvr-pair-{BROKEN}.raucb" in done, done
         t_reboot = time.monotonic()
         vm.send("reboot\r")
-        vm.answer("admin password", ADMIN_PW, BOOT_S)
+        vm.answer("admin password", ADMIN_PW, BOOT)
         vm.expect(r"version: " + re.escape(BROKEN), 60)  # slot B starts ...
-        vm.answer("admin password", ADMIN_PW, BOOT_S + READY_S)
+        vm.answer("admin password", ADMIN_PW, BOOT + READY_S)
         vm.expect(r"version: " + re.escape(V1), 60)  # ... and A is back
         vm.expect(re.escape(PROMPT), 60)
         system = wait_console(vm, "system", lambda t: "service: active" in t and
@@ -260,14 +309,15 @@ def test_update_that_never_becomes_healthy_is_rolled_back(built, camera, tmp_pat
         assert re.search(r"^slot rootfs\.0: bootname=A state=booted boot_status=good", system,
                          re.M), system  # fmt: skip
         rollback_s = time.monotonic() - t_reboot
-        figures = TOP / "image" / "out" / "test-figures.json"
-        report = json.loads(figures.read_text()) if figures.exists() else {}
+        report = json.loads(FIGURES.read_text()) if FIGURES.exists() else {}
         report["rollback_reboot_to_a_s"] = round(rollback_s, 1)
-        figures.write_text(json.dumps(report, indent=2) + "\n")
+        FIGURES.parent.mkdir(parents=True, exist_ok=True)
+        FIGURES.write_text(json.dumps(report, indent=2) + "\n")
     finally:
         vm.stop()
 
 
+@SKIP_UNDER_TCG
 def test_two_boards_from_one_image_set_up_by_their_consoles_form_a_pair(built, tmp_path):
     """The installer's proof: two VMs from the same disk.img (each on its own overlay), a LAN
     with the camera and a client, a direct sync link; set up only through their serial
@@ -291,7 +341,8 @@ def test_two_boards_from_one_image_set_up_by_their_consoles_form_a_pair(built, t
     with VmPairNet() as net:
         cam = CameraSim([StreamSpec("cam1", fps=25, gop=25, width=320, height=240)],
                         port=8554, bind=CAMERA_ADDR, netns=net.ns)  # fmt: skip
-        vms = {b: Vm(disk, tmp_path / f"vm-{b}", netns=net.ns, taps=net.taps(b), mac_id=0x60 + i)
+        vms = {b: Vm(disk, tmp_path / f"vm-{b}", netns=net.ns, taps=net.taps(b), mac_id=0x60 + i,
+                     board=BOARD)
                for i, b in enumerate(("a", "b"))}  # fmt: skip
         a, b = vms["a"], vms["b"]
         try:
@@ -333,8 +384,8 @@ def test_two_boards_from_one_image_set_up_by_their_consoles_form_a_pair(built, t
             for vm in vms.values():
                 vm.stop()
             cam.close()
-            report_path = TOP / "image" / "out" / "test-figures.json"
-            report_path.parent.mkdir(exist_ok=True)
+            report_path = FIGURES
+            report_path.parent.mkdir(parents=True, exist_ok=True)
             report = json.loads(report_path.read_text()) if report_path.exists() else {}
             report |= {f"pair_{k}": round(v, 1) for k, v in figures.items()}
             report_path.write_text(json.dumps(report, indent=2) + "\n")
@@ -429,6 +480,7 @@ def _power_off_and_export(vm: Vm, raw: Path) -> dict:
     return _gpt(raw)
 
 
+@SKIP_UNDER_TCG
 def test_data_partition_grows_to_a_bigger_disk_once(built, tmp_path):
     """The image flashed onto a disk bigger than itself: at first boot the data partition
     grows to the disk's end (the GPT's backup header moved there) and its filesystem with it;
@@ -454,7 +506,7 @@ def test_data_partition_grows_to_a_bigger_disk_once(built, tmp_path):
     data_start = before["primary"]["partitions"][3][1]
     fixed_mib = (data_start * 512) // 2**20  # the ESP, both slots and the 1 MiB GPT area
     assert fixed_mib == 1 + build.ESP_MIB + 2 * build.SLOT_MIB
-    vm = Vm(disk, tmp_path / "vm", disk_size="4G")
+    vm = Vm(disk, tmp_path / "vm", disk_size="4G", board=BOARD)
     figures: dict[str, float] = {}
     try:
         t0 = time.monotonic()
@@ -515,13 +567,14 @@ def test_data_partition_grows_to_a_bigger_disk_once(built, tmp_path):
         assert ext4_bytes(tmp_path / "after-second.raw", start * 512) == fs_bytes
     finally:
         vm.stop()
-        report_path = TOP / "image" / "out" / "test-figures.json"
-        report_path.parent.mkdir(exist_ok=True)
+        report_path = FIGURES
+        report_path.parent.mkdir(parents=True, exist_ok=True)
         report = json.loads(report_path.read_text()) if report_path.exists() else {}
         report |= {k: round(v, 2) for k, v in figures.items()} | {"grow_kvm": vm.accel == "kvm"}
         report_path.write_text(json.dumps(report, indent=2) + "\n")
 
 
+@SKIP_UNDER_TCG
 def test_power_cut_in_the_partition_table_write_still_boots_and_grows(built, tmp_path):
     """The image on a 4 GiB disk as a power cut during the first boot's table write leaves it
     (libfdisk writes, and syncs, the backup table, the backup header, the primary table, the
@@ -563,7 +616,7 @@ def test_power_cut_in_the_partition_table_write_still_boots_and_grows(built, tmp
         assert state["backup"]["valid"] and state["backup"]["partitions"] == want["backup"][
             "partitions"]  # fmt: skip
         assert state["primary"]["valid"] is (name == "after-backup"), name
-        vm = Vm(torn, tmp_path / f"vm-{name}")
+        vm = Vm(torn, tmp_path / f"vm-{name}", board=BOARD)
         try:
             t0 = time.monotonic()
             vm.start()
@@ -582,12 +635,13 @@ def test_power_cut_in_the_partition_table_write_still_boots_and_grows(built, tmp
         assert after["primary"]["alternate_lba"] == last
         raw.unlink()
         torn.unlink()
-    report_path = TOP / "image" / "out" / "test-figures.json"
+    report_path = FIGURES
     report = json.loads(report_path.read_text()) if report_path.exists() else {}
     report |= {k: round(v, 1) for k, v in figures.items()}
     report_path.write_text(json.dumps(report, indent=2) + "\n")
 
 
+@SKIP_UNDER_TCG
 def test_two_drives_made_one_raid1_volume_lose_one_keep_recording_and_take_a_new_one(
     built, camera, tmp_path
 ):
@@ -601,7 +655,8 @@ def test_two_drives_made_one_raid1_volume_lose_one_keep_recording_and_take_a_new
     for d in (*drives, tmp_path / "drive3.raw"):
         with open(d, "wb") as f:
             f.truncate(2 * 2**30)
-    vm = Vm(built["out"] / "disk.img", tmp_path / "vm", camera_port=camera.port, drives=drives)
+    vm = Vm(built["out"] / "disk.img", tmp_path / "vm", camera_port=camera.port, drives=drives,
+            board=BOARD)  # fmt: skip
     figures: dict[str, float] = {}
 
     def make_volume(vm: Vm) -> None:
@@ -658,8 +713,8 @@ def test_two_drives_made_one_raid1_volume_lose_one_keep_recording_and_take_a_new
         assert all(c["recording"] for c in st["cameras"]), st["cameras"]
     finally:
         vm.stop()
-        report_path = TOP / "image" / "out" / "test-figures.json"
-        report_path.parent.mkdir(exist_ok=True)
+        report_path = FIGURES
+        report_path.parent.mkdir(parents=True, exist_ok=True)
         report = json.loads(report_path.read_text()) if report_path.exists() else {}
         report |= {f"drives_{k}": round(v, 1) for k, v in figures.items()}
         report_path.write_text(json.dumps(report, indent=2) + "\n")

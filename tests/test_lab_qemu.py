@@ -8,7 +8,7 @@ fault drivers, each checked from the boards' own status. The QEMU tests share on
 (module scope) and run in file order, each leaving the pair as the next expects; the rig is
 torn down whatever happens and its namespace must be gone afterwards.
 
-    .venv/bin/pytest -m image tests/test_lab_qemu.py       # as root, image/out built
+    .venv/bin/pytest -m image tests/test_lab_qemu.py       # as root, image/out/qemu-x86_64 built
     NVR_QEMU_IMAGE_OUT=/path/to/out .venv/bin/pytest ...   # another build's directory
 """
 
@@ -43,9 +43,10 @@ from hil.lab.protocols import (
 )
 
 ENV = ROOT / "hil" / "env" / "qemu.yaml"
-IMAGE_OUT = Path(os.environ.get("NVR_QEMU_IMAGE_OUT", ROOT / "image" / "out"))
-"""The built image's directory (disk.img, keys-dev, build.json); the yaml's default is
-image/out, this variable points the test at another build."""
+IMAGE_OUT = Path(os.environ.get("NVR_QEMU_IMAGE_OUT", ROOT / "image" / "out" / "qemu-x86_64"))
+"""The built image's directory (disk.img, build.json, maybe keys-dev); the yaml's default is
+image/out/qemu-x86_64 (the qemu-x86_64 board's build), this variable points the test at another
+build."""
 IMAGE = IMAGE_OUT / "disk.img"
 STATUS = "/api/v1/status"
 PER_BOARD = (PowerProtocol, ConsoleProtocol, BoardProtocol, CableProtocol, HeartbeatProtocol,
@@ -74,7 +75,8 @@ def test_environment_loads_and_every_driver_binds_without_activating() -> None:
         assert all(d.state is not BindingState.active for d in target.drivers)
         rig = target.get_driver("QemuRigDriver", activate=False)
         assert rig.rig is None  # nothing brought up
-        assert rig.pair.image == "image/out/disk.img"
+        assert rig.pair.image == "image/out/qemu-x86_64/disk.img"
+        assert rig.pair.board == "qemu-x86_64"
     finally:
         env.cleanup()
     after = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
@@ -109,7 +111,9 @@ def target() -> Iterator[Target]:
     assert tgt is not None
     rigdrv = tgt.get_driver("QemuRigDriver", activate=False)
     pair = rigdrv.pair
-    pair.image, pair.keys = str(IMAGE), str(IMAGE_OUT / "keys-dev")
+    # A build of its own (--out) keeps its keys; the default builds share image/out/keys-dev.
+    keys = next(k for k in (IMAGE_OUT / "keys-dev", IMAGE_OUT.parent / "keys-dev") if k.is_dir())
+    pair.image, pair.keys = str(IMAGE), str(keys)
     print(f"image: {(IMAGE_OUT / 'build.json').read_text()}")
     ns = None
     started = time.monotonic()

@@ -81,7 +81,7 @@ from hil.lab.protocols import (  # noqa: E402
 )
 from hil.lab.registry import registered  # noqa: E402
 from hil.rig import ns_http  # noqa: E402
-from hil.vm import BOARD_LAN, CAMERA_ADDR, PROMPT, Vm, make_stick  # noqa: E402
+from hil.vm import BOARD_LAN, CAMERA_ADDR, PROMPT, Vm, load_board, make_stick  # noqa: E402
 from hil.vmnet import BOARDS, VmPairNet  # noqa: E402
 from hil.wait import wait_until  # noqa: E402
 from hil.wizardrun import (  # noqa: E402
@@ -141,13 +141,9 @@ class RigVm(Vm):
         self.mgmt_mac = f"52:54:00:4e:{self.mac_id:02x}:03"
 
     def command_line(self) -> list[str]:
-        cmd = super().command_line()
-        # The system disk boots first whatever else is plugged in: with a stick hot-plugged
+        # Vm boots the system disk first whatever else is plugged in: with a stick hot-plugged
         # UEFI made its boot entries anew on the next reboot and tried the NICs (iPXE) first.
-        system = f"if=virtio,format=qcow2,file={self.overlay}"
-        at = cmd.index(system)
-        cmd[at : at + 1] = [f"if=none,id=sysdisk,format=qcow2,file={self.overlay}",
-                            "-device", "virtio-blk-pci,drive=sysdisk,bootindex=0"]  # fmt: skip
+        cmd = super().command_line()
         mgmt = (
             f"user,id=mgmt,net={MGMT_NET},restrict=on,"
             f"hostfwd=tcp:127.0.0.1:{self.mgmt_port}-{MGMT_GUEST}:{API_PORT}"
@@ -184,7 +180,10 @@ class QemuRig:
         cameras: list[str],
         keys: Path,
         bundle: Path,
+        board: str = "qemu-x86_64",
     ) -> None:
+        self.board_profile = load_board(board)
+        """The board both VMs emulate (image/boards/BOARD.toml), the image's own."""
         self.image = image
         self.keys = keys
         self.bundle = bundle
@@ -212,7 +211,7 @@ class QemuRig:
             for i, name in enumerate(BOARDS):
                 vm = RigVm(self.image, self.workdir / f"vm-{name}", memory_mib=self.memory_mib,
                            netns=self.net.ns, taps=self.net.taps(name), mac_id=0x60 + i,
-                           mgmt_port=MGMT_PORT[name])  # fmt: skip
+                           mgmt_port=MGMT_PORT[name], board=self.board_profile)  # fmt: skip
                 self.boards[name] = RigBoard(name, vm)
             t0 = time.monotonic()
             for board in self.boards.values():
@@ -381,11 +380,16 @@ class QemuPair(Resource):
     """Two boards from one built image. Paths relative to the repository's top; workdir ""
     is a temporary directory removed with the rig."""
 
-    image = attr.ib(default="image/out/disk.img", validator=attr.validators.instance_of(str))
+    board = attr.ib(default="qemu-x86_64", validator=attr.validators.instance_of(str))
+    """The board profile (image/boards/BOARD.toml) the image was built for."""
+    image = attr.ib(
+        default="image/out/qemu-x86_64/disk.img", validator=attr.validators.instance_of(str)
+    )
     keys = attr.ib(default="image/out/keys-dev", validator=attr.validators.instance_of(str))
-    """Signs the update drill's broken bundle (the image's development keys)."""
+    """Signs the update drill's broken bundle (the boards' development keys)."""
     bundle = attr.ib(
-        default="image/out/nvr-pair-0.1.0-dev.raucb", validator=attr.validators.instance_of(str)
+        default="image/out/qemu-x86_64/nvr-pair-0.1.0-dev.raucb",
+        validator=attr.validators.instance_of(str),
     )
     """The image's own signed bundle (for drills that update to it; no driver uses it yet)."""
     workdir = attr.ib(default="", validator=attr.validators.instance_of(str))
@@ -408,7 +412,8 @@ class QemuRigDriver(Driver):
     def on_activate(self) -> None:
         p = self.pair
         self.rig = QemuRig(_path(p.image), _path(p.workdir) if p.workdir else None,
-                           p.memory, p.cameras, _path(p.keys), _path(p.bundle))  # fmt: skip
+                           p.memory, p.cameras, _path(p.keys), _path(p.bundle),
+                           board=p.board)  # fmt: skip
         self.rig.up()
 
     def on_deactivate(self) -> None:
@@ -615,8 +620,9 @@ class QemuUpdateDriver(_BoardDriver, UpdateProtocol):
             dropin.mkdir(parents=True, exist_ok=True)
             (dropin / "broken.conf").write_text("[Service]\nExecStart=\nExecStart=/bin/false\n")
             subprocess.run(["/usr/bin/python3", str(TOP / "image" / "build.py"), "--out",
-                            str(out), "bundle", "--version", BROKEN, "--keys",
-                            str(self.rig.keys)], check=True)  # fmt: skip
+                            str(out), "bundle", "--board", self.rig.board_profile.board.name,
+                            "--version", BROKEN, "--keys", str(self.rig.keys)],
+                           check=True)  # fmt: skip
         finally:
             shutil.rmtree(out / "work", ignore_errors=True)
         return bundle
