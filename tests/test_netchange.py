@@ -178,7 +178,7 @@ def test_the_answers_give_only_the_network_files(tmp_path):
     files, ifaces = network_files(EXAMPLE, layout, FACTORY)
     assert [f.path.name for f in files] == ["10-lan.network", "20-sync.network"]
     assert b"Address=192.0.2.11/24" in files[0].data
-    assert ifaces == ("eth0", "eth1")
+    assert ifaces == ("lan0", "sync0")  # the factory config's (the board profile's) names
 
 
 def test_the_commands_apply_status_confirm(tmp_path, monkeypatch):
@@ -195,7 +195,7 @@ def test_the_commands_apply_status_confirm(tmp_path, monkeypatch):
     res = nvr("network", "apply", "--answers", str(EXAMPLE), "--no-wait", *common)
     assert "10-lan.network" in res.stdout
     assert (tmp_path / "calls").read_text().splitlines() == [
-        "reload", "reconfigure eth0", "reconfigure eth1"]  # fmt: skip
+        "reload", "reconfigure lan0", "reconfigure sync0"]  # fmt: skip
     res = nvr("network", "status", *common)
     assert "change pending, rolls back in" in res.stdout
     res = nvr("network", "confirm", *common)
