@@ -13,6 +13,8 @@ class AlertId(StrEnum):
     RECOVERY = "recovery"
     WATCHDOG_NOT_ARMED = "watchdog-not-armed"
     PANEL_UNAVAILABLE = "panel-unavailable"
+    BOARD_PROFILE_DAMAGED = "board-profile-damaged"
+    """The image's board profile does not read: the root is damaged (the build checked it)."""
     LED_UNAVAILABLE = "led-unavailable"
     """An LED the board profile names is missing or cannot be written."""
     RECORDER_STALLED = "recorder-stalled"

@@ -45,6 +45,8 @@ from firmware.httpedge import Served
 from firmware.httpedge import serve as serve_http
 from firmware.hw.monitor import BoardHooks, Hardware
 from firmware.hw.panelrun import PanelHooks, interface_addresses
+from firmware.hw.power import clip
+from firmware.hw.profile import BOARD_FILE, installed_profile
 from firmware.mirror.auth import REQUEST_HEADER as MIRROR_AUTH_HEADER
 from firmware.mirror.service import Mirror
 from firmware.netchange import NetChange
@@ -79,6 +81,7 @@ class Board:
         serve_api: bool = True,
         nic: Nic | None = None,
         config_path: Path | None = None,
+        board_file: Path = BOARD_FILE,
     ) -> None:
         self.cfg = cfg
         self.data_dir = cfg.board.data_dir
@@ -142,6 +145,12 @@ class Board:
             )
         if self.unpaired:
             self.alerts.raise_(AlertId.UNPAIRED, Severity.WARNING, UNPAIRED_TEXT, now_us())
+        try:
+            installed_profile(board_file)
+        except ConfigError as e:  # nvr firstboot said it too, and left the config as it was
+            self.alerts.raise_(AlertId.BOARD_PROFILE_DAMAGED, Severity.CRITICAL, clip(
+                "the image's board profile is damaged; the config keeps the hardware it has "
+                f"(update the image or boot the other slot): {e}"), now_us())  # fmt: skip
         fo = self.failover
         self.netwatch = NetWatch(
             NetChange(Layout()),

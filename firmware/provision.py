@@ -115,7 +115,8 @@ def firstboot(
     factory: Path, config: Path, out: TextIO, err: TextIO, board: Path | None = None
 ) -> int:
     """Config and data directory in place (the pair key comes from `nvr pair`), the board
-    profile's hardware in the config; 0 when all is, 2 on a bad config or profile."""
+    profile's hardware in the config; 0 when all is, 2 on a bad config. A damaged profile is
+    said and skipped: a board records on with the hardware its config has."""
 
     def say(msg: str) -> None:
         print(f"firstboot: {msg}", file=out, flush=True)
@@ -137,8 +138,12 @@ def firstboot(
     if board is not None and board.exists():
         try:
             said = apply_board(board, config)
-        except ConfigError as e:  # the profile's too
-            return fail(str(e), 2)
+        except ConfigError as e:
+            # The build checked the profile, so the root is damaged. The config keeps the
+            # hardware it had and the board records; the firmware raises board-profile-damaged.
+            print(f"nvr: firstboot: {e}; the config keeps the hardware it has", file=err,
+                  flush=True)  # fmt: skip
+            said = []
         except OSError as e:
             return fail(f"{config}: cannot write: {e.strerror}", 1)
         for line in said:

@@ -29,7 +29,7 @@ from firmware.hw.profile import (
     parse_profile,
 )
 from firmware.provision import firstboot
-from firmware.roles import Role
+from firmware.roles import RecorderMode, Role
 from hal.errors import Unavailable
 from hal.lcd import Hd44780Panel
 from hal.linux.leds import SysfsLed
@@ -278,6 +278,33 @@ def test_first_boot_writes_the_profile_s_hardware_into_the_config_once(tmp_path:
     assert firstboot(factory, config, out2, _Sink(), board) == 0
     assert (config.read_bytes(), config.stat().st_mtime_ns) == before
     assert "config already matches" in out2.text
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage"])
+def test_a_damaged_profile_on_a_board_is_said_and_the_board_records_on(tmp_path: Path, damage):
+    """The build checked the profile, so a damaged one means a damaged root: first boot says
+    it and keeps the config's hardware, and the firmware starts with board-profile-damaged
+    instead of not starting at all."""
+    from test_pair_token import write_config
+
+    from firmware.board import Board
+
+    config = write_config(tmp_path, "a", None)
+    before = config.read_bytes()
+    board = tmp_path / "board.toml"
+    board.write_bytes(ACME.encode()[:200] if damage == "truncated" else bytes(range(256)))
+    out, err = _Sink(), _Sink()
+    assert firstboot(FACTORY, config, out, err, board) == 0, err.text
+    assert config.read_bytes() == before
+    assert f"{board}:" in err.text and "the config keeps the hardware it has" in err.text
+    assert "board 'a' ready" in out.text
+    b = Board(load_config(config), serve_api=False, board_file=board)
+    alert = b.alerts.get(AlertId.BOARD_PROFILE_DAMAGED)
+    assert alert is not None and alert.severity == "critical" and str(board) in alert.text
+    assert b.recorder.mode is RecorderMode.RECORD
+    board.write_text(ACME)
+    good = Board(load_config(config), serve_api=False, board_file=board)
+    assert good.alerts.get(AlertId.BOARD_PROFILE_DAMAGED) is None
 
 
 def test_an_open_ups_question_keeps_the_installer_s_answer(tmp_path: Path):
