@@ -39,7 +39,7 @@ def board_name() -> str:
     return os.environ.get("NVR_BOARD") or DEFAULT_BOARD
 
 
-def load_board(name: str | None = None) -> BoardProfile:
+def emulated_board(name: str | None = None) -> BoardProfile:
     """A board profile by name (image/boards/NAME.toml; default: board_name()) that the lab
     can emulate (it has a [qemu] section)."""
     profile = load_profile(BOARDS_DIR / f"{name or board_name()}.toml")
@@ -68,7 +68,7 @@ def kvm_works(board: BoardProfile | None = None) -> bool:
     the firmware: nested KVM in some cloud VMs opens fine and then fails on the first FPU
     instruction, so UEFI is started for a moment and must still run after a few seconds.
     $NVR_VM_ACCEL=kvm|tcg overrides the probe."""
-    qemu = qemu_of(board or load_board(DEFAULT_BOARD))
+    qemu = qemu_of(board or emulated_board(DEFAULT_BOARD))
     forced = os.environ.get("NVR_VM_ACCEL")
     if forced:
         return forced == "kvm"
@@ -124,7 +124,7 @@ class Vm:
         drives: tuple[Path, ...] = (),
         board: BoardProfile | None = None,
     ) -> None:
-        self.board = board or load_board()
+        self.board = board or emulated_board()
         """The board profile emulated (default: $NVR_BOARD's, else qemu-x86_64)."""
         self.qemu = qemu_of(self.board)
         self.base_disk = disk

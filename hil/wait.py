@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 
@@ -24,6 +25,20 @@ def wait_until(cond: Callable[[], object], timeout: float, what: str, every: flo
             last_exc = e
         time.sleep(every)
     raise WaitTimeout(f"timed out after {timeout} s waiting for {what} (last error: {last_exc})")
+
+
+async def wait_until_async(
+    cond: Callable[[], object], timeout: float, what: str, every: float = 0.05
+):
+    """wait_until on an event loop: the loop runs between polls (a thread may be waiting
+    on it to answer)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = cond()
+        if value:
+            return value
+        await asyncio.sleep(every)
+    raise WaitTimeout(f"timed out after {timeout} s waiting for {what}")
 
 
 def holds(cond: Callable[[], object], seconds: float, what: str, every: float = 0.05) -> int:

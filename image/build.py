@@ -1,16 +1,18 @@
 """Builds the flashable disk image and the signed RAUC update bundle (see docs/IMAGE.md).
 
-Stdlib only and never imports the firmware: the firmware goes into the image as a wheel, with
-its dependencies as wheels, installed into /opt/nvr inside the image's own Python.
+Stdlib only and never imports the firmware (it runs the firmware's board check as a command):
+the firmware goes into the image as a wheel, with its dependencies as wheels, installed into
+/opt/nvr inside the image's own Python.
 
     python3 image/build.py image  [--board B] [--version V] [--factory-config F] [--keys DIR]
                                   [--release]
     python3 image/build.py bundle [--board B] --version V [--keys DIR] [--name NAME]
     python3 image/build.py keys   DIR [--common-name CN]
 
---board names a board profile, image/boards/B.toml (default qemu-x86_64): the Debian
-architecture, kernel, serial console and extra packages of the image come from its [image]
-section, RAUC's compatible from its board and brand names. Output goes to image/out/B/.
+--board names a board profile, image/boards/B.toml (default qemu-x86_64), which the firmware
+reads and checks (`python -m firmware.hw.boardfiles --check`, in the project's .venv): the
+Debian architecture, kernel, serial console and packages of the image, and RAUC's compatible,
+come from its answer. Output goes to image/out/B/.
 """
 
 from __future__ import annotations
@@ -120,21 +122,17 @@ ARCHES = {
 
 
 class Board(NamedTuple):
-    """The parts of a board profile (image/boards/NAME.toml) the image build uses; the
-    firmware's own reading of it (firmware.hw.profile) validates the whole profile."""
+    """The parts of a board profile (image/boards/NAME.toml) the image build uses."""
 
     name: str
     product: str
+    compatible: str
+    """RAUC's compatible: a bundle installs only on a board of the same name."""
     arch: str
     kernel: str
     console: str
     packages: tuple[str, ...]
     profile: Path
-
-    @property
-    def compatible(self) -> str:
-        """RAUC's compatible: a bundle installs only on a board of the same name."""
-        return f"{self.product}-{self.name}"
 
     @property
     def target(self) -> Arch:
@@ -146,43 +144,24 @@ class BuildError(Exception):
 
 
 def load_board(name_or_path: str) -> Board:
-    """A board by name (image/boards/NAME.toml) or by the path of its profile."""
+    """A board by name (image/boards/NAME.toml) or by the path of its profile, as the firmware
+    reads it (`boardfiles --check`): the firmware validates the whole profile, which the image
+    carries to it, and says what the image needs (e.g. mdadm for md data)."""
     path = Path(name_or_path)
     if path.suffix != ".toml":
         path = BOARDS_DIR / f"{name_or_path}.toml"
     if not path.is_file():
         known = ", ".join(sorted(p.stem for p in BOARDS_DIR.glob("*.toml")))
         raise BuildError(f"no board profile {path} (boards: {known})")
-    try:
-        with open(path, "rb") as f:
-            data = tomllib.load(f)
-        image = data["image"]
-        board = Board(
-            name=data["board"]["name"],
-            product=data["brand"]["product"],
-            arch=image["arch"],
-            kernel=image["kernel"],
-            console=image["console"],
-            packages=tuple(image.get("packages", ())),
-            profile=path.resolve(),
-        )
-    except (tomllib.TOMLDecodeError, KeyError, TypeError) as e:
-        raise BuildError(f"{path}: not a board profile ({e!r})") from e
-    if board.arch not in ARCHES:
-        raise BuildError(f"{path}: arch {board.arch!r} is not one of {', '.join(ARCHES)}")
-    if image.get("bootloader") != "grub-efi":
-        raise BuildError(f"{path}: bootloader {image.get('bootloader')!r}: only grub-efi is built")
-    return board
-
-
-def check_profile(board: Board) -> Board:
-    """The firmware's own validation of the whole profile (the image carries it to the
-    firmware, which chooses its hardware backends from it at first boot); the board with the
-    packages the profile needs as the firmware reads it (e.g. mdadm for md data)."""
     py = TOP / ".venv" / "bin" / "python"
-    facts = run([str(py), "-m", "firmware.hw.boardfiles", "--check", str(board.profile)],
-                cwd=TOP, capture_output=True).stdout  # fmt: skip
-    return board._replace(packages=tuple(json.loads(facts)["packages"]))
+    facts = json.loads(run([str(py), "-m", "firmware.hw.boardfiles", "--check", str(path)],
+                           cwd=TOP, capture_output=True).stdout)  # fmt: skip
+    if facts["arch"] not in ARCHES or facts["bootloader"] != "grub-efi":
+        raise BuildError(f"{path}: {facts['arch']} with {facts['bootloader']} is not built here")
+    return Board(name=facts["board"], product=facts["product"],
+                 compatible=facts["compatible"], arch=facts["arch"],
+                 kernel=facts["kernel"], console=facts["console"],
+                 packages=tuple(facts["packages"]), profile=path.resolve())  # fmt: skip
 
 
 def log(msg: str) -> None:
@@ -784,7 +763,7 @@ def root_release_field(root: Path, key: str) -> str | None:
 
 def cmd_image(args: argparse.Namespace) -> int:
     started = time.monotonic()
-    board: Board = check_profile(args.board)
+    board: Board = args.board
     out = Path(args.out)
     work = out / "work"
     work.mkdir(parents=True, exist_ok=True)

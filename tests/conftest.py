@@ -24,6 +24,16 @@ NVR = [sys.executable, "-m", "firmware.cli"]
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def _stopped(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """A run stopped with SIGTERM (a CI limit, `timeout`) tears its rigs down as Ctrl-C
+    does: namespaces, QEMU boards and camera servers do not outlive it."""
+    signal.signal(signal.SIGTERM, _stopped)
+
+
 def nvr(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     return subprocess.run(
         [*NVR, *args], capture_output=True, text=True, cwd=ROOT, check=check, timeout=120

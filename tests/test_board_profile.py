@@ -36,6 +36,7 @@ from hal.linux.leds import SysfsLed
 from hal.sim.i2c_bus import FakeI2cBus, FakePcf8574Input, FakePcf8574Lcd
 from hal.sim.leds import SimLed
 from hal.sim.ups_emulator import ApcEmulator
+from hil.wait import wait_until_async
 
 ROOT = Path(__file__).resolve().parent.parent
 BOARDS = ROOT / "image" / "boards"
@@ -388,23 +389,22 @@ alert = "red"
         stop = asyncio.Event()
         task = asyncio.create_task(hw.run(stop))
 
-        async def until(cond, what: str) -> None:
-            for _ in range(200):
-                if cond():
-                    return
-                await asyncio.sleep(0.05)  # the loop must run to answer the LED thread
-            raise AssertionError(f"never: {what}")
-
-        await until(lambda: hw.leds is not None and hw.leds_shown is not None, "LEDs shown")
+        await wait_until_async(
+            lambda: hw.leds is not None and hw.leds_shown is not None, 10, "LEDs shown"
+        )
         green = hw.leds.active
         assert isinstance(green, SimLed) and not green.on
         role[0] = Role.ACTIVE
-        await until(lambda: green.on, "the active LED lit")
+        await wait_until_async(lambda: green.on, 10, "the active LED lit")
         green.broken = True
         role[0] = Role.STANDBY
-        await until(lambda: alerts.is_active(AlertId.LED_UNAVAILABLE), "led-unavailable")
-        await until(lambda: hw.leds is not None and hw.leds.active is not green, "reopened")
-        await until(lambda: not alerts.is_active(AlertId.LED_UNAVAILABLE), "cleared")
+        await wait_until_async(
+            lambda: alerts.is_active(AlertId.LED_UNAVAILABLE), 10, "led-unavailable"
+        )
+        await wait_until_async(
+            lambda: hw.leds is not None and hw.leds.active is not green, 10, "reopened"
+        )
+        await wait_until_async(lambda: not alerts.is_active(AlertId.LED_UNAVAILABLE), 10, "cleared")
         stop.set()
         await task
 

@@ -26,7 +26,16 @@ import pytest
 from firmware.hw.profile import load_profile
 from hil.camera.client import CameraSim
 from hil.camera.spec import StreamSpec
-from hil.vm import BOARD_LAN, BOARDS_DIR, CAMERA_ADDR, LAN_HOST, PROMPT, Vm, load_board, make_stick
+from hil.vm import (
+    BOARD_LAN,
+    BOARDS_DIR,
+    CAMERA_ADDR,
+    LAN_HOST,
+    PROMPT,
+    Vm,
+    emulated_board,
+    make_stick,
+)
 from hil.wait import wait_until
 from hil.wizardrun import (
     ADMIN_PW,
@@ -43,9 +52,9 @@ from hil.wizardrun import root_shell as _root_shell
 from hil.wizardrun import status_json as _status
 
 TOP = Path(__file__).resolve().parent.parent
-BOARD = load_board()
+BOARD = emulated_board()
 """The board under test ($NVR_BOARD, default qemu-x86_64)."""
-assert BOARD.qemu is not None  # load_board() refuses a board the lab cannot emulate
+assert BOARD.qemu is not None  # emulated_board() refuses a board the lab cannot emulate
 OTHER_BOARD = next(p.stem for p in sorted(BOARDS_DIR.glob("*.toml")) if p.stem != BOARD.board.name)
 """Another board, whose bundles this one must refuse."""
 FIGURES = TOP / "image" / "out" / BOARD.board.name / "test-figures.json"

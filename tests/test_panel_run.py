@@ -21,6 +21,7 @@ from hal.buttons import Pcf8574Buttons
 from hal.lcd import Hd44780Panel
 from hal.sim.i2c_bus import FakeI2cBus, FakePcf8574Input, FakePcf8574Lcd
 from hal.sim.panel import SimPanel
+from hil.wait import wait_until_async
 
 LCD, KEYS = 0x27, 0x20
 
@@ -166,18 +167,13 @@ refresh_seconds = 0.2
         stop = asyncio.Event()
         task = asyncio.create_task(hw.run(stop))
 
-        async def until(cond, what: str) -> None:
-            for _ in range(100):
-                if cond():
-                    return
-                await asyncio.sleep(0.05)  # the loop must run to answer the panel thread
-            raise AssertionError(f"never: {what}")
-
-        await until(lambda: hw.panel_text == ["board a active  ", "cams 0/0 rec    "], "status")
+        await wait_until_async(
+            lambda: hw.panel_text == ["board a active  ", "cams 0/0 rec    "], 5, "status"
+        )
         sim = hw.panel.panel  # the SimPanel open_panel made
         for button in ("up", "ok", "ok"):
             sim.press(button)
-        await until(lambda: handed == [True], "the handover after two OKs")
+        await wait_until_async(lambda: handed == [True], 5, "the handover after two OKs")
         stop.set()
         await task
 

@@ -81,7 +81,7 @@ from hil.lab.protocols import (  # noqa: E402
 )
 from hil.lab.registry import registered  # noqa: E402
 from hil.rig import ns_http  # noqa: E402
-from hil.vm import BOARD_LAN, CAMERA_ADDR, PROMPT, Vm, load_board, make_stick  # noqa: E402
+from hil.vm import BOARD_LAN, CAMERA_ADDR, PROMPT, Vm, emulated_board, make_stick  # noqa: E402
 from hil.vmnet import BOARDS, VmPairNet  # noqa: E402
 from hil.wait import wait_until  # noqa: E402
 from hil.wizardrun import (  # noqa: E402
@@ -182,7 +182,7 @@ class QemuRig:
         bundle: Path,
         board: str = "qemu-x86_64",
     ) -> None:
-        self.board_profile = load_board(board)
+        self.board_profile = emulated_board(board)
         """The board both VMs emulate (image/boards/BOARD.toml), the image's own."""
         self.image = image
         self.keys = keys
