@@ -24,7 +24,12 @@ NVR = [sys.executable, "-m", "firmware.cli"]
 ROOT = Path(__file__).resolve().parent.parent
 
 
+_PYTEST_PID = os.getpid()
+
+
 def _stopped(signum: int, frame: object) -> None:
+    if os.getpid() != _PYTEST_PID:  # a fork (pyroute2's netns helper) stops as it expects
+        os._exit(128 + signum)
     raise KeyboardInterrupt(f"signal {signum}")
 
 
