@@ -14,6 +14,7 @@ from pathlib import Path
 import pexpect
 import pyte
 import pytest
+from conftest import wait_until
 
 from firmware import adminpw
 from firmware.config import load_config
@@ -63,7 +64,11 @@ class Term:
         self.child.send(text + "\r")
 
     def close(self) -> None:
-        self.child.close(force=True)
+        """pexpect gives a killed child 0.1 s to be reaped; on a loaded machine it takes longer."""
+        try:
+            self.child.close(force=True)
+        except pexpect.ExceptionPexpect:
+            wait_until(lambda: not self.child.isalive(), 10, "the console process to exit")
 
 
 @pytest.fixture
