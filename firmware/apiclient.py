@@ -7,7 +7,6 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from firmware.config import load_config
 from firmware.status import pair_settings_line
 from firmware.statustext import PAIR_HOWTO, UNPAIRED_HINT, role_line, vip_line
 
@@ -16,6 +15,8 @@ def api_base(config: Path, url: str | None = None) -> str:
     """url, else the config's API port on loopback (ConfigError if the config is bad)."""
     if url:
         return url.rstrip("/")
+    from firmware.config import load_config  # pydantic: only when the config is read
+
     return f"http://127.0.0.1:{load_config(config).api.listen_port}"
 
 

@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from firmware import __version__
 from firmware.alert_ids import AlertId, Severity
@@ -40,20 +41,16 @@ from firmware.core.facts import (
     WriteSpace,
 )
 from firmware.datadir import api_token, prepare, unpaired
-from firmware.failover.daemon import Failover
 from firmware.httpedge import Served
 from firmware.httpedge import serve as serve_http
 from firmware.hw.monitor import BoardHooks, Hardware
 from firmware.hw.panelrun import PanelHooks, interface_addresses
 from firmware.hw.power import clip
 from firmware.hw.profile import BOARD_FILE, installed_profile
-from firmware.mirror.auth import REQUEST_HEADER as MIRROR_AUTH_HEADER
-from firmware.mirror.service import Mirror
 from firmware.netchange import NetChange
 from firmware.netwatch import NetWatch
 from firmware.pairing import CODE_TTL_S
 from firmware.pairing_http import PairingError, PairingService, PeerAddress
-from firmware.pairsync import PairSync, adopt_on_join
 from firmware.recorder.supervisor import Recorder, ring_seconds
 from firmware.roles import RecorderMode, Role
 from firmware.setupfiles import Layout
@@ -62,6 +59,11 @@ from firmware.supervise import keep_running_async
 from firmware.timefmt import now_us
 from hal.linux.nic import LinuxNic
 from hal.nic import Nic
+
+if TYPE_CHECKING:
+    from firmware.failover.daemon import Failover
+    from firmware.mirror.service import Mirror
+    from firmware.pairsync import PairSync
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +122,11 @@ class Board:
             ring_seconds=ring_seconds(cfg.recorder),
         ))  # fmt: skip
         if pair is not None:
+            # The pair's own parts are imported by a board that has a pair, so a single board
+            # starts without them (tests/test_start_imports.py).
+            from firmware.failover.daemon import Failover
+            from firmware.mirror.service import Mirror
+
             self.failover = Failover(cfg, nic or LinuxNic(), self.alerts, now_us,
                                      on_role=self._role_changed,
                                      on_carrier=self._carrier)  # fmt: skip
@@ -128,6 +135,8 @@ class Board:
         self.pairsync: PairSync | None = None
         """The pair-wide settings kept the same on both boards; needs the config file's path."""
         if self.mirror is not None and self.failover is not None and config_path is not None:
+            from firmware.pairsync import PairSync
+
             self.pairsync = PairSync(
                 board=cfg.board.name, key=self.failover.key, config_path=config_path, cfg=cfg,
                 token=self.api_token if cfg.api.token_file is not None else None,
@@ -137,6 +146,8 @@ class Board:
             self.mirror.server.routes += self.pairsync.routes()
         self.pairing: PairingService | None = None
         if cfg.pair is not None:
+            from firmware.pairsync import adopt_on_join
+
             self.pairing = PairingService(
                 cfg.pair.key_file,
                 PeerAddress(str(cfg.pair.peer_sync_address), cfg.api.listen_port),
@@ -455,6 +466,8 @@ class Board:
             failover = asyncio.create_task(self.failover.run(failover_stop))
             failover.add_done_callback(self._failover_ended)
         if self.mirror is not None:
+            from firmware.mirror.auth import REQUEST_HEADER as MIRROR_AUTH_HEADER
+
             mirror_http = await serve_http(self.mirror.server.app(), self.cfg.api.listen_address,
                                            self.mirror.port, "mirror",
                                            credential_headers=(MIRROR_AUTH_HEADER,))  # fmt: skip

@@ -1,23 +1,30 @@
-"""`nvr`: the one command of the firmware (see docs/DESIGN.md for the contract)."""
+"""`nvr`: the one command of the firmware (see docs/DESIGN.md for the contract).
+
+Building the command line imports no command's code: each command imports what it needs when it
+runs. pydantic (the config), aiohttp (the API), PyAV (the recorder) and pyroute2 (the NICs) cost
+a large part of a second together, and `nvr --help`, `nvr status` and `nvr catalog` need none of
+them but the config (tests/test_start_imports.py keeps it so).
+"""
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import logging
 import signal
 import subprocess
 import sys
-import urllib.error
-import urllib.request
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from firmware.config import Config, ConfigError, load_config, validate_config
+from firmware.configfile import ConfigError
 from firmware.lograte import setup_logging
+from firmware.paths import BOARD_FILE, DATA_ROOT, DEFAULT_CONFIG, FACTORY_CONFIG, RELEASE_FILE
 from firmware.timefmt import now_us
 
-DEFAULT_CONFIG = Path("/etc/nvr/nvr.toml")
+if TYPE_CHECKING:
+    from firmware.config import Config
+
 log = logging.getLogger("nvr")
 
 
@@ -37,6 +44,8 @@ def _camera_arg(text: str) -> dict:
 
 
 def _serve(cfg: Config, serve_api: bool, config_path: Path | None = None) -> int:
+    import asyncio
+
     from firmware.board import Board
     from firmware.datadir import DataDirError
     from hal.errors import HalError
@@ -123,6 +132,8 @@ def _announce(board) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from firmware.config import load_config
+
     try:
         cfg = load_config(args.config)
     except ConfigError as e:
@@ -131,6 +142,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_record(args: argparse.Namespace) -> int:
+    from firmware.config import validate_config
+
     raw = {
         "board": {"name": args.board, "data_dir": str(args.data)},
         "recorder": {"segment_seconds": args.segment_seconds, "workers": args.workers},
@@ -313,6 +326,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_token(args: argparse.Namespace) -> int:
+    from firmware.config import load_config
+
     try:
         print(_read_token(load_config(args.config)))
     except ConfigError as e:
@@ -324,6 +339,11 @@ def cmd_token(args: argparse.Namespace) -> int:
 
 def cmd_handover(args: argparse.Namespace) -> int:
     """Planned handover: the active board releases the VIP and the standby takes it over."""
+    import urllib.error
+    import urllib.request
+
+    from firmware.config import load_config
+
     try:
         token = _read_token(load_config(args.config))
         url = _api_base(args)
@@ -492,10 +512,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
     r.set_defaults(func=cmd_token)
 
-    from firmware.console import RELEASE_FILE
-    from firmware.hw.profile import BOARD_FILE
     from firmware.netcli import add_parser as add_network
-    from firmware.provision import DATA_ROOT, FACTORY_CONFIG
 
     add_network(sub, DEFAULT_CONFIG, DATA_ROOT)
     from firmware.storagecli import add_parser as add_storage

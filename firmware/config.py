@@ -1,15 +1,14 @@
 """Board configuration: one TOML file, validated into typed settings.
 
 The key names are a contract (installers' files and docs rely on them), so unknown keys are
-rejected instead of ignored: a typo must not silently fall back to a default.
+rejected instead of ignored: a typo must not silently fall back to a default. ConfigError,
+read_toml and load_file live in firmware/configfile.py (no pydantic there) and are re-exported.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import re
-import tomllib
-from collections.abc import Callable
 from pathlib import Path, PurePath
 from typing import Annotated, Literal, Self, TypeVar
 
@@ -29,6 +28,7 @@ from pydantic import (
     model_validator,
 )
 
+from firmware.configfile import ConfigError, load_file, read_toml
 from firmware.failover.advert import Health
 from firmware.failover.election import DEFAULT_WEIGHTS, PRIORITY_MAX, PRIORITY_MIN
 
@@ -36,11 +36,6 @@ NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
 
 
 M = TypeVar("M", bound=BaseModel)
-T = TypeVar("T")
-
-
-class ConfigError(Exception):
-    """A config that cannot be used; the message names the file, the key and the problem."""
 
 
 class _Section(BaseModel):
@@ -391,23 +386,6 @@ def parse_config(data: str | bytes, source: str = "<config>") -> Config:
     return validate_config(raw, source)
 
 
-def read_toml(data: str | bytes, source: str) -> dict:
-    """A TOML file's table (also for other files an installer writes, e.g. setup answers);
-    not UTF-8 or not TOML is a ConfigError naming the file."""
-    if isinstance(data, bytes):
-        try:
-            data = data.decode("utf-8-sig")
-        except UnicodeDecodeError as e:
-            line = data.count(b"\n", 0, e.start) + 1
-            raise ConfigError(
-                f"{source}: line {line}: not UTF-8 text (save the file as UTF-8)"
-            ) from None
-    try:
-        return tomllib.loads(data.removeprefix("\ufeff"))
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{source}: not valid TOML: {e}") from None
-
-
 def validate_config(raw: dict, source: str) -> Config:
     return validate_as(Config, raw, source)
 
@@ -435,12 +413,3 @@ def config_error(e: ValidationError, raw: dict, source: str) -> ConfigError:
 
 def load_config(path: Path) -> Config:
     return load_file(path, parse_config)
-
-
-def load_file(path: Path, parse: Callable[[bytes, str], T]) -> T:
-    """A file parsed as `parse` does; unreadable is a ConfigError naming it."""
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise ConfigError(f"{path}: cannot read: {e.strerror}") from None
-    return parse(data, str(path))

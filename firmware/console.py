@@ -31,8 +31,8 @@ from firmware.consolemenu import BY_NUMBER, MENU, menu_lines, more_status_lines
 from firmware.datadisk import data_disk_lines
 from firmware.hw.profile import BoardProfile
 from firmware.netchange import NetChange
+from firmware.paths import DATA_ROOT
 from firmware.provision import (
-    DATA_ROOT,
     NOT_FOUND,
     SERVICE,
     Result,
@@ -44,7 +44,6 @@ from hal.linux.watchdog import describe_watchdogs
 
 PRODUCT = "nvr-pair"
 PROMPT = "nvr> "
-RELEASE_FILE = Path("/etc/nvr-release")
 UPDATE_LABEL = "NVR-UPDATE"
 """Filesystem label of the USB stick that carries update bundles (*.raucb)."""
 

@@ -10,12 +10,17 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
-from firmware.config import ConfigError, read_toml
-from firmware.netchange import NetChange, NetChangeError, Outcome
+from firmware.configfile import ConfigError, read_toml
 from firmware.netconfirm import NetFile
-from firmware.setupfiles import Layout, render
+
+if TYPE_CHECKING:
+    from firmware.netchange import NetChange, Outcome
+    from firmware.setupfiles import Layout
+
+# firmware.netchange and firmware.setupfiles (pydantic, tomlkit) are imported by the commands
+# that use them: every `nvr` command's parser, `nvr --help` too, imports this module.
 
 EXIT_ROLLED_BACK = 3
 
@@ -26,6 +31,7 @@ def network_files(
     """The network files the answers make (the setup's own rendering, network part only), and
     the interfaces they configure."""
     from firmware.answers import load_answers
+    from firmware.setupfiles import render
 
     answers = load_answers(answers_path)
     base = config.read_bytes()
@@ -68,6 +74,9 @@ def wait_confirmed(nc: NetChange, out: TextIO, err: TextIO, poll: float = 0.5,
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
+    from firmware.netchange import NetChange, NetChangeError
+    from firmware.setupfiles import Layout
+
     layout = Layout(args.data_root)
     try:
         files, ifaces = network_files(args.answers, layout, args.config)
@@ -93,6 +102,9 @@ def cmd_apply(args: argparse.Namespace) -> int:
 
 
 def cmd_confirm(args: argparse.Namespace) -> int:
+    from firmware.netchange import NetChange, NetChangeError
+    from firmware.setupfiles import Layout
+
     try:
         res = NetChange(Layout(args.data_root)).confirm()
     except (NetChangeError, OSError) as e:
@@ -107,6 +119,9 @@ def cmd_confirm(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from firmware.netchange import NetChange, NetChangeError
+    from firmware.setupfiles import Layout
+
     nc = NetChange(Layout(args.data_root))
     try:
         res = nc.tick()
@@ -126,6 +141,9 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_boot(args: argparse.Namespace) -> int:
+    from firmware.netchange import NetChange, NetChangeError
+    from firmware.setupfiles import Layout
+
     try:
         res = NetChange(Layout(args.data_root)).start()
     except (NetChangeError, OSError) as e:

@@ -10,11 +10,9 @@ import logging
 import os
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
-from firmware.config import ConfigError, load_config
+from firmware.configfile import ConfigError
 from firmware.pairing import CODE_TTL_S, EXCHANGE_S, normalize_code
 
 POLL_S = 0.5
@@ -35,6 +33,7 @@ def _fail(msg: str, code: int) -> int:
 def _token(args: argparse.Namespace) -> str:
     """The token the board's files give now: the single board's until the pair key is
     written, the pair's after (the firmware takes it up when it restarts paired)."""
+    from firmware.config import load_config
     from firmware.datadir import api_token
 
     return api_token(load_config(args.config), board=False)
@@ -44,6 +43,9 @@ def _call(args: argparse.Namespace, method: str, path: str, body: dict | None = 
           timeout: float = 5.0, token: str | None = None) -> dict:  # fmt: skip
     """One admin call with `token` (default: the files' token now). ApiAnswer for an HTTP
     error, OSError when the firmware does not answer, ConfigError for a bad config."""
+    import urllib.error
+    import urllib.request
+
     from firmware.apiclient import api_base
 
     token = token or _token(args)

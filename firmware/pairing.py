@@ -25,9 +25,6 @@ import secrets
 from dataclasses import dataclass
 from enum import Enum, IntEnum
 
-from spake2 import SPAKE2_A, SPAKE2_B
-from spake2.spake2 import SPAKEError
-
 CODE_DIGITS = 8
 """10^8 codes against MAX_TRIES online guesses per code: one chance in 20 million."""
 CODE_TTL_S = 600.0
@@ -292,6 +289,11 @@ class Waiter:
         if self._exchange is not None and now - self._exchange.started <= EXCHANGE_S:
             return _refuse(Refusal.BUSY)
         self.failed += 1  # every exchange is a guess until its proof arrives
+        # spake2 builds its curve tables when imported: only an exchange pays for that, not
+        # every `nvr` command whose parser names this module's constants.
+        from spake2 import SPAKE2_B
+        from spake2.spake2 import SPAKEError
+
         pake = SPAKE2_B(self.code.encode(), idA=_ID_JOINER, idB=_ID_WAITER)
         mine = pake.start()
         try:
@@ -307,6 +309,8 @@ class Joiner:
     and writes its key only after the waiter's Done (the waiter wrote first)."""
 
     def __init__(self, code: str) -> None:
+        from spake2 import SPAKE2_A  # at first use, as in Waiter._hello
+
         self._pake = SPAKE2_A(normalize_code(code).encode(), idA=_ID_JOINER, idB=_ID_WAITER)
         self._hello = Hello(self._pake.start())
         self._session_key: bytes | None = None
@@ -326,6 +330,8 @@ class Joiner:
         if isinstance(msg, Refused):
             return _refuse(msg.reason, tell=False)
         if isinstance(msg, Challenge) and self._session_key is None:
+            from spake2.spake2 import SPAKEError  # imported by __init__ already
+
             try:
                 key = self._pake.finish(msg.pake)
             except (SPAKEError, ValueError, AssertionError):

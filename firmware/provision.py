@@ -23,8 +23,6 @@ from firmware.config import Config, ConfigError, load_config
 from firmware.recorder.segment_file import fsync_dir
 from firmware.timefmt import now_us
 
-FACTORY_CONFIG = Path("/usr/share/nvr/nvr.toml")
-DATA_ROOT = Path("/data")
 SYSTEMD_RUNTIME = Path("/run/systemd/system")
 """Exists when systemd is the init system (as sd_booted() checks)."""
 SERVICE = "nvr.service"

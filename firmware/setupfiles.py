@@ -16,15 +16,15 @@ import stat
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 from urllib.parse import quote, urlsplit, urlunsplit
 
-import tomlkit
-
-from firmware.answers import Answers, CameraAnswers, LanAnswers
 from firmware.config import Config, ConfigError, parse_config, read_toml
 from firmware.provision import write_file_atomic
 from firmware.timesync import TimeSettings
+
+if TYPE_CHECKING:  # the answers' models are pydantic's: not loaded by `nvr run` (Layout only)
+    from firmware.answers import Answers, CameraAnswers, LanAnswers
 
 PRIVATE = 0o600
 """The config holds the cameras' credentials."""
@@ -76,6 +76,8 @@ def render_config(
     `keep_cameras`: the answered cameras are added to the base's (replacing those of the same
     name) instead of replacing them all: the wizard's way, since a paired board's config may
     already hold the pair's cameras from the other board."""
+    import tomlkit  # the setup's alone: `nvr run` imports this module for Layout
+
     doc = tomlkit.parse(base)
     board = doc.setdefault("board", tomlkit.table())
     board["name"] = answers.name

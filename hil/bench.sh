@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Benchmarks (slow; not part of the default suite). Usage: bash hil/bench.sh recorder|failover|mirror [ARGS...]
+# Benchmarks (slow; not part of the default suite). Usage: bash hil/bench.sh recorder|failover|mirror|start [ARGS...]
 set -euo pipefail
 top="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$top/hil/bootstrap.sh"
@@ -10,5 +10,6 @@ case "$what" in
   recorder) exec .venv/bin/python -m hil.bench_recorder "$@" ;;
   failover) exec .venv/bin/python -m hil.bench_failover "$@" ;;
   mirror) exec .venv/bin/python -m hil.bench_mirror "$@" ;;
-  *) echo "unknown benchmark: $what (known: recorder, failover, mirror)" >&2; exit 2 ;;
+  start) exec .venv/bin/python -m hil.bench_start "$@" ;;
+  *) echo "unknown benchmark: $what (known: recorder, failover, mirror, start)" >&2; exit 2 ;;
 esac

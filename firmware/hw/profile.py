@@ -36,9 +36,8 @@ from firmware.config import (
     read_toml,
     validate_as,
 )
+from firmware.paths import BOARD_FILE
 
-BOARD_FILE = Path("/usr/share/nvr/board.toml")
-"""Where the build puts the profile in the image."""
 LAN_NAME, SYNC_NAME = "lan0", "sync0"
 """The image's names for the two ports, whatever the kernel called them."""
 SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,40}$")

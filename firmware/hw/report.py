@@ -6,16 +6,18 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import urllib.request
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from firmware.config import Config, ConfigError, load_config
-from firmware.hw.devices import open_disks, open_panel, open_ups
+from firmware.configfile import ConfigError
 from firmware.hw.screen import panel_lines
 from hal.errors import HalError
+
+if TYPE_CHECKING:
+    from firmware.config import Config
 
 DEVICE_TIMEOUT_S = 8.0
 
@@ -26,6 +28,10 @@ class HwError(Exception):
 
 def _config(path: Path) -> Config:
     """The board's config; without one (a board not set up yet) the defaults."""
+    # pydantic and the device backends here, not at the top: every command's parser (and so
+    # `nvr --help`) imports this module for add_parser.
+    from firmware.config import Config, load_config
+
     if not path.exists():
         return Config()
     return load_config(path)
@@ -44,6 +50,8 @@ def _bounded(fn: Callable[[], dict], what: str) -> dict:
 
 
 def ups(cfg: Config, args: argparse.Namespace) -> dict:
+    from firmware.hw.devices import open_ups
+
     def read() -> dict:
         dev = open_ups(cfg.ups, args.port, args.protocol)
         if dev is None:
@@ -58,6 +66,8 @@ def ups(cfg: Config, args: argparse.Namespace) -> dict:
 
 
 def disks(cfg: Config, args: argparse.Namespace) -> dict:
+    from firmware.hw.devices import open_disks
+
     def read() -> dict:
         d = open_disks(cfg.disks)
         data = cfg.board.data_dir
@@ -118,6 +128,9 @@ def watchdog(cfg: Config, args: argparse.Namespace) -> dict:
 
 def panel(cfg: Config, args: argparse.Namespace) -> dict:
     """Shows what the firmware would show (its live status if it runs, else the board name)."""
+    import urllib.request
+
+    from firmware.hw.devices import open_panel
 
     def read() -> dict:
         status: dict = {"board": cfg.board.name, "role": "not running", "cameras": []}

@@ -1,4 +1,7 @@
-"""NICs through netlink (pyroute2); gratuitous ARP through a packet socket."""
+"""NICs through netlink (pyroute2); gratuitous ARP through a packet socket.
+
+pyroute2 is imported where netlink is first used, not with this module: it takes a good part of
+the firmware's start, and a single board opens no NIC until asked (the panel's addresses)."""
 
 from __future__ import annotations
 
@@ -10,12 +13,7 @@ import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from typing import ParamSpec, TypeVar
-
-from pyroute2 import IPRoute, NetlinkError
-from pyroute2.netlink.rtnl import RTMGRP_IPV4_IFADDR, RTMGRP_IPV6_IFADDR, RTMGRP_LINK
-from pyroute2.netlink.rtnl.marshal import MarshalRtnl
-from pyroute2.netns import popns, pushns
+from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
 from hal.errors import DeviceIOError, Unavailable
 from hal.nic import (
@@ -27,6 +25,9 @@ from hal.nic import (
     na_message,
     split_cidr,
 )
+
+if TYPE_CHECKING:
+    from pyroute2 import IPRoute
 
 EEXIST = 17
 EADDRNOTAVAIL = 99
@@ -63,6 +64,8 @@ class LinuxNic:
 
     @contextmanager
     def _rt(self) -> Iterator[IPRoute]:
+        from pyroute2 import IPRoute
+
         rt = IPRoute(netns=self.netns) if self.netns else IPRoute()
         try:
             yield rt
@@ -112,6 +115,8 @@ class LinuxNic:
         self, op: str, ifname: str, cidr: str, already: int, dad: bool = True
     ) -> bool:
         """False when the address already was (or was not) there: idempotent for failover."""
+        from pyroute2 import NetlinkError
+
         addr, prefix = split_cidr(cidr)
         extra = {}
         if not dad and ipaddress.ip_address(addr).version == 6:
@@ -168,13 +173,15 @@ class LinuxNic:
 
     def _new_socket(self, *args: int) -> socket.socket:
         # A socket belongs to the namespace it was made in, so make it there.
-        if self.netns:
-            pushns(self.netns)
+        if not self.netns:
+            return socket.socket(*args)
+        from pyroute2.netns import popns, pushns
+
+        pushns(self.netns)
         try:
             return socket.socket(*args)
         finally:
-            if self.netns:
-                popns()
+            popns()
 
     @contextmanager
     def _socket(self, *args: int) -> Iterator[socket.socket]:
@@ -186,6 +193,9 @@ class LinuxNic:
 
         A plain netlink socket parsed by pyroute2's marshal: select() on it is exact, where
         IPRoute buffers messages internally and select() would miss queued events."""
+        from pyroute2.netlink.rtnl import RTMGRP_IPV4_IFADDR, RTMGRP_IPV6_IFADDR, RTMGRP_LINK
+        from pyroute2.netlink.rtnl.marshal import MarshalRtnl
+
         with self._socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE) as sock:
             sock.bind((0, RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR))
             marshal = MarshalRtnl()
