@@ -27,6 +27,7 @@ from firmware.catalog import Catalog, Segment, segment_id
 from firmware.config import RecorderConfig
 from firmware.core.actions import ClearAlert, RaiseAlert
 from firmware.recorder import policy as P
+from firmware.recorder import read_guard
 from firmware.recorder.access_units import AccessUnitJoiner
 from firmware.recorder.backoff import Backoff
 from firmware.recorder.events import (
@@ -40,10 +41,9 @@ from firmware.recorder.recovery import salvage_camera
 from firmware.recorder.ring import Held, Point, StandbyRing, fingerprint
 from firmware.recorder.salvage import salvage_partial
 from firmware.recorder.segment_file import (
-    FMP4_OPTIONS,
     PARTIAL,
-    HashingFile,
     SegmentMeta,
+    SegmentWriter,
     commit,
     drop_meta,
     relative_path,
@@ -200,14 +200,15 @@ class _Open:
     sid: str
     rel: str
     final: Path
-    file: HashingFile
+    file: SegmentWriter
     out: av.container.OutputContainer
     streams: dict[int, av.stream.Stream]
     offsets: dict[int, int]
     start_us: int
     media_start_us: int
     frames: int = 0
-    last_frame: str = ""
+    last_video: av.Packet | None = None
+    """The newest video frame written: its fingerprint is the segment's `last_frame`."""
     last_dts: dict[int, int] = field(default_factory=dict)
     """Per output stream: the muxer takes only increasing timestamps."""
 
@@ -257,6 +258,8 @@ class CameraIngest:
         )
         self.ring = StandbyRing(round(self.ring_seconds * 1e6))
         self._connected = False
+        self._guard: read_guard.ReadGuard | None = None
+        self._last_packet_mono_us = 0
 
     def request_mode(self, mode: str, cont: list[dict] | None = None) -> None:
         """From another thread: switch at the next packet. `cont` lists the newest segments
@@ -318,37 +321,66 @@ class CameraIngest:
             reason, text = STALL, f"no data for {self.cfg.stall_seconds:g} s"
         except (av.error.FFmpegError, OSError) as e:
             reason, text = STREAM_ERROR, f"stream error: {e}"
+            if self._guard is not None and self._guard.overdue(time.monotonic()):
+                # The read timed out mid-message (FFmpeg says EIO, not that it timed out).
+                reason, text = STALL, f"no data for {self.cfg.stall_seconds:g} s"
         finally:
             self._connected = False
             self._end_run(reason)
+            if self._guard is not None:
+                self._guard.close()
+                self._guard = None
             container.close()
         return reason, text
 
     def _open(self) -> av.container.InputContainer:
-        options = {"timeout": str(round(self.cfg.open_timeout_seconds * 1e6))}
+        """Open the session. Reads are guarded against never returning: by FFmpeg's socket
+        timeout and the read guard's watchdog (see read_guard.py), or, where the guard does not
+        know this PyAV, by PyAV's read timeout (its callback takes the GIL on every poll)."""
+        socket_s = max(self.cfg.open_timeout_seconds, self.cfg.stall_seconds)
+        options = {"timeout": str(round(socket_s * 1e6))}
         if self.url.startswith("rtsp"):
             options["rtsp_transport"] = "tcp"
+        guarded = read_guard.supported()
+        read_timeout = None if guarded else self.cfg.stall_seconds
         try:
+            opened_from = time.monotonic()
             container = av.open(
-                self.url,
-                options=options,
-                timeout=(self.cfg.open_timeout_seconds, self.cfg.stall_seconds),
+                self.url, options=options, timeout=(self.cfg.open_timeout_seconds, read_timeout)
             )
+            opened_by = time.monotonic()
+            if guarded:
+                self._guard = read_guard.watch(
+                    container, self.cfg.stall_seconds, opened_from, opened_by
+                )
+                if self._guard is None:  # not as the probe found PyAV: its own read timeout
+                    container.close()
+                    container = av.open(
+                        self.url,
+                        options=options,
+                        timeout=(self.cfg.open_timeout_seconds, self.cfg.stall_seconds),
+                    )
         except Exception as e:  # PyAV maps FFmpeg errors onto many classes
             reason, text = describe_open_error(e)
             raise CameraError(reason, text) from None
         video = container.streams.video
         if not video:
-            container.close()
+            self._close_container(container)
             raise CameraError(STREAM_ERROR, "the stream has no video track")
         codec = video[0].codec_context.name
         if codec not in VIDEO_CODECS:
-            container.close()
+            self._close_container(container)
             raise CameraError(
                 "unsupported-codec", f"video codec {codec!r} cannot be stored (H.264 or H.265)"
             )
         self.codec = codec
         return container
+
+    def _close_container(self, container: av.container.InputContainer) -> None:
+        if self._guard is not None:
+            self._guard.close()
+            self._guard = None
+        container.close()
 
     def _record(self, container: av.container.InputContainer) -> tuple[str, str | None]:
         vstream = container.streams.video[0]
@@ -379,20 +411,34 @@ class CameraIngest:
         }
         self.ring.clear()  # a new session: its timestamps do not follow the last one's
         self._held_clock = None
-        self._video_index = vstream.index
+        self._video_index = vindex = vstream.index
         self._stall_us = stall_us
+        self._last_packet_mono_us = time.monotonic_ns() // 1000
+        guard, stop = self._guard, self.stop
+        stalled = False
         for pkt in container.demux(streams):
-            if self.stop.is_set():
+            if stalled:
+                break
+            if guard is not None and guard.armed and guard.read_returned(time.monotonic()):
+                stalled = True  # the packet FFmpeg still held: written, then the session ends
+            if stop.is_set():
                 self._step(joiner.flush())
                 return STOPPED, None
             if pkt.size == 0:
                 continue
-            if pkt.stream.index == vstream.index:
+            if pkt.stream_index == vindex:
                 pkt = joiner.push(pkt)
             elif pkt.pts is None:
                 continue
             self._step(pkt)
+            if stalled:
+                break
         self._step(joiner.flush())
+        quiet_us = time.monotonic_ns() // 1000 - self._last_packet_mono_us
+        if stalled or quiet_us >= stall_us * 9 // 10:
+            # FFmpeg's RTSP demuxer ends a session whose read timed out (the guard's timeout, or
+            # its socket timeout) as if the camera had ended it.
+            return STALL, f"no data for {self.cfg.stall_seconds:g} s"
         return STREAM_ENDED, "camera ended the stream"
 
     def _step(self, pkt: av.Packet | None) -> None:
@@ -410,21 +456,17 @@ class CameraIngest:
             self._switch(mode, cont)
         if pkt is None:
             return
-        video = pkt.stream.index == self._video_index
-        held = Held(
-            pkt,
-            video,
-            bool(pkt.is_keyframe),
-            fingerprint(bytes(pkt)) if video else "",
-            P.Clocks(time.monotonic_ns() // 1000, time.time_ns() // 1000),
-        )
+        video = pkt.stream_index == self._video_index
+        now = P.Clocks(time.monotonic_ns() // 1000, time.time_ns() // 1000)
+        self._last_packet_mono_us = now.mono_us
         if self.mode == RING or self._disk_fault is not None:
-            self.ring.push(held)
-            self.last_frame_seen_us = held.clocks.wall_us
-            if self.mode == RECORD and held.clocks.mono_us >= self._retry_at_us:
-                self._try_resume(held.clocks.mono_us)
+            # The fingerprint is taken at takeover, from the packet's bytes, if ever needed.
+            self.ring.push(Held(pkt, video, bool(pkt.is_keyframe), "", now))
+            self.last_frame_seen_us = now.wall_us
+            if self.mode == RECORD and now.mono_us >= self._retry_at_us:
+                self._try_resume(now.mono_us)
         else:
-            self._handle(held)
+            self._handle(pkt, video, bool(pkt.is_keyframe), now)
 
     def _hold_for_disk(self, e: DiskError) -> None:
         """End the run (its gap says why), keep the camera's frames in the ring, and say so:
@@ -470,7 +512,7 @@ class CameraIngest:
         self.report(SessionChanged(self.name, recording=True, error=None, up=True))
         self.report(ClearAlert(AlertId.DISK_WRITE_FAILED))
         for h in take.packets:
-            self._handle(h)
+            self._handle(h.packet, h.video, h.keyframe, h.clocks)
 
     def _switch(self, mode: str, cont: list[dict] | None) -> None:
         if mode == self.mode:
@@ -498,13 +540,12 @@ class CameraIngest:
             take.note,
         )  # fmt: skip
         for h in take.packets:
-            self._handle(h)
+            self._handle(h.packet, h.video, h.keyframe, h.clocks)
 
-    def _handle(self, held: Held) -> None:
-        pkt, now, video = held.packet, held.clocks, held.video
-        num, den = self._us_per_tick[pkt.stream.index]
+    def _handle(self, pkt: av.Packet, video: bool, keyframe: bool, now: P.Clocks) -> None:
+        num, den = self._us_per_tick[pkt.stream_index]
         pts_us = pkt.pts * num // den
-        if self._held_clock is not None and self.policy.run is None and video and held.keyframe:
+        if self._held_clock is not None and self.policy.run is None and video and keyframe:
             # Resuming after a disk fault, on the clock of the run it ended, unless the
             # camera's time jumped meanwhile.
             wall = self._held_clock.wall(pts_us)
@@ -512,12 +553,16 @@ class CameraIngest:
                 self.policy.continue_at(wall)
             self._held_clock = None
         shift_us = 0
-        for action in self.policy.packet(P.PacketInfo(video, held.keyframe, pts_us), now):
-            if isinstance(action, P.Write):
-                shift_us = action.shift_us
-            self._apply(action, pkt)
+        actions = self.policy.packet(P.PacketInfo(video, keyframe, pts_us), now)
+        if len(actions) == 1 and actions[0] is P.WRITE:
+            self._write(pkt)  # nearly every packet
+        else:
+            for action in actions:
+                if isinstance(action, P.Write):
+                    shift_us = action.shift_us
+                self._apply(action, pkt)
         if video and self.seg is not None:
-            self.seg.last_frame = held.fingerprint
+            self.seg.last_video = pkt
         if video and self.seg is not None and self.policy.run is not None:
             # Read by the worker's status loop; per-frame events would flood the queue.
             self.last_frame_wall_us = self.policy.run.wall(pts_us + shift_us)
@@ -541,7 +586,7 @@ class CameraIngest:
             pass
 
     def _start(self, a: P.StartSegment) -> None:
-        f: HashingFile | None = None
+        f: SegmentWriter | None = None
         try:
             self.make_room()
             if a.new_run or self.run_id is None:
@@ -557,8 +602,8 @@ class CameraIngest:
                 sid, self.name, self.run_id, self.origin, self.codec, a.start_us, a.media_start_us
             )
             write_meta(final, meta)
-            f = HashingFile(Path(str(final) + PARTIAL))
-            out = av.open(f, "w", format="mp4", options=FMP4_OPTIONS)
+            f = SegmentWriter(Path(str(final) + PARTIAL))
+            out = f.out
             ostreams = {}
             offsets = {}
             for s in self.templates:
@@ -580,14 +625,15 @@ class CameraIngest:
         seg = self.seg
         if seg is None:
             return
-        idx = pkt.stream.index
+        idx = pkt.stream_index
         off = seg.offsets[idx]
         if shift_us:
             num, den = self._us_per_tick[idx]  # µs per tick is num / den
             off -= round(shift_us * den / num)
-        if pkt.pts - off < 0:
+        pts, pkt_dts = pkt.pts, pkt.dts
+        if pts - off < 0:
             return  # audio stamped before this segment's first keyframe
-        dts = pkt.pts if pkt.dts is None else pkt.dts
+        dts = pts if pkt_dts is None else pkt_dts
         last = seg.last_dts.get(idx)
         if last is not None and dts - off <= last:
             # Stamped at or before what the segment holds (audio on the camera's clock from
@@ -595,16 +641,16 @@ class CameraIngest:
             log.warning("camera %s: packet of stream %d out of order, dropped", self.name, idx)
             return
         seg.last_dts[idx] = dts - off
-        pkt.pts -= off
-        if pkt.dts is not None:
-            pkt.dts -= off
+        pkt.pts = pts - off
+        if pkt_dts is not None:
+            pkt.dts = pkt_dts - off
         pkt.stream = seg.streams[idx]
         try:
             seg.out.mux(pkt)
         except OSError as e:
             self._alert_if_full(e, seg.rel)
             raise DiskError(f"writing {seg.rel}: {e.strerror or e}", no_space(e)) from e
-        if pkt.stream.type == "video":
+        if idx == self._video_index:
             seg.frames += 1
 
     def _finish(self, end_us: int, media_end_us: int) -> None:
@@ -613,8 +659,7 @@ class CameraIngest:
             return
         partial = seg.file.path
         try:
-            seg.out.close()
-            sha = seg.file.fsync_close()
+            sha = seg.file.finish()  # trailer, fsync, SHA-256 of the bytes as stored
             commit(partial, seg.final)
         except (OSError, av.error.FFmpegError) as e:
             seg.file.abandon()
@@ -635,7 +680,7 @@ class CameraIngest:
             sha256=sha,
             origin=self.origin,
             codec=self.codec,
-            last_frame=seg.last_frame,
+            last_frame=fingerprint(seg.last_video) if seg.last_video is not None else "",
         )
         try:
             self.catalog.add_segment(row)

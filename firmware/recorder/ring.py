@@ -16,8 +16,9 @@ from typing import Any
 from firmware.recorder.policy import Clocks
 
 
-def fingerprint(data: bytes) -> str:
-    """Names one encoded frame on both boards (64 bits: collisions within a ring are moot)."""
+def fingerprint(data: Any) -> str:
+    """Names one encoded frame on both boards (64 bits: collisions within a ring are moot).
+    Takes the packet itself (a buffer): no copy of its bytes."""
     return hashlib.blake2b(data, digest_size=8).hexdigest()
 
 
@@ -28,7 +29,8 @@ class Held:
     video: bool
     keyframe: bool
     fingerprint: str
-    """Empty for audio."""
+    """Empty for audio; empty for video too when the packet is a buffer of the frame's bytes
+    (the ingest's): then it is taken from the packet at takeover, not for every frame held."""
     clocks: Clocks
     """When it arrived: replayed into the segment policy on takeover."""
 
@@ -55,6 +57,8 @@ class StandbyRing:
     def __init__(self, span_us: int) -> None:
         self.span_us = span_us
         self._held: deque[Held] = deque()
+        self._keys: deque[int] = deque()
+        """Arrival (monotonic) of each keyframe held, oldest first."""
 
     def __len__(self) -> int:
         return len(self._held)
@@ -67,30 +71,25 @@ class StandbyRing:
 
     def clear(self) -> None:
         self._held.clear()
+        self._keys.clear()
 
     def push(self, held: Held) -> None:
         """Keep at least span_us, starting at a keyframe so what is kept can be written."""
-        if not self._held and not (held.video and held.keyframe):
+        key = held.video and held.keyframe
+        if not self._held and not key:
             return
         self._held.append(held)
+        keys = self._keys
+        if key:
+            keys.append(held.clocks.mono_us)
         newest = held.clocks.mono_us
-        while (second := self._second_keyframe_mono()) is not None and newest - second >= (
-            self.span_us
-        ):
+        # While the second GOP arrived span_us ago or more, dropping the first still keeps
+        # span_us. A ring holding one GOP keeps it, however long.
+        while len(keys) > 1 and newest - keys[1] >= self.span_us:
+            keys.popleft()
             self._held.popleft()
-            while self._held and not (self._held[0].video and self._held[0].keyframe):
+            while not (self._held[0].video and self._held[0].keyframe):
                 self._held.popleft()
-
-    def _second_keyframe_mono(self) -> int | None:
-        """Arrival of the second GOP: dropping the first still keeps span_us. None while the
-        ring holds one GOP only (it is kept, however long)."""
-        seen = False
-        for h in self._held:
-            if h.video and h.keyframe:
-                if seen:
-                    return h.clocks.mono_us
-                seen = True
-        return None
 
     def takeover(self, points: list[Point]) -> Takeover:
         """What to write when this board starts recording. `points` are the newest segments
@@ -100,7 +99,8 @@ class StandbyRing:
         short one becomes a spare copy). Without such a point: from the first keyframe after
         the newest point's end by time, or from the oldest keyframe held."""
         held = list(self._held)
-        index = {h.fingerprint: i for i, h in enumerate(held) if h.video}
+        index = {h.fingerprint or fingerprint(h.packet): i
+                 for i, h in enumerate(held) if h.video} if points else {}  # fmt: skip
         for point in points:
             i = index.get(point.last_frame)
             if i is None:

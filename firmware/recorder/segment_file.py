@@ -8,12 +8,18 @@ catalog row exists.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import mmap
 import os
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import av
 
 SEGMENTS_DIR = "segments"
 PARTIAL = ".partial"
@@ -57,38 +63,58 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-class HashingFile:
-    """The muxer's output: hashes as it writes, and is not seekable so fMP4 never seeks back."""
+class SegmentWriter:
+    """A segment's muxer and the file it writes, FFmpeg writing it without Python in between.
+
+    The file is created here (O_EXCL: two writers must never share a file, and a stale partial
+    is recovery's job) and handed to FFmpeg as `pipe:<fd>`: its pipe protocol writes a copy of
+    the fd with write(2), never seeks (fMP4 then never seeks back: the same bytes a non-seekable
+    Python file got) and closes its copy when the muxer closes. flush_packets=1 makes every
+    packet a write(2) of its own, so a crash leaves every complete fragment on disk. The SHA-256
+    is of the file as stored, read back once the muxer is done (one mapped buffer: hashlib
+    hashes it without the GIL).
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        # O_EXCL: two writers must never share a file, and a stale partial is recovery's job.
-        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
-        self._hash = hashlib.sha256()
-        self.bytes = 0
+        import av  # here: provision (every boot) uses this module's fsync_dir without PyAV
 
-    def write(self, data: bytes) -> int:
-        view = memoryview(data)
-        while view:
-            n = os.write(self._fd, view)
-            self._hash.update(view[:n])
-            view = view[n:]
-            self.bytes += n
-        return len(data)
-
-    def flush(self) -> None:
-        pass  # every write is already a write(2); durability comes from commit()'s fsync
-
-    def fsync_close(self) -> str:
-        os.fsync(self._fd)
-        os.close(self._fd)
-        self._fd = -1
-        return self._hash.hexdigest()
-
-    def abandon(self) -> None:
-        if self._fd >= 0:
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        try:
+            self.out: av.container.OutputContainer = av.open(
+                f"pipe:{self._fd}", "w", format="mp4", options=FMP4_OPTIONS
+            )
+        except BaseException:
             os.close(self._fd)
             self._fd = -1
+            raise
+        self.bytes = 0
+
+    def finish(self) -> str:
+        """Write the trailer, fsync, and hash the file: its SHA-256 (hex). Raises OSError or
+        av.error.FFmpegError; the caller then abandons it."""
+        self.out.close()
+        os.fsync(self._fd)
+        size = os.fstat(self._fd).st_size
+        h = hashlib.sha256()
+        if size:
+            with mmap.mmap(self._fd, size, prot=mmap.PROT_READ) as m:
+                h.update(m)
+        self.bytes = size
+        os.close(self._fd)
+        self._fd = -1
+        return h.hexdigest()
+
+    def abandon(self) -> None:
+        """Give up the file as it is on disk (the caller salvages or removes it). The muxer is
+        closed quietly: what it still held may reach the file, as whole boxes or a torn tail
+        that salvage cuts off."""
+        if self._fd < 0:
+            return
+        with contextlib.suppress(Exception):  # PyAV marks it done even if the trailer fails
+            self.out.close()
+        os.close(self._fd)
+        self._fd = -1
 
 
 def write_meta(final: Path, meta: SegmentMeta) -> None:
