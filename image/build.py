@@ -410,8 +410,17 @@ chroot "$root" systemd-sysusers
 chroot "$root" systemctl enable nvr.service nvr-firstboot.service nvr-mark-good.service \\
     nvr-console.service nvr-poweroff.path nvr-network-boot.service systemd-networkd.service \\
     chrony.service nvr-data-grow.service
+# Masked: the serial getty (the console has the port), timesyncd (chrony keeps time), apt's
+# timers, and what a board has no use for, each a process or a mount at every boot that the
+# firmware's start waits behind on a small CPU: dpkg's database backup (it would write to the
+# read-only root), e2scrub (LVM snapshots), FUSE, DRM (no display), debugfs and tracefs,
+# hugepages, foreign binaries (binfmt), network settings from the kernel's command line.
 chroot "$root" systemctl mask serial-getty@{tty}.service getty@tty1.service \\
-    systemd-timesyncd.service apt-daily.timer apt-daily-upgrade.timer 2>/dev/null || true
+    systemd-timesyncd.service apt-daily.timer apt-daily-upgrade.timer dpkg-db-backup.timer \\
+    e2scrub_all.timer e2scrub_reap.service modprobe@fuse.service modprobe@drm.service \\
+    sys-fs-fuse-connections.mount sys-kernel-debug.mount sys-kernel-tracing.mount \\
+    dev-hugepages.mount proc-sys-fs-binfmt_misc.automount systemd-binfmt.service \\
+    systemd-network-generator.service 2>/dev/null || true
 : > "$root/etc/machine-id"
 rm -f "$root/var/lib/dbus/machine-id"
 ln -sf /etc/machine-id "$root/var/lib/dbus/machine-id"
@@ -537,7 +546,8 @@ GRUB_CFG = r"""# A/B boot with one try per new slot (RAUC's grub backend writes 
 #   1 here; `rauc status mark-good` after a healthy start sets it back to 0. A slot left at 1
 #   is skipped, so the board falls back to the other slot.
 @TERMINAL@
-set timeout=1
+# No menu wait: nobody is at a board's console to choose (the slot is chosen below).
+set timeout=0
 set ORDER="A B"
 set A_OK=0
 set A_TRY=0

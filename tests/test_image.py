@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from firmware.hw.profile import load_profile
+from hil.bootfigures import boot_report
 from hil.camera.client import CameraSim
 from hil.camera.spec import StreamSpec
 from hil.vm import (
@@ -58,6 +59,8 @@ assert BOARD.qemu is not None  # emulated_board() refuses a board the lab cannot
 OTHER_BOARD = next(p.stem for p in sorted(BOARDS_DIR.glob("*.toml")) if p.stem != BOARD.board.name)
 """Another board, whose bundles this one must refuse."""
 FIGURES = TOP / "image" / "out" / BOARD.board.name / "test-figures.json"
+BOOT_REPORT = FIGURES.with_name("boot-report.txt")
+"""The boot test's systemd-analyze, critical chain to the firmware and blame, as read."""
 TOOLS = ("mmdebstrap", "genimage", "rauc", "mksquashfs", "grub-mkimage", "mcopy", "mkfs.vfat",
          BOARD.qemu.binary, "qemu-img")  # fmt: skip
 MISSING = [t for t in TOOLS if shutil.which(t) is None] + [
@@ -224,6 +227,15 @@ def test_image_boots_records_and_updates_through_signed_bundles(built, camera, t
         st = json.loads(status[status.index("{") : status.rindex("}") + 1])
         assert st["board"] == "north" and st["role"] == "unpaired"  # records alone
         assert [c["name"] for c in st["cameras"]] == ["cam1"]
+        # Where the boot went (figures only): before the kernel, kernel, initramfs, systemd,
+        # and the firmware's own start to READY=1; the texts beside the figures.
+        boot = boot_report(vm, t0)
+        figures |= boot.figures
+        BOOT_REPORT.parent.mkdir(parents=True, exist_ok=True)
+        BOOT_REPORT.write_text(boot.text)
+        print(f"boot: {json.dumps(boot.figures)}\n{boot.text}")
+        assert {"loader_s", "kernel_s", "userspace_s", "firmware_start_s"} <= set(boot.figures), (
+            boot.text)  # fmt: skip
 
         system = wait_console(vm, "system", lambda t: "boot_status=good" in t, READY_S,
                               "slot A marked good")  # fmt: skip
