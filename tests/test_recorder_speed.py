@@ -419,3 +419,27 @@ def test_ring_trims_exactly_as_before(seed: int) -> None:
         ring.push(h)
         _reference_push(ref, h, span)
         assert list(ring._held) == list(ref), n
+
+
+def test_a_failing_check_does_not_end_the_read_guard_s_watchdog():
+    """One camera's failing check is logged; the watchdog goes on checking the others."""
+
+    class Failing:
+        def check(self, now: float) -> None:
+            raise RuntimeError("boom")
+
+    class Counting:
+        def __init__(self) -> None:
+            self.checks = 0
+
+        def check(self, now: float) -> None:
+            self.checks += 1
+
+    dog = read_guard._Watchdog()
+    bad, good = Failing(), Counting()
+    dog.add(bad)  # type: ignore[arg-type]
+    dog.add(good)  # type: ignore[arg-type]
+    wait_until(lambda: good.checks >= 3, 10, "three rounds past the failing check")
+    assert dog._thread is not None and dog._thread.is_alive()
+    dog.forget(bad)  # type: ignore[arg-type]
+    dog.forget(good)  # type: ignore[arg-type]

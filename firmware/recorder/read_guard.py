@@ -196,13 +196,18 @@ class _Watchdog:
             self._guards.discard(guard)
 
     def _run(self) -> None:
+        """Never ends: a guard whose check fails is logged and looked at again next round (a
+        dead watchdog would leave every overdue read of this process unguarded)."""
         while True:
             time.sleep(PERIOD_S)
             with self._lock:
                 guards = list(self._guards)
             now = time.monotonic()
             for g in guards:
-                g.check(now)
+                try:
+                    g.check(now)
+                except Exception:
+                    log.exception("read guard: checking a camera's read failed")
 
 
 _watchdog = _Watchdog()
