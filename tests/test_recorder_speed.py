@@ -436,10 +436,13 @@ def test_a_failing_check_does_not_end_the_read_guard_s_watchdog():
             self.checks += 1
 
     dog = read_guard._Watchdog()
+    reported: list[tuple[str, Exception]] = []
+    dog.on_failure = lambda what, e: reported.append((what, e))
     bad, good = Failing(), Counting()
     dog.add(bad)  # type: ignore[arg-type]
     dog.add(good)  # type: ignore[arg-type]
     wait_until(lambda: good.checks >= 3, 10, "three rounds past the failing check")
     assert dog._thread is not None and dog._thread.is_alive()
+    assert reported and all(str(e) == "boom" for _, e in reported), "the failure was not reported"
     dog.forget(bad)  # type: ignore[arg-type]
     dog.forget(good)  # type: ignore[arg-type]

@@ -37,6 +37,8 @@ import weakref
 
 import av
 
+from firmware.supervise import Failure, keep_running
+
 log = logging.getLogger(__name__)
 
 PERIOD_S = 0.25
@@ -179,25 +181,35 @@ def watch(container: av.container.InputContainer, stall_s: float, opened_from: f
 
 
 class _Watchdog:
+    """One thread per process, under keep_running: started with the first guard, so a
+    session run outside a worker (a probe, a test) is guarded the same way."""
+
     def __init__(self) -> None:
         self._guards: weakref.WeakSet[ReadGuard] = weakref.WeakSet()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        self.on_failure: Failure = lambda what, e: None  # keep_running has logged it
 
     def add(self, guard: ReadGuard) -> None:
         with self._lock:
             self._guards.add(guard)
             if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._run, name="read-guard", daemon=True)
+                args = ("the read guard's watchdog", self._run, threading.Event(), self._failed)
+                self._thread = threading.Thread(
+                    target=keep_running, args=args, name="read-guard", daemon=True
+                )
                 self._thread.start()
 
     def forget(self, guard: ReadGuard) -> None:
         with self._lock:
             self._guards.discard(guard)
 
+    def _failed(self, what: str, e: Exception) -> None:
+        self.on_failure(what, e)
+
     def _run(self) -> None:
-        """Never ends: a guard whose check fails is logged and looked at again next round (a
-        dead watchdog would leave every overdue read of this process unguarded)."""
+        """Never returns: a guard whose check fails is reported and looked at again next
+        round (a dead watchdog would leave every overdue read of this process unguarded)."""
         while True:
             time.sleep(PERIOD_S)
             with self._lock:
@@ -206,8 +218,14 @@ class _Watchdog:
             for g in guards:
                 try:
                     g.check(now)
-                except Exception:
+                except Exception as e:
                     log.exception("read guard: checking a camera's read failed")
+                    self._failed("the read guard's check of a camera", e)
+
+
+def report_failures(on_failure: Failure) -> None:
+    """Where this process's watchdog reports a failure (the worker's task-failed alert)."""
+    _watchdog.on_failure = on_failure
 
 
 _watchdog = _Watchdog()

@@ -22,6 +22,7 @@ from firmware.catalog import Catalog
 from firmware.config import RecorderConfig
 from firmware.core.actions import RaiseAlert
 from firmware.lograte import setup_logging
+from firmware.recorder import read_guard
 from firmware.recorder.events import CameraProgress, RetentionDeleted, WorkerEvent, WorkerExited
 from firmware.recorder.ingest import RECORD, CameraIngest
 from firmware.recorder.retention import Retention
@@ -94,6 +95,8 @@ def worker_main(
         # are scrubbed on their way out).
         report(RaiseAlert(AlertId.TASK_FAILED, Severity.CRITICAL,
                           f"{what} failed ({type(e).__name__}) and was started again"))  # fmt: skip
+
+    read_guard.report_failures(failed)
 
     def kept(what: str, body: Callable[[], None], name: str) -> threading.Thread:
         args = (what, body, local_stop, failed)
