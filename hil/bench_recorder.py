@@ -159,7 +159,13 @@ def count_frames(files_by_camera: dict[str, list[Path]]) -> tuple[int, int, int]
     return kept, missing, dup
 
 
-def _nvr_args(urls: dict[str, str], data: Path, workers: int, port: int, ring: bool) -> list[str]:
+SOAK_RETENTION_DAYS = 10 / 1440
+"""Ten minutes of footage: a 30-minute soak of 32 cameras would otherwise write 29 GB."""
+
+
+def _nvr_args(
+    urls: dict[str, str], data: Path, workers: int, port: int, ring: bool, retention_days: float
+) -> list[str]:
     if ring:  # the recorder as a standby board runs it, without the board around it
         args = [sys.executable, "-m", "hil.bench_recorder", "--ring-driver", str(data),
                 "--workers", str(workers)]  # fmt: skip
@@ -167,6 +173,8 @@ def _nvr_args(urls: dict[str, str], data: Path, workers: int, port: int, ring: b
         args = [sys.executable, "-m", "firmware.cli", "--log-level", "warning", "record",
                 "--data", str(data), "--segment-seconds", "4", "--api-port", str(port),
                 "--workers", str(workers), "--min-free-mb", "64"]  # fmt: skip
+        if retention_days:
+            args += ["--retention-days", str(retention_days)]
     for name, url in urls.items():
         args += ["--camera", f"{name}={url}"]
     return args
@@ -194,12 +202,15 @@ def run_nvr(
     soak_period: float = 10.0,
 ) -> Result:
     """nvr recording (or, ring=True, holding the cameras in the standby's ring). With `soak`,
-    the window is a soak: a memory sample every soak_period seconds is appended to it."""
+    the window is a soak: a memory sample every soak_period seconds is appended to it, and
+    retention keeps SOAK_RETENTION_DAYS of footage, so that the disk holds a long soak and the
+    soak covers retention's deletions too (frames are then not counted: retention took some)."""
     data = workdir / "nvr"
     port = free_port()
     before = children_cpu()
     with open(workdir / "nvr.log", "wb") as log:
-        proc = subprocess.Popen(_nvr_args(urls, data, workers, port, ring), cwd=ROOT,
+        keep = SOAK_RETENTION_DAYS if soak is not None else 0.0
+        proc = subprocess.Popen(_nvr_args(urls, data, workers, port, ring, keep), cwd=ROOT,
                                 stdout=subprocess.DEVNULL, stderr=log)  # fmt: skip
     time.sleep(warmup)
     w0 = tree_cpu([proc.pid])
@@ -222,7 +233,7 @@ def run_nvr(
     proc.wait(120)
     total = children_cpu() - before
     files = {n: sorted((data / "segments" / n).rglob("*.mp4")) for n in urls}
-    kept, missing, dup = count_frames(files)
+    kept, missing, dup = count_frames(files) if soak is None else (0, 0, 0)
     n = workers or min(len(urls), os.cpu_count() or 1)
     label = f"nvr ring (standby), workers={n}" if ring else f"nvr record, workers={n}"
     return Result(label, len(urls), seconds, window, total, kept, missing, dup,
