@@ -69,6 +69,13 @@ class AlertId(StrEnum):
     """Both boards changed the pair-wide settings at once: one change was discarded."""
     PAIR_SETTINGS_REFUSED = "pair-settings-refused"
     """The peer's pair-wide settings were refused (invalid here, malformed, older, oversized)."""
+    # evidence (firmware/evidence/)
+    EVIDENCE_LOG_DAMAGED = "evidence-log-damaged"
+    """This board's evidence log contradicts itself or its audit.log was cut."""
+    EVIDENCE_PEER_LOG_CHANGED = "evidence-peer-log-changed"
+    """The peer's log no longer contains what this board cosigned: its history was changed."""
+    EVIDENCE_LOG_REFUSED = "evidence-log-refused"
+    """The peer refuses to cosign this board's log: it holds a history this log contradicts."""
 
 
 class Severity(StrEnum):

@@ -2,20 +2,32 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from firmware.audit import AuditLog
 from firmware.catalog import Catalog
+from firmware.evidence.locks import (
+    LockError,
+    audit_lock,
+    audit_release,
+    check_reason,
+    make_lock,
+    open_audit,
+)
 from firmware.httpedge import echo, json_error
 from firmware.metrics import registry_for
 from firmware.pairing_http import EXCHANGE_PATH, PairingService
 from firmware.status import BoardStatus
-from firmware.timefmt import iso, parse_iso
+from firmware.timefmt import iso, now_us, parse_iso
 
 
 @dataclass(frozen=True)
@@ -32,6 +44,9 @@ class ApiContext:
     """None on a board without [pair]; else True if this board was active."""
     pairing: PairingService | None = None
     """`nvr pair code` / `nvr pair join` and the exchange (a board with [pair], keyed or not)."""
+    audit: AuditLog | None = None
+    """The board's audit log (evidence locks taken and released here); None: the data
+    directory's, opened at the first lock."""
 
 
 BOARD = web.AppKey("board", ApiContext)
@@ -142,9 +157,93 @@ async def handover(request: web.Request) -> web.Response:
     return web.json_response({"board": st.board, "role": st.role})
 
 
+# --- evidence locks --------------------------------------------------------------------------
+
+AUDIT = web.AppKey("audit", list)
+"""Holds the audit log the lock endpoints write, once opened."""
+
+
+def _audit(request: web.Request) -> AuditLog:
+    board, held = _board(request), request.app[AUDIT]
+    if board.audit is not None:
+        return board.audit
+    if not held:
+        held.append(open_audit(board.data_dir))
+    return held[0]
+
+
+async def _body(request: web.Request) -> dict[str, Any]:
+    try:
+        body = await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise json_error(web.HTTPBadRequest, "the body is not JSON") from None
+    if not isinstance(body, dict):
+        raise json_error(web.HTTPBadRequest, "the body is not a JSON object")
+    return body
+
+
+def _text(body: dict[str, Any], key: str) -> str:
+    value = body.get(key)
+    if not isinstance(value, str):
+        raise json_error(web.HTTPBadRequest, f"{key}: missing, or not a string")
+    return value
+
+
+def _when(body: dict[str, Any], key: str) -> int:
+    raw = _text(body, key)
+    try:
+        return parse_iso(raw)
+    except ValueError:
+        raise json_error(web.HTTPBadRequest, f"{key}: not an ISO 8601 time: {echo(raw)}") from None
+
+
+async def list_locks(request: web.Request) -> web.Response:
+    every = request.query.get("all", "") in ("1", "true", "yes")
+    locks = _board(request).catalog.locks(active_only=not every)
+    return web.json_response({"locks": [lk.to_json() for lk in locks]})
+
+
+async def add_lock(request: web.Request) -> web.Response:
+    """JSON {camera, start, end, reason}, or all_cameras: true instead of camera."""
+    board = _board(request)
+    body = await _body(request)
+    if body.get("all_cameras") is True:
+        if body.get("camera") is not None:
+            raise json_error(web.HTTPBadRequest, "camera and all_cameras: one or the other")
+        camera = None
+    else:
+        camera = _text(body, "camera")
+    start, end = _when(body, "start"), _when(body, "end")
+    now = now_us()
+    try:
+        lock = make_lock(camera, start, end, _text(body, "reason"), now, board.camera_names())
+        lock = await asyncio.to_thread(board.catalog.add_lock, lock)
+    except LockError as e:
+        raise json_error(web.HTTPBadRequest, str(e)) from None
+    audit_lock(_audit(request), lock, "api", now)
+    return web.json_response(lock.to_json(), status=201)
+
+
+async def release_lock(request: web.Request) -> web.Response:
+    board = _board(request)
+    body = await _body(request)
+    lock_id = request.match_info["id"]
+    now = now_us()
+    try:
+        reason = check_reason(_text(body, "reason"))
+        lock = await asyncio.to_thread(board.catalog.release_lock, lock_id, reason, now)
+    except LockError as e:
+        if board.catalog.lock(lock_id) is None:
+            raise json_error(web.HTTPNotFound, str(e)) from None
+        raise json_error(web.HTTPBadRequest, str(e)) from None
+    audit_release(_audit(request), lock, "api", now)
+    return web.json_response(lock.to_json())
+
+
 def make_app(board: ApiContext) -> web.Application:
     app = web.Application(middlewares=[require_token])
     app[BOARD] = board
+    app[AUDIT] = []
     app["registry"] = registry_for(board.snapshot)
     app.add_routes(
         [
@@ -154,6 +253,9 @@ def make_app(board: ApiContext) -> web.Application:
             web.get("/api/v1/cameras/{name}/recordings", recordings),
             web.get("/api/v1/segments/{id}", segment),
             web.post("/api/v1/pair/handover", handover),
+            web.get("/api/v1/locks", list_locks),
+            web.post("/api/v1/locks", add_lock),
+            web.post("/api/v1/locks/{id}/release", release_lock),
         ]
     )
     if board.pairing is not None:

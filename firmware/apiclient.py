@@ -71,6 +71,12 @@ def status_lines(st: dict) -> list[str]:
             f"{disk['total_bytes'] / 1e9:.2f} GB"
         )
         out.append(capacity_line(disk.get("capacity")))
+        locks = disk.get("locks") or {}
+        if locks.get("active"):
+            out.append(
+                f"evidence locks: {locks['active']} active, holding {locks['held_segments']} "
+                f"segments, {locks['held_bytes'] / 1e9:.2f} GB from retention (nvr locks)"
+            )
     for cam in st["cameras"]:
         state = "recording" if cam["recording"] else "NOT recording"
         out.append(f"  camera {cam['name']}: {state}, last frame {cam['last_frame_at']}")

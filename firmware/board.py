@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+import sqlite3
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -61,6 +62,7 @@ from hal.linux.nic import LinuxNic
 from hal.nic import Nic
 
 if TYPE_CHECKING:
+    from firmware.evidence.service import EvidenceService
     from firmware.failover.daemon import Failover
     from firmware.mirror.service import Mirror
     from firmware.pairsync import PairSync
@@ -144,6 +146,7 @@ class Board:
                 now_us=now_us, failed=self.alerts.task_failed,
             )  # fmt: skip
             self.mirror.server.routes += self.pairsync.routes()
+        self.evidence = self._make_evidence()
         self.pairing: PairingService | None = None
         if cfg.pair is not None:
             from firmware.pairsync import adopt_on_join
@@ -434,10 +437,32 @@ class Board:
             capacity=None
             if rec.capacity is None
             else {**rec.capacity.to_json(), "retention_days": self.cfg.recorder.retention_days},
+            locks=rec.retention.held.to_json(),
+            evidence=self.evidence.status() if self.evidence is not None else None,
         )
 
     def status(self) -> dict:
         return self.snapshot().to_json()
+
+    def _make_evidence(self) -> EvidenceService | None:
+        """The transparency log (firmware/evidence/); a board whose log cannot open records on,
+        with the critical alert that says so."""
+        from firmware.evidence.log import EvidenceLog, LogDamaged
+        from firmware.evidence.note import KeyFileError
+        from firmware.evidence.service import EvidenceService
+
+        try:
+            evlog = EvidenceLog(self.data_dir, self.cfg.board.name)
+        except (LogDamaged, KeyFileError, OSError, sqlite3.Error) as e:
+            self.alerts.raise_(AlertId.EVIDENCE_LOG_DAMAGED, Severity.CRITICAL,
+                               f"evidence log: cannot open: {e}; footage is recorded without "
+                               "it: run nvr verify", now_us())  # fmt: skip
+            return None
+        svc = EvidenceService(evlog, self.catalog, self.alerts, self.alerts.task_failed)
+        if self.mirror is not None and self.failover is not None:
+            svc.key, svc.request = self.failover.key, self.mirror.client.request
+            self.mirror.server.routes += svc.routes()
+        return svc
 
     def api_context(self) -> ApiContext:
         return ApiContext(
@@ -448,6 +473,7 @@ class Board:
             camera_names=self.camera_names,
             handover=self.failover.handover if self.failover is not None else None,
             pairing=self.pairing,
+            audit=self.audit,
         )
 
     async def serve(self, stop: asyncio.Event) -> None:
@@ -462,6 +488,8 @@ class Board:
         mirror_http: Served | None = None
         ticker = None
         self._loop.set_exception_handler(self._loop_error)
+        if self.evidence is not None:
+            self.evidence.start()
         if self.failover is not None:
             failover = asyncio.create_task(self.failover.run(failover_stop))
             failover.add_done_callback(self._failover_ended)
@@ -507,6 +535,8 @@ class Board:
             for served in (api_http, mirror_http):
                 if served is not None:
                     await served.close()
+            if self.evidence is not None:  # after the mirror's routes that read it are gone
+                await asyncio.to_thread(self.evidence.stop)
             log.info("stopped")
 
     def _keep(

@@ -15,10 +15,11 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from urllib.parse import quote
 
+from firmware.evidence.locks import NO_HOLD, EvidenceLock, LockError, LockHold
 from firmware.timefmt import iso
 
 CATALOG_FILE = "catalog.sqlite"
@@ -62,6 +63,18 @@ CREATE TABLE IF NOT EXISTS feed_seq (
     name TEXT PRIMARY KEY,
     value INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS locks (
+    id TEXT PRIMARY KEY,
+    camera TEXT,
+    start_us INTEGER NOT NULL,
+    end_us INTEGER NOT NULL,
+    reason TEXT NOT NULL,
+    created_us INTEGER NOT NULL,
+    released_us INTEGER,
+    release_reason TEXT,
+    changed INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS locks_changed ON locks(changed);
 """
 
 # Columns added after the first release: (table, column, declaration). Added on open, so a
@@ -75,6 +88,18 @@ MIGRATIONS = (
 
 COVER_SLACK_US = 1000
 """Run times are rounded to the millisecond."""
+
+HELD = (
+    "EXISTS (SELECT 1 FROM locks l WHERE l.released_us IS NULL"
+    " AND (l.camera IS NULL OR l.camera = s.camera)"
+    " AND s.start_us < l.end_us AND s.end_us > l.start_us)"
+)
+"""A segment `s` that an active evidence lock holds (firmware/evidence/locks.py `holds`)."""
+
+
+def _no_locks_table(e: sqlite3.OperationalError) -> bool:
+    """A catalog of older firmware opened read-only: it has no locks, so none hold."""
+    return "no such table: locks" in str(e)
 
 
 def _next_seq(db: sqlite3.Connection, name: str) -> int:
@@ -322,6 +347,8 @@ class Catalog:
                        " SELECT 'segments', COALESCE(MAX(rowid), 0) FROM segments")  # fmt: skip
             db.execute("INSERT OR IGNORE INTO feed_seq(name, value)"
                        " SELECT 'runs', COALESCE(MAX(changed), 0) FROM runs")  # fmt: skip
+            db.execute("INSERT OR IGNORE INTO feed_seq(name, value)"
+                       " SELECT 'locks', COALESCE(MAX(changed), 0) FROM locks")  # fmt: skip
         except BaseException:
             db.execute("ROLLBACK")
             raise
@@ -539,6 +566,136 @@ class Catalog:
 
     def garbage(self) -> list[str]:
         return [r["path"] for r in self._db().execute("SELECT path FROM garbage")]
+
+    # --- evidence locks ------------------------------------------------------------------
+
+    @staticmethod
+    def _lock(row: sqlite3.Row) -> EvidenceLock:
+        return EvidenceLock(**dict(row))
+
+    def add_lock(self, lock: EvidenceLock) -> EvidenceLock:
+        """Store a new lock (firmware/evidence/locks.py `make_lock`); returns it as stored."""
+        with self._tx() as db:
+            changed = _next_seq(db, "locks")
+            try:
+                db.execute(
+                    "INSERT INTO locks(id, camera, start_us, end_us, reason, created_us,"
+                    " released_us, release_reason, changed) VALUES (?,?,?,?,?,?,?,?,?)",
+                    (lock.id, lock.camera, lock.start_us, lock.end_us, lock.reason,
+                     lock.created_us, lock.released_us, lock.release_reason, changed),
+                )  # fmt: skip
+            except sqlite3.IntegrityError:
+                raise LockError(f"lock {lock.id} exists already") from None
+        return replace(lock, changed=changed)
+
+    def release_lock(self, lock_id: str, reason: str, now_us: int) -> EvidenceLock:
+        """Release: the row stays, with when and why. LockError for an unknown id or a lock
+        released already."""
+        with self._tx() as db:
+            row = db.execute("SELECT * FROM locks WHERE id = ?", (lock_id,)).fetchone()
+            if row is None:
+                raise LockError(f"no lock {lock_id!r} (nvr locks --all lists them)")
+            if row["released_us"] is not None:
+                raise LockError(
+                    f"lock {lock_id} was released already at {iso(row['released_us'])}"
+                    f" ({row['release_reason']})"
+                )
+            changed = _next_seq(db, "locks")
+            db.execute(
+                "UPDATE locks SET released_us = ?, release_reason = ?, changed = ? WHERE id = ?",
+                (now_us, reason, changed, lock_id),
+            )
+        return replace(self._lock(row), released_us=now_us, release_reason=reason,
+                       changed=changed)  # fmt: skip
+
+    def merge_lock(self, lock: EvidenceLock) -> bool:
+        """Take in the peer's view of a lock (the mirror); True if this board's row changed.
+        A release, once known, stays: replays and reordering change nothing."""
+        with self._tx() as db:
+            row = db.execute("SELECT released_us FROM locks WHERE id = ?", (lock.id,)).fetchone()
+            if row is None:
+                db.execute(
+                    "INSERT INTO locks(id, camera, start_us, end_us, reason, created_us,"
+                    " released_us, release_reason, changed) VALUES (?,?,?,?,?,?,?,?,?)",
+                    (lock.id, lock.camera, lock.start_us, lock.end_us, lock.reason,
+                     lock.created_us, lock.released_us, lock.release_reason,
+                     _next_seq(db, "locks")),
+                )  # fmt: skip
+                return True
+            if row["released_us"] is None and lock.released_us is not None:
+                db.execute(
+                    "UPDATE locks SET released_us = ?, release_reason = ?, changed = ?"
+                    " WHERE id = ?",
+                    (lock.released_us, lock.release_reason, _next_seq(db, "locks"), lock.id),
+                )
+                return True
+            return False
+
+    def lock(self, lock_id: str) -> EvidenceLock | None:
+        try:
+            row = self._db().execute("SELECT * FROM locks WHERE id = ?", (lock_id,)).fetchone()
+        except sqlite3.OperationalError as e:
+            if _no_locks_table(e):
+                return None
+            raise
+        return self._lock(row) if row else None
+
+    def locks(self, active_only: bool = True) -> list[EvidenceLock]:
+        """Oldest range first."""
+        sql = "SELECT * FROM locks" + (" WHERE released_us IS NULL" if active_only else "")
+        try:
+            rows = self._db().execute(sql + " ORDER BY start_us, created_us, id").fetchall()
+        except sqlite3.OperationalError as e:
+            if _no_locks_table(e):
+                return []
+            raise
+        return [self._lock(r) for r in rows]
+
+    def locks_since(self, changed: int, limit: int) -> list[EvidenceLock]:
+        """Locks made or released after the change counter `changed`: the mirror feed."""
+        rows = self._db().execute(
+            "SELECT * FROM locks WHERE changed > ? ORDER BY changed LIMIT ?", (changed, limit)
+        )
+        return [self._lock(r) for r in rows]
+
+    def deletable_segments(self, limit: int) -> list[Segment]:
+        """The oldest segments no active lock holds: what retention may delete, oldest first."""
+        rows = self._db().execute(
+            f"SELECT * FROM segments s WHERE NOT {HELD} ORDER BY start_us, camera LIMIT ?",
+            (limit,),
+        )
+        return [self._segment(r) for r in rows]
+
+    def held_ids(self, ids: list[str]) -> set[str]:
+        """Those of ids that an active lock holds."""
+        db = self._db()
+        return {
+            sid
+            for sid in ids
+            if db.execute(f"SELECT 1 FROM segments s WHERE s.id = ? AND {HELD}", (sid,)).fetchone()
+        }
+
+    def lock_hold(self, expired_before_us: int | None = None) -> LockHold:
+        """What the active locks hold on this disk now: segments and bytes, and how many of
+        those segments ended before `expired_before_us` (past retention: kept only by a lock)."""
+        try:
+            row = self._db().execute(
+                "SELECT COUNT(*) n, MIN(start_us) a, MAX(end_us) b FROM locks"
+                " WHERE released_us IS NULL"
+            ).fetchone()  # fmt: skip
+        except sqlite3.OperationalError as e:
+            if _no_locks_table(e):
+                return NO_HOLD
+            raise
+        if not row["n"]:
+            return NO_HOLD
+        held = self._db().execute(
+            f"SELECT COUNT(*) n, COALESCE(SUM(bytes), 0) b,"
+            f" COALESCE(SUM(s.end_us < ?), 0) x FROM segments s"
+            f" WHERE s.start_us < ? AND s.end_us > ? AND {HELD}",
+            (-1 if expired_before_us is None else expired_before_us, row["b"], row["a"]),
+        ).fetchone()  # fmt: skip
+        return LockHold(row["n"], held["n"], held["b"], held["x"])
 
     # --- reading -------------------------------------------------------------------------
 

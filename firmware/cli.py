@@ -291,6 +291,116 @@ def _verify(args: argparse.Namespace) -> int:
     return 1 if bad else 0
 
 
+# --- evidence locks --------------------------------------------------------------------------
+
+
+def _lock_place(args: argparse.Namespace) -> tuple[Path, set[str]]:
+    """The data directory (--data, else the config's) and the cameras a lock may name: the
+    config's. ConfigError when the config cannot be read and --data does not stand in."""
+    from firmware.config import load_config
+
+    try:
+        cfg = load_config(args.config)
+    except ConfigError:
+        if args.data is None:
+            raise
+        return args.data, set()
+    return args.data or cfg.board.data_dir, {c.name for c in cfg.camera}
+
+
+def _lock_catalog(data: Path):
+    """The board's catalog for writing (the running firmware has it open too: WAL and a busy
+    timeout let both write); FileNotFoundError where there is none."""
+    from firmware.catalog import CATALOG_FILE, Catalog
+
+    if not (data / CATALOG_FILE).exists():
+        raise FileNotFoundError(f"{data}: no catalog here ({CATALOG_FILE} missing)")
+    cat = Catalog(data)
+    if cat.read_only:
+        raise OSError(f"{data}: the data disk is read-only; no lock can be stored")
+    return cat
+
+
+def _lock_time(text: str, flag: str) -> int:
+    from firmware.timefmt import parse_iso
+
+    try:
+        return parse_iso(text)
+    except ValueError:
+        raise ValueError(f"{flag}: not an ISO 8601 time: {text[:40]!r}") from None
+
+
+def cmd_lock(args: argparse.Namespace) -> int:
+    import sqlite3
+
+    from firmware.evidence.locks import audit_lock, make_lock, open_audit
+
+    try:
+        data, names = _lock_place(args)
+        start, end = _lock_time(args.start, "--start"), _lock_time(args.end, "--end")
+        cat = _lock_catalog(data)
+        now = now_us()
+        lock = make_lock(None if args.all_cameras else args.camera, start, end, args.reason,
+                         now, names | set(cat.cameras()))  # fmt: skip
+        lock = cat.add_lock(lock)
+    except (ConfigError, ValueError, OSError) as e:  # LockError is a ValueError
+        return _fail(str(e))
+    except sqlite3.Error as e:
+        return _fail(f"{data}: the lock was not stored: {e}", 1)
+    audit_lock(open_audit(data), lock, "cli", now)
+    print(lock.id)
+    return 0
+
+
+def cmd_locks(args: argparse.Namespace) -> int:
+    import sqlite3
+
+    from firmware.catalog import CatalogCorrupt
+    from firmware.timefmt import iso
+
+    try:
+        data, _ = _lock_place(args)
+        locks = _open_catalog(data).locks(active_only=not args.all)
+    except (ConfigError, FileNotFoundError) as e:
+        return _fail(str(e))
+    except (sqlite3.DatabaseError, CatalogCorrupt) as e:
+        return _corrupt(data, e)
+    if args.json:
+        print(json.dumps({"locks": [lk.to_json() for lk in locks]}, indent=1))
+        return 0
+    if not locks:
+        print("no active evidence locks" if not args.all else "no evidence locks")
+        return 0
+    print(f"{'ID':<12} {'CAMERA':<16} {'START':<24} {'END':<24} {'STATE':<8} REASON")
+    for lk in locks:
+        state = "active" if lk.active else "released"
+        print(f"{lk.id:<12} {lk.camera or '(all)':<16} {iso(lk.start_us):<24} "
+              f"{iso(lk.end_us):<24} {state:<8} {lk.reason}")  # fmt: skip
+        if not lk.active:
+            print(f"{'':<12} released {iso(lk.released_us)}: {lk.release_reason}")
+    return 0
+
+
+def cmd_unlock(args: argparse.Namespace) -> int:
+    import sqlite3
+
+    from firmware.evidence.locks import audit_release, check_reason, open_audit
+
+    try:
+        data, _ = _lock_place(args)
+        reason = check_reason(args.reason)
+        cat = _lock_catalog(data)
+        now = now_us()
+        lock = cat.release_lock(args.id, reason, now)
+    except (ConfigError, ValueError, OSError) as e:
+        return _fail(str(e))
+    except sqlite3.Error as e:
+        return _fail(f"{data}: the release was not stored: {e}", 1)
+    audit_release(open_audit(data), lock, "cli", now)
+    print(f"released {lock.id}")
+    return 0
+
+
 # --- status / token --------------------------------------------------------------------------
 
 
@@ -477,6 +587,31 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("verify", help="re-hash every segment against the catalog")
     r.add_argument("--data", type=Path, required=True)
     r.set_defaults(func=cmd_verify)
+
+    r = sub.add_parser("lock", help="keep a time range of footage from retention (evidence)")
+    which = r.add_mutually_exclusive_group(required=True)
+    which.add_argument("--camera", help="the camera's name")
+    which.add_argument("--all-cameras", action="store_true", help="every camera")
+    r.add_argument("--start", required=True, help="ISO 8601; without a zone: UTC")
+    r.add_argument("--end", required=True, help="ISO 8601; without a zone: UTC")
+    r.add_argument("--reason", required=True, help="why (a case number, a ticket)")
+    r.add_argument("--data", type=Path, help="the data directory (default: the config's)")
+    r.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
+    r.set_defaults(func=cmd_lock)
+
+    r = sub.add_parser("locks", help="evidence locks: active ones, or --all with released")
+    r.add_argument("--all", action="store_true", help="released locks too")
+    r.add_argument("--json", action="store_true")
+    r.add_argument("--data", type=Path, help="the data directory (default: the config's)")
+    r.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
+    r.set_defaults(func=cmd_locks)
+
+    r = sub.add_parser("unlock", help="release an evidence lock (retention may delete again)")
+    r.add_argument("id", help="the lock's id (nvr locks)")
+    r.add_argument("--reason", required=True, help="why it is released")
+    r.add_argument("--data", type=Path, help="the data directory (default: the config's)")
+    r.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
+    r.set_defaults(func=cmd_unlock)
 
     r = sub.add_parser("status", help="state of the running firmware")
     r.add_argument("--config", type=Path, default=DEFAULT_CONFIG)

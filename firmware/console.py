@@ -489,10 +489,10 @@ def _exit(con: Console, args: list[str]) -> int:
 
 _BASE = (
     Command("help", "", "this list", _help),
-    Command("status", "[--json]", "state of the running firmware (as nvr status)", _status, 1),
+    Command("status", "[--json]", "the running firmware, as nvr status", _status, 1),
     Command("release", "", "the release of this image", _release),
-    Command("system", "", "root filesystem, service, watchdog, update slots, data disk", _system),
-    Command("update", "[FILE]", f"install a bundle from the {UPDATE_LABEL} USB stick", _update, 1),
+    Command("system", "", "root, service, watchdog, slots, disk", _system),
+    Command("update", "[FILE]", f"install a bundle from the {UPDATE_LABEL} stick", _update, 1),
     Command("reboot", "", "restart the board", _systemctl("reboot", "rebooting")),
     Command("poweroff", "", "power the board off", _systemctl("poweroff", "powering off")),
     Command("factory-reset", "", "delete configuration and keys (asks first)", _factory_reset),

@@ -69,6 +69,7 @@ MENU: tuple[Entry, ...] = (
     Entry(12, "reboot", "reboot"),
     Entry(13, "poweroff", "power off"),
     Entry(14, "shell", "root shell"),
+    Entry(15, "locks", "evidence locks"),
     Entry(0, "exit", "exit"),
 )
 BY_NUMBER = {str(e.number): e for e in MENU}
@@ -790,6 +791,101 @@ def run_shell(con: Console) -> int:
     return 0
 
 
+# --- evidence locks ----------------------------------------------------------------------------
+
+
+def lock_lines(locks: list) -> list[str]:
+    """One line a lock: id, camera, range, reason (and the release of a released one)."""
+    from firmware.timefmt import iso
+
+    lines = []
+    for lk in locks:
+        state = "" if lk.active else f"  released {iso(lk.released_us)}: {lk.release_reason}"
+        lines.append(plain(f"  {lk.id}  {lk.camera or '(all cameras)'}  {iso(lk.start_us)} .. "
+                           f"{iso(lk.end_us)}  {lk.reason}{state}"))  # fmt: skip
+    return lines or ["  no active evidence locks"]
+
+
+def locks(con: Console, args: list[str]) -> int:
+    """Evidence locks (firmware/evidence/locks.py): list the active ones; `locks add` asks
+    camera, start, end and reason; `locks release ID` asks why."""
+    from firmware.catalog import CATALOG_FILE, Catalog
+
+    cfg = _cfg(con)
+    data = cfg.board.data_dir
+    if not (data / CATALOG_FILE).exists():
+        con.say(f"locks: nothing recorded in {data} yet (no catalog)")
+        return 1
+    cat = Catalog(data)
+    try:
+        if not args:
+            show(con, lock_lines(cat.locks()))
+            what = (con.ask("a) add  r) release  Enter) back: ") or "").lower()
+            if what in ("a", "add"):
+                args = ["add"]
+            elif what in ("r", "release"):
+                lock_id = con.ask("lock to release (its id): ")
+                if not lock_id:
+                    return 0
+                args = ["release", lock_id]
+            else:
+                return 0
+        if args == ["add"]:
+            return _add_lock(con, cfg, cat)
+        if len(args) == 2 and args[0] == "release":
+            return _release_lock(con, cat, args[1])
+        con.say("usage: locks [add | release ID]")
+        return 2
+    finally:
+        cat.close()
+
+
+def _add_lock(con: Console, cfg: Config, cat) -> int:
+    from firmware.evidence.locks import LOCK_EVENT, LockError, lock_fields, make_lock, parse_local
+    from firmware.timefmt import now_us
+
+    names = {c.name for c in cfg.camera} | set(cat.cameras())
+    camera = (con.ask(f"camera ({', '.join(sorted(names)) or 'none'}; * = every camera): ")
+              or "").strip()  # fmt: skip
+    start_text = con.ask("start (local time like 2026-11-30T14:05, or 'last 30 minutes'): ")
+    if not camera or not start_text:
+        con.say("locks: nothing locked")
+        return 0
+    now = now_us()
+    try:
+        start = parse_local(start_text, now)
+        end_text = con.ask("end [now]: ") or "now"
+        end = parse_local(end_text, now)
+        reason = con.ask("reason (a case number, a ticket): ") or ""
+        lock = make_lock(None if camera == "*" else camera, start, end, reason, now, names)
+        lock = cat.add_lock(lock)
+    except LockError as e:
+        con.say(f"locks: {e}; nothing locked")
+        return 2
+    con.audit(LOCK_EVENT, **lock_fields(lock, "console"))
+    con.say(f"locks: {lock.id} keeps this footage from retention until released")
+    return 0
+
+
+def _release_lock(con: Console, cat, lock_id: str) -> int:
+    from firmware.evidence.locks import UNLOCK_EVENT, LockError, check_reason, release_fields
+    from firmware.timefmt import now_us
+
+    lk = cat.lock(lock_id)
+    if lk is None or not lk.active:
+        con.say(f"locks: no active lock {lock_id!r}")
+        return 2
+    try:
+        reason = check_reason(con.ask("why is it released: ") or "")
+        lock = cat.release_lock(lock_id, reason, now_us())
+    except LockError as e:
+        con.say(f"locks: {e}; not released")
+        return 2
+    con.audit(UNLOCK_EVENT, **release_fields(lock, "console"))
+    con.say(f"locks: {lock.id} released; retention may delete that footage again")
+    return 0
+
+
 NEW_COMMANDS: tuple[tuple[str, str, str, Callable[[Console, list[str]], int], int], ...] = (
     ("cameras", "[add|remove NAME]", "cameras and their state; add, remove", cameras, 2),
     ("network", "[change|confirm|status]", "LAN settings; commit-confirmed change", network, 1),
@@ -802,5 +898,6 @@ NEW_COMMANDS: tuple[tuple[str, str, str, Callable[[Console, list[str]], int], in
     ("hw", "[DEVICE]", "diagnostics: one reading of a device", hw, 1),
     ("storage", "[list|init|replace]", "recording drives: status, make, replace", storage, 1),
     ("shell", "", "root shell (asks the admin password again)", shell, 0),
+    ("locks", "[add|release ID]", "evidence locks: list, add, release", locks, 2),
 )
 """(word, arguments, help, function, most arguments): the menu's commands beyond the first."""

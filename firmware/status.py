@@ -134,6 +134,10 @@ class BoardStatus:
     capacity: Mapping | None = None
     """firmware/capacity.py's estimate with the configured retention_days; None before one."""
     """Version of the pair-wide settings here and on the peer (firmware/pairsync.py)."""
+    locks: Mapping | None = None
+    """What active evidence locks keep from retention (firmware/evidence/locks.py LockHold)."""
+    evidence: Mapping | None = None
+    """The transparency log: sizes, checkpoints, key fingerprints (firmware/evidence/service.py)."""
 
     @property
     def epoch(self) -> int:
@@ -157,6 +161,8 @@ class BoardStatus:
                 "free_bytes": self.disk_free_bytes,
                 "total_bytes": self.disk_total_bytes,
                 "capacity": dict(self.capacity) if self.capacity else None,
+                "locks": dict(self.locks) if self.locks is not None else None,
+                "evidence": dict(self.evidence) if self.evidence is not None else None,
             },
             "cameras": [c.to_json() for c in self.cameras],
             "alerts": [a.to_json() for a in self.alerts],

@@ -167,7 +167,7 @@ def test_the_menu_after_login_fits_80x24_and_takes_numbers_and_words(term, firmw
         assert line in rows, f"{line!r} not on the screen:\n{screen}"
     assert "nvr-pair console" in screen and "version: 0.1.0" in screen
     term.type("42")
-    term.wait("no entry 42: the entries are 0 to 14")
+    term.wait("no entry 42: the entries are 0 to 15")
     term.type("frobnicate")
     term.wait("unknown command: frobnicate (a menu number, or type help)")
     term.type("")  # Enter on an empty line: the screen anew, the menu on it

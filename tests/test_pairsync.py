@@ -6,9 +6,7 @@ without the key: each is refused naming the problem, and the board's config stay
 
 from __future__ import annotations
 
-import asyncio
 import json
-import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -40,6 +38,7 @@ from firmware.pairsync import (
 )
 from firmware.timefmt import now_us
 from hil.hostile_peer import HostilePeer, HugeFeed
+from hil.loopthread import LoopThread
 
 KEY = bytes(range(32))
 PASSWORD = "s3cret-Pw"
@@ -100,23 +99,6 @@ class Node:
         return [json.loads(line) for line in log.read_text().splitlines()]
 
 
-class Loop:
-    """An event loop in a thread for the mirror servers."""
-
-    def __enter__(self) -> Loop:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-        return self
-
-    def run(self, coro):
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(10)
-
-    def __exit__(self, *exc: object) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(5)
-
-
 def make_node(root: Path, name: str, peer_port: int | None = None, key: bytes = KEY,
               before: Callable[[Path], None] = lambda path: None) -> Node:  # fmt: skip
     """`before(config path)`: what happens to the board before its firmware starts."""
@@ -140,7 +122,7 @@ def make_node(root: Path, name: str, peer_port: int | None = None, key: bytes = 
 def two_boards(
     root: Path, before: Callable[[Path], None] = lambda path: None
 ) -> Iterator[tuple[Node, Node]]:
-    with Loop() as loop:
+    with LoopThread() as loop:
         a, b = make_node(root, "a", before=before), make_node(root, "b", before=before)
         served = []
         for n in (a, b):

@@ -204,12 +204,13 @@ class MirrorClient:
     # --- the feed -----------------------------------------------------------------------------
 
     def _follow(self) -> None:
-        seg = run = 0
+        seg = run = lock = 0
         while not self._stop.is_set():
             lag_s, behind = self.lag()
             wait = 0 if not self._feed_done else FEED_WAIT_S
             qs = urlencode({"seg": seg, "run": run, "wait": wait,
-                            "lag_ms": round(lag_s * 1000), "behind": behind})  # fmt: skip
+                            "lag_ms": round(lag_s * 1000), "behind": behind,
+                            "lock": lock})  # fmt: skip
             try:
                 sent = self.now_us()
                 resp, conn, nonce = self._request(f"{FEED_PATH}?{qs}", TIMEOUT_S + wait)
@@ -225,7 +226,7 @@ class MirrorClient:
                 page, refused = decode_page(body)
                 self._clock_sample(sent, page, received)
                 self._take(page)
-                seg, run = page.seg, page.run
+                seg, run, lock = page.seg, page.run, page.lock
                 if not self.connected:
                     log.info("mirror: following %s over %s", page.board, self.path)
                 self.connected, self.reached, self.last_error = True, True, None
@@ -242,7 +243,7 @@ class MirrorClient:
                 if self.connected or self.last_error is None:
                     log.warning("mirror: peer feed failed: %s", e)
                 self.connected, self.last_error = False, str(e)
-                seg = run = 0  # start over: the full pass also finds what changed meanwhile
+                seg = run = lock = 0  # start over: the full pass finds what changed meanwhile
                 with self._lock:
                     self._feed_done = False
                 self._stop.wait(RETRY_S)
@@ -269,6 +270,8 @@ class MirrorClient:
         self.last_error = refused[0]
 
     def _take(self, page: FeedPage) -> None:
+        for lk in page.locks:  # first: retention here must know them before it runs again
+            self.catalog.merge_lock(lk.to_lock())
         for r in page.runs:
             self.catalog.merge_run(r.to_run())
         rows = {s.id: s for s in page.segments}

@@ -34,7 +34,9 @@ from firmware.mirror.plan import PeerCamera
 from firmware.mirror.wire import (
     FEED_LIMIT,
     FEED_PATH,
+    LOCK_FEED_LIMIT,
     SEGMENT_PATH,
+    FeedLock,
     FeedPage,
     FeedRun,
     FeedSegment,
@@ -97,7 +99,7 @@ class MirrorServer:
         request["received_us"] = now
         return await handler(request)
 
-    def _read(self, seg_cursor: int, run_cursor: int) -> FeedPage:
+    def _read(self, seg_cursor: int, run_cursor: int, lock_cursor: int = 0) -> FeedPage:
         rows = self.catalog.segments_since(seg_cursor, FEED_LIMIT)
         runs: dict[int, Run | None] = {}
         segments: list[FeedSegment] = []
@@ -111,6 +113,9 @@ class MirrorServer:
         changed = self.catalog.runs_since(run_cursor, FEED_LIMIT)
         if changed:
             run_cursor = changed[-1].changed
+        locks = self.catalog.locks_since(lock_cursor, LOCK_FEED_LIMIT)
+        if locks:
+            lock_cursor = locks[-1].changed
         recording = self.recording()
         cameras = {}
         for name in set(recording) | set(self.catalog.cameras()):
@@ -123,14 +128,18 @@ class MirrorServer:
             runs=tuple(FeedRun.of(r) for r in changed),
             seg=seg_cursor,
             run=run_cursor,
-            more=len(rows) == FEED_LIMIT or len(changed) == FEED_LIMIT,
+            more=(len(rows) == FEED_LIMIT or len(changed) == FEED_LIMIT
+                  or len(locks) == LOCK_FEED_LIMIT),
             cameras=cameras,
-        )
+            locks=tuple(FeedLock.of(lk) for lk in locks),
+            lock=lock_cursor,
+        )  # fmt: skip
 
     async def _feed(self, request: web.Request) -> web.Response:
         q = request.query
         try:
             seg_cursor, run_cursor = int(q.get("seg", 0)), int(q.get("run", 0))
+            lock_cursor = int(q.get("lock", 0))
             wait = min(MAX_WAIT_S, max(0.0, float(q.get("wait", 0))))
             if "lag_ms" in q:
                 self.peer_lag = (int(q["lag_ms"]) / 1000, int(q.get("behind", 0)),
@@ -140,11 +149,11 @@ class MirrorServer:
         if self._changed is None:
             self._changed = asyncio.Event()
         changed = self._changed
-        page = await asyncio.to_thread(self._read, seg_cursor, run_cursor)
-        if wait and not page.segments and not page.runs:
+        page = await asyncio.to_thread(self._read, seg_cursor, run_cursor, lock_cursor)
+        if wait and not page.segments and not page.runs and not page.locks:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(changed.wait(), wait)
-            page = await asyncio.to_thread(self._read, seg_cursor, run_cursor)
+            page = await asyncio.to_thread(self._read, seg_cursor, run_cursor, lock_cursor)
         self.served["feeds"] += 1
         page = dataclasses.replace(page, received_us=request["received_us"],
                                    sent_us=self.now_us())  # fmt: skip

@@ -49,6 +49,7 @@ def prune_superseded(catalog: Catalog) -> list[str]:
                 segs += [SegFacts(s.id, run.uid, s.start_us, s.end_us)
                          for s in catalog.run_segments(run.id)]  # fmt: skip
     spare = superseded(runs.values(), segs)
+    spare -= catalog.held_ids(sorted(spare))  # an evidence lock keeps even a second copy
     if not spare:
         return []
     paths = catalog.delete_segment_rows(sorted(spare))

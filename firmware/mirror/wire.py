@@ -20,6 +20,7 @@ from pydantic import AfterValidator, Field, StringConstraints, TypeAdapter, Vali
 
 from firmware.catalog import Run, Segment, run_uid, segment_id
 from firmware.config import NAME
+from firmware.evidence.locks import LOCK_ID, REASON_MAX, EvidenceLock
 from firmware.mirror.plan import PeerCamera, Summary
 
 FEED_PATH = "/mirror/v1/feed"
@@ -33,9 +34,18 @@ TEXT_MAX = 64
 ROW_MAX_BYTES = 2048
 """A segment row with its run, every field at its longest, encoded: well under this."""
 FEED_CAMERAS_MAX = 1024
-MAX_FEED_BYTES = FEED_LIMIT * 2 * ROW_MAX_BYTES + FEED_CAMERAS_MAX * 128 + 4096
-"""The longest feed answer a peer can send (FEED_LIMIT segments and runs): what the fetching
-board reads at most, before the answer's MAC is checked."""
+LOCK_FEED_LIMIT = 50
+"""Evidence locks in one feed answer: few, and each may carry two long reasons."""
+LOCK_ROW_MAX_BYTES = 4096
+"""A lock row with both reasons at their longest, every character escaped: under this."""
+MAX_FEED_BYTES = (
+    FEED_LIMIT * 2 * ROW_MAX_BYTES
+    + LOCK_FEED_LIMIT * LOCK_ROW_MAX_BYTES
+    + FEED_CAMERAS_MAX * 128
+    + 4096
+)
+"""The longest feed answer a peer can send (FEED_LIMIT segments and runs, LOCK_FEED_LIMIT
+locks): what the fetching board reads at most, before the answer's MAC is checked."""
 
 
 def _name(v: str) -> str:
@@ -68,6 +78,18 @@ Count = Annotated[int, Field(ge=0, lt=1 << 62)]
 MediaMicros = Annotated[int, Field(gt=-(1 << 62), lt=1 << 62)]
 Text = Annotated[str, StringConstraints(max_length=TEXT_MAX, pattern=r"^[\x20-\x7e]*$")]
 Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+
+
+def _printable(v: str) -> str:
+    if not v.isprintable():
+        raise ValueError("not one line of printable text")
+    return v
+
+
+LockId = Annotated[str, StringConstraints(pattern=LOCK_ID.pattern)]
+Reason = Annotated[
+    str, StringConstraints(min_length=1, max_length=REASON_MAX), AfterValidator(_printable)
+]
 Fingerprint = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{0,32}$")]
 
 
@@ -148,6 +170,33 @@ class FeedSegment:
 
 
 @dataclass(frozen=True, slots=True)
+class FeedLock:
+    """An evidence lock as the peer has it (firmware/evidence/locks.py)."""
+
+    id: LockId
+    camera: Name | None
+    start_us: Micros
+    end_us: Micros
+    reason: Reason
+    created_us: Micros
+    released_us: Micros | None
+    release_reason: Reason | None
+
+    @classmethod
+    def of(cls, lock: EvidenceLock) -> FeedLock:
+        return cls(lock.id, lock.camera, lock.start_us, lock.end_us, lock.reason,
+                   lock.created_us, lock.released_us, lock.release_reason)  # fmt: skip
+
+    def to_lock(self) -> EvidenceLock:
+        """For Catalog.merge_lock (this board numbers its own change counter)."""
+        return EvidenceLock(self.id, self.camera, self.start_us, self.end_us, self.reason,
+                            self.created_us, self.released_us, self.release_reason)  # fmt: skip
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
 class FeedPage:
     """One feed answer: rows after the cursors the request gave, and the new cursors."""
 
@@ -166,9 +215,14 @@ class FeedPage:
     """The serving board's wall clock when the request came and when this answer left: with
     the asker's own times they bound the offset of the two clocks (firmware/clockcheck.py).
     None from a peer on older firmware."""
+    locks: tuple[FeedLock, ...] = ()
+    """Evidence locks made or released after the lock cursor the request gave (none from a
+    peer on older firmware)."""
+    lock: int = 0
+    """Lock cursor: the change counter of the newest lock in this page."""
 
     def to_json(self) -> dict[str, Any]:
-        times = {"received_us": self.received_us, "sent_us": self.sent_us}
+        extra = {"received_us": self.received_us, "sent_us": self.sent_us} | self._locks_json()
         return {
             "board": self.board,
             "segments": [s.to_json() for s in self.segments],
@@ -177,7 +231,14 @@ class FeedPage:
             "run": self.run,
             "more": self.more,
             "cameras": {name: asdict(c) for name, c in self.cameras.items()},
-        } | {k: v for k, v in times.items() if v is not None}
+        } | {k: v for k, v in extra.items() if v is not None}
+
+    def _locks_json(self) -> dict[str, Any]:
+        """Only once the serving board has locks: until then the answer is what older
+        firmware sends."""
+        if not self.locks and not self.lock:
+            return {}
+        return {"locks": [lk.to_json() for lk in self.locks], "lock": self.lock}
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,11 +260,14 @@ class _Head:
     cameras: Annotated[dict[Name, _Camera], Field(max_length=FEED_CAMERAS_MAX)]
     received_us: Micros | None = None
     sent_us: Micros | None = None
+    locks: Annotated[list[Any], Field(max_length=LOCK_FEED_LIMIT)] = field(default_factory=list)
+    lock: Count = 0
 
 
 _HEAD = TypeAdapter(_Head)
 _SEGMENT = TypeAdapter(FeedSegment)
 _RUN = TypeAdapter(FeedRun)
+_LOCK = TypeAdapter(FeedLock)
 
 
 def _why(e: ValidationError) -> str:
@@ -233,6 +297,11 @@ def _check_segment(s: FeedSegment) -> None:
     _check_run(s.run)
 
 
+def _check_lock(lk: FeedLock) -> None:
+    if lk.start_us >= lk.end_us:
+        raise ValueError("end_us: not after start_us")
+
+
 def _refusal(kind: str, raw: object, i: int, why: str) -> str:
     return f"{kind} {_row_name(raw, i)} refused: {why}"
 
@@ -251,9 +320,11 @@ def decode_page(body: bytes) -> tuple[FeedPage, list[str]]:
     refused: list[str] = []
     segments: list[FeedSegment] = []
     runs: list[FeedRun] = []
+    locks: list[FeedLock] = []
     for kind, adapter, check, raws, out in (
         ("segment", _SEGMENT, _check_segment, head.segments, segments),
         ("run", _RUN, _check_run, head.runs, runs),
+        ("lock", _LOCK, _check_lock, head.locks, locks),
     ):
         for i, raw in enumerate(raws):
             try:
@@ -267,5 +338,6 @@ def decode_page(body: bytes) -> tuple[FeedPage, list[str]]:
                 out.append(row)
     cameras = {name: PeerCamera(c.end_us, c.recording) for name, c in head.cameras.items()}
     page = FeedPage(head.board, tuple(segments), tuple(runs), head.seg, head.run, head.more,
-                    cameras, head.received_us, head.sent_us)  # fmt: skip
+                    cameras, head.received_us, head.sent_us, tuple(locks),
+                    head.lock)  # fmt: skip
     return page, refused

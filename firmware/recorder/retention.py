@@ -9,6 +9,11 @@ just written), so what is deleted is always the start of a camera's timeline, ne
 it. When the footage cannot make room (the disk is full of something else: a runaway log,
 foreign files), nothing is deleted for space and `disk-full-not-footage` says why: deleting
 the record would not free the disk, only lose evidence.
+
+Footage an active evidence lock holds (firmware/evidence/locks.py) is never deleted, for age
+or for space: the catalog hands retention only the segments no lock holds. What the locks
+hold is logged and kept in `held` for status and the disk alerts, which say that releasing
+the locks frees that space.
 """
 
 from __future__ import annotations
@@ -17,13 +22,14 @@ import fcntl
 import logging
 import os
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from firmware.alert_ids import AlertId, Severity
 from firmware.catalog import Catalog, Segment
 from firmware.config import RecorderConfig
 from firmware.core.actions import ClearAlert, RaiseAlert
+from firmware.evidence.locks import NO_HOLD, LockHold
 
 log = logging.getLogger(__name__)
 
@@ -103,17 +109,21 @@ class Retention:
     """Told (why, segments, bytes) after each deletion, for alerts and metrics."""
     report: Callable[[RaiseAlert | ClearAlert], None] = lambda alert: None
     """Raises or clears `disk-full-not-footage`."""
+    held: LockHold = NO_HOLD
+    """What active evidence locks held at the last pass (kept from deletion)."""
+    _logged: LockHold = field(default=NO_HOLD, repr=False)
 
     def run(self, now_us: int, batch: int = 256) -> tuple[int, int]:
         """One pass; returns (segments deleted, bytes freed)."""
         total_n = total_b = 0
+        max_age = round(self.cfg.retention_days * 86400e6)
         with open(self.data_dir / ".retention.lock", "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)  # workers share the disk: one deleter at a time
+            self._hold(now_us - max_age)
             while True:
                 free, total = disk_usage(self.data_dir)
                 marks = watermarks(total, self.cfg)
-                oldest = self.catalog.segments(limit=batch)
-                max_age = round(self.cfg.retention_days * 86400e6)
+                oldest = self.catalog.deletable_segments(limit=batch)
                 keep = frozenset(s.id for s in self._newest())
                 if not self._footage_can_make_room(free, marks, keep):
                     marks = Watermarks(0, 0)  # age only
@@ -130,12 +140,20 @@ class Retention:
                     total_n += len(segs)
                     total_b += nbytes
                     log.info(
-                        "retention (%s): deleted %d segments, %d bytes", why, len(segs), nbytes
-                    )
+                        "retention (%s): deleted %d segments, %d bytes; %s",
+                        why, len(segs), nbytes, self.held.text(),
+                    )  # fmt: skip
                     self.on_delete(why, len(segs), nbytes)
                 if len(oldest) < batch and not by_age and len(by_space) == len(oldest):
                     break  # nothing older left to delete
         return total_n, total_b
+
+    def _hold(self, expired_before_us: int) -> None:
+        """What the locks hold now, logged when it changes."""
+        self.held = self.catalog.lock_hold(expired_before_us)
+        if self.held != self._logged:
+            self._logged = self.held
+            log.info("retention: %s; not deleted while locked", self.held.text())
 
     def _newest(self) -> list[Segment]:
         return [s for cam in self.catalog.totals() for s in self.catalog.latest_segments(cam)]
@@ -147,16 +165,25 @@ class Retention:
             self.report(ClearAlert(AlertId.DISK_FULL_NOT_FOOTAGE))
             return True
         footage = sum(b for _, b in self.catalog.totals().values())
-        kept = sum(s.bytes for s in self._newest() if s.id in keep)
+        newest = [s for s in self._newest() if s.id in keep]
+        locked = self.catalog.held_ids([s.id for s in newest])  # counted in held already
+        kept = sum(s.bytes for s in newest if s.id not in locked) + self.held.bytes
         if free + footage - kept >= marks.low:
             self.report(ClearAlert(AlertId.DISK_FULL_NOT_FOOTAGE))
             return True
-        self.report(RaiseAlert(
-            AlertId.DISK_FULL_NOT_FOOTAGE, Severity.CRITICAL,
-            f"data disk full of data that is not footage: {free / 1e6:.1f} MB free, "
-            f"{footage / 1e6:.1f} MB of footage; deleting footage cannot make room, so none is "
-            "deleted for space; recording stops when the disk is full (free the disk)",
-        ))  # fmt: skip
+        if self.held.bytes:
+            text = (
+                f"data disk full: {free / 1e6:.1f} MB free, {footage / 1e6:.1f} MB of footage "
+                "of which retention may delete too little to make room, so none is deleted "
+                "for space; recording stops when the disk is full" + self.held.freeing_note()
+            )
+        else:
+            text = (
+                f"data disk full of data that is not footage: {free / 1e6:.1f} MB free, "
+                f"{footage / 1e6:.1f} MB of footage; deleting footage cannot make room, so none "
+                "is deleted for space; recording stops when the disk is full (free the disk)"
+            )
+        self.report(RaiseAlert(AlertId.DISK_FULL_NOT_FOOTAGE, Severity.CRITICAL, text))
         return False
 
     def below_watermark(self) -> bool:

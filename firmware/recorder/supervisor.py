@@ -192,7 +192,8 @@ class Recorder:
         """A catalog or file write of the supervisor's failed: the same alerts as a camera's."""
         if no_space(e):
             self.alerts.raise_(AlertId.DISK_FULL, Severity.CRITICAL,
-                               f"data disk full: {what} failed: {e}", now_us())  # fmt: skip
+                               f"data disk full: {what} failed: {e}"
+                               + self.retention.held.freeing_note(), now_us())  # fmt: skip
         else:
             self.alerts.raise_(AlertId.RECOVERY, Severity.WARNING, f"{what} failed: {e}",
                                now_us())  # fmt: skip
@@ -308,6 +309,8 @@ class Recorder:
             case RetentionDeleted():
                 self._count_deletion(event)
             case RaiseAlert(id=alert_id, severity=severity, text=text):
+                if alert_id == AlertId.DISK_FULL and "evidence locks" not in text:
+                    text += self.retention.held.freeing_note()  # a worker's write failed
                 self.alerts.raise_(alert_id, severity, text, now_us())
             case ClearAlert(id=alert_id):
                 self.alerts.clear(alert_id)
@@ -362,7 +365,8 @@ class Recorder:
                 AlertId.DISK_FULL,
                 Severity.WARNING,
                 f"data disk at its free-space watermark: oldest footage is being deleted "
-                f"to keep recording ({self.retention_deleted[why]} segments so far)",
+                f"to keep recording ({self.retention_deleted[why]} segments so far)"
+                + self.retention.held.freeing_note(),
                 now_us(),
             )
 

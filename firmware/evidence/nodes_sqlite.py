@@ -1,0 +1,79 @@
+"""The Merkle node store on disk: one SQLite file of its own, WAL, synchronous=FULL.
+
+Each `put` is one transaction holding the new nodes and the new size, so after a power cut
+the file holds either the tree before the append or the tree after it, never a mix. Nodes
+are only ever inserted (a node written twice is an error), the size only grows."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from pathlib import Path
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS nodes (
+    level INTEGER NOT NULL,
+    idx INTEGER NOT NULL,
+    hash BLOB NOT NULL,
+    PRIMARY KEY (level, idx)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS tree_size (
+    id INTEGER PRIMARY KEY CHECK (id = 0),
+    size INTEGER NOT NULL CHECK (size >= 0)
+);
+INSERT OR IGNORE INTO tree_size (id, size) VALUES (0, 0);
+"""
+
+
+class SqliteNodes:
+    """NodeStore in its own SQLite file; one writer thread, readers from any thread (calls
+    are serialised on one connection)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                for stmt in _SCHEMA.split(";"):
+                    if stmt.strip():
+                        self._db.execute(stmt)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def size(self) -> int:
+        with self._lock:
+            row = self._db.execute("SELECT size FROM tree_size WHERE id = 0").fetchone()
+        return int(row[0])
+
+    def get(self, level: int, index: int) -> bytes:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT hash FROM nodes WHERE level = ? AND idx = ?", (level, index)
+            ).fetchone()
+        if row is None:
+            raise KeyError((level, index))
+        return bytes(row[0])
+
+    def put(self, nodes: list[tuple[int, int, bytes]], size: int) -> None:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                (current,) = self._db.execute("SELECT size FROM tree_size WHERE id = 0").fetchone()
+                if size < current:
+                    raise ValueError(f"tree size cannot shrink from {current} to {size}")
+                self._db.executemany("INSERT INTO nodes (level, idx, hash) VALUES (?, ?, ?)", nodes)
+                self._db.execute("UPDATE tree_size SET size = ? WHERE id = 0", (size,))
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
