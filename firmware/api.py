@@ -68,12 +68,35 @@ async def require_token(request: web.Request, handler):
     # and compare_digest refuses non-ASCII str.
     offered = given[7:].strip().encode("utf-8", "surrogateescape")
     if not (given.startswith("Bearer ") and hmac.compare_digest(offered, token)):
+        _audit_refused(request)
         raise json_error(
             web.HTTPUnauthorized,
             "authentication required: Authorization: Bearer <token>",
             headers={"WWW-Authenticate": 'Bearer realm="nvr"'},
         )
     return await handler(request)
+
+
+REFUSED_AUDIT_US = 60_000_000
+"""A refused address is audited once a minute at most, with the count: a flood of wrong
+tokens must not flood the audit log (and the evidence log behind it)."""
+REFUSALS = web.AppKey("refusals", dict)
+
+
+def _audit_refused(request: web.Request) -> None:
+    """A failed authentication: an audit event (the token offered is never written)."""
+    seen: dict[str, tuple[int, int]] = request.app[REFUSALS]
+    remote, now = request.remote or "?", now_us()
+    first, count = seen.get(remote, (0, 0))
+    if now - first < REFUSED_AUDIT_US:
+        seen[remote] = (first, count + 1)
+        return
+    if len(seen) > 1024:  # many addresses: forget the quiet ones
+        for k in [k for k, (t, _) in seen.items() if now - t >= REFUSED_AUDIT_US]:
+            del seen[k]
+    seen[remote] = (now, 0)
+    _audit(request).append(now, "api-login-failed", remote=remote, path=request.path,
+                           refused_since_last=count)  # fmt: skip
 
 
 async def status(request: web.Request) -> web.Response:
@@ -136,6 +159,10 @@ async def segment(request: web.Request) -> web.StreamResponse:
         # Truncated or grown behind the firmware's back: its ETag and hash no longer hold.
         raise json_error(web.HTTPConflict, f"segment file does not match the catalog: {size} "
                          f"bytes on disk, {seg.bytes} recorded; not served")  # fmt: skip
+    _audit(request).append(
+        now_us(), "footage-download", segment=seg.id, camera=seg.camera,
+        remote=request.remote or "?", range=request.headers.get("Range"),
+    )  # fmt: skip
     return web.FileResponse(
         path,
         headers={
@@ -244,6 +271,7 @@ def make_app(board: ApiContext) -> web.Application:
     app = web.Application(middlewares=[require_token])
     app[BOARD] = board
     app[AUDIT] = []
+    app[REFUSALS] = {}
     app["registry"] = registry_for(board.snapshot)
     app.add_routes(
         [

@@ -34,3 +34,19 @@ class AuditLog:
                 os.fsync(self._fd)
         except OSError as e:
             log.error("audit log %s: %s", self.path, e)
+
+
+def append_event(data_dir: Path, now_us: int, event: str, **fields: object) -> None:
+    """One event from a process that holds no AuditLog (a recorder worker, the mirror's
+    pruning). The file must exist (the board made it): a pulled disk's empty mount point
+    does not get one. Never raises, as AuditLog.append."""
+    line = json.dumps({"time": iso(now_us), "event": event, **fields}, sort_keys=True) + "\n"
+    try:
+        fd = os.open(data_dir / AUDIT_FILE, os.O_WRONLY | os.O_APPEND)
+        try:
+            os.write(fd, line.encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as e:
+        log.error("audit log %s: %s", data_dir / AUDIT_FILE, e)

@@ -231,7 +231,8 @@ class Board:
     def _role_changed(self, role: Role) -> None:
         """The recorder follows the role at once: active records, anything else holds the
         cameras in memory only, ready to take over."""
-        self.audit.append(now_us(), "role", role=role)
+        reason = self.failover.state_reason if self.failover is not None else "single board"
+        self.audit.append(now_us(), "role", role=role, reason=reason)
         if self.failover is not None:
             self._fact(self.failover.view())
 
@@ -317,7 +318,10 @@ class Board:
         """SIGHUP or an edit of the file (firmware.configwatch): apply a changed config; a bad
         one is refused and the running one kept. One reload at a time, whoever asks."""
         with self._reload_lock:
-            return self._reload(path)
+            result = self._reload(path)
+        if result != "unchanged":
+            self.audit.append(now_us(), "config-" + result, path=str(path))
+        return result
 
     def _reload(self, path: Path) -> str:
         try:

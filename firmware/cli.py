@@ -23,6 +23,9 @@ from firmware.paths import BOARD_FILE, DATA_ROOT, DEFAULT_CONFIG, FACTORY_CONFIG
 from firmware.timefmt import now_us
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from firmware.catalog import Catalog
     from firmware.config import Config
 
 log = logging.getLogger("nvr")
@@ -271,15 +274,18 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
+    from functools import cache
+
     from firmware.recorder.segment_file import sha256_file
 
+    sha = cache(sha256_file)  # each file is read once, by both checks
     cat = _open_catalog(args.data)
     bad = 0
     segs = cat.segments()
     for s in segs:
         path = args.data / s.path
         try:
-            digest = sha256_file(path)
+            digest = sha(path)
         except FileNotFoundError:
             print(f"MISSING  {s.path}  (segment {s.id})")
             bad += 1
@@ -288,7 +294,44 @@ def _verify(args: argparse.Namespace) -> int:
             print(f"MISMATCH {s.path}  catalog {s.sha256[:16]}… file {digest[:16]}…")
             bad += 1
     print(f"verify: {len(segs)} segments checked, {bad} bad")
-    return 1 if bad else 0
+    broken = _verify_log(args.data, cat, sha)
+    return 1 if bad or broken else 0
+
+
+def _verify_log(data: Path, cat: Catalog, sha: Callable[[Path], str]) -> bool:
+    """The evidence log's part of `nvr verify`; True when it shows a break."""
+    from firmware.evidence.check import NOTICE, check_log
+    from firmware.evidence.log import EvidenceLog, LogDamaged, LogMissing
+    from firmware.evidence.note import KeyFileError
+    from firmware.evidence.verifier import key_fingerprint
+
+    try:
+        evlog = EvidenceLog(data, "verify", reader=True)
+    except LogMissing as e:
+        print(f"evidence log: none ({e})")
+        return False
+    except (LogDamaged, KeyFileError, OSError) as e:
+        print(f"evidence log: BROKEN: cannot open it: {e}")
+        return True
+    try:
+        rep = check_log(data, cat, evlog, sha)
+        peer = evlog.pinned()
+        print(f"evidence log: {rep.leaves} entries ({rep.segments} segments, {rep.audit_lines} "
+              f"audit events); signed up to {rep.signed}, cosigned by the peer up to "
+              f"{rep.cosigned}; key {key_fingerprint(evlog.signer.note_key)}, peer's key "
+              f"{key_fingerprint(peer) if peer else 'none'}")  # fmt: skip
+    finally:
+        evlog.close()
+    breaks = [f for f in rep.findings if f.kind not in NOTICE]
+    for f in rep.findings[:50]:
+        print(f"{'BREAK' if f.kind not in NOTICE else 'NOTE'}  {f.kind.value}: {f.text}")
+    if len(rep.findings) > 50:
+        print(f"... and {len(rep.findings) - 50} more")
+    if breaks:
+        print(f"evidence log: BROKEN; the first break: {breaks[0].text}")
+    else:
+        print("evidence log: intact")
+    return bool(breaks)
 
 
 # --- evidence locks --------------------------------------------------------------------------
@@ -550,10 +593,12 @@ def cmd_console(args: argparse.Namespace) -> int:
     if not setup_complete(root) and run_wizard(Layout(root), args.factory, args.config, live,
                                                drives, profile):  # fmt: skip
         return 1  # left half way: the next start asks again
-    if not login(root, sys.stdin, sys.stdout, state=Path("/run/nvr-console-login")):
+    con = Console(args.config, args.release, sys.stdin, sys.stdout, data_root=root,
+                  profile=profile)  # fmt: skip
+    if not login(root, sys.stdin, sys.stdout, state=Path("/run/nvr-console-login"),
+                 audit=lambda event: con.audit(event, quiet=True, source="console")):  # fmt: skip
         return 1
-    return Console(args.config, args.release, sys.stdin, sys.stdout, data_root=root,
-                   profile=profile).loop()  # fmt: skip
+    return con.loop()
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -14,6 +14,7 @@ tests fake all of them."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shlex
 import threading
@@ -224,8 +225,9 @@ class Console:
                 self.out.write("\x1b[H\x1b[2J")
                 self.out.flush()
 
-    def audit(self, event: str, **fields: object) -> None:
-        """An event in the board's audit log, as the firmware writes it; a failure is said."""
+    def audit(self, event: str, quiet: bool = False, **fields: object) -> None:
+        """An event in the board's audit log, as the firmware writes it; a failure is said
+        (quiet: only logged; the login prompt is no place for it)."""
         from firmware.audit import AUDIT_FILE
         from firmware.timefmt import now_us
 
@@ -233,7 +235,10 @@ class Console:
             try:
                 self._audit = AuditLog(load_config(self.config).board.data_dir / AUDIT_FILE)
             except (ConfigError, OSError) as e:
-                self.say(f"audit log: {e}")
+                if quiet:
+                    logging.getLogger("nvr.console").warning("audit log: %s", e)
+                else:
+                    self.say(f"audit log: {e}")
                 return
         self._audit.append(now_us(), event, **fields)
 
@@ -445,9 +450,11 @@ def _install(con: Console, bundle: Path) -> int:
     done = con.external(["rauc", "install", str(bundle)], stream=True)
     if done.returncode == 0:
         con.say(f"update: installed {bundle.name}, type reboot to start it")
+        con.audit("update-installed", quiet=True, bundle=bundle.name, source="console")
         return 0
     reason = "rauc not installed" if done.returncode == NOT_FOUND else rauc_error(done)
     con.say(f"update failed: {reason}")
+    con.audit("update-failed", quiet=True, bundle=bundle.name, reason=reason, source="console")
     return 1
 
 

@@ -542,12 +542,17 @@ def login(
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
     state: Path | None = None,
+    audit: Callable[[str], None] = lambda event: None,
 ) -> bool:
-    """The admin password before the console's commands, until right; False when gone."""
+    """The admin password before the console's commands, until right; False when gone.
+    Each login and failed login is an audit event (a leaf of the evidence log)."""
     backoff = load_backoff(state)
     while True:
         match admin_try(data_root, inp, out, backoff, clock, sleep, state):
             case PasswordCheck.RIGHT:
+                audit("console-login")
                 return True
             case PasswordCheck.GONE:
                 return False
+            case PasswordCheck.WRONG:
+                audit("console-login-failed")

@@ -388,10 +388,14 @@ def test_api_locks_need_the_token_and_are_audited(tmp_path):
     assert seen["released"][0] == 200 and seen["released"][1]["release_reason"] == "done"
     assert seen["unknown"] == 404 and seen["after"] == {"locks": []}
     events = [json.loads(line) for line in (tmp_path / "audit.log").read_text().splitlines()]
-    assert [(e["event"], e["id"], e["source"]) for e in events] == [
+    assert [(e["event"], e["id"], e["source"]) for e in events if "id" in e] == [
         ("evidence-lock", made["id"], "api"),
         ("evidence-unlock", made["id"], "api"),
     ]
+    # Four refusals from one address within a minute: one audit event, never the token.
+    refused = [e for e in events if e["event"] == "api-login-failed"]
+    assert len(refused) == 1 and refused[0]["path"] == "/api/v1/locks"
+    assert "wrong" not in (tmp_path / "audit.log").read_text()
 
 
 # --- console -----------------------------------------------------------------------------------

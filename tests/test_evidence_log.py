@@ -163,11 +163,10 @@ def test_the_witness_cosigns_growth_and_refuses_truncation_and_a_rewrite(tmp_pat
                       Unchanged)  # fmt: skip
 
     # Truncated: the same key, the log of the first three entries only.
-    key_file = a.data / LOG_DIR / "board.key"
-    cut = board(tmp_path, "a-cut")
-    shutil.copy(key_file, cut.data / LOG_DIR / "board.key")
-    cut.log.close()
-    cut = Board("a", cut.data, cut.catalog, cut.audit, EvidenceLog(cut.data, "a"))
+    data = tmp_path / "a-cut"
+    (data / LOG_DIR).mkdir(parents=True, mode=0o700)
+    shutil.copy(a.data / LOG_DIR / "board.key", data / LOG_DIR / "board.key")
+    cut = Board("a", data, Catalog(data), AuditLog(data / AUDIT_FILE), EvidenceLog(data, "a"))
     for i in range(3):
         cut.audit.append(T0 + i, "event", n=i)
     cut.log.ingest(cut.catalog)

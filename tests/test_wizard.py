@@ -190,7 +190,9 @@ def test_login_after_setup_backs_off_and_never_echoes(tmp_path: Path) -> None:
         slept.append(s)
         now[0] += s
 
-    assert login(data, inp, out, lambda: now[0], sleep)
+    events: list[str] = []
+    assert login(data, inp, out, lambda: now[0], sleep, audit=events.append)
+    assert events == ["console-login-failed"] * 4 + ["console-login"]  # evidence log leaves
     assert slept == [1.0, 2.0]  # free tries, then doubling
     assert out.getvalue().count("wrong password") == 4 and "wrong1" not in out.getvalue()
     assert not login(data, io.StringIO(""), io.StringIO())  # EOF: no console

@@ -22,7 +22,7 @@ from firmware.audit import AUDIT_FILE
 from firmware.catalog import Catalog, Segment
 from firmware.evidence.merkle import MerkleTree
 from firmware.evidence.nodes_sqlite import SqliteNodes
-from firmware.evidence.note import NoteSigner, load_or_create_key
+from firmware.evidence.note import NoteSigner, load_or_create_key, read_key
 from firmware.evidence.verifier import (
     Checkpoint,
     Note,
@@ -50,6 +50,7 @@ CREATE TABLE IF NOT EXISTS checkpoints (size INTEGER PRIMARY KEY, note TEXT NOT 
     signed_us INTEGER NOT NULL, cosigned TEXT);
 CREATE TABLE IF NOT EXISTS witnessed (origin TEXT PRIMARY KEY, size INTEGER NOT NULL,
     note TEXT NOT NULL, at_us INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS pins (origin TEXT PRIMARY KEY, note_vkey TEXT NOT NULL);
 """
 
@@ -72,6 +73,10 @@ def audit_leaf(line: bytes) -> bytes:
     return canonical({"kind": "audit", "line": line.decode("utf-8", "replace")})
 
 
+class LogMissing(Exception):
+    """No evidence log in this data directory (a firmware before it, or not started yet)."""
+
+
 class LogDamaged(Exception):
     """The log's own files contradict each other (not a peer's verdict: this board's)."""
 
@@ -86,24 +91,41 @@ class Ingested:
 class EvidenceLog:
     """One writer thread (the evidence service); the mirror's routes read from the loop."""
 
-    def __init__(self, data_dir: Path, board: str) -> None:
+    def __init__(self, data_dir: Path, board: str, reader: bool = False) -> None:
+        """reader: look only (nvr verify, nvr export beside the running firmware): nothing is
+        made, and the tree is not caught up; LogMissing when there is no log."""
         self.data_dir = data_dir
         self.dir = data_dir / LOG_DIR
-        self.dir.mkdir(mode=0o700, exist_ok=True)
-        key = load_or_create_key(self.dir / KEY_FILE)
-        probe = NoteSigner(f"nvr-{board}", key)
-        self.origin = f"nvr-{board}-{key_fingerprint(probe.note_key)[:8]}"
-        """The log's name: the board's and its key's, so a new key is a new log."""
-        self.signer = NoteSigner(self.origin, key)
+        if reader:
+            if not (self.dir / KEY_FILE).exists() or not (self.dir / LOG_DB).exists():
+                raise LogMissing(f"{self.dir}: no evidence log here")
+            key = read_key(self.dir / KEY_FILE)
+        else:
+            self.dir.mkdir(mode=0o700, exist_ok=True)
+            key = load_or_create_key(self.dir / KEY_FILE)
         self._lock = threading.RLock()
         self._db = sqlite3.connect(self.dir / LOG_DB, isolation_level=None,
                                    check_same_thread=False)  # fmt: skip
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
+        row = self._db.execute("SELECT value FROM meta WHERE name = 'origin'").fetchone()
+        if row is None:
+            if reader:
+                raise LogDamaged(f"{self.dir / LOG_DB}: the log's name is not recorded")
+            probe = NoteSigner(f"nvr-{board}", key)
+            origin = f"nvr-{board}-{key_fingerprint(probe.note_key)[:8]}"
+            self._db.execute("INSERT INTO meta VALUES ('origin', ?)", (origin,))
+        else:
+            origin = str(row[0])
+        self.origin = origin
+        """The log's name, fixed when it was made: the board's and its key's, so a new key is
+        a new log, and renaming the board later does not change it."""
+        self.signer = NoteSigner(self.origin, key)
         self.nodes = SqliteNodes(self.dir / TREE_DB)
         self.tree = MerkleTree(self.nodes)
-        self._catch_up()
+        if not reader:
+            self._catch_up()
 
     def close(self) -> None:
         with self._lock:
@@ -281,6 +303,20 @@ class EvidenceLog:
             return None
         note = parse_note(row[0])
         return parse_checkpoint(note.text), note
+
+    def checkpoints(self) -> list[tuple[int, Note, Note | None]]:
+        """Every kept checkpoint of this board's log: (size, signed note, the same cosigned by
+        the peer or None), newest first."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT size, note, cosigned FROM checkpoints ORDER BY size DESC"
+            ).fetchall()
+        return [(int(s), parse_note(n), parse_note(c) if c else None) for s, n, c in rows]
+
+    def ingested_rows(self) -> int:
+        """The catalog row id up to which segments were taken in."""
+        with self._lock:
+            return self._cursor("segments")
 
     def prune_checkpoints(self, before_us: int) -> None:
         """Keep every cosigned checkpoint's newest per hour, and all since before_us."""

@@ -96,7 +96,7 @@ class NoteSigner:
         return Note(note.text, (*kept, line))
 
 
-def _read_key(path: Path) -> Ed25519PrivateKey:
+def read_key(path: Path) -> Ed25519PrivateKey:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError as e:
@@ -130,7 +130,7 @@ def load_or_create_key(path: Path) -> Ed25519PrivateKey:
     is not a 32-byte seed."""
     path = Path(path)
     if os.path.lexists(path):
-        return _read_key(path)
+        return read_key(path)
     private = Ed25519PrivateKey.generate()
     seed = private.private_bytes(
         serialization.Encoding.Raw,
@@ -151,7 +151,7 @@ def load_or_create_key(path: Path) -> Ed25519PrivateKey:
         try:
             os.link(tmp, path)  # an atomic rename that refuses to replace an existing key
         except FileExistsError:
-            return _read_key(path)
+            return read_key(path)
     finally:
         tmp.unlink(missing_ok=True)
     fsync_dir(path.parent)

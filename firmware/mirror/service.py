@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 from firmware.alert_ids import AlertId, Severity
 from firmware.alerts import Alerts
+from firmware.audit import append_event
 from firmware.catalog import Catalog
 from firmware.clockcheck import Bounds, ClockCheck
 from firmware.config import Config
@@ -19,6 +20,7 @@ from firmware.mirror.plan import RunFacts, SegFacts, superseded
 from firmware.mirror.server import MirrorServer, Recording
 from firmware.recorder.retention import unlink_files
 from firmware.roles import Role
+from firmware.timefmt import now_us as wall_now_us
 
 log = logging.getLogger("nvr.mirror")
 
@@ -55,6 +57,7 @@ def prune_superseded(catalog: Catalog) -> list[str]:
     paths = catalog.delete_segment_rows(sorted(spare))
     unlink_files(catalog.data_dir, paths)
     catalog.forget_garbage(paths)
+    append_event(catalog.data_dir, wall_now_us(), "spare-copies-deleted", segments=sorted(spare))
     log.info("mirror: removed %d segments recorded by both boards: %s", len(spare),
              ", ".join(sorted(spare)[:4]))  # fmt: skip
     return sorted(spare)

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import av
 
+from firmware.audit import append_event
 from firmware.catalog import Catalog, Segment, segment_id
 from firmware.recorder.retention import unlink_files
 from firmware.recorder.salvage import catalog_file, salvage_partial
@@ -30,6 +31,7 @@ from firmware.recorder.segment_file import (
     drop_meta,
     read_meta,
 )
+from firmware.timefmt import now_us as wall_now_us
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +120,8 @@ def recover(data_dir: Path, catalog: Catalog, origin: str) -> RecoveryReport:
         # Lost behind the firmware's back, not deleted: no `deleted` entry, so the mirror
         # fetches the peer's copy back.
         catalog.drop_lost_rows([seg.id for seg in gone])
+        append_event(data_dir, wall_now_us(), "segments-lost", segments=[seg.id for seg in gone],
+                     found="at start: the files were gone")  # fmt: skip
         log.error("recovery: %d segment files are gone (rows dropped): %s", len(gone),
                   rep.missing_files[:5])  # fmt: skip
 

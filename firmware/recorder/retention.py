@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from firmware.alert_ids import AlertId, Severity
+from firmware.audit import append_event
 from firmware.catalog import Catalog, Segment
 from firmware.config import RecorderConfig
 from firmware.core.actions import ClearAlert, RaiseAlert
@@ -144,6 +145,9 @@ class Retention:
                         why, len(segs), nbytes, self.held.text(),
                     )  # fmt: skip
                     self.on_delete(why, len(segs), nbytes)
+                    # A leaf of the evidence log: verify tells these from footage gone unsaid.
+                    append_event(self.data_dir, now_us, "retention-deleted", why=why,
+                                 segments=[s.id for s in segs])  # fmt: skip
                 if len(oldest) < batch and not by_age and len(by_space) == len(oldest):
                     break  # nothing older left to delete
         return total_n, total_b

@@ -1,0 +1,141 @@
+"""`nvr verify` on the evidence log: what a flipped byte, a segment deleted with its row, a cut
+log or audit.log, a rewritten log and a catalog row made to match a changed file each show,
+and that deletions the firmware recorded are no break."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+from pathlib import Path
+
+from conftest import NVR
+from test_evidence_log import T0, Board, add_segment, board, rounds, two_boards
+
+from firmware.audit import AUDIT_FILE, append_event
+from firmware.evidence.check import Break, check_log
+from firmware.evidence.log import LOG_DB, LOG_DIR, TREE_DB, EvidenceLog
+from firmware.recorder.segment_file import sha256_file
+
+
+def recorded(tmp_path: Path, n: int = 3) -> Board:
+    b = board(tmp_path, "a")
+    for i in range(n):
+        add_segment(b.data, b.catalog, "door", T0 + i * 4_000_000, bytes([65 + i]) * 1000)
+        b.audit.append(T0 + i, "role", role="active", n=i)
+    b.log.ingest(b.catalog)
+    b.log.sign(T0, 0)
+    return b
+
+
+def kinds(b: Board) -> list[Break]:
+    return [f.kind for f in check_log(b.data, b.catalog, b.log, sha256_file).findings]
+
+
+def verify(b: Board) -> subprocess.CompletedProcess:
+    b.log.close()
+    done = subprocess.run([*NVR, "verify", "--data", str(b.data)], capture_output=True,
+                          text=True, timeout=60)  # fmt: skip
+    b.log = EvidenceLog(b.data, "a")
+    return done
+
+
+def test_an_intact_log_verifies(tmp_path: Path) -> None:
+    b = recorded(tmp_path)
+    assert kinds(b) == []
+    done = verify(b)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "evidence log: 6 entries (3 segments, 3 audit events)" in done.stdout
+    assert "evidence log: intact" in done.stdout
+
+
+def test_a_flipped_byte_is_a_changed_segment(tmp_path: Path) -> None:
+    b = recorded(tmp_path)
+    seg = b.catalog.segments()[1]
+    path = b.data / seg.path
+    body = bytearray(path.read_bytes())
+    body[500] ^= 0x01
+    path.write_bytes(bytes(body))
+    assert kinds(b) == [Break.SEGMENT_CHANGED]
+    done = verify(b)
+    assert done.returncode == 1
+    assert f"segment {seg.id}" in done.stdout and "changed after it was recorded" in done.stdout
+
+
+def test_a_changed_file_with_its_row_made_to_match_is_still_caught(tmp_path: Path) -> None:
+    b = recorded(tmp_path)
+    seg = b.catalog.segments()[0]
+    (b.data / seg.path).write_bytes(b"forged" * 100)
+    db = sqlite3.connect(b.data / "catalog.sqlite")
+    db.execute("UPDATE segments SET sha256 = ?, bytes = ? WHERE id = ?",
+               (sha256_file(b.data / seg.path), 600, seg.id))  # fmt: skip
+    db.commit()
+    db.close()
+    assert sorted(kinds(b)) == sorted([Break.ROW_CHANGED, Break.SEGMENT_CHANGED])
+
+
+def test_a_segment_deleted_with_its_row_is_caught_unless_the_firmware_deleted_it(
+    tmp_path: Path,
+) -> None:
+    b = recorded(tmp_path)
+    gone, kept = b.catalog.segments()[0], b.catalog.segments()[1]
+    for seg in (gone, kept):
+        b.catalog.delete_segment_rows([seg.id])
+        (b.data / seg.path).unlink()
+    append_event(b.data, T0 + 10, "retention-deleted", why="age", segments=[kept.id])
+    b.log.ingest(b.catalog)
+    found = check_log(b.data, b.catalog, b.log, sha256_file).findings
+    assert [f.kind for f in found] == [Break.SEGMENT_DELETED]
+    assert gone.id in found[0].text and "no deletion was recorded" in found[0].text
+
+
+def test_a_cut_audit_log_and_a_cut_evidence_log_are_caught(tmp_path: Path) -> None:
+    b = recorded(tmp_path)
+    audit = b.data / AUDIT_FILE
+    audit.write_bytes(b"".join(audit.read_bytes().splitlines(keepends=True)[:1]))
+    assert kinds(b) == [Break.AUDIT_CUT]
+
+    c = recorded(tmp_path / "c")
+    c.log.close()
+    db = sqlite3.connect(c.data / LOG_DIR / LOG_DB)
+    db.execute("DELETE FROM leaves WHERE idx >= 4")  # the log cut to four entries...
+    db.commit()
+    db.close()
+    (c.data / LOG_DIR / TREE_DB).unlink()  # ...and its tree built again from them
+    c.log = EvidenceLog(c.data, "a")
+    assert c.log.tree.size() == 4
+    assert Break.LOG_CUT in kinds(c)  # the checkpoint this board signed says six
+
+
+def test_a_rewritten_log_contradicts_what_the_peer_cosigned(tmp_path: Path) -> None:
+    with two_boards(tmp_path) as (a, b):
+        for i in range(4):
+            a.b.audit.append(T0 + i, "event", n=i)
+        rounds(a, b)
+        assert kinds(a.b) == []
+        # Rewrite the leaves (same count) and the tree, re-sign with the board's own key.
+        a.b.log.close()
+        db = sqlite3.connect(a.b.data / LOG_DIR / LOG_DB)
+        db.execute("UPDATE leaves SET data = ? WHERE idx = 1", (b'{"kind":"audit","line":"x"}',))
+        db.commit()
+        db.close()
+        (a.b.data / LOG_DIR / TREE_DB).unlink()
+        a.b.log = EvidenceLog(a.b.data, "a")
+        a.b.log.sign(T0 + 100, 0)
+        found = kinds(a.b)
+        assert Break.HISTORY_CHANGED in found and Break.AUDIT_CHANGED in found
+
+
+def test_retention_records_what_it_deletes_and_the_log_stays_intact(tmp_path: Path) -> None:
+    from firmware.config import RecorderConfig
+    from firmware.recorder.retention import Retention
+
+    b = recorded(tmp_path)
+    ids = [s.id for s in b.catalog.segments()]
+    deleted, _ = Retention(b.data, RecorderConfig(retention_days=1), b.catalog).run(
+        T0 + 2 * 86_400_000_000
+    )
+    assert deleted == 3 and b.catalog.segments() == []
+    b.log.ingest(b.catalog)
+    events = [e for e in (b.data / AUDIT_FILE).read_text().splitlines() if "retention" in e]
+    assert len(events) == 1 and all(i in events[0] for i in ids)
+    assert kinds(b) == []
