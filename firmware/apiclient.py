@@ -77,9 +77,27 @@ def status_lines(st: dict) -> list[str]:
                 f"evidence locks: {locks['active']} active, holding {locks['held_segments']} "
                 f"segments, {locks['held_bytes'] / 1e9:.2f} GB from retention (nvr locks)"
             )
+    if st.get("evidence"):
+        out.append(evidence_line(st["evidence"]))
     for cam in st["cameras"]:
         state = "recording" if cam["recording"] else "NOT recording"
         out.append(f"  camera {cam['name']}: {state}, last frame {cam['last_frame_at']}")
     for a in st["alerts"]:
         out.append(f"  ALERT [{a['severity']}] {a['id']}: {a['text']} (since {a['since']})")
     return out
+
+
+def evidence_line(ev: dict) -> str:
+    """The evidence log in one line: its size, how far the peer cosigned it, both keys (what a
+    person compares with the fingerprints an export's verifier prints)."""
+    signed = ev.get("signed") or {}
+    cosigned = ev.get("cosigned") or {}
+    witnessed = (f"cosigned by the peer up to {cosigned['size']} ({cosigned.get('at')})"
+                 if cosigned else "not cosigned by a peer")  # fmt: skip
+    line = (f"evidence log: {ev['size']} entries, signed up to {signed.get('size', 0)}, "
+            f"{witnessed}; key {ev['key']}")  # fmt: skip
+    if ev.get("peer_key"):
+        line += f", peer's key {ev['peer_key']}"
+    if ev.get("refused") or ev.get("refused_by_peer"):
+        line += f"; REFUSED: {ev.get('refused') or ev.get('refused_by_peer')}"
+    return line

@@ -15,6 +15,7 @@ import pytest
 
 from firmware.alert_ids import AlertId
 from firmware.alerts import Alerts
+from firmware.apiclient import evidence_line
 from firmware.audit import AUDIT_FILE, AuditLog
 from firmware.catalog import Catalog, Segment, segment_id
 from firmware.evidence.log import LOG_DB, LOG_DIR, EvidenceLog, LogDamaged, segment_leaf
@@ -261,7 +262,10 @@ def test_each_board_holds_the_other_s_checkpoint_and_its_own_cosigned(tmp_path: 
             assert verify_cosignature(mine[1], peer.b.log.signer.cosign_key) is not None
             held = x.b.log.held()
             assert held is not None and held.checkpoint.origin == peer.b.log.origin
-            assert x.svc.status()["peer_key"] == peer.svc.status()["key"]
+            st = x.svc.status()
+            assert st["peer_key"] == peer.svc.status()["key"]
+            line = evidence_line(st)
+            assert f"cosigned by the peer up to {mine[0].size}" in line and st["peer_key"] in line
         assert not a.alerts.active() and not b.alerts.active()
 
 
