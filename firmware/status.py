@@ -157,12 +157,12 @@ class BoardStatus:
             "hostname": self.hostname,
             "uptime_seconds": self.uptime_seconds,
             "data_dir": self.data_dir,
+            "evidence": dict(self.evidence) if self.evidence is not None else None,
             "disk": {
                 "free_bytes": self.disk_free_bytes,
                 "total_bytes": self.disk_total_bytes,
                 "capacity": dict(self.capacity) if self.capacity else None,
                 "locks": dict(self.locks) if self.locks is not None else None,
-                "evidence": dict(self.evidence) if self.evidence is not None else None,
             },
             "cameras": [c.to_json() for c in self.cameras],
             "alerts": [a.to_json() for a in self.alerts],

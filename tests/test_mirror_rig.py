@@ -170,6 +170,21 @@ def test_planned_handover_is_gapless(pair):
     wait_until(lambda: tb.role("b") == "active", 10, "b taking over")
     all_kept(tb, "b", first)
     assert tb.role("a") == "standby"
+    evidence_witnessed(tb)
+
+
+def evidence_witnessed(tb) -> None:
+    """Each board's evidence log is cosigned by the other over the pair's own network, and each
+    pinned the other's key (firmware/evidence/service.py)."""
+
+    def cosigned(h: str) -> bool:
+        ev = tb.status(h)["evidence"]
+        return ev["cosigned"] is not None and ev["cosigned"]["size"] > 0
+
+    wait_until(lambda: cosigned("a") and cosigned("b"), 30, "both logs cosigned by the peer")
+    ev = {h: tb.status(h)["evidence"] for h in ("a", "b")}
+    assert ev["a"]["peer_key"] == ev["b"]["key"] and ev["b"]["peer_key"] == ev["a"]["key"]
+    assert not any(ev[h]["refused"] or ev[h]["refused_by_peer"] for h in ("a", "b")), ev
 
 
 def test_failback_waits_for_catch_up_and_is_gapless(pair):

@@ -130,7 +130,8 @@ def test_verify_catches_a_flipped_byte(camera, recorder):
     rec = recorder({"cam1": cam.url("cam1")}, segment_seconds=1)
     wait_until(lambda: rec.segments() >= 2, 30, "two segments")
     rec.stop()
-    assert nvr("verify", "--data", str(rec.data)).returncode == 0
+    clean = nvr("verify", "--data", str(rec.data))
+    assert clean.returncode == 0 and "evidence log: intact" in clean.stdout, clean.stdout
     seg = catalog(rec.data)["segments"][1]
     path = rec.data / seg["path"]
     raw = bytearray(path.read_bytes())
@@ -140,6 +141,8 @@ def test_verify_catches_a_flipped_byte(camera, recorder):
     assert res.returncode == 1
     assert f"MISMATCH {seg['path']}" in res.stdout
     assert res.stdout.count("MISMATCH") == 1
+    # The evidence log says what it means: the file changed after it was recorded.
+    assert f"segment-changed: segment {seg['id']}" in res.stdout
 
 
 def test_full_disk_keeps_recording_and_deletes_oldest(camera, recorder, tmp_path):

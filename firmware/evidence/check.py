@@ -43,9 +43,10 @@ class Break(StrEnum):
     CHECKPOINT_UNSIGNED = "checkpoint-unsigned"
     HISTORY_CHANGED = "history-changed"
     NOT_WITNESSED = "not-witnessed"
+    NOT_YET_LOGGED = "not-yet-logged"
 
 
-NOTICE = frozenset({Break.SEGMENT_LOST, Break.NOT_WITNESSED})
+NOTICE = frozenset({Break.SEGMENT_LOST, Break.NOT_WITNESSED, Break.NOT_YET_LOGGED})
 """Findings that are said but are no evidence of tampering."""
 
 
@@ -222,11 +223,17 @@ def _check_segments(data_dir: Path, catalog: Catalog, evlog: EvidenceLog,
             found.append(Finding(Break.SEGMENT_CHANGED, f"{what}: the file was changed after "
                                  "it was recorded"))  # fmt: skip
     cursor = evlog.ingested_rows()
+    later = 0
     for rowid, seg in catalog.segments_since(0, 1 << 62):
         if rowid > cursor:
-            break
+            later += 1
+            continue
         if seg.id not in segs:
             found.append(Finding(Break.ROW_NOT_IN_LOG, f"segment {seg.id} ({seg.camera}, "
                                  f"{seg.path}): in the catalog but not in the log: added "
                                  "behind the firmware's back"))  # fmt: skip
+    if later:
+        found.append(Finding(Break.NOT_YET_LOGGED, f"{later} segments were committed after the "
+                             "log's last ingest (taken in within a second by the running "
+                             "firmware, or at its next start)"))  # fmt: skip
     return found

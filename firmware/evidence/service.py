@@ -256,9 +256,15 @@ class EvidenceService:
             self._stop.wait(INGEST_S)
 
     def stop(self) -> None:
+        """After the recorder committed its last segments: they go into the log and a last
+        checkpoint is signed before it closes."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(TIMEOUT_S * 3 + INGEST_S)
+        try:
+            self.step()
+        except Exception as e:  # the log is closed whatever happens
+            log.error("evidence: the last ingest failed: %s", e)
         self.log.close()
 
     def status(self) -> dict:
