@@ -20,7 +20,7 @@ from firmware.audit import AUDIT_FILE, AuditLog
 from firmware.catalog import Catalog, Segment, segment_id
 from firmware.evidence.log import LOG_DB, LOG_DIR, EvidenceLog, LogDamaged, segment_leaf
 from firmware.evidence.merkle import MemoryNodes, MerkleTree
-from firmware.evidence.service import EvidenceService
+from firmware.evidence.service import CHECKPOINT_US, EvidenceService
 from firmware.evidence.verifier import leaf_hash, parse_note, verify_cosignature
 from firmware.evidence.witness import (
     Cosigned,
@@ -224,7 +224,8 @@ def two_boards(root: Path) -> Iterator[tuple[Node, Node]]:
         for name in ("a", "b"):
             b = board(root, name)
             alerts = Alerts()
-            svc = EvidenceService(b.log, b.catalog, alerts, lambda what, e: None, key=KEY)
+            svc = EvidenceService(b.log, b.catalog, alerts, lambda what, e: None, key=KEY,
+                                  clock=CLOCK.now_us)  # fmt: skip
             server = MirrorServer(KEY, name, Catalog(b.data), b.data, lambda: {})
             server.routes += svc.routes()
             nodes.append(Node(b, alerts, svc, server))
@@ -242,8 +243,22 @@ def two_boards(root: Path) -> Iterator[tuple[Node, Node]]:
                 loop.run(s.close())
 
 
+class Clock:
+    """The boards' wall clock in these tests: a round is a checkpoint period later."""
+
+    def __init__(self) -> None:
+        self.t = now_us()
+
+    def now_us(self) -> int:
+        return self.t
+
+
+CLOCK = Clock()
+
+
 def rounds(*nodes: Node, n: int = 2) -> None:
     for _ in range(n):
+        CLOCK.t += CHECKPOINT_US
         for x in nodes:
             x.svc.step()
         for x in nodes:

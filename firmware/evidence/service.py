@@ -41,6 +41,9 @@ log = logging.getLogger("nvr.evidence")
 
 INGEST_S = 1.0
 WITNESS_S = 5.0
+CHECKPOINT_US = 5_000_000
+"""A new checkpoint at most this often: what the witness rounds can cosign anyway."""
+PRUNE_US = 3_600_000_000
 REFRESH_US = 60_000_000
 """A checkpoint at least this often, grown or not: it dates the log's state."""
 KEEP_ALL_US = 86_400_000_000
@@ -80,6 +83,7 @@ class EvidenceService:
         """The peer's log, as this board last judged it: refused and why."""
         self.refused_by_peer: tuple[Problem, str] | None = None
         self._delivered: int | None = None
+        self._signed_us = self._pruned_us = -(1 << 62)
 
     # --- the board's own log -------------------------------------------------------------------
 
@@ -95,8 +99,12 @@ class EvidenceService:
             self._damaged(
                 "audit.log is shorter than the log's record of it: it was cut or replaced"
             )
-        self.log.sign(now, REFRESH_US)
-        self.log.prune_checkpoints(now - KEEP_ALL_US)
+        if now - self._signed_us >= CHECKPOINT_US:
+            self._signed_us = now
+            self.log.sign(now, REFRESH_US)
+        if now - self._pruned_us >= PRUNE_US:
+            self._pruned_us = now
+            self.log.prune_checkpoints(now - KEEP_ALL_US)
 
     def _damaged(self, text: str) -> None:
         self.alerts.raise_(AlertId.EVIDENCE_LOG_DAMAGED, Severity.CRITICAL,
@@ -262,6 +270,7 @@ class EvidenceService:
         if self._thread is not None:
             self._thread.join(TIMEOUT_S * 3 + INGEST_S)
         try:
+            self._signed_us = -(1 << 62)  # sign what the last segments made of the tree
             self.step()
         except Exception as e:  # the log is closed whatever happens
             log.error("evidence: the last ingest failed: %s", e)
