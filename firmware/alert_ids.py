@@ -76,6 +76,13 @@ class AlertId(StrEnum):
     """The peer's log no longer contains what this board cosigned: its history was changed."""
     EVIDENCE_LOG_REFUSED = "evidence-log-refused"
     """The peer refuses to cosign this board's log: it holds a history this log contradicts."""
+    # archive tier (firmware/archive/)
+    ARCHIVE_BEHIND = "archive-behind"
+    """The oldest segment not yet archived started more than [archive] lag_alert_minutes ago."""
+    ARCHIVE_UNREACHABLE = "archive-unreachable"
+    """Uploads to the archive store failed several times in a row (the error's class only)."""
+    ARCHIVE_CREDENTIALS = "archive-credentials"
+    """The archive's credentials file is missing, unsafe (mode, owner) or malformed."""
 
 
 class Severity(StrEnum):

@@ -79,6 +79,8 @@ def status_lines(st: dict) -> list[str]:
             )
     if st.get("evidence"):
         out.append(evidence_line(st["evidence"]))
+    if st.get("archive"):
+        out.append(archive_line(st["archive"]))
     for cam in st["cameras"]:
         state = "recording" if cam["recording"] else "NOT recording"
         out.append(f"  camera {cam['name']}: {state}, last frame {cam['last_frame_at']}")
@@ -100,4 +102,18 @@ def evidence_line(ev: dict) -> str:
         line += f", peer's key {ev['peer_key']}"
     if ev.get("refused") or ev.get("refused_by_peer"):
         line += f"; REFUSED: {ev.get('refused') or ev.get('refused_by_peer')}"
+    return line
+
+
+def archive_line(ar: dict) -> str:
+    """The archive uploader in one line: where, how far behind, what went up, the last error
+    (scrubbed of credentials by the uploader)."""
+    where = f"archive {ar['bucket']}/{ar['prefix']}"
+    if not ar.get("uploading"):
+        line = f"{where}: not uploading (the active board uploads)"
+    else:
+        line = f"{where}: {ar['lag_seconds']:.0f} s behind"
+    line += f", {ar['uploaded']} segments ({ar['bytes'] / 1e9:.2f} GB) uploaded"
+    if ar.get("failures"):
+        line += f", {ar['failures']} failures, last: {ar.get('last_error') or '?'}"
     return line

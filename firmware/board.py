@@ -62,6 +62,7 @@ from hal.linux.nic import LinuxNic
 from hal.nic import Nic
 
 if TYPE_CHECKING:
+    from firmware.archive.uploader import Uploader
     from firmware.evidence.service import EvidenceService
     from firmware.failover.daemon import Failover
     from firmware.mirror.service import Mirror
@@ -157,6 +158,7 @@ class Board:
                 self._paired,
                 on_joined=lambda: adopt_on_join(cfg.board.data_dir),
             )
+        self.archive = self._make_archive()
         if self.unpaired:
             self.alerts.raise_(AlertId.UNPAIRED, Severity.WARNING, UNPAIRED_TEXT, now_us())
         try:
@@ -306,6 +308,8 @@ class Board:
 
     def _catalog_changed(self) -> None:
         """From the recorder's thread: a segment was committed or a run ended."""
+        if self.archive is not None:
+            self.archive.wake()
         if self.mirror is not None:
             self.mirror.changed()
             if self._loop is not None:
@@ -333,13 +337,14 @@ class Board:
         self.alerts.clear(AlertId.CONFIG_INVALID)
         if self.pairsync is not None:
             self.pairsync.local(new)
-        fixed = (new.board, new.api, new.network, new.pair)
-        if fixed != (self.cfg.board, self.cfg.api, self.cfg.network, self.cfg.pair):
+        fixed = (new.board, new.api, new.network, new.pair, new.archive)
+        if fixed != (self.cfg.board, self.cfg.api, self.cfg.network, self.cfg.pair,
+                     self.cfg.archive):  # fmt: skip
             self.alerts.raise_(
                 "restart-needed",
                 "warning",
-                f"{path}: [board], [network], [pair] or [api] changed; restart the firmware "
-                "to apply them",
+                f"{path}: [board], [network], [pair], [api] or [archive] changed; restart the "
+                "firmware to apply them",
                 now_us(),
             )
         if (new.recorder, new.camera) == (self.cfg.recorder, self.cfg.camera):
@@ -443,6 +448,7 @@ class Board:
             else {**rec.capacity.to_json(), "retention_days": self.cfg.recorder.retention_days},
             locks=rec.retention.held.to_json(),
             evidence=self.evidence.status() if self.evidence is not None else None,
+            archive=self.archive.status() if self.archive is not None else None,
         )
 
     def status(self) -> dict:
@@ -467,6 +473,31 @@ class Board:
             svc.key, svc.request = self.failover.key, self.mirror.client.request
             self.mirror.server.routes += svc.routes()
         return svc
+
+    def _make_archive(self) -> Uploader | None:
+        """The archive uploader ([archive], firmware/archive/); it uploads while this board
+        records. Bad credentials leave the board recording, with the alert that says why."""
+        acfg = self.cfg.archive
+        if acfg is None:
+            return None
+        from firmware.archive.store import default_prefix, load_credentials
+        from firmware.archive.uploader import Uploader
+
+        try:
+            creds = load_credentials(acfg.credentials_file)
+        except ConfigError as e:
+            self.alerts.raise_(AlertId.ARCHIVE_CREDENTIALS, Severity.CRITICAL,
+                               f"{e}; nothing is archived until it is fixed (restart after)",
+                               now_us())  # fmt: skip
+            return None
+        fingerprint = None if self.pairing is None else self.pairing.current_fingerprint()
+        evidence = self.evidence
+        return Uploader(
+            acfg, creds, acfg.prefix or default_prefix(self.cfg.board.name, fingerprint),
+            self.cfg.board.name, self.catalog, self.data_dir, self.alerts,
+            self.alerts.task_failed, recording=lambda: self.recorder.mode == RecorderMode.RECORD,
+            evidence=lambda: evidence.log if evidence is not None else None,
+        )  # fmt: skip
 
     def api_context(self) -> ApiContext:
         return ApiContext(
@@ -494,6 +525,8 @@ class Board:
         self._loop.set_exception_handler(self._loop_error)
         if self.evidence is not None:
             self.evidence.start()
+        if self.archive is not None:
+            self.archive.start()
         if self.failover is not None:
             failover = asyncio.create_task(self.failover.run(failover_stop))
             failover.add_done_callback(self._failover_ended)
@@ -532,6 +565,8 @@ class Board:
                     await t
             log.info("stopping: committing open segments")
             await asyncio.get_running_loop().run_in_executor(None, self.recorder.stop)
+            if self.archive is not None:
+                await asyncio.to_thread(self.archive.stop)
             if self.mirror is not None:
                 await asyncio.to_thread(self.mirror.stop)
             if self.pairsync is not None:

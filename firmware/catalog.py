@@ -9,6 +9,7 @@ Deletions go through a garbage table so a crash between unlink and row delete is
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import sqlite3
 import threading
@@ -75,6 +76,14 @@ CREATE TABLE IF NOT EXISTS locks (
     changed INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS locks_changed ON locks(changed);
+CREATE TABLE IF NOT EXISTS archived (
+    id TEXT PRIMARY KEY,
+    key TEXT NOT NULL,
+    bytes INTEGER,
+    sha256 TEXT,
+    archived_us INTEGER,
+    row TEXT NOT NULL
+);
 """
 
 # Columns added after the first release: (table, column, declaration). Added on open, so a
@@ -148,6 +157,24 @@ class Segment:
             "run": self.run_id,
             "salvaged": self.salvaged,
         }
+
+
+@dataclass(frozen=True)
+class ArchivedSegment:
+    """A segment the archive holds (firmware/archive/): its key in the bucket and the
+    catalog row as it was uploaded, kept after the local copy is deleted."""
+
+    id: str
+    key: str
+    bytes: int
+    sha256: str
+    archived_us: int
+    segment: Segment
+
+
+def segment_from_row(row: dict) -> Segment:
+    """A Segment from the JSON the archive keeps (`archived.row`): every field of the table."""
+    return Segment(**{k: row[k] for k in Segment.__dataclass_fields__ if k in row})
 
 
 @dataclass(frozen=True)
@@ -566,6 +593,72 @@ class Catalog:
 
     def garbage(self) -> list[str]:
         return [r["path"] for r in self._db().execute("SELECT path FROM garbage")]
+
+    # --- the archive tier (firmware/archive/) ---------------------------------------------
+
+    def mark_archived(self, seg: Segment, key: str, now_us: int) -> None:
+        """The archive holds seg (size and hash checked) under key. The row keeps the segment's
+        fields, so it is still known after retention deletes the local file."""
+        row = json.dumps(asdict(seg), sort_keys=True)
+        with self._tx() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO archived(id, key, bytes, sha256, archived_us, row)"
+                " VALUES (?,?,?,?,?,?)",
+                (seg.id, key, seg.bytes, seg.sha256, now_us, row),
+            )
+
+    def archived(self, sid: str) -> ArchivedSegment | None:
+        try:
+            r = self._db().execute("SELECT * FROM archived WHERE id = ?", (sid,)).fetchone()
+        except sqlite3.OperationalError as e:
+            if "no such table: archived" in str(e):
+                return None
+            raise
+        if r is None:
+            return None
+        seg = segment_from_row(json.loads(r["row"]))
+        return ArchivedSegment(r["id"], r["key"], r["bytes"], r["sha256"], r["archived_us"], seg)
+
+    def archived_ids(self, ids: list[str]) -> set[str]:
+        """Those of ids that the archive holds."""
+        db = self._db()
+        return {
+            sid
+            for sid in ids
+            if db.execute("SELECT 1 FROM archived WHERE id = ?", (sid,)).fetchone()
+        }
+
+    def not_archived(self, limit: int, from_us: int | None = None) -> list[Segment]:
+        """Local segments not yet archived, oldest first. A row exists only once its file is
+        durably in place (recorder.segment_file), so each is a committed file. from_us: only
+        those starting then or later (the index on start_us skips what is archived already)."""
+        rows = self._db().execute(
+            "SELECT s.* FROM segments s LEFT JOIN archived a ON a.id = s.id"
+            " WHERE a.id IS NULL AND s.start_us >= ? ORDER BY s.start_us, s.camera LIMIT ?",
+            (-(1 << 62) if from_us is None else from_us, limit),
+        )
+        return [self._segment(r) for r in rows]
+
+    def archived_segments(self, camera: str, start_us: int, end_us: int) -> list[Segment]:
+        """Archived segments of camera overlapping [start_us, end_us) that are no longer
+        local, oldest first, from the rows kept at upload."""
+        rows = self._db().execute(
+            "SELECT a.row FROM archived a WHERE json_extract(a.row, '$.camera') = ?"
+            " AND json_extract(a.row, '$.end_us') > ?"
+            " AND json_extract(a.row, '$.start_us') < ?"
+            " AND NOT EXISTS (SELECT 1 FROM segments s WHERE s.id = a.id)",
+            (camera, start_us, end_us),
+        )
+        segs = [segment_from_row(json.loads(r["row"])) for r in rows]
+        return sorted(segs, key=lambda s: (s.start_us, s.id))
+
+    def archived_summary(self) -> dict[str, tuple[int, int, int]]:
+        """Per camera: (first start_us, last end_us, segments) of what the archive holds."""
+        rows = self._db().execute(
+            "SELECT json_extract(row, '$.camera') c, MIN(json_extract(row, '$.start_us')) a,"
+            " MAX(json_extract(row, '$.end_us')) b, COUNT(*) n FROM archived GROUP BY c"
+        )
+        return {r["c"]: (int(r["a"]), int(r["b"]), int(r["n"])) for r in rows}
 
     # --- evidence locks ------------------------------------------------------------------
 

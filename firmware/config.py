@@ -299,6 +299,53 @@ class LedsConfig(_Section):
     """Lit while any alert is raised."""
 
 
+S3_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+S3_PREFIX = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}(/[A-Za-z0-9][A-Za-z0-9_.-]{0,62}){0,3}$")
+"""A key prefix safe on every S3-compatible store: 1-4 path parts of letters, digits, '-', '_'
+and '.', none starting with a dot (no '..', no leading or trailing '/')."""
+
+
+class ArchiveConfig(_Section):
+    """The archive tier: every committed segment copied to an S3-compatible store
+    (docs/ARCHIVE.md). Optional: without this section nothing leaves the pair."""
+
+    endpoint: Text
+    """The store's URL, http:// or https://, without credentials (e.g. https://s3.site:8333)."""
+    bucket: Annotated[str, Field(pattern=S3_BUCKET.pattern)]
+    """An existing bucket; created with Object Lock for retention the store enforces."""
+    region: Annotated[str, Field(pattern=r"^[a-z0-9-]{1,32}$")] = "us-east-1"
+    credentials_file: FsPath
+    """TOML with `access_key = "..."` and `secret_key = "..."`; 0600 or 0400, owned by root
+    or the firmware's user. Read at start, never logged or shown."""
+    prefix: Annotated[str, Field(pattern=S3_PREFIX.pattern)] | None = None
+    """Where this pair's objects go in the bucket; default `pair-<pair key fingerprint>`
+    (12 hex digits, the same on both boards) or `board-<board name>` for a single board."""
+    local_days: Annotated[Real, Field(gt=0, le=3650)] | None = None
+    """Footage stays on the boards at least this long; default [recorder] retention_days."""
+    archive_days: Annotated[Real, Field(gt=0, le=36500)] | None = None
+    """How long the archive keeps footage: the Object Lock period of each segment (from its
+    end) where the bucket has Object Lock. None = the store's own lifecycle decides."""
+    bandwidth_mbit: Annotated[Real, Field(ge=0, le=100_000)] = 0.0
+    """Upload cap in megabits per second; 0 = no cap."""
+    lag_alert_minutes: Annotated[Real, Field(gt=0, le=100_000)] = 30.0
+    """Alert `archive-behind` when the oldest segment not yet archived started this long ago."""
+    object_lock: Literal["auto", "on", "off"] = "auto"
+    """auto: retention where the bucket has Object Lock; on: refuse to upload without it;
+    off: never set retention."""
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint(cls, v: str) -> str:
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(v)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http:// or https:// URL")
+        if parts.username is not None or parts.password is not None:
+            raise ValueError("must not carry credentials (they go in credentials_file)")
+        return v.rstrip("/")
+
+
 class CameraConfig(_Section):
     name: Name
     url: Text
@@ -323,6 +370,7 @@ class Config(_Section):
     watchdog: WatchdogConfig = WatchdogConfig()
     panel: PanelConfig = PanelConfig()
     leds: LedsConfig = LedsConfig()
+    archive: ArchiveConfig | None = None
     camera: list[CameraConfig] = []
 
     @field_validator("camera")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector, CollectorRegistry
@@ -91,6 +91,26 @@ class BoardCollector(Collector):
             yield from self._failover(st.pair)
         if st.mirror is not None:
             yield from self._mirror(st.mirror)
+        if st.archive is not None:
+            yield from self._archive(st.archive)
+
+    def _archive(self, ar: Mapping) -> Iterator:
+        if ar.get("lag_seconds") is not None:
+            yield GaugeMetricFamily(
+                "nvr_archive_lag_seconds",
+                "Seconds since the oldest segment not yet archived started",
+                value=ar["lag_seconds"],
+            )
+        yield CounterMetricFamily(
+            "nvr_archive_uploaded_bytes", "Bytes uploaded to the archive", value=ar["bytes"]
+        )
+        yield CounterMetricFamily(
+            "nvr_archive_uploaded_segments", "Segments uploaded to the archive",
+            value=ar["uploaded"],
+        )  # fmt: skip
+        yield CounterMetricFamily(
+            "nvr_archive_failures", "Failed archive uploads", value=ar["failures"]
+        )
 
     def _mirror(self, m: MirrorView) -> Iterator:
         if m.lag_seconds is not None:

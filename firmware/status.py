@@ -138,6 +138,8 @@ class BoardStatus:
     """What active evidence locks keep from retention (firmware/evidence/locks.py LockHold)."""
     evidence: Mapping | None = None
     """The transparency log: sizes, checkpoints, key fingerprints (firmware/evidence/service.py)."""
+    archive: Mapping | None = None
+    """The archive uploader (firmware/archive/uploader.py `status`); None without [archive]."""
 
     @property
     def epoch(self) -> int:
@@ -171,4 +173,5 @@ class BoardStatus:
             "hardware": dict(self.hardware) if self.hardware is not None else None,
             "writes_held": self.writes_held,
             "pair_settings": dict(self.pair_settings) if self.pair_settings else None,
+            "archive": dict(self.archive) if self.archive is not None else None,
         }
