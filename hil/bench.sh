@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Benchmarks (slow; not part of the default suite). Usage: bash hil/bench.sh recorder|failover|mirror|start [ARGS...]
+# Benchmarks (slow; not part of the default suite). Usage: bash hil/bench.sh recorder|failover|mirror|start|archive [ARGS...]
 set -euo pipefail
 top="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$top/hil/bootstrap.sh"
@@ -11,5 +11,6 @@ case "$what" in
   failover) exec .venv/bin/python -m hil.bench_failover "$@" ;;
   mirror) exec .venv/bin/python -m hil.bench_mirror "$@" ;;
   start) exec .venv/bin/python -m hil.bench_start "$@" ;;
-  *) echo "unknown benchmark: $what (known: recorder, failover, mirror, start)" >&2; exit 2 ;;
+  archive) exec .venv/bin/python -m hil.bench_archive "$@" ;;
+  *) echo "unknown benchmark: $what (known: recorder, failover, mirror, start, archive)" >&2; exit 2 ;;
 esac
