@@ -187,6 +187,11 @@ def main() -> int:
                   "nvr run tree:")  # fmt: skip
             for label, v in figures.items():
                 print(f"- {label}: {v:.2f} ({v / args.cameras:.3f} per camera)")
+            listed = store.client().list_objects_v2(Bucket="live", Prefix="board-a/segments/")
+            uploaded = listed.get("KeyCount", 0)
+            print(f"- segments the board uploaded meanwhile: {uploaded}")
+            if not uploaded:
+                raise SystemExit("the board with [archive] uploaded nothing: no figure")
             extra = figures["with [archive]"] - figures["without [archive]"]
             print(f"- the archive costs {extra:.2f} CPU s per minute "
                   f"({extra / 60 * 100:.1f} % of one core)")  # fmt: skip
