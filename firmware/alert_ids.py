@@ -83,6 +83,10 @@ class AlertId(StrEnum):
     """Uploads to the archive store failed several times in a row (the error's class only)."""
     ARCHIVE_CREDENTIALS = "archive-credentials"
     """The archive's credentials file is missing, unsafe (mode, owner) or malformed."""
+    ARCHIVE_DELETED_UNARCHIVED = "archive-deleted-unarchived"
+    """The disk ran out with the archive behind: footage went before the archive had it."""
+    ARCHIVE_CORRUPT = "archive-corrupt"
+    """An archived object no longer matches its SHA-256 (read back or `nvr verify --archive`)."""
 
 
 class Severity(StrEnum):

@@ -47,6 +47,11 @@ class ApiContext:
     audit: AuditLog | None = None
     """The board's audit log (evidence locks taken and released here); None: the data
     directory's, opened at the first lock."""
+    archive: Any | None = None
+    """The archive store (firmware/archive/store.py ArchiveStore, the uploader's): segments
+    that are no longer local are served from it. None: no [archive] (or no credentials)."""
+    alerts: Any | None = None
+    """The board's Alerts, for `archive-corrupt`; None: logged only."""
 
 
 BOARD = web.AppKey("board", ApiContext)
@@ -132,12 +137,19 @@ async def recordings(request: web.Request) -> web.Response:
     cat = board.catalog
     segs = cat.segments(name, start, end)
     gaps = cat.gaps(name, start, end)
+    # Archived segments no longer on the disk are listed too (served from the archive).
+    archived = cat.archived_ids([s.id for s in segs])
+    away = cat.archived_segments(name, -(1 << 62) if start is None else start,
+                                 1 << 62 if end is None else end)  # fmt: skip
+    listed = [{**s.to_json(), "archived": s.id in archived, "local": True} for s in segs]
+    listed += [{**s.to_json(), "archived": True, "local": False} for s in away]
+    listed.sort(key=lambda d: (d["start"], d["id"]))
     return web.json_response(
         {
             "camera": name,
             "start": iso(start),
             "end": iso(end),
-            "segments": [s.to_json() for s in segs],
+            "segments": listed,
             "gaps": [g.to_json() for g in gaps],
         }
     )
@@ -147,6 +159,19 @@ async def segment(request: web.Request) -> web.StreamResponse:
     board = _board(request)
     seg = board.catalog.segment(request.match_info["id"])
     if seg is None:
+        arch = board.catalog.archived(request.match_info["id"])
+        if arch is not None:  # no longer local: from the archive (firmware/archive/serve.py)
+            from firmware.archive.serve import raise_corrupt, serve_archived
+
+            def audited() -> None:
+                _audit(request).append(
+                    now_us(), "footage-download", segment=arch.id, camera=arch.segment.camera,
+                    remote=request.remote or "?", range=request.headers.get("Range"),
+                    archived=True,
+                )  # fmt: skip
+
+            return await serve_archived(request, arch, board.archive, raise_corrupt(board.alerts),
+                                        audited)  # fmt: skip
         raise web.HTTPNotFound(text='{"error": "no such segment"}', content_type="application/json")
     path = board.data_dir / seg.path
     try:

@@ -219,8 +219,12 @@ class Board:
             self._loop.call_later(PAIRED_RESTART_S, self._stop.set)
 
     def _make_recorder(self, cfg: Config, mode: RecorderMode) -> Recorder:
+        from firmware.recorder.retention import tiering_of
+
+        days = cfg.recorder.retention_days
+        tiering = None if cfg.archive is None else tiering_of(cfg.archive.local_days, days)
         return Recorder(self.data_dir, cfg.board.name, cfg.recorder, cfg.camera, self.alerts,
-                        mode=mode, on_change=self._catalog_changed)  # fmt: skip
+                        mode=mode, on_change=self._catalog_changed, tiering=tiering)  # fmt: skip
 
     # --- the board core: facts in, actions carried out (all on the event loop) ----------------
 
@@ -509,6 +513,8 @@ class Board:
             handover=self.failover.handover if self.failover is not None else None,
             pairing=self.pairing,
             audit=self.audit,
+            archive=self.archive.store if self.archive is not None else None,
+            alerts=self.alerts,
         )
 
     async def serve(self, stop: asyncio.Event) -> None:

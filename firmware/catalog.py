@@ -105,6 +105,12 @@ HELD = (
 )
 """A segment `s` that an active evidence lock holds (firmware/evidence/locks.py `holds`)."""
 
+ARCHIVED = (
+    "EXISTS (SELECT 1 FROM archived a WHERE a.id = s.id"
+    " AND a.bytes = s.bytes AND a.sha256 = s.sha256)"
+)
+"""A segment `s` the archive holds, as the uploader checked it (size and SHA-256)."""
+
 
 def _no_locks_table(e: sqlite3.OperationalError) -> bool:
     """A catalog of older firmware opened read-only: it has no locks, so none hold."""
@@ -619,6 +625,19 @@ class Catalog:
         seg = segment_from_row(json.loads(r["row"]))
         return ArchivedSegment(r["id"], r["key"], r["bytes"], r["sha256"], r["archived_us"], seg)
 
+    def archived_marks(self) -> Iterator[ArchivedSegment]:
+        """Every archived mark, oldest archived first (nvr verify --archive)."""
+        try:
+            rows = self._db().execute("SELECT * FROM archived ORDER BY archived_us, id")
+        except sqlite3.OperationalError as e:
+            if "no such table: archived" in str(e):
+                return
+            raise
+        for r in rows:
+            seg = segment_from_row(json.loads(r["row"]))
+            yield ArchivedSegment(r["id"], r["key"], r["bytes"], r["sha256"], r["archived_us"],
+                                  seg)  # fmt: skip
+
     def archived_ids(self, ids: list[str]) -> set[str]:
         """Those of ids that the archive holds."""
         db = self._db()
@@ -751,10 +770,13 @@ class Catalog:
         )
         return [self._lock(r) for r in rows]
 
-    def deletable_segments(self, limit: int) -> list[Segment]:
-        """The oldest segments no active lock holds: what retention may delete, oldest first."""
+    def deletable_segments(self, limit: int, archived: bool | None = None) -> list[Segment]:
+        """The oldest segments no active lock holds: what retention may delete, oldest first.
+        archived: only those the archive holds (True; the mark's size and hash match the row)
+        or only those it does not hold yet (False); None: either."""
+        tier = "" if archived is None else f" AND {'' if archived else 'NOT '}{ARCHIVED}"
         rows = self._db().execute(
-            f"SELECT * FROM segments s WHERE NOT {HELD} ORDER BY start_us, camera LIMIT ?",
+            f"SELECT * FROM segments s WHERE NOT {HELD}{tier} ORDER BY start_us, camera LIMIT ?",
             (limit,),
         )
         return [self._segment(r) for r in rows]

@@ -265,6 +265,12 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
     from firmware.catalog import CatalogCorrupt
 
+    if args.archive:
+        from firmware.archive.cli import verify_archive
+
+        return verify_archive(args.data, args.config, args.deep)
+    if args.data is None:
+        return _fail("verify: --data is required (or --archive)")
     try:
         return _verify(args)
     except FileNotFoundError as e:
@@ -630,7 +636,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(func=cmd_catalog)
 
     r = sub.add_parser("verify", help="re-hash every segment against the catalog")
-    r.add_argument("--data", type=Path, required=True)
+    r.add_argument("--data", type=Path, help="the data directory (--archive: default the config's)")
+    r.add_argument("--archive", action="store_true",
+                   help="check the archive's copies of archived segments instead")  # fmt: skip
+    r.add_argument("--deep", action="store_true", help="--archive: download and re-hash each")
+    r.add_argument("--config", type=Path, default=DEFAULT_CONFIG,
+                   help="--archive: the config with [archive]")  # fmt: skip
     r.set_defaults(func=cmd_verify)
 
     r = sub.add_parser("lock", help="keep a time range of footage from retention (evidence)")
@@ -698,6 +709,9 @@ def build_parser() -> argparse.ArgumentParser:
     from firmware.storagecli import add_parser as add_storage
 
     add_storage(sub, DEFAULT_CONFIG, DATA_ROOT)
+    from firmware.archive.cli import add_parser as add_archive
+
+    add_archive(sub)
 
     r = sub.add_parser("firstboot", help="config, pair key and data directory in place (each boot)")
     r.add_argument("--factory", type=Path, default=FACTORY_CONFIG)

@@ -381,6 +381,25 @@ class ArchiveStore:
             for obj in page.get("Contents") or []:
                 yield obj["Key"], int(obj["Size"])
 
+    def abort_stale_uploads(self, older_than_s: float, now: dt.datetime | None = None) -> int:
+        """Abort the multipart uploads under this store's prefix begun more than older_than_s
+        ago: a board stopped in the middle of one leaves its parts in the store (kept, and
+        counted, until aborted); the segment itself is uploaded again whole. Returns how many."""
+        now = now or dt.datetime.now(dt.UTC)
+        cutoff = now - dt.timedelta(seconds=older_than_s)
+        pages = self.client.get_paginator("list_multipart_uploads").paginate(
+            Bucket=self.bucket, Prefix=f"{self.prefix}/" if self.prefix else ""
+        )
+        n = 0
+        for page in pages:
+            for up in page.get("Uploads") or []:
+                if up["Initiated"] < cutoff:
+                    self.client.abort_multipart_upload(
+                        Bucket=self.bucket, Key=up["Key"], UploadId=up["UploadId"]
+                    )
+                    n += 1
+        return n
+
     def put_json(self, key: str, obj: Any) -> None:
         body = json.dumps(obj, sort_keys=True, indent=1).encode()
         self.client.put_object(

@@ -53,6 +53,11 @@ FLOOR_SLACK_US = 3600 * 1_000_000
 """Segments commit at most a segment length after they start (up to 10 min): an hour back
 from now covers every segment still to come from this board's recorder."""
 LOCK_MARGIN_US = 60 * 1_000_000
+BACKOFF_S = 60.0
+"""A standby whose look at the store failed looks again this much later."""
+STALE_UPLOAD_S = 3600.0
+"""Multipart uploads of this prefix begun longer ago are aborted when this board starts
+uploading (a board stopped in the middle of one leaves its parts behind)."""
 
 
 class Uploader:
@@ -95,6 +100,9 @@ class Uploader:
         self.failures = 0
         self.last_error: str | None = None
         self._busy_s = 0.0
+        self._stale_checked = False
+        self.stale_aborted = 0
+        self._standby_at = -RESCAN_S
 
     # --- one step ---------------------------------------------------------------------
 
@@ -108,6 +116,10 @@ class Uploader:
             self._adopted_days.clear()
             self._rescan_at = -RESCAN_S
         self._allowed = allowed
+        if allowed and not self._stale_checked:
+            self._abort_stale()
+        if not allowed:
+            self._standby_adopt(now)
         pending = self._pending(now)
         oldest = pending[0] if pending else None
         decision = self.plan.step(now, self.wall_us(), oldest, allowed)
@@ -132,6 +144,53 @@ class Uploader:
             return self.plan.retry_at
         self._apply(self.plan.succeeded())
         return self.clock()
+
+    def _standby_adopt(self, now: float) -> None:
+        """A board that does not upload (the standby) learns what the other board archived,
+        so that its own retention, which waits for the archive, may delete it: every RESCAN_S
+        its segments older than an hour that the store holds (LIST per camera-day for the
+        size, then HEAD for the SHA-256) are marked archived. Nothing is written."""
+        if now - self._standby_at < RESCAN_S:
+            return
+        self._standby_at = now
+        before = self.wall_us() - FLOOR_SLACK_US
+        listed: dict[tuple[str, str], dict[str, int]] = {}
+        seen: set[str] = set()
+        from_us: int | None = None
+        try:
+            while not self._stop.is_set():
+                rows = [s for s in self.catalog.not_archived(BATCH, from_us)
+                        if s.id not in seen and s.start_us < before]  # fmt: skip
+                if not rows:
+                    return
+                for seg in rows:
+                    seen.add(seg.id)
+                    day = (seg.camera, day_of(seg.start_us))
+                    if day not in listed:
+                        listed[day] = dict(self.store.list_keys(day_prefix(self.prefix, *day)))
+                    key = segment_key(self.prefix, seg)
+                    if listed[day].get(key) != seg.bytes:
+                        continue
+                    head = self.store.head(key)
+                    if head is not None and head.sha256 == seg.sha256:
+                        self.catalog.mark_archived(seg, key, self.wall_us())
+                        self.adopted += 1
+                from_us = rows[-1].start_us
+        except Exception as e:
+            if not _store_error(e):
+                raise
+            self._standby_at = now - RESCAN_S + BACKOFF_S  # tried again soon, not at once
+            self.last_error = scrub(f"standby: {type(e).__name__}: {e}", self.creds)
+
+    def _abort_stale(self) -> None:
+        """Once per run, when this board first uploads: the parts of uploads left half done."""
+        try:
+            self.stale_aborted += self.store.abort_stale_uploads(STALE_UPLOAD_S)
+            self._stale_checked = True
+        except Exception as e:
+            if not _store_error(e):
+                raise
+            self.last_error = scrub(f"stale uploads: {type(e).__name__}: {e}", self.creds)
 
     def _pending(self, now: float) -> list[Segment]:
         """The oldest segments not yet archived. Searched from a floor (the oldest pending

@@ -14,6 +14,14 @@ Footage an active evidence lock holds (firmware/evidence/locks.py) is never dele
 or for space: the catalog hands retention only the segments no lock holds. What the locks
 hold is logged and kept in `held` for status and the disk alerts, which say that releasing
 the locks frees that space.
+
+With the archive tier ([archive], `Tiering`), a segment's local file goes for age only once the
+archive holds it (the uploader's `archived` mark, set after checking size and SHA-256) and not
+before `local_days`; its `segments` row is deleted and the `archived` row keeps the segment's
+fields, so the API lists it still and serves it from the store. For space, archived segments go
+first (oldest first, whatever their age); only when they cannot make room does unarchived
+footage go too, and `archive-deleted-unarchived` (critical) says how much went before the
+archive had it. Every deletion's audit event says `archived` true or false.
 """
 
 from __future__ import annotations
@@ -101,6 +109,23 @@ def unlink_files(data_dir: Path, rel_paths: list[str]) -> None:
             pass
 
 
+UNARCHIVED_ALERT_HOLD_US = 86_400 * 1_000_000
+"""`archive-deleted-unarchived` stays raised this long after the last such deletion."""
+
+
+@dataclass(frozen=True)
+class Tiering:
+    """What retention knows of the archive tier: it is on, and how long footage stays local.
+    Plain data (the workers get it from the supervisor): no store client here."""
+
+    local_days: float
+
+
+def tiering_of(archive_local_days: float | None, retention_days: float) -> Tiering:
+    """[archive] local_days, default [recorder] retention_days."""
+    return Tiering(retention_days if archive_local_days is None else archive_local_days)
+
+
 @dataclass
 class Retention:
     data_dir: Path
@@ -112,45 +137,106 @@ class Retention:
     """Raises or clears `disk-full-not-footage`."""
     held: LockHold = NO_HOLD
     """What active evidence locks held at the last pass (kept from deletion)."""
+    tiering: Tiering | None = None
+    """The archive tier ([archive]); None: no archive, retention as without one."""
+    unarchived_deleted: tuple[int, int] = (0, 0)
+    """(segments, bytes) deleted for space before the archive had them, since the start."""
+    _unarchived_at_us: int | None = field(default=None, repr=False)
     _logged: LockHold = field(default=NO_HOLD, repr=False)
 
     def run(self, now_us: int, batch: int = 256) -> tuple[int, int]:
         """One pass; returns (segments deleted, bytes freed)."""
         total_n = total_b = 0
-        max_age = round(self.cfg.retention_days * 86400e6)
+        days = self.cfg.retention_days if self.tiering is None else self.tiering.local_days
+        max_age = round(days * 86400e6)
         with open(self.data_dir / ".retention.lock", "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)  # workers share the disk: one deleter at a time
             self._hold(now_us - max_age)
             while True:
                 free, total = disk_usage(self.data_dir)
                 marks = watermarks(total, self.cfg)
-                oldest = self.catalog.deletable_segments(limit=batch)
                 keep = frozenset(s.id for s in self._newest())
                 if not self._footage_can_make_room(free, marks, keep):
                     marks = Watermarks(0, 0)  # age only
-                by_age, by_space = plan(oldest, free, marks, now_us, max_age, keep)
-                if not by_age and not by_space:
+                if self.tiering is None:
+                    oldest = self.catalog.deletable_segments(limit=batch)
+                    by_age, by_space = plan(oldest, free, marks, now_us, max_age, keep)
+                    batches = [(AGE, by_age, None), (FREE_SPACE, by_space, None)]
+                    done = len(oldest) < batch and not by_age and len(by_space) == len(oldest)
+                else:
+                    batches, done = self._tiered(free, marks, now_us, max_age, keep, batch)
+                if not any(segs for _, segs, _ in batches):
                     break
-                for why, segs in ((AGE, by_age), (FREE_SPACE, by_space)):
-                    if not segs:
-                        continue
-                    paths = self.catalog.delete_segment_rows([s.id for s in segs])
-                    unlink_files(self.data_dir, paths)
-                    self.catalog.forget_garbage(paths)
-                    nbytes = sum(s.bytes for s in segs)
-                    total_n += len(segs)
-                    total_b += nbytes
-                    log.info(
-                        "retention (%s): deleted %d segments, %d bytes; %s",
-                        why, len(segs), nbytes, self.held.text(),
-                    )  # fmt: skip
-                    self.on_delete(why, len(segs), nbytes)
-                    # A leaf of the evidence log: verify tells these from footage gone unsaid.
-                    append_event(self.data_dir, now_us, "retention-deleted", why=why,
-                                 segments=[s.id for s in segs])  # fmt: skip
-                if len(oldest) < batch and not by_age and len(by_space) == len(oldest):
+                for why, segs, archived in batches:
+                    if segs:
+                        total_n += len(segs)
+                        total_b += self._delete(why, segs, archived, now_us)
+                if done:
                     break  # nothing older left to delete
+            if self.tiering is not None:
+                self._unarchived_alert(now_us)
         return total_n, total_b
+
+    def _tiered(
+        self, free: int, marks: Watermarks, now_us: int, max_age: int,
+        keep: frozenset[str], batch: int,
+    ) -> tuple[list[tuple[str, list[Segment], bool | None]], bool]:  # fmt: skip
+        """With the archive tier: archived segments for age and then for space; unarchived
+        ones only for space, once the archived ones cannot make room. (batches, done)."""
+        archived = self.catalog.deletable_segments(limit=batch, archived=True)
+        by_age, by_space = plan(archived, free, marks, now_us, max_age, keep)
+        freed = sum(s.bytes for s in by_age + by_space)
+        out: list[tuple[str, list[Segment], bool | None]] = [
+            (AGE, by_age, True), (FREE_SPACE, by_space, True),
+        ]  # fmt: skip
+        more_archived = len(archived) == batch
+        if more_archived or free + freed >= marks.low:
+            return out, False
+        # The archive is behind and the disk is about to run out: unarchived footage goes too.
+        pending = self.catalog.deletable_segments(limit=batch, archived=False)
+        _, unarchived = plan(pending, free + freed, marks, now_us, 1 << 62, keep)
+        out.append((FREE_SPACE, unarchived, False))
+        return out, False  # the next pass finds nothing more to delete, or the disk above low
+
+    def _delete(self, why: str, segs: list[Segment], archived: bool | None, now_us: int) -> int:
+        """Rows first (into the garbage list), then the files; logged, counted and audited."""
+        paths = self.catalog.delete_segment_rows([s.id for s in segs])
+        unlink_files(self.data_dir, paths)
+        self.catalog.forget_garbage(paths)
+        nbytes = sum(s.bytes for s in segs)
+        tier = "" if archived is None else (" (archived)" if archived else " (NOT archived)")
+        log.info(
+            "retention (%s): deleted %d segments, %d bytes%s; %s",
+            why, len(segs), nbytes, tier, self.held.text(),
+        )  # fmt: skip
+        self.on_delete(why, len(segs), nbytes)
+        # A leaf of the evidence log: verify tells these from footage gone unsaid.
+        extra = {} if archived is None else {"archived": archived}
+        append_event(self.data_dir, now_us, "retention-deleted", why=why,
+                     segments=[s.id for s in segs], **extra)  # fmt: skip
+        if archived is False:
+            n, b = self.unarchived_deleted
+            self.unarchived_deleted = (n + len(segs), b + nbytes)
+            self._unarchived_at_us = now_us
+            self._unarchived_alert(now_us)
+        return nbytes
+
+    def _unarchived_alert(self, now_us: int) -> None:
+        """Raised when unarchived footage went; cleared a day after the last time."""
+        at = self._unarchived_at_us
+        if at is None:
+            return
+        if now_us - at >= UNARCHIVED_ALERT_HOLD_US:
+            self._unarchived_at_us = None
+            self.report(ClearAlert(AlertId.ARCHIVE_DELETED_UNARCHIVED))
+            return
+        n, b = self.unarchived_deleted
+        self.report(RaiseAlert(
+            AlertId.ARCHIVE_DELETED_UNARCHIVED, Severity.CRITICAL,
+            f"the data disk ran below its free-space watermark with the archive behind: "
+            f"{n} segments ({b / 1e6:.1f} MB) were deleted before the archive had them "
+            "(they are lost); the archive is not keeping up or is unreachable",
+        ))  # fmt: skip
 
     def _hold(self, expired_before_us: int) -> None:
         """What the locks hold now, logged when it changes."""

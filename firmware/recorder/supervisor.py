@@ -37,7 +37,7 @@ from firmware.recorder.events import (
 )
 from firmware.recorder.ingest import RECORD, RING, no_space, redact
 from firmware.recorder.recovery import CRASH, recover, salvage_camera
-from firmware.recorder.retention import FREE_SPACE, Retention, disk_usage, watermarks
+from firmware.recorder.retention import FREE_SPACE, Retention, Tiering, disk_usage, watermarks
 from firmware.recorder.worker import worker_main
 from firmware.supervise import keep_running
 from firmware.timefmt import now_us
@@ -107,9 +107,12 @@ class Recorder:
         alerts: Alerts,
         mode: str = RECORD,
         on_change: Callable[[], None] = lambda: None,
+        tiering: Tiering | None = None,
     ) -> None:
         """mode: record, or ring for a board that starts as a hot standby. on_change is called
-        (from a thread) when a segment is committed or a run ends: the mirror's cue."""
+        (from a thread) when a segment is committed or a run ends: the mirror's cue. tiering:
+        the archive tier's hold on retention ([archive]; retention.Tiering)."""
+        self.tiering = tiering
         self.data_dir = Path(data_dir)
         self.mode = mode
         self.on_change = on_change
@@ -140,7 +143,8 @@ class Recorder:
         self.capacity: Capacity | None = None
         """The days of footage the storage holds at the measured rates (firmware/capacity.py)."""
         self.catalog = Catalog(self.data_dir)
-        self.retention = Retention(self.data_dir, cfg, self.catalog, self._on_delete, self._apply)
+        self.retention = Retention(self.data_dir, cfg, self.catalog, self._on_delete, self._apply,
+                                   tiering=tiering)  # fmt: skip
 
     # --- lifecycle -----------------------------------------------------------------------------
 
@@ -213,6 +217,7 @@ class Recorder:
                 self.mode,
                 ring_seconds(self.cfg),
                 cmd_in,
+                None if self.tiering is None else self.tiering.local_days,
             ),
             name="nvr-rec-" + ",".join(n for n, _ in share)[:40],
             daemon=False,

@@ -25,7 +25,7 @@ from firmware.lograte import setup_logging
 from firmware.recorder import read_guard
 from firmware.recorder.events import CameraProgress, RetentionDeleted, WorkerEvent, WorkerExited
 from firmware.recorder.ingest import RECORD, CameraIngest
-from firmware.recorder.retention import Retention
+from firmware.recorder.retention import Retention, Tiering
 from firmware.supervise import keep_running
 
 STATUS_PERIOD_S = 1.0
@@ -50,6 +50,7 @@ def worker_main(
     mode: str = RECORD,
     ring_seconds: float = 10.0,
     commands=None,  # Connection from the supervisor: ("mode", {"mode", "cont": {camera: ...}})
+    tiering_days: float | None = None,  # [archive] local_days: retention waits for the archive
 ) -> None:
     setup_logging(log_level)
     av.logging.set_level(None)  # FFmpeg logging from threads is unsafe (PyAV #751)
@@ -77,6 +78,7 @@ def worker_main(
         catalog,
         on_delete=lambda why, n, b: report(RetentionDeleted(why, n, b)),
         report=report,
+        tiering=None if tiering_days is None else Tiering(tiering_days),
     )
 
     def make_room() -> None:
