@@ -15,6 +15,13 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from firmware.audit import AuditLog
 from firmware.catalog import Catalog
+from firmware.evidence.export import (
+    EXPORT_EVENT,
+    ExportRefused,
+    export_fields,
+    export_to_temp,
+    tar_stream,
+)
 from firmware.evidence.locks import (
     LockError,
     audit_lock,
@@ -292,6 +299,43 @@ async def release_lock(request: web.Request) -> web.Response:
     return web.json_response(lock.to_json())
 
 
+async def export_footage(request: web.Request) -> web.StreamResponse:
+    """An evidence export of one camera over a range, as an uncompressed tar (made in a
+    temporary directory under the data directory, sent, removed); an audit event."""
+    from firmware import __version__
+    from firmware.evidence.note import KeyFileError
+
+    board = _board(request)
+    camera = request.query.get("camera", "")
+    if camera not in board.camera_names() | set(board.catalog.cameras()):
+        raise json_error(web.HTTPNotFound, f"no camera named {echo(camera)}")
+    start, end = _time_arg(request, "start"), _time_arg(request, "end")
+    if start is None or end is None:
+        raise json_error(web.HTTPBadRequest, "start and end are needed (ISO 8601)")
+    damaged = request.query.get("allow_damaged", "") in ("1", "true")
+    try:
+        made = await asyncio.to_thread(export_to_temp, board.data_dir, board.catalog, camera,
+                                       start, end, __version__, damaged)  # fmt: skip
+    except (ExportRefused, FileNotFoundError, KeyFileError) as e:
+        raise json_error(web.HTTPConflict, str(e)) from None
+    try:
+        fields = export_fields(made.summary, "api")
+        fields.update(out=f"{made.name}.tar (download)", client=request.remote)
+        _audit(request).append(now_us(), EXPORT_EVENT, **fields)
+        resp = web.StreamResponse(headers={
+            "Content-Type": "application/x-tar",
+            "Content-Disposition": f'attachment; filename="{made.name}.tar"',
+        })  # fmt: skip
+        await resp.prepare(request)
+        chunks = tar_stream(made.path, made.name)
+        while (chunk := await asyncio.to_thread(next, chunks, None)) is not None:
+            await resp.write(chunk)
+        await resp.write_eof()
+        return resp
+    finally:
+        await asyncio.to_thread(made.remove)
+
+
 def make_app(board: ApiContext) -> web.Application:
     app = web.Application(middlewares=[require_token])
     app[BOARD] = board
@@ -309,6 +353,7 @@ def make_app(board: ApiContext) -> web.Application:
             web.get("/api/v1/locks", list_locks),
             web.post("/api/v1/locks", add_lock),
             web.post("/api/v1/locks/{id}/release", release_lock),
+            web.get("/api/v1/export", export_footage),
         ]
     )
     if board.pairing is not None:

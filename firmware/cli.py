@@ -450,6 +450,61 @@ def cmd_unlock(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    """An evidence export (firmware/evidence/export.py), beside the running firmware: the
+    board's log is read, never signed; the export is an audit event (so a log entry)."""
+    import sqlite3
+
+    from firmware import __version__
+    from firmware.catalog import CatalogCorrupt
+    from firmware.evidence.export import (
+        EXPORT_EVENT,
+        ExportRefused,
+        board_of,
+        export,
+        export_fields,
+        read_log,
+    )
+    from firmware.evidence.locks import open_audit
+    from firmware.evidence.note import KeyFileError
+    from firmware.timefmt import iso
+
+    data = args.data
+    try:
+        data, _ = _lock_place(args)
+        start, end = _lock_time(args.start, "--start"), _lock_time(args.end, "--end")
+        cat = _open_catalog(data)
+        reader = read_log(data)
+    except (ConfigError, ValueError, OSError, KeyFileError, ExportRefused) as e:
+        return _fail(str(e))
+    except (sqlite3.DatabaseError, CatalogCorrupt) as e:
+        return _corrupt(data, e)
+    try:
+        summary = export(data, reader, cat, args.camera, start, end, args.out.resolve(),
+                         board_of(reader.origin), __version__, allow_damaged=args.allow_damaged,
+                         view=args.view)  # fmt: skip
+    except ExportRefused as e:
+        return _fail(str(e), 1)
+    except OSError as e:
+        return _fail(f"{args.out}: {e}", 1)
+    finally:
+        reader.close()
+    open_audit(data).append(now_us(), EXPORT_EVENT, **export_fields(summary, "cli"))
+    s = summary
+    print(f"exported {s.segments} segments ({s.bytes / 1e6:.1f} MB) of {s.camera}, "
+          f"{iso(s.start_us)} .. {iso(s.end_us)}, to {s.out_dir}")  # fmt: skip
+    if s.damaged:
+        print(f"left out (listed as gaps): {', '.join(s.damaged)}")
+    print(f"checkpoint: {s.checkpoint_size} log entries, "
+          + ("cosigned by the peer" if s.witnessed else "NOT witnessed (signed by this board "
+             "only; the verifier fails it without --accept-unwitnessed)"))  # fmt: skip
+    if args.view and not s.view:
+        print("view.mp4: not made (no ffmpeg, or it could not join these files)")
+    print(f"key fingerprints: this board {s.board_key}, peer {s.peer_key or 'unknown'}")
+    print(f"check it: cd {s.out_dir} && python3 verify_export.py .")
+    return 0
+
+
 # --- status / token --------------------------------------------------------------------------
 
 
@@ -668,6 +723,21 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--data", type=Path, help="the data directory (default: the config's)")
     r.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
     r.set_defaults(func=cmd_unlock)
+
+    r = sub.add_parser("export", help="footage with its proofs, checkable offline by anyone")
+    r.add_argument("--camera", required=True, help="the camera's name")
+    r.add_argument("--start", required=True, help="ISO 8601; without a zone: UTC")
+    r.add_argument("--end", required=True, help="ISO 8601; without a zone: UTC")
+    r.add_argument("--out", type=Path, required=True, help="a new or empty directory")
+    r.add_argument(
+        "--allow-damaged",
+        action="store_true",
+        help="export the rest when a segment is missing or changed (listed as a gap)",
+    )
+    r.add_argument("--view", action="store_true", help="also view.mp4: the segments joined")
+    r.add_argument("--data", type=Path, help="the data directory (default: the config's)")
+    r.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
+    r.set_defaults(func=cmd_export)
 
     r = sub.add_parser("status", help="state of the running firmware")
     r.add_argument("--config", type=Path, default=DEFAULT_CONFIG)

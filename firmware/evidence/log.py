@@ -21,7 +21,7 @@ from pathlib import Path
 from firmware.audit import AUDIT_FILE
 from firmware.catalog import Catalog, Segment
 from firmware.evidence.merkle import MerkleTree
-from firmware.evidence.nodes_sqlite import SqliteNodes
+from firmware.evidence.nodes_sqlite import SqliteNodes, connect_read_only
 from firmware.evidence.note import NoteSigner, load_or_create_key, read_key
 from firmware.evidence.verifier import (
     Checkpoint,
@@ -104,11 +104,15 @@ class EvidenceLog:
             self.dir.mkdir(mode=0o700, exist_ok=True)
             key = load_or_create_key(self.dir / KEY_FILE)
         self._lock = threading.RLock()
-        self._db = sqlite3.connect(self.dir / LOG_DB, isolation_level=None,
-                                   check_same_thread=False)  # fmt: skip
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(_SCHEMA)
+        self.reader = reader
+        if reader:
+            self._db = connect_read_only(self.dir / LOG_DB, "meta")
+        else:
+            self._db = sqlite3.connect(self.dir / LOG_DB, isolation_level=None,
+                                       check_same_thread=False)  # fmt: skip
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.executescript(_SCHEMA)
         row = self._db.execute("SELECT value FROM meta WHERE name = 'origin'").fetchone()
         if row is None:
             if reader:
@@ -122,7 +126,7 @@ class EvidenceLog:
         """The log's name, fixed when it was made: the board's and its key's, so a new key is
         a new log, and renaming the board later does not change it."""
         self.signer = NoteSigner(self.origin, key)
-        self.nodes = SqliteNodes(self.dir / TREE_DB)
+        self.nodes = SqliteNodes(self.dir / TREE_DB, read_only=reader)
         self.tree = MerkleTree(self.nodes)
         if not reader:
             self._catch_up()
@@ -134,6 +138,8 @@ class EvidenceLog:
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
+        if self.reader:
+            raise PermissionError("the evidence log is open read-only here")
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
@@ -245,6 +251,8 @@ class EvidenceLog:
 
     def sign(self, now_us: int, refresh_us: int) -> Checkpoint | None:
         """A new signed checkpoint if the tree grew, or the last is older than refresh_us."""
+        if self.reader:
+            raise PermissionError("the evidence log is open read-only here")
         with self._lock:
             size = self.tree.size()
             row = self._db.execute(

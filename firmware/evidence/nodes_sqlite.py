@@ -9,6 +9,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 from pathlib import Path
+from urllib.parse import quote
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS nodes (
@@ -25,13 +26,34 @@ INSERT OR IGNORE INTO tree_size (id, size) VALUES (0, 0);
 """
 
 
+def connect_read_only(path: Path, table: str) -> sqlite3.Connection:
+    """A read-only connection that sees what the writer committed (its write-ahead log too);
+    `immutable` where the directory cannot hold the WAL's shared memory (a read-only copy)."""
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: missing")
+    base = f"file:{quote(str(path))}?mode=ro"
+    for uri in (base, base + "&immutable=1"):
+        db = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+        try:
+            db.execute(f"SELECT 1 FROM {table} LIMIT 1")
+            return db
+        except sqlite3.OperationalError:
+            db.close()
+    raise sqlite3.OperationalError(f"{path}: cannot be read")
+
+
 class SqliteNodes:
     """NodeStore in its own SQLite file; one writer thread, readers from any thread (calls
     are serialised on one connection)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, read_only: bool = False) -> None:
+        """read_only: beside the writer (nvr verify, nvr export): nothing is written, not even
+        the schema; `put` fails."""
         self.path = Path(path)
         self._lock = threading.Lock()
+        if read_only:
+            self._db = connect_read_only(self.path, "tree_size")
+            return
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")

@@ -580,12 +580,11 @@ def _check_checkpoint(
 
 def _check_segment(
     directory: str, i: int, entry: object, manifest: dict, cp: Checkpoint | None, fail: list[str]
-) -> tuple[str, int, int] | None:
-    """One manifest entry: file, hashes, log entry, inclusion proof. Returns (file, start_us,
-    end_us) as the log entry states them when the entry is proven."""
+) -> bool:
+    """One manifest entry: file, hashes, log entry, inclusion proof. True when all hold."""
     if not isinstance(entry, dict):
         fail.append(f"segment #{i}: the manifest entry is not an object")
-        return None
+        return False
     sid = str(entry.get("id", f"#{i}"))
     name = entry.get("file")
     if (
@@ -595,7 +594,7 @@ def _check_segment(
         or name.endswith(("/.", "/.."))
     ):
         fail.append(f"segment {sid}: the manifest names no file under {SEGMENTS_DIR}/")
-        return None
+        return False
     path = os.path.join(directory, *name.split("/"))
     ok = True
     try:
@@ -603,12 +602,6 @@ def _check_segment(
     except OSError:
         fail.append(f"segment {sid}: {name} is missing from the export")
         digest, size, ok = None, None, False
-    if digest is not None and digest != entry.get("sha256"):
-        fail.append(
-            f"segment {sid}: the file was changed after recording (its SHA-256 is not "
-            "the one in the manifest)"
-        )
-        ok = False
     try:
         leaf_text = entry["leaf"]
         if not isinstance(leaf_text, str):
@@ -618,17 +611,24 @@ def _check_segment(
         if not isinstance(leaf, dict):
             raise TypeError
     except (KeyError, TypeError, ValueError, UnicodeEncodeError):
+        leaf_bytes, leaf = b"", {}
+    if digest is not None and leaf and digest != leaf.get("sha256"):
+        edited = "; the manifest was edited to match" if digest == entry.get("sha256") else ""
+        fail.append(
+            f"segment {sid}: the file was changed after recording (its SHA-256 is not the one "
+            f"in the board's log{edited})"
+        )
+        ok = False
+    elif digest is not None and not leaf and digest != entry.get("sha256"):
+        fail.append(
+            f"segment {sid}: the file was changed after recording (its SHA-256 is not the one "
+            "in the manifest)"
+        )
+    if not leaf:
         fail.append(
             f"segment {sid}: not in the board's log (the manifest has no readable log entry for it)"
         )
-        return None
-    if digest is not None and leaf.get("sha256") != digest:
-        if digest == entry.get("sha256"):
-            fail.append(
-                f"segment {sid}: the file was changed after recording (its SHA-256 is "
-                "not the one in the board's log; the manifest was edited to match)"
-            )
-        ok = False
+        return False
     if size is not None and leaf.get("bytes") != size:
         ok = False
     mismatched = [
@@ -667,9 +667,7 @@ def _check_segment(
             "the checkpoint's tree)"
         )
         ok = False
-    if not ok or not _is_int(leaf.get("start_us")) or not _is_int(leaf.get("end_us")):
-        return None
-    return name, leaf["start_us"], leaf["end_us"]
+    return ok
 
 
 def _check_coverage(manifest: dict, spans: list[tuple[int, int]], fail: list[str]) -> None:
@@ -718,9 +716,12 @@ def verify_export(directory: str, accept_unwitnessed: bool = False) -> ExportRep
             if entry.get("id") in seen_ids:
                 fail.append(f"segment {entry.get('id')}: listed twice in the manifest")
             seen_ids.add(str(entry.get("id")))
-        got = _check_segment(directory, i, entry, manifest, cp, fail)
-        if got is not None:
-            spans.append((got[1], got[2]))
+        _check_segment(directory, i, entry, manifest, cp, fail)
+        if isinstance(entry, dict) and _is_int(entry.get("start_us")) \
+                and _is_int(entry.get("end_us")):  # fmt: skip
+            # What the manifest lists covers its range: a failed segment is reported as such,
+            # not again as a hole.
+            spans.append((entry["start_us"], entry["end_us"]))
     if not manifest["segments"]:
         fail.append("segments: the manifest lists none")
     seg_dir = os.path.join(directory, SEGMENTS_DIR)
@@ -777,8 +778,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"recording board key fingerprint: {report.board_fingerprint or 'unknown'}")
     print(f"peer board key fingerprint:      {report.peer_fingerprint or 'unknown'}")
     print(
-        "  compare both with 'key' in `nvr status` on each board, or with the fingerprints "
-        "you were given by another channel; this check cannot tell whose keys they are"
+        "  compare both with the keys `nvr status` shows on each board (evidence log), or with "
+        "the fingerprints you were given by another channel; this check cannot tell whose keys "
+        "they are"
     )
     print(
         f"{report.segments} segments; checkpoint of {report.checkpoint_size} log entries, "
