@@ -72,6 +72,8 @@ class AlertId(StrEnum):
     # evidence (firmware/evidence/)
     EVIDENCE_LOG_DAMAGED = "evidence-log-damaged"
     """This board's evidence log contradicts itself or its audit.log was cut."""
+    EVIDENCE_LOG_BEHIND = "evidence-log-behind"
+    """The log cannot be written (a full disk): it takes in the backlog when it can."""
     EVIDENCE_PEER_LOG_CHANGED = "evidence-peer-log-changed"
     """The peer's log no longer contains what this board cosigned: its history was changed."""
     EVIDENCE_LOG_REFUSED = "evidence-log-refused"

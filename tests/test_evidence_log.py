@@ -309,3 +309,42 @@ def test_a_rewritten_log_re_signed_with_the_board_s_key_alerts_both_boards(tmp_p
         assert "does not contain the 4 entries" in changed.text
         held_after = b.b.log.held()
         assert held_after is not None and held_after.note == held.note  # b keeps the evidence
+
+
+def test_a_full_disk_holds_the_log_back_and_it_catches_up_losing_nothing(tmp_path) -> None:
+    """A real small filesystem filled up: the log says it is behind, then takes everything
+    in once there is room (the cursors move only with the leaves)."""
+    from conftest import mounted_tmpfs
+
+    with mounted_tmpfs(tmp_path / "disk", "4m") as disk:
+        b = board(disk, "a")
+        alerts = Alerts()
+        svc = EvidenceService(b.log, b.catalog, alerts, lambda what, e: None)
+        b.audit.append(T0, "before")
+        svc.step()
+        for i in range(40):
+            add_segment(b.data, b.catalog, "door", T0 + i * 4_000_000, b"x" * 100)
+        filler = disk / "filler"
+        with open(filler, "wb") as f:
+            try:
+                while True:
+                    f.write(b"\0" * 65536)
+                    f.flush()
+            except OSError:
+                pass
+        svc.step()
+        behind = alerts.get(AlertId.EVIDENCE_LOG_BEHIND)
+        assert behind is not None and "cannot write" in behind.text
+        filler.unlink()
+        svc.step()
+        assert alerts.get(AlertId.EVIDENCE_LOG_BEHIND) is None
+        assert b.log.tree.size() == 41  # the audit line and every segment, once
+        assert kinds_of(b) == []
+        b.log.close()
+
+
+def kinds_of(b: Board) -> list:
+    from firmware.evidence.check import check_log
+    from firmware.recorder.segment_file import sha256_file
+
+    return [f.kind for f in check_log(b.data, b.catalog, b.log, sha256_file).findings]

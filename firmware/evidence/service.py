@@ -12,6 +12,7 @@ import base64
 import http.client
 import json
 import logging
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -95,6 +96,13 @@ class EvidenceService:
         except LogDamaged as e:
             self._damaged(str(e))
             return
+        except (OSError, sqlite3.OperationalError) as e:
+            # A full or failing disk: nothing is lost, the cursors did not move.
+            self.alerts.raise_(AlertId.EVIDENCE_LOG_BEHIND, Severity.WARNING,
+                               f"evidence log: cannot write ({e}); what is committed meanwhile "
+                               "is taken in when it can", now)  # fmt: skip
+            return
+        self.alerts.clear(AlertId.EVIDENCE_LOG_BEHIND)
         if got.audit_shrank:
             self._damaged(
                 "audit.log is shorter than the log's record of it: it was cut or replaced"
