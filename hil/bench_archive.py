@@ -120,8 +120,9 @@ def board_config(data: Path, urls: dict[str, str], port: int, archive: str) -> s
 
 
 def recording_cpu(urls: dict[str, str], workdir: Path, archive: str, warmup: float,
-                  seconds: float) -> float:  # fmt: skip
-    """CPU seconds per minute of the whole `nvr run` tree in the window."""
+                  seconds: float) -> tuple[float, int]:  # fmt: skip
+    """CPU seconds per minute of the whole `nvr run` tree in the window, and the segments it
+    committed in all."""
     data = workdir / "data"
     cfg = workdir / "nvr.toml"
     cfg.write_text(board_config(data, urls, free_port(), archive))
@@ -133,10 +134,11 @@ def recording_cpu(urls: dict[str, str], workdir: Path, archive: str, warmup: flo
         time.sleep(warmup)  # a warm-up of the running firmware, not a synchronisation
         c0 = tree_cpu([proc.pid])
         time.sleep(seconds)
-        return (tree_cpu([proc.pid]) - c0) * 60 / seconds
+        cpu = (tree_cpu([proc.pid]) - c0) * 60 / seconds
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(120)
+    return cpu, sum(1 for _ in (data / "segments").rglob("*.mp4"))
 
 
 def main() -> int:
@@ -149,7 +151,10 @@ def main() -> int:
     args = ap.parse_args()
     print(f"Machine: {platform.machine()}, {os.cpu_count()} cores, Linux {platform.release()}, "
           f"Python {platform.python_version()}")  # fmt: skip
-    with tempfile.TemporaryDirectory(prefix="bench-archive-") as d, SeaweedStore() as store:
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-archive-") as d,
+        SeaweedStore(max_volumes=64) as store,
+    ):
         tmp = Path(d)
         creds = tmp / "archive.cred"
         creds.write_text(f'access_key = "{store.access_key}"\nsecret_key = "{store.secret_key}"\n')
@@ -175,21 +180,28 @@ def main() -> int:
                 archive = (f'[archive]\nendpoint = "{store.endpoint}"\nbucket = "live"\n'
                            f'credentials_file = "{creds}"\n\n')  # fmt: skip
                 store.client().create_bucket(Bucket="live")
-                figures = {}
+                figures: dict[str, float] = {}
+                committed = 0
                 for label, section in (("without [archive]", ""), ("with [archive]", archive)):
                     work = tmp / label.replace(" ", "-").strip("[]")
                     work.mkdir()
-                    figures[label] = recording_cpu(urls, work, section, args.warmup,
+                    cpu, committed = recording_cpu(urls, work, section, args.warmup,
                                                    args.seconds)  # fmt: skip
+                    figures[label] = cpu
             finally:
                 cam.stop()
             print(f"\nRecording {args.cameras} cameras (4 Mbit/s), CPU s per minute of the "
                   "nvr run tree:")  # fmt: skip
             for label, v in figures.items():
                 print(f"- {label}: {v:.2f} ({v / args.cameras:.3f} per camera)")
-            listed = store.client().list_objects_v2(Bucket="live", Prefix="board-a/segments/")
-            uploaded = listed.get("KeyCount", 0)
-            print(f"- segments the board uploaded meanwhile: {uploaded}")
+            pages = (
+                store.client()
+                .get_paginator("list_objects_v2")
+                .paginate(Bucket="live", Prefix="board-a/segments/")
+            )
+            uploaded = sum(page.get("KeyCount", 0) for page in pages)
+            print(f"- segments the board with [archive] committed: {committed}, uploaded: "
+                  f"{uploaded} (the rest were recorded in its last seconds)")  # fmt: skip
             if not uploaded:
                 raise SystemExit("the board with [archive] uploaded nothing: no figure")
             extra = figures["with [archive]"] - figures["without [archive]"]

@@ -14,6 +14,7 @@ Object layout under the pair's prefix (docs/ARCHIVE.md):
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import hashlib
 import json
@@ -316,6 +317,10 @@ class ArchiveStore:
                 # file body more than once (checksum, signature), which would count thrice.
                 data = body.read()
                 _check(seg, digest, hashing)
+                # The SHA-256 just checked is the object's checksum: botocore need not hash
+                # the bytes again (the store checks them against it all the same).
+                del extra["ChecksumAlgorithm"]
+                extra["ChecksumSHA256"] = base64.b64encode(digest.digest()).decode()
                 self.client.put_object(Bucket=self.bucket, Key=key, Body=data, **extra)
             else:
                 _check_file(seg, path)  # before any part goes up: never a wrong object
