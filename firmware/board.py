@@ -158,6 +158,10 @@ class Board:
                 self._paired,
                 on_joined=lambda: adopt_on_join(cfg.board.data_dir),
             )
+        fingerprint = self.pairing.current_fingerprint() if self.pairing else None
+        ev = self.evidence
+        if ev is not None and fingerprint is not None and ev.log.bind_pair(fingerprint):
+            log.info("evidence: a new pair; the old peer's log key is forgotten")
         self.archive = self._make_archive()
         if self.unpaired:
             self.alerts.raise_(AlertId.UNPAIRED, Severity.WARNING, UNPAIRED_TEXT, now_us())

@@ -348,3 +348,22 @@ def kinds_of(b: Board) -> list:
     from firmware.recorder.segment_file import sha256_file
 
     return [f.kind for f in check_log(b.data, b.catalog, b.log, sha256_file).findings]
+
+
+def test_pairing_anew_forgets_the_old_peer_s_key_but_a_restart_does_not(tmp_path) -> None:
+    """A new pair (another pair key) has another peer: its log is not a changed key."""
+    w, old, new = board(tmp_path, "b"), board(tmp_path, "a"), board(tmp_path, "c")
+    for x in (old, new):
+        x.audit.append(T0, "event")
+        x.log.ingest(x.catalog)
+    assert w.log.bind_pair("f" * 64) is False  # the first pair: nothing to forget
+    first = judge(offer_of(old, 0), None, None, w.log.signer, 100)
+    assert isinstance(first, Cosigned) and first.pin is not None
+    w.log.pin(first.pin)
+    w.log.hold(first.held, T0)
+    assert w.log.bind_pair("f" * 64) is False  # a restart in the same pair keeps them
+    assert w.log.pinned() == first.pin and w.log.held() is not None
+    assert w.log.bind_pair("e" * 64) is True
+    assert w.log.pinned() is None and w.log.held() is None
+    v = judge(offer_of(new, 0), w.log.held(), w.log.pinned(), w.log.signer, 101)
+    assert isinstance(v, Cosigned)

@@ -370,8 +370,16 @@ class EvidenceLog:
             db.execute("DELETE FROM pins")
             db.execute("INSERT INTO pins VALUES (?, ?)", (key.name, key.vkey()))
 
-    def forget_peer(self) -> None:
-        """A new peer (pairing again, a peer with a new data disk): its log starts afresh."""
+    def bind_pair(self, fingerprint: str) -> bool:
+        """The pair this board is in (its key's fingerprint). A new pair means a new peer,
+        whose log is another: the old peer's pinned key and held checkpoint are forgotten
+        (True), or the new peer would be refused as a changed key."""
+        with self._lock:
+            row = self._db.execute("SELECT value FROM meta WHERE name = 'pair'").fetchone()
+        if row is not None and row[0] == fingerprint:
+            return False
         with self._tx() as db:
             db.execute("DELETE FROM pins")
             db.execute("DELETE FROM witnessed")
+            db.execute("INSERT OR REPLACE INTO meta VALUES ('pair', ?)", (fingerprint,))
+        return row is not None
