@@ -671,6 +671,32 @@ class Catalog:
         segs = [segment_from_row(json.loads(r["row"])) for r in rows]
         return sorted(segs, key=lambda s: (s.start_us, s.id))
 
+    def archived_expired(self, before_us: int, limit: int) -> list[ArchivedSegment]:
+        """Archived-only segments (no longer local) that ended before before_us and that no
+        active evidence lock holds, oldest first: what the archive may let go."""
+        held = (
+            "EXISTS (SELECT 1 FROM locks l WHERE l.released_us IS NULL"
+            " AND (l.camera IS NULL OR l.camera = json_extract(a.row, '$.camera'))"
+            " AND json_extract(a.row, '$.start_us') < l.end_us"
+            " AND json_extract(a.row, '$.end_us') > l.start_us)"
+        )
+        rows = (
+            self._db()
+            .execute(
+                "SELECT a.id FROM archived a WHERE json_extract(a.row, '$.end_us') < ?"
+                " AND NOT EXISTS (SELECT 1 FROM segments s WHERE s.id = a.id)"
+                f" AND NOT {held} ORDER BY json_extract(a.row, '$.end_us') LIMIT ?",
+                (before_us, limit),
+            )
+            .fetchall()
+        )
+        return [a for a in (self.archived(r["id"]) for r in rows) if a is not None]
+
+    def forget_archived(self, ids: list[str]) -> None:
+        """The archive let these go (expired): they are no longer listed or served."""
+        with self._tx() as db:
+            db.executemany("DELETE FROM archived WHERE id = ?", [(i,) for i in ids])
+
     def archived_summary(self) -> dict[str, tuple[int, int, int]]:
         """Per camera: (first start_us, last end_us, segments) of what the archive holds."""
         rows = self._db().execute(

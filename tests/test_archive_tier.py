@@ -41,7 +41,7 @@ from test_evidence_verify import recorded, verify
 from firmware.alert_ids import AlertId
 from firmware.alerts import Alerts
 from firmware.api import ApiContext, make_app
-from firmware.archive.store import load_credentials, segment_key
+from firmware.archive.store import load_credentials, row_key, segment_key
 from firmware.archive.uploader import Uploader
 from firmware.audit import AUDIT_FILE
 from firmware.catalog import Catalog, Segment
@@ -52,6 +52,7 @@ from firmware.recorder.retention import Retention, Tiering
 
 boto3 = pytest.importorskip("boto3")
 aiohttp = pytest.importorskip("aiohttp")
+botocore_exceptions = pytest.importorskip("botocore.exceptions")
 
 from aiohttp import ClientPayloadError, ClientSession  # noqa: E402
 from aiohttp.test_utils import TestServer  # noqa: E402
@@ -509,3 +510,61 @@ def test_board_shares_its_archive_store_and_tiers_retention(
     cfg.write_text(f'[board]\nname = "a"\ndata_dir = "{plain}"\n')
     p = Board(load_config(cfg), serve_api=False)
     assert p.api_context().archive is None and p.recorder.retention.tiering is None
+
+
+# --- expiry after archive_days ----------------------------------------------------------------
+
+
+def test_the_archive_lets_go_past_archive_days_but_not_what_a_lock_or_the_board_holds(
+    store: SeaweedStore, tmp_path: Path
+) -> None:
+    """Archived-only footage past archive_days leaves the store (every version) and the
+    listing, audited; footage an evidence lock holds, or still local, stays."""
+    from firmware.evidence.locks import make_lock
+
+    cat = make_footage(tmp_path / "a", ("door", "yard"), 3, 4 * KIB)
+    (tmp_path / "a" / AUDIT_FILE).touch()
+    bucket = new_bucket(store)
+    up, _, failed = make_uploader(archive_cfg(store, tmp_path, bucket, archive_days=1.0), cat)
+    drain(up)
+    yard = [s for s in cat.segments() if s.camera == "yard"]
+    door = [s for s in cat.segments() if s.camera == "door"]
+    cat.add_lock(make_lock("yard", yard[0].start_us, yard[-1].end_us, "case 9", T0_US,
+                           cameras={"door", "yard"}))  # fmt: skip
+    local = door[-1]  # still on the board: not the archive's to let go
+    cat.delete_segment_rows([s.id for s in door[:-1] + yard])
+    up.wall_us = lambda: T0_US + 3 * 86_400_000_000  # two days past archive_days
+    assert up.expire() == 2
+    s3 = store.client()
+    for seg in door[:-1]:
+        assert cat.archived(seg.id) is None
+        for key in (segment_key(up.prefix, seg), row_key(up.prefix, seg)):
+            versions = s3.list_object_versions(Bucket=bucket, Prefix=key)
+            assert not versions.get("Versions"), key
+    for seg in [*yard, local]:
+        assert cat.archived(seg.id) is not None
+        assert s3.head_object(Bucket=bucket, Key=segment_key(up.prefix, seg))
+    events = [json.loads(x) for x in (tmp_path / "a" / AUDIT_FILE).read_text().splitlines()]
+    assert [e["segments"] for e in events if e["event"] == "archive-expired"] == [
+        [s.id for s in door[:-1]]
+    ]
+    assert up.expire() == 0 and not failed
+
+
+def test_object_lock_refuses_to_let_go_before_its_retention_ends(
+    store: SeaweedStore, tmp_path: Path
+) -> None:
+    """A board whose clock runs ahead cannot delete what the store still locks: the store
+    refuses, the row stays listed."""
+    now = int(dt.datetime.now(dt.UTC).timestamp() * 1e6)
+    cat = make_footage(tmp_path / "a", ("door",), 2, 4 * KIB, t0=now - 10 * SEG_US)
+    (tmp_path / "a" / AUDIT_FILE).touch()
+    bucket = new_bucket(store, lock=True)
+    up, _, _ = make_uploader(archive_cfg(store, tmp_path, bucket, archive_days=1.0), cat)
+    drain(up)
+    ids = [s.id for s in cat.segments()]
+    cat.delete_segment_rows(ids)
+    up.wall_us = lambda: now + 3 * 86_400_000_000
+    with pytest.raises(botocore_exceptions.ClientError):
+        up.expire()
+    assert all(cat.archived(i) is not None for i in ids)

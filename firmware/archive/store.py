@@ -341,6 +341,25 @@ class ArchiveStore:
         self._put_row(rkey, row, retain_until_us)
         return ArchivedObject(key, rkey, seg.bytes, seg.sha256, uploaded=True)
 
+    def delete_segment(self, seg: Segment) -> None:
+        """The segment and its row gone from the store: every version (a bucket with Object
+        Lock keeps versions; a plain delete would only hide them behind a delete marker). A
+        version still under retention is refused by the store (ClientError)."""
+        for key in (segment_key(self.prefix, seg), row_key(self.prefix, seg)):
+            pages = self.client.get_paginator("list_object_versions").paginate(
+                Bucket=self.bucket, Prefix=key
+            )
+            versions = [
+                v["VersionId"]
+                for page in pages
+                for kind in ("Versions", "DeleteMarkers")
+                for v in page.get(kind, [])
+                if v["Key"] == key and v.get("VersionId") not in (None, "null")
+            ]
+            self.client.delete_object(Bucket=self.bucket, Key=key)
+            for vid in versions:
+                self.client.delete_object(Bucket=self.bucket, Key=key, VersionId=vid)
+
     def _retention(self, retain_until_us: int | None) -> dict[str, Any]:
         if retain_until_us is None:
             return {}

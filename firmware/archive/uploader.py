@@ -32,6 +32,7 @@ from firmware.archive.store import (
     scrub,
     segment_key,
 )
+from firmware.audit import append_event
 from firmware.catalog import Catalog, Segment
 from firmware.config import ArchiveConfig
 from firmware.core.actions import ClearAlert, RaiseAlert
@@ -103,6 +104,7 @@ class Uploader:
         self._stale_checked = False
         self.stale_aborted = 0
         self._standby_at = -RESCAN_S
+        self._expired_at = -RESCAN_S
 
     # --- one step ---------------------------------------------------------------------
 
@@ -127,6 +129,7 @@ class Uploader:
         self.lag_s = decision.lag_s
         if decision.lag_s is not None:  # this board uploads: the index goes on during a backlog
             self._publish(now)
+            self._expire(now)
         if decision.upload is None:
             return decision.deadline
         try:
@@ -261,6 +264,36 @@ class Uploader:
         # Footage older than archive_days is past its retention already: a store refuses a
         # lock date in the past, so it goes up unlocked (the store's lifecycle may remove it).
         return until if until > self.wall_us() + LOCK_MARGIN_US else None
+
+    def expire(self) -> int:
+        """Let go what is past archive_days in the archive (never what a lock holds, never
+        what is still local): deleted from the store, every version, its row forgotten, and
+        audited (`archive-expired`, a leaf of the evidence log). Returns how many."""
+        if self.cfg.archive_days is None:
+            return 0
+        before = self.wall_us() - int(self.cfg.archive_days * DAY_US)
+        gone: list[str] = []
+        for arch in self.catalog.archived_expired(before, BATCH):
+            self.store.delete_segment(arch.segment)
+            gone.append(arch.id)
+        if gone:
+            self.catalog.forget_archived(gone)
+            append_event(self.data_dir, self.wall_us(), "archive-expired", segments=gone,
+                         archive_days=self.cfg.archive_days)  # fmt: skip
+            log.info("archive: %d segments past archive_days let go", len(gone))
+        return len(gone)
+
+    def _expire(self, now: float) -> None:
+        """expire() at most every RESCAN_S; a store error is said, not fatal."""
+        if now - self._expired_at < RESCAN_S:
+            return
+        self._expired_at = now
+        try:
+            self.expire()
+        except Exception as e:
+            if not _store_error(e):
+                raise
+            self.last_error = scrub(f"expiry: {type(e).__name__}: {e}", self.creds)
 
     def _publish(self, now: float) -> None:
         """index.json and the newest cosigned checkpoint, at most every INDEX_S."""
