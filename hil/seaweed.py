@@ -134,6 +134,15 @@ def weed_binary() -> Path:
     )
 
 
+def missing_weed() -> str | None:
+    """Why the tests cannot start a store here (the skip reason), or None."""
+    try:
+        weed_binary()
+    except SeaweedError as e:
+        return str(e)
+    return None
+
+
 def weed_version(weed: Path | None = None) -> str:
     """The `weed version` line, e.g. 'version 8000GB 4.48 pypi linux amd64'."""
     out = subprocess.run(

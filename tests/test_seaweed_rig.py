@@ -25,14 +25,12 @@ from hil.seaweed import (  # noqa: E402
     SeaweedStore,
     WeedProcess,
     get_json,
+    missing_weed,
     port_refuses,
-    weed_binary,
 )
 
-try:
-    weed_binary()
-except SeaweedError as e:  # pragma: no cover - depends on the environment
-    pytest.skip(str(e), allow_module_level=True)
+if missing_weed() is not None:  # pragma: no cover - depends on the environment
+    pytest.skip(str(missing_weed()), allow_module_level=True)
 
 MIB = 1024 * 1024
 
