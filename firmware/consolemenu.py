@@ -156,6 +156,18 @@ def camera_states(con: Console) -> dict[str, str]:
     }
 
 
+def _add_or(con: Console, verb: str, which: str) -> list[str]:
+    """The list screens' question, "a) add  r) VERB  Enter) back": the words typed as a
+    command would give them (["add"], [verb, NAME]), or [] for back."""
+    what = (con.ask(f"a) add  r) {verb}  Enter) back: ") or "").lower()
+    if what in ("a", "add"):
+        return ["add"]
+    if what in ("r", verb):
+        name = con.ask(which)
+        return [verb, name] if name else []
+    return []
+
+
 def cameras(con: Console, args: list[str]) -> int:
     """List with state; `cameras add` asks as the wizard does, `cameras remove NAME`."""
     from firmware.recorder.ingest import redact
@@ -172,15 +184,8 @@ def cameras(con: Console, args: list[str]) -> int:
         elif not states:
             lines.append("  (the firmware does not answer: recording state unknown)")
         show(con, lines)
-        what = (con.ask("a) add  r) remove  Enter) back: ") or "").lower()
-        if what in ("a", "add"):
-            args = ["add"]
-        elif what in ("r", "remove"):
-            name = con.ask("camera to remove: ")
-            if not name:
-                return 0
-            args = ["remove", name]
-        else:
+        args = _add_or(con, "remove", "camera to remove: ")
+        if not args:
             return 0
     if args == ["add"]:
         return _add_cameras(con, cfg)
@@ -820,15 +825,8 @@ def locks(con: Console, args: list[str]) -> int:
     try:
         if not args:
             show(con, lock_lines(cat.locks()))
-            what = (con.ask("a) add  r) release  Enter) back: ") or "").lower()
-            if what in ("a", "add"):
-                args = ["add"]
-            elif what in ("r", "release"):
-                lock_id = con.ask("lock to release (its id): ")
-                if not lock_id:
-                    return 0
-                args = ["release", lock_id]
-            else:
+            args = _add_or(con, "release", "lock to release (its id): ")
+            if not args:
                 return 0
         if args == ["add"]:
             return _add_lock(con, cfg, cat)
