@@ -36,8 +36,8 @@ from firmware.alerts import Alerts
 from firmware.audit import AuditLog
 from firmware.config import NAME, Config, ConfigError, RecorderConfig, parse_config
 from firmware.datadir import MIN_TOKEN_CHARS
-from firmware.mirror.auth import RESPONSE_HEADER, AuthError, sign_response, verify_response
-from firmware.mirror.client import TooLong, read_at_most
+from firmware.mirror.auth import RESPONSE_HEADER, AuthError, sign_response
+from firmware.mirror.client import NotServed, TooLong, signed_get
 from firmware.pairkey import read_secret
 from firmware.pairsettings import (
     RECORDER_KEYS,
@@ -443,17 +443,10 @@ class PairSync:
     # -- the peer ------------------------------------------------------------------------------
 
     def _get(self, path: str, limit: int) -> bytes:
-        resp, conn, nonce = self.request(path, TIMEOUT_S)
         try:
-            if resp.status == 404:
-                raise _NotServed(f"{path}: HTTP 404 (a peer without pair settings?)")
-            if resp.status != 200:  # a 401 is the peer refusing us (clock skew): the mirror
-                raise OSError(f"{path}: HTTP {resp.status} {resp.read(200)!r}")  # alerts
-            body = read_at_most(resp, limit)
-        finally:
-            conn.close()
-        verify_response(self.key, nonce, body, resp.getheader(RESPONSE_HEADER))
-        return body
+            return signed_get(self.request, self.key, path, limit, TIMEOUT_S)
+        except NotServed as e:
+            raise NotServed(f"{e} (a peer without pair settings?)") from None
 
     def poll(self) -> None:
         """Once: the peer's version, and its document if this board needs it."""
@@ -461,7 +454,7 @@ class PairSync:
             body = self._get(HEAD_PATH, MAX_HEAD_BYTES)
             d = json.loads(body)
             v = version_of_json(d.get("version") if isinstance(d, dict) else None)
-        except _NotServed as e:
+        except NotServed as e:
             self.last_error = str(e)
             return
         except (OSError, http.client.HTTPException) as e:
@@ -487,7 +480,7 @@ class PairSync:
             if not isinstance(sealed, str):
                 raise ValueError("document.settings: missing")
             settings = settings_of_json(json.loads(unseal(self.key, sealed)))
-        except (_NotServed, OSError, http.client.HTTPException) as e:
+        except (NotServed, OSError, http.client.HTTPException) as e:
             if isinstance(e, TooLong):
                 return self._refused(f"oversized: {e}")
             self.last_error = f"peer: {e}"
@@ -562,7 +555,3 @@ class PairSync:
             "applied": self.counters.applied,
             "refused": self.counters.refused,
         }
-
-
-class _NotServed(OSError):
-    pass

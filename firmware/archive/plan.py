@@ -8,7 +8,7 @@ again no later than `deadline`."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from firmware.alert_ids import AlertId, Severity
 from firmware.catalog import Segment
@@ -49,8 +49,8 @@ class ArchivePlan:
     failures: int = 0
     """Consecutive failed uploads."""
     retry_at: float = 0.0
-    behind: bool = False
-    unreachable: bool = False
+    raised: set[AlertId] = field(default_factory=set)
+    """The plan's alerts now up: each raised once, cleared once."""
 
     def lag_s(self, now_us: int, oldest: Segment | None) -> float:
         return 0.0 if oldest is None else max(0.0, (now_us - oldest.start_us) / 1e6)
@@ -93,23 +93,21 @@ class ArchivePlan:
         return []
 
     def _set_behind(self, behind: bool, lag: float) -> list[Action]:
-        if behind:
-            self.behind = True
-            return [RaiseAlert(AlertId.ARCHIVE_BEHIND, Severity.WARNING,
-                               f"the archive is {lag / 60:.0f} min behind (alert above "
-                               f"{self.settings.lag_alert_s / 60:g} min)")]  # fmt: skip
-        if self.behind:
-            self.behind = False
-            return [ClearAlert(AlertId.ARCHIVE_BEHIND)]
-        return []
+        return self._alert(AlertId.ARCHIVE_BEHIND, behind,
+                           f"the archive is {lag / 60:.0f} min behind (alert above "
+                           f"{self.settings.lag_alert_s / 60:g} min)")  # fmt: skip
 
     def _set_unreachable(self, down: bool, error_class: str) -> list[Action]:
-        if down:
-            self.unreachable = True
-            return [RaiseAlert(AlertId.ARCHIVE_UNREACHABLE, Severity.WARNING,
-                               f"archive uploads failed {self.failures} times in a row "
-                               f"({error_class}); retrying")]  # fmt: skip
-        if self.unreachable:
-            self.unreachable = False
-            return [ClearAlert(AlertId.ARCHIVE_UNREACHABLE)]
+        return self._alert(AlertId.ARCHIVE_UNREACHABLE, down,
+                           f"archive uploads failed {self.failures} times in a row "
+                           f"({error_class}); retrying")  # fmt: skip
+
+    def _alert(self, alert_id: AlertId, up: bool, text: str) -> list[Action]:
+        """Raise (again, with the new text) while up; clear once when it comes down."""
+        if up:
+            self.raised.add(alert_id)
+            return [RaiseAlert(alert_id, Severity.WARNING, text)]
+        if alert_id in self.raised:
+            self.raised.discard(alert_id)
+            return [ClearAlert(alert_id)]
         return []

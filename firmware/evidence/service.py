@@ -123,24 +123,16 @@ class EvidenceService:
     def _get(self, path: str) -> bytes:
         """A signed GET to the peer; PeerError when it fails. (The mirror's parts are imported
         by a board that has a pair only: tests/test_start_imports.py.)"""
-        from firmware.mirror.auth import RESPONSE_HEADER, AuthError, verify_response
-        from firmware.mirror.client import TooLong, read_at_most
+        from firmware.mirror.auth import AuthError
+        from firmware.mirror.client import signed_get
 
         assert self.request is not None and self.key is not None
         try:
-            resp, conn, nonce = self.request(path, TIMEOUT_S)
-            try:
-                if resp.status != 200:
-                    raise OSError(f"{path.split('?')[0]}: HTTP {resp.status} {resp.read(200)!r}")
-                body = read_at_most(resp, MAX_OFFER_BYTES)
-            finally:
-                conn.close()
-            verify_response(self.key, nonce, body, resp.getheader(RESPONSE_HEADER))
-        except (OSError, http.client.HTTPException, TooLong) as e:
+            return signed_get(self.request, self.key, path, MAX_OFFER_BYTES, TIMEOUT_S)
+        except (OSError, http.client.HTTPException) as e:  # TooLong, NotServed included
             raise PeerError(f"peer: {e}") from None
         except AuthError as e:
             raise PeerError(f"the peer's answer refused: {e}") from None
-        return body
 
     def witness(self) -> None:
         """One round as the peer's witness."""

@@ -64,6 +64,27 @@ def read_at_most(resp: http.client.HTTPResponse, limit: int) -> bytes:
     return body
 
 
+class NotServed(OSError):
+    """The peer has no such route (HTTP 404): a firmware without that part."""
+
+
+def signed_get(request: Callable, key: bytes, path: str, limit: int, timeout: float) -> bytes:
+    """A GET to the peer for another part of the firmware (the pair settings, the evidence
+    witness) over the mirror's request, its answer read to at most limit bytes and checked
+    against the nonce: NotServed on a 404, OSError on another status, AuthError if forged."""
+    resp, conn, nonce = request(path, timeout)
+    try:
+        if resp.status == 404:
+            raise NotServed(f"{path.split('?')[0]}: HTTP 404")
+        if resp.status != 200:  # a 401 is the peer refusing us (clock skew): the mirror alerts
+            raise OSError(f"{path.split('?')[0]}: HTTP {resp.status} {resp.read(200)!r}")
+        body = read_at_most(resp, limit)
+    finally:
+        conn.close()
+    verify_response(key, nonce, body, resp.getheader(RESPONSE_HEADER))
+    return body
+
+
 def body_up_to(resp: http.client.HTTPResponse, n: int) -> Iterator[bytes]:
     """At most n bytes of a file's body (what its row says is left): whatever the peer sends
     after that is never read, so it can neither fill the disk nor keep a transfer going."""
