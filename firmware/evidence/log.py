@@ -154,8 +154,10 @@ class EvidenceLog:
         return int(row[0]) if row else 0
 
     def leaves(self) -> int:
+        """How many leaves are kept: the next index (a primary-key lookup, not a count of
+        the table, which every second's ingest asks)."""
         with self._lock:
-            (n,) = self._db.execute("SELECT COUNT(*) FROM leaves").fetchone()
+            (n,) = self._db.execute("SELECT COALESCE(MAX(idx) + 1, 0) FROM leaves").fetchone()
         return int(n)
 
     def leaf(self, index: int) -> bytes:
@@ -189,7 +191,7 @@ class EvidenceLog:
     # --- ingest ---------------------------------------------------------------------------------
 
     def _append(self, db: sqlite3.Connection, datas: list[bytes]) -> None:
-        (n,) = db.execute("SELECT COUNT(*) FROM leaves").fetchone()
+        (n,) = db.execute("SELECT COALESCE(MAX(idx) + 1, 0) FROM leaves").fetchone()
         db.executemany("INSERT INTO leaves(idx, data) VALUES (?, ?)",
                        [(n + i, d) for i, d in enumerate(datas)])  # fmt: skip
 
