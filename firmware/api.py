@@ -13,7 +13,7 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from firmware.audit import AuditLog
+from firmware.audit import AuditLog, open_audit
 from firmware.catalog import Catalog
 from firmware.evidence.export import (
     EXPORT_EVENT,
@@ -28,7 +28,6 @@ from firmware.evidence.locks import (
     audit_release,
     check_reason,
     make_lock,
-    open_audit,
 )
 from firmware.httpedge import echo, json_error
 from firmware.metrics import registry_for

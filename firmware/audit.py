@@ -36,6 +36,11 @@ class AuditLog:
             log.error("audit log %s: %s", self.path, e)
 
 
+def open_audit(data_dir: Path) -> AuditLog:
+    """The data directory's audit log, as the firmware opens it (lines appended, synced)."""
+    return AuditLog(Path(data_dir) / AUDIT_FILE)
+
+
 def append_event(data_dir: Path, now_us: int, event: str, **fields: object) -> None:
     """One event from a process that holds no AuditLog (a recorder worker, the mirror's
     pruning). The file must exist (the board made it): a pulled disk's empty mount point

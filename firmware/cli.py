@@ -382,7 +382,8 @@ def _lock_time(text: str, flag: str) -> int:
 def cmd_lock(args: argparse.Namespace) -> int:
     import sqlite3
 
-    from firmware.evidence.locks import audit_lock, make_lock, open_audit
+    from firmware.audit import open_audit
+    from firmware.evidence.locks import audit_lock, make_lock
 
     try:
         data, names = _lock_place(args)
@@ -433,7 +434,8 @@ def cmd_locks(args: argparse.Namespace) -> int:
 def cmd_unlock(args: argparse.Namespace) -> int:
     import sqlite3
 
-    from firmware.evidence.locks import audit_release, check_reason, open_audit
+    from firmware.audit import open_audit
+    from firmware.evidence.locks import audit_release, check_reason
 
     try:
         data, _ = _lock_place(args)
@@ -456,6 +458,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     import sqlite3
 
     from firmware import __version__
+    from firmware.audit import open_audit
     from firmware.catalog import CatalogCorrupt
     from firmware.evidence.export import (
         EXPORT_EVENT,
@@ -465,7 +468,6 @@ def cmd_export(args: argparse.Namespace) -> int:
         export_fields,
         read_log,
     )
-    from firmware.evidence.locks import open_audit
     from firmware.evidence.note import KeyFileError
     from firmware.timefmt import iso
 

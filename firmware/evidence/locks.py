@@ -17,9 +17,8 @@ import secrets
 from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 
-from firmware.audit import AUDIT_FILE, AuditLog
+from firmware.audit import AuditLog
 from firmware.timefmt import iso
 
 REASON_MAX = 200
@@ -185,11 +184,6 @@ def parse_local(text: str, now_us: int) -> int:
     if dt.tzinfo is None:
         dt = dt.astimezone()  # local time
     return round(dt.timestamp() * 1_000_000)
-
-
-def open_audit(data_dir: Path) -> AuditLog:
-    """The data directory's audit log, as the firmware opens it (lines appended, synced)."""
-    return AuditLog(Path(data_dir) / AUDIT_FILE)
 
 
 def lock_fields(lock: EvidenceLock, source: str) -> dict[str, object]:
