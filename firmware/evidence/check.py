@@ -192,7 +192,8 @@ def _check_segments(data_dir: Path, catalog: Catalog, evlog: EvidenceLog,
                     segs: dict[str, dict], deleted: dict[str, str],
                     file_sha256: Callable[[Path], str]) -> list[Finding]:  # fmt: skip
     found: list[Finding] = []
-    rows: dict[str, Segment] = {s.id: s for s in catalog.segments()}
+    numbered = catalog.segments_since(0, 1 << 62)  # every row, read once, with its row id
+    rows: dict[str, Segment] = {s.id: s for _, s in numbered}
     for sid, d in segs.items():
         row = rows.get(sid)
         what = _segment_text(d)
@@ -224,7 +225,7 @@ def _check_segments(data_dir: Path, catalog: Catalog, evlog: EvidenceLog,
                                  "it was recorded"))  # fmt: skip
     cursor = evlog.ingested_rows()
     later = 0
-    for rowid, seg in catalog.segments_since(0, 1 << 62):
+    for rowid, seg in numbered:
         if rowid > cursor:
             later += 1
             continue
