@@ -239,6 +239,11 @@ def test_sync_cable_pull_moves_the_mirror_to_the_lan(pair):
     tb.rig.cable("b", "sync", False)
     wait_until(lambda: tb.status("b")["mirror"]["path"] == "lan", 15, "b mirroring over the LAN")
     holds(lambda: tb.role("a") == "active" and tb.role("b") == "standby", 3, "no takeover")
+    # The evidence witness goes over the LAN too: both logs are cosigned further.
+    cosigned = {h: (tb.status(h)["evidence"]["cosigned"] or {"size": 0})["size"] for h in "ab"}
+    wait_until(lambda: all((tb.status(h)["evidence"]["cosigned"] or {"size": 0})["size"]
+                           > cosigned[h] for h in "ab"), 30,
+               "both logs cosigned further without the sync cable")  # fmt: skip
     # Both paths down for the mirror (the LAN adverts still pass): b falls behind ...
     tb.rig.block("b", "lan", MIRROR_PORT, True, proto="tcp")
     wait_until(lambda: any(a["id"] == "mirror-lag" for a in tb.status("b")["alerts"]), 30,
