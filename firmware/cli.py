@@ -614,7 +614,7 @@ def cmd_pair_key(args: argparse.Namespace) -> int:
 def cmd_firstboot(args: argparse.Namespace) -> int:
     from firmware.provision import firstboot
 
-    return firstboot(args.factory, args.config, sys.stdout, sys.stderr, args.board)
+    return firstboot(args.factory, args.config, sys.stdout, sys.stderr, args.board, args.release)
 
 
 def cmd_setup(args: argparse.Namespace) -> int:
@@ -790,6 +790,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
     r.add_argument("--board", type=Path, default=BOARD_FILE,
                    help="the board profile the image carries (skipped when missing)")  # fmt: skip
+    r.add_argument("--release", type=Path, default=RELEASE_FILE,
+                   help="the image's release: marked done for the next boot (skipped when "
+                        "missing)")  # fmt: skip
     r.set_defaults(func=cmd_firstboot)
 
     r = sub.add_parser("setup", help="set this board up from a wizard answers file (TOML)")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,12 +110,46 @@ def write_file_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
 # --- first boot ------------------------------------------------------------------------------
 
 
+DONE_MARK = ".firstboot-release"
+"""Beside the config: the release whose first boot is done. nvr-firstboot.service skips the
+Python start while it matches /etc/nvr-release (rootfs/usr/lib/nvr/firstboot-needed); the
+image's build makes it with the config, so even the first boot has no Python start before the
+console and the firmware. A factory reset deletes it with the config; an update's new release
+runs firstboot once (its board profile may differ)."""
+
+
+def mark_done(config: Path, release: Path) -> None:
+    """The mark that this release's first boot is done (written only when it changes)."""
+    mark = config.parent / DONE_MARK
+    data = release.read_bytes()
+    try:
+        if mark.read_bytes() == data:
+            return
+    except OSError:
+        pass
+    write_file_atomic(mark, data)
+
+
+def seed_config(factory: Path, config: Path, board: Path, release: Path) -> None:
+    """The first boot's config made at build time, in the data partition's tree: the factory
+    config with the board profile's hardware, and the done mark for the release."""
+    write_file_atomic(config, factory.read_bytes())
+    apply_board(board, config)
+    mark_done(config, release)
+
+
 def firstboot(
-    factory: Path, config: Path, out: TextIO, err: TextIO, board: Path | None = None
+    factory: Path,
+    config: Path,
+    out: TextIO,
+    err: TextIO,
+    board: Path | None = None,
+    release: Path | None = None,
 ) -> int:
     """Config and data directory in place (the pair key comes from `nvr pair`), the board
     profile's hardware in the config; 0 when all is, 2 on a bad config. A damaged profile is
-    said and skipped: a board records on with the hardware its config has."""
+    said and skipped: a board records on with the hardware its config has. With `release`
+    (the image's), the done mark is left for the next boot's fast path."""
 
     def say(msg: str) -> None:
         print(f"firstboot: {msg}", file=out, flush=True)
@@ -163,6 +198,12 @@ def firstboot(
         except OSError as e:
             return fail(f"data directory {cfg.board.data_dir}: cannot create: {e.strerror}", 1)
         say(f"data directory {cfg.board.data_dir} created")
+    if release is not None and release.is_file():
+        try:
+            mark_done(config, release)
+        except OSError as e:  # the next boot runs firstboot again: no harm
+            print(f"nvr: firstboot: {config.parent / DONE_MARK}: {e.strerror}", file=err,
+                  flush=True)  # fmt: skip
     say(f"board {cfg.board.name!r} ready (config {config}, data {cfg.board.data_dir})")
     return 0
 
@@ -305,3 +346,24 @@ def factory_reset(
         say(f"reboot failed: {done.last_line}")
         return 1
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m firmware.provision FACTORY CONFIG BOARD RELEASE`: seed_config, for the
+    image's build (it runs the firmware as a command, never imports it)."""
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m firmware.provision", description=main.__doc__)
+    for name in ("factory", "config", "board", "release"):
+        ap.add_argument(name, type=Path)
+    args = ap.parse_args(argv)
+    try:
+        seed_config(args.factory, args.config, args.board, args.release)
+    except (OSError, ConfigError) as e:
+        print(f"seed config: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -637,15 +637,23 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def build_data(work: Path, board: Board, epoch: int, squashfs: Path, version: str) -> Path:
-    """An empty data filesystem with the layout the root points into, and RAUC's status of
-    slot A as if the flashed root had been installed from its bundle (so `rauc status` and the
-    console show slot A's version from the first boot)."""
+def build_data(
+    work: Path, board: Board, epoch: int, squashfs: Path, version: str, root: Path
+) -> Path:
+    """A data filesystem with the layout the root points into, the first boot's config (the
+    factory config with the board's hardware, marked done for the root's release: the first
+    boot starts no Python before the console; `python -m firmware.provision`), and RAUC's
+    status of slot A as if the flashed root had been installed from its bundle (so `rauc
+    status` and the console show slot A's version from the first boot)."""
     tree = work / "data"
     shutil.rmtree(tree, ignore_errors=True)
     for sub in ("etc/nvr", "nvr", "log", "rauc"):
         (tree / sub).mkdir(parents=True)
     (tree / "etc" / "nvr").chmod(0o700)
+    share = root / "usr" / "share" / "nvr"
+    run([str(TOP / ".venv" / "bin" / "python"), "-m", "firmware.provision",
+         str(share / "nvr.toml"), str(tree / "etc" / "nvr" / "nvr.toml"),
+         str(share / "board.toml"), str(root / "etc" / "nvr-release")], cwd=TOP)  # fmt: skip
     stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
     (tree / "rauc" / "status.raucs").write_text(
         f"[slot.rootfs.0]\nbundle.compatible={board.compatible}\nbundle.version={version}\n"
@@ -802,7 +810,7 @@ def cmd_image(args: argparse.Namespace) -> int:
     squash(root, squashfs, epoch, args.compression)
     (work / "compression").write_text(args.compression)
     build_esp(work, board, root, epoch)
-    build_data(work, board, epoch, squashfs, version)
+    build_data(work, board, epoch, squashfs, version, root)
     disk = build_disk(work, out)
     bundle = build_bundle(work, out, squashfs, version, keys, f"{board.product}-{version}",
                           board.compatible, args.signing_key)  # fmt: skip

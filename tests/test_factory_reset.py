@@ -7,6 +7,7 @@ import io
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -165,6 +166,66 @@ def test_firstboot_from_the_command_line(tmp_path):
     assert b.config.read_bytes() == b.factory.read_bytes()
     again = subprocess.run([*NVR, *args], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert again.returncode == 0 and "pair key" not in again.stdout
+
+
+NEEDED = ROOT / "rootfs" / "usr" / "lib" / "nvr" / "firstboot-needed"
+BOARD_PROFILE = ROOT / "image" / "boards" / "qemu-x86_64.toml"
+
+
+def firstboot_needed(b: Board, release: Path) -> bool:
+    """nvr-firstboot.service's ExecCondition on this layout: True when it runs `nvr firstboot`."""
+    env = {**os.environ, "NVR_CONFIG": str(b.config), "NVR_RELEASE": str(release)}
+    done = subprocess.run(["sh", str(NEEDED)], env=env, capture_output=True, timeout=10)
+    assert done.returncode in (0, 1), done
+    return done.returncode == 0
+
+
+def test_the_first_boot_is_done_once_per_release_and_then_skipped(tmp_path):
+    b = Board(tmp_path)
+    release = b.root / "etc" / "nvr-release"
+    release.write_text("NAME=nvr-pair\nVERSION=1.0.0\n")
+    assert firstboot_needed(b, release)  # a fresh data partition
+    out, err = io.StringIO(), io.StringIO()
+    assert firstboot(b.factory, b.config, out, err, release=release) == 0, err.getvalue()
+    assert not firstboot_needed(b, release)
+    before = tree(tmp_path)
+    assert firstboot(b.factory, b.config, io.StringIO(), io.StringIO(), release=release) == 0
+    assert tree(tmp_path) == before  # the mark is not written again
+    release.write_text("NAME=nvr-pair\nVERSION=1.1.0\n")  # an update: its first boot runs
+    assert firstboot_needed(b, release)
+    b.config.unlink()  # as a factory reset leaves it
+    release.write_text("NAME=nvr-pair\nVERSION=1.0.0\n")
+    assert firstboot_needed(b, release)
+
+
+def test_the_build_seeds_the_first_boot_s_config_as_firstboot_makes_it(tmp_path):
+    """`python -m firmware.provision` (the image's build) against `nvr firstboot` on the board:
+    the same config, byte for byte, and the first boot then starts no Python."""
+    release = tmp_path / "nvr-release"
+    release.write_text("NAME=nvr-pair\nVERSION=1.0.0\n")
+    on_board = Board(tmp_path / "board")
+    out, err = io.StringIO(), io.StringIO()
+    code = firstboot(on_board.factory, on_board.config, out, err, BOARD_PROFILE, release)
+    assert code == 0, err.getvalue()
+    assert "board profile qemu-x86_64" in out.getvalue()
+    built = Board(tmp_path / "built")
+    args = [str(built.factory), str(built.config), str(BOARD_PROFILE), str(release)]
+    done = subprocess.run([sys.executable, "-m", "firmware.provision", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    here = on_board.config.read_text().replace(str(tmp_path / "board"), str(tmp_path / "built"))
+    assert built.config.read_text() == here  # the two layouts' paths aside
+    assert not firstboot_needed(built, release)
+    missing = subprocess.run([sys.executable, "-m", "firmware.provision", *args[:2],
+                              str(tmp_path / "no-board.toml"), str(release)], cwd=ROOT,
+                             capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert missing.returncode == 1 and "no-board.toml" in missing.stderr
+
+
+def test_the_firstboot_unit_runs_only_when_the_condition_says_so():
+    unit = (ROOT / "rootfs/usr/lib/systemd/system/nvr-firstboot.service").read_text()
+    assert "\nExecCondition=/usr/lib/nvr/firstboot-needed\n" in unit
+    assert os.access(NEEDED, os.X_OK)
 
 
 # --- the removal plan ------------------------------------------------------------------------
