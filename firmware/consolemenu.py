@@ -170,7 +170,7 @@ def _add_or(con: Console, verb: str, which: str) -> list[str]:
 
 def cameras(con: Console, args: list[str]) -> int:
     """List with state; `cameras add` asks as the wizard does, `cameras remove NAME`."""
-    from firmware.recorder.ingest import redact
+    from firmware.recorder.events import redact
 
     cfg = _cfg(con)
     if not args:

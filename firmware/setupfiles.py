@@ -181,7 +181,7 @@ def apply(files: Iterable[SetupFile]) -> list[Path]:
 
 def summary_lines(answers: Answers, cfg: Config) -> list[str]:
     """What the answers set, as the installer reads it back; camera URLs without credentials."""
-    from firmware.recorder.ingest import redact
+    from firmware.recorder.events import redact
 
     lan = answers.lan
     return [

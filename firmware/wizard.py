@@ -31,7 +31,6 @@ from firmware.answers import (
     Side,
     SyncAnswers,
 )
-from firmware.camprobe import ProbeError, probe
 from firmware.config import ConfigError, config_error, load_config, read_toml
 from firmware.hw.profile import BoardProfile, Question, device_set
 from firmware.provision import write_file_atomic
@@ -270,7 +269,7 @@ class Wizard:
 
     def cameras(self) -> list[dict]:
         self.say("step 5/6: cameras")
-        from firmware.recorder.ingest import redact
+        from firmware.recorder.events import redact
 
         with contextlib.suppress(ConfigError, OSError):
             for c in load_config(self.base()).camera if self.keeps() else []:
@@ -316,6 +315,8 @@ class Wizard:
                 self.say(str(config_error(e, {"camera": cam}, "refused")))
                 continue
             self.say("probing ...")
+            from firmware.camprobe import ProbeError, probe  # PyAV: loaded for the first probe
+
             try:
                 self.say(f"camera {name}: {probe(camera_url(cam_ok)).line()}")
                 seen = True

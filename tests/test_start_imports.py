@@ -131,3 +131,53 @@ def test_single_board_starts_without_the_pair_parts(tmp_path: Path, serve_api: b
     loaded, out = loaded_after(body, NOT_FOR_A_SINGLE_BOARD)
     assert "role single None None" in out, out
     assert loaded == []
+
+
+def test_board_main_process_loads_no_pyav(tmp_path: Path) -> None:
+    """`nvr run`'s own process: the board built with a camera, the API on, and the recorder's
+    start-up recovery run over a clean data directory, all without PyAV (its FFmpeg libraries
+    are large). The recorder's worker processes import it; the module of their spawn target,
+    which the supervisor imports, does not."""
+    cfg = {
+        "board": {"name": "a", "data_dir": str(tmp_path)},
+        "camera": [{"name": "door", "url": "rtsp://u:secret@127.0.0.1:9/door"}],
+    }
+    body = (
+        "from pathlib import Path\n"
+        "from firmware.board import Board\n"
+        "from firmware.config import validate_config\n"
+        "from firmware.recorder.recovery import recover\n"
+        f"cfg = validate_config({cfg!r}, 'x')\n"
+        f"board = Board(cfg, serve_api=True, board_file=Path({str(tmp_path / 'no')!r}))\n"
+        "print(recover(board.data_dir, board.catalog, 'a').summary())\n"
+        "print('shown as', board.recorder.status['door'].url)\n"
+    )
+    loaded, out = loaded_after(body, ("av",))
+    assert "recovery: 0 partial segments salvaged" in out, out
+    assert "shown as rtsp://***@127.0.0.1:9/door" in out, out
+    assert loaded == []
+
+
+def test_console_reaches_the_wizards_first_question_without_pyav(tmp_path: Path) -> None:
+    """`nvr console` on a board not set up: everything up to the wizard's first question
+    (console, menu, go-live, storage, board profile, wizard) without PyAV, which only the
+    camera probe needs. The line is closed at the question: the wizard says it was left."""
+    body = (
+        "import os\n"
+        "fd = os.open(os.devnull, os.O_RDONLY)\n"
+        "os.dup2(fd, 0)\n"
+        "sys.stdin = open(os.devnull)\n"
+        "from firmware.cli import main\n"
+        "try:\n"
+        f"    code = main(['console', '--data-root', {str(tmp_path / 'data')!r},\n"
+        f"                 '--config', {str(tmp_path / 'nvr.toml')!r},\n"
+        f"                 '--release', {str(tmp_path / 'release')!r},\n"
+        f"                 '--factory', {str(tmp_path / 'factory.toml')!r},\n"
+        f"                 '--board', {str(tmp_path / 'board.toml')!r}])\n"
+        "except SystemExit as e:\n"
+        "    code = e.code\n"
+        "print('exit', code)\n"
+    )
+    loaded, out = loaded_after(body, ("av", "firmware.camprobe"))
+    assert "step 1/6" in out and "setup left before the end" in out and "exit 1" in out, out
+    assert loaded == []

@@ -3,13 +3,19 @@
 Events cross the worker's pipe as they are (they pickle) and the supervisor dispatches them by
 type, so a field misnamed on one side fails where it is built, not as a missing key read later.
 Alerts travel as the board's own RaiseAlert and ClearAlert.
+
+Also the words both sides use about a camera and a write without PyAV (`redact`, `no_space`):
+the supervisor runs in the board's main process, which never loads PyAV.
 """
 
 from __future__ import annotations
 
+import errno
+import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeAlias
+from urllib.parse import urlsplit, urlunsplit
 
 from firmware.core.actions import ClearAlert, RaiseAlert
 
@@ -98,3 +104,23 @@ WorkerEvent: TypeAlias = CameraEvent | RetentionDeleted | RaiseAlert | ClearAler
 
 Report: TypeAlias = Callable[[WorkerEvent], None]
 """How a camera's thread (and the worker's retention) hands an event to the supervisor."""
+
+
+def redact(url: str) -> str:
+    """Camera URLs carry credentials; logs and the API must not."""
+    parts = urlsplit(url)
+    if parts.password is None and parts.username is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port:
+        host += f":{parts.port}"
+    return urlunsplit((parts.scheme, f"***@{host}", parts.path, parts.query, parts.fragment))
+
+
+def no_space(e: Exception) -> bool:
+    """A write failed for lack of space: ENOSPC, or SQLite's full database, or its shared
+    memory file that could not grow (how a full disk shows when the catalog is opened)."""
+    if isinstance(e, sqlite3.Error):
+        code = getattr(e, "sqlite_errorcode", None)
+        return code in (sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR_SHMSIZE)
+    return isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT)

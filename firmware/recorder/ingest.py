@@ -7,7 +7,6 @@ session can end becomes a run end with a reason, so every gap is explicit in the
 
 from __future__ import annotations
 
-import errno
 import logging
 import re
 import sqlite3
@@ -17,7 +16,7 @@ import traceback
 from collections.abc import Callable, Container
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import av
 import av.error
@@ -36,6 +35,8 @@ from firmware.recorder.events import (
     RunEnded,
     SegmentCommitted,
     SessionChanged,
+    no_space,
+    redact,
 )
 from firmware.recorder.recovery import salvage_camera
 from firmware.recorder.ring import Held, Point, StandbyRing, fingerprint
@@ -76,17 +77,6 @@ RECORD = RecorderMode.RECORD
 RING = RecorderMode.RING
 
 
-def redact(url: str) -> str:
-    """Camera URLs carry credentials; logs and the API must not."""
-    parts = urlsplit(url)
-    if parts.password is None and parts.username is None:
-        return url
-    host = parts.hostname or ""
-    if parts.port:
-        host += f":{parts.port}"
-    return urlunsplit((parts.scheme, f"***@{host}", parts.path, parts.query, parts.fragment))
-
-
 def scrub(text: str, url: str) -> str:
     """Any text about a camera on its way out of the recorder: the URL redacted, and its
     password gone wherever else an error may quote it."""
@@ -114,15 +104,6 @@ class DiskError(Exception):
         super().__init__(text)
         self.full = full
         """For lack of space."""
-
-
-def no_space(e: Exception) -> bool:
-    """A write failed for lack of space: ENOSPC, or SQLite's full database, or its shared
-    memory file that could not grow (how a full disk shows when the catalog is opened)."""
-    if isinstance(e, sqlite3.Error):
-        code = getattr(e, "sqlite_errorcode", None)
-        return code in (sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR_SHMSIZE)
-    return isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
 _STATUS_LOG = re.compile(r"failed: (\d{3})(?: \(([^)\n]{1,60})\))?")

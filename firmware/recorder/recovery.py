@@ -17,8 +17,6 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import av
-
 from firmware.audit import append_event
 from firmware.catalog import Catalog, Segment, segment_id
 from firmware.recorder.retention import unlink_files
@@ -158,6 +156,8 @@ class _Rejoined:
         if named is None or self.catalog.deleted([Path(rel).stem]):
             return None
         camera, start_us, origin = named
+        import av  # here: recovery runs in the board's main process; only a rebuild needs it
+
         try:
             with av.open(str(f)) as c:
                 codec = c.streams.video[0].codec_context.name

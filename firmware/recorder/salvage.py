@@ -3,6 +3,9 @@
 A fragmented MP4 is ftyp, moov, then (moof, mdat) pairs. Everything up to the last complete mdat
 is playable; a torn tail is cut off. Used by start-up recovery and by a writer that hit a disk
 error mid-segment.
+
+PyAV is imported where a file's media is read: start-up recovery runs in the board's main
+process, which loads PyAV only when there is a file to read.
 """
 
 from __future__ import annotations
@@ -11,8 +14,6 @@ import logging
 import os
 import struct
 from pathlib import Path
-
-import av
 
 from firmware.catalog import Catalog, Segment
 from firmware.recorder.segment_file import (
@@ -61,6 +62,8 @@ def complete_prefix(path: Path) -> int:
 
 def media_facts(path: Path) -> tuple[int, int, int]:
     """(video frames, first video pts us, end of last video frame us) by demuxing, no decoding."""
+    import av
+
     frames = 0
     first = last = None
     step = 0
@@ -117,6 +120,8 @@ def salvage_partial(data_dir: Path, final: Path, catalog: Catalog) -> str:
     keep = complete_prefix(partial) if partial.exists() else 0
     seg = None
     if keep and meta is not None:
+        import av
+
         with open(partial, "r+b") as f:
             f.truncate(keep)
             f.flush()

@@ -34,11 +34,13 @@ from firmware.recorder.events import (
     SessionChanged,
     WorkerEvent,
     WorkerExited,
+    no_space,
+    redact,
 )
-from firmware.recorder.ingest import RECORD, RING, no_space, redact
 from firmware.recorder.recovery import CRASH, recover, salvage_camera
 from firmware.recorder.retention import FREE_SPACE, Retention, Tiering, disk_usage, watermarks
 from firmware.recorder.worker import worker_main
+from firmware.roles import RecorderMode
 from firmware.supervise import keep_running
 from firmware.timefmt import now_us
 
@@ -105,7 +107,7 @@ class Recorder:
         cfg: RecorderConfig,
         cameras: list[CameraConfig],
         alerts: Alerts,
-        mode: str = RECORD,
+        mode: str = RecorderMode.RECORD,
         on_change: Callable[[], None] = lambda: None,
         tiering: Tiering | None = None,
     ) -> None:
@@ -234,18 +236,20 @@ class Recorder:
     def set_mode(self, mode: str) -> None:
         """record (this board is active) or ring (standby). Taking over, each camera goes on
         from the frame after the newest one this board holds, found in its ring by content."""
-        if mode not in (RECORD, RING) or mode == self.mode:
+        if mode not in (RecorderMode.RECORD, RecorderMode.RING) or mode == self.mode:
             return
         self.mode = mode
         cont: dict[str, list[dict]] = {}
-        if mode == RECORD:
+        if mode == RecorderMode.RECORD:
             for cam in self.cameras:
                 cont[cam.name] = [
                     {"id": s.id, "last_frame": s.last_frame, "end_us": s.end_us}
                     for s in self.catalog.latest_segments(cam.name, TAKEOVER_POINTS)
                     if s.last_frame
                 ]
-        log.info("recorder: %s", "recording" if mode == RECORD else "standby (ring only)")
+        log.info(
+            "recorder: %s", "recording" if mode == RecorderMode.RECORD else "standby (ring only)"
+        )
         for conn in list(self._commands.values()):
             # A worker that died misses it; its replacement starts in the new mode.
             with contextlib.suppress(OSError):

@@ -4,6 +4,9 @@ Cameras are spread over several processes because one Python process cannot remu
 streams (PyAV's interrupt callback takes the GIL on every poll); threads inside a process keep
 each camera isolated from another camera's stalls. Events (firmware/recorder/events.py) go to
 the supervisor over this worker's own pipe.
+
+The supervisor names worker_main as the spawn target, so this module is imported by the board's
+main process too: PyAV and the ingest are imported inside worker_main, in the worker.
 """
 
 from __future__ import annotations
@@ -14,19 +17,20 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-
-import av.logging
+from typing import TYPE_CHECKING
 
 from firmware.alert_ids import AlertId, Severity
 from firmware.catalog import Catalog
 from firmware.config import RecorderConfig
 from firmware.core.actions import RaiseAlert
 from firmware.lograte import setup_logging
-from firmware.recorder import read_guard
 from firmware.recorder.events import CameraProgress, RetentionDeleted, WorkerEvent, WorkerExited
-from firmware.recorder.ingest import RECORD, CameraIngest
 from firmware.recorder.retention import Retention, Tiering
+from firmware.roles import RecorderMode
 from firmware.supervise import keep_running
+
+if TYPE_CHECKING:
+    from firmware.recorder.ingest import CameraIngest
 
 STATUS_PERIOD_S = 1.0
 
@@ -47,11 +51,16 @@ def worker_main(
     cameras: list[tuple[str, str]],
     events,  # multiprocessing.connection.Connection, this worker's own
     log_level: int,
-    mode: str = RECORD,
+    mode: str = RecorderMode.RECORD,
     ring_seconds: float = 10.0,
     commands=None,  # Connection from the supervisor: ("mode", {"mode", "cont": {camera: ...}})
     tiering_days: float | None = None,  # [archive] local_days: retention waits for the archive
 ) -> None:
+    import av.logging
+
+    from firmware.recorder import read_guard
+    from firmware.recorder.ingest import CameraIngest
+
     setup_logging(log_level)
     av.logging.set_level(None)  # FFmpeg logging from threads is unsafe (PyAV #751)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides when we stop
