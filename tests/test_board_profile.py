@@ -213,6 +213,23 @@ def test_a_reference_board_s_files_leave_the_watchdog_to_pid_1(tmp_path: Path):
     }  # fmt: skip
 
 
+def test_a_board_that_names_its_root_s_modules_gets_an_initramfs_of_those_only():
+    """qemu-x86_64 names them (virtio disk, squashfs root); a board that does not keeps
+    initramfs-tools' default of every storage driver (its root may sit behind anything)."""
+    files = {
+        str(f.path): f.text for f in boardfiles.render((BOARDS / "qemu-x86_64.toml").read_text())
+    }
+    assert "MODULES=list" in files["/etc/initramfs-tools/conf.d/nvr-board.conf"]
+    listed = [ln for ln in files["/etc/initramfs-tools/modules"].splitlines() if ln[:1] != "#"]
+    assert listed == ["virtio_pci", "virtio_blk", "squashfs"]
+    acme = {str(f.path) for f in boardfiles.render(ACME, "acme.toml")}
+    assert not any(p.startswith("/etc/initramfs-tools/") for p in acme)
+    bad = ACME.replace("packages = [", 'initramfs_modules = ["mmc block"]\npackages = [', 1)
+    assert bad != ACME
+    with pytest.raises(ConfigError, match=r"initramfs_modules.*kernel module"):
+        parse_profile(bad, "bad.toml")
+
+
 @pytest.mark.parametrize(
     ("change", "says"),
     [

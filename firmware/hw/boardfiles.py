@@ -37,6 +37,8 @@ WATCHDOG_CONF = PurePosixPath("/etc/systemd/system.conf.d/nvr.conf")
 DATA_MOUNT = PurePosixPath("/usr/lib/systemd/system/data-nvr.mount")
 DATA_MOUNT_WANTS = PurePosixPath("/usr/lib/systemd/system/local-fs.target.wants/data-nvr.mount")
 MDADM_CONF = PurePosixPath("/etc/mdadm/mdadm.conf")
+INITRAMFS_CONF = PurePosixPath("/etc/initramfs-tools/conf.d/nvr-board.conf")
+INITRAMFS_MODULES = PurePosixPath("/etc/initramfs-tools/modules")
 
 
 @dataclass(frozen=True)
@@ -129,7 +131,20 @@ def render(source: str, origin: str = "<profile>") -> list[ImageFile]:
         files.append(ImageFile(DATA_MOUNT_WANTS, "../data-nvr.mount", symlink=True))
     if p.disks.data == "md":
         files.append(ImageFile(MDADM_CONF, mdadm_conf(p)))
+    if p.image.initramfs_modules:
+        files.append(
+            ImageFile(
+                INITRAMFS_CONF, "# From the board profile: only the modules listed.\nMODULES=list\n"
+            )
+        )
+        files.append(ImageFile(INITRAMFS_MODULES, initramfs_modules(p)))
     return files
+
+
+def initramfs_modules(p: BoardProfile) -> str:
+    """initramfs-tools' modules file: what reaches this board's root (MODULES=list)."""
+    head = f"# The modules that reach the root of {p.board.name} (its profile's [image]).\n"
+    return head + "".join(f"{m}\n" for m in p.image.initramfs_modules)
 
 
 def write(files: list[ImageFile], root: Path) -> None:

@@ -45,6 +45,7 @@ TTY = re.compile(r"^tty[A-Za-z0-9]{1,16}$")
 MAC_GLOB = re.compile(r"^[0-9a-f*?]{1,2}(:[0-9a-f*?]{1,2}){0,5}[*]?$")
 PATH_GLOB = re.compile(r"^[A-Za-z0-9:._*?/+-]{1,200}$")
 DEBIAN_PACKAGE = re.compile(r"^[a-z0-9][a-z0-9+.-]+$")
+KERNEL_MODULE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 
 
 def _slug(v: str) -> str:
@@ -62,6 +63,12 @@ def _tty(v: str) -> str:
 def _package(v: str) -> str:
     if not DEBIAN_PACKAGE.fullmatch(v):
         raise ValueError("must be a Debian package name")
+    return v
+
+
+def _module(v: str) -> str:
+    if not KERNEL_MODULE.fullmatch(v):
+        raise ValueError("must be a kernel module's name")
     return v
 
 
@@ -99,6 +106,10 @@ class ImageSection(_Section):
     kernel: Annotated[str, AfterValidator(_package)]
     console: Annotated[str, AfterValidator(_tty)]
     packages: tuple[Annotated[str, AfterValidator(_package)], ...] = ()
+    initramfs_modules: tuple[Annotated[str, AfterValidator(_module)], ...] = ()
+    """The modules that reach the root (disk controller, squashfs): the initramfs then holds
+    only these, a few MB instead of every storage driver (tens of MB to load and unpack at
+    every boot). Empty: every storage driver, whatever the board has."""
 
 
 class NicMatch(_Section):
