@@ -135,6 +135,9 @@ def _announce(board) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from firmware.recorder.procs import prewarm
+
+    prewarm()  # the workers' imports beside ours
     from firmware.config import load_config
 
     try:
@@ -145,6 +148,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_record(args: argparse.Namespace) -> int:
+    from firmware.recorder.procs import prewarm
+
+    prewarm()
     from firmware.config import validate_config
 
     raw = {

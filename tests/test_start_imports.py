@@ -181,3 +181,39 @@ def test_console_reaches_the_wizards_first_question_without_pyav(tmp_path: Path)
     loaded, out = loaded_after(body, ("av", "firmware.camprobe"))
     assert "step 1/6" in out and "setup left before the end" in out and "exit 1" in out, out
     assert loaded == []
+
+
+_FORKSERVER = """
+import os, time
+from firmware.recorder.procs import prewarm
+prewarm()
+def children():
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                stat = open(f"/proc/{d}/stat").read()
+            except OSError:
+                continue
+            if int(stat.rpartition(")")[2].split()[1]) == os.getpid():
+                yield int(d)
+deadline = time.monotonic() + 60
+ready = []
+while not ready and time.monotonic() < deadline:
+    for pid in children():
+        if "libavformat" in open(f"/proc/{pid}/maps").read():
+            ready.append(pid)
+    time.sleep(0.05)
+print("forkserver with PyAV:", ready)
+"""
+
+
+def test_run_starts_the_workers_forkserver_first_with_pyav_loaded_there_not_here() -> None:
+    """`nvr run` and `nvr record` start the forkserver its workers fork from before their own
+    imports: PyAV and the ingest load in that process (beside the main process's start, on
+    another core), never in the main process."""
+    loaded, out = loaded_after(_FORKSERVER, HEAVY)
+    assert "forkserver with PyAV: [" in out and "forkserver with PyAV: []" not in out, out
+    assert loaded == []
+    from firmware.recorder import procs
+
+    assert procs.context().get_start_method() == "forkserver"

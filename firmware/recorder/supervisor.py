@@ -24,6 +24,7 @@ from firmware.capacity import Capacity, Rate, estimate, judge
 from firmware.catalog import Catalog, set_aside_copies
 from firmware.config import CameraConfig, RecorderConfig
 from firmware.core.actions import ClearAlert, RaiseAlert
+from firmware.recorder import procs
 from firmware.recorder.events import (
     CameraEvent,
     CameraProgress,
@@ -126,7 +127,7 @@ class Recorder:
         self.retention_deleted: dict[str, int] = {}
         self.retention_bytes: dict[str, int] = {}
         self.worker_restarts = 0
-        self._ctx = mp.get_context("spawn")
+        self._ctx = procs.context()
         self._conns: list = []
         """One pipe per worker: a worker killed mid-send only breaks its own pipe."""
         self._conns_lock = threading.Lock()
