@@ -37,6 +37,7 @@ from pathlib import Path
 
 from hil.camera import CameraSim, StreamSpec, free_port
 from hil.framecheck import frame_numbers
+from hil.proctree import children, descendants
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -73,19 +74,11 @@ class Memory:
     processes: int
 
 
-def _descendants(pid: int) -> list[int]:
-    try:
-        kids = _children(pid)
-    except OSError:
-        return []
-    return kids + [d for k in kids for d in _descendants(k)]
-
-
 def tree_memory(pids: list[int]) -> Memory:
     """RSS, PSS and private memory of these processes and their descendants (smaps_rollup)."""
     rss = pss = private = 0
     seen = 0
-    for pid in pids + [d for p in pids for d in _descendants(p)]:
+    for pid in pids + [d for p in pids for d in descendants(p)]:
         try:
             with open(f"/proc/{pid}/smaps_rollup") as f:
                 text = f.read()
@@ -127,17 +120,12 @@ def _cpu_of(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _children(pid: int) -> list[int]:
-    with open(f"/proc/{pid}/task/{pid}/children") as f:
-        return [int(p) for p in f.read().split()]
-
-
 def tree_cpu(pids: list[int]) -> float:
     """CPU of these processes and their living descendants."""
     total = 0.0
     for pid in pids:
         with contextlib.suppress(OSError):  # it may have exited meanwhile
-            total += _cpu_of(pid) + tree_cpu(_children(pid))
+            total += _cpu_of(pid) + tree_cpu(children(pid))
     return total
 
 

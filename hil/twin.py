@@ -19,6 +19,7 @@ from typing import Any
 
 from hal.linux.nic import LinuxNic
 from hil.camera import CameraSim, StreamSpec, free_port
+from hil.proctree import recorder_workers
 from hil.rig import ADDRESSES, LAN_PREFIX, VIRTUAL_IP, PairRig
 from hil.wait import wait_until
 
@@ -215,21 +216,9 @@ class TwinBoards:
         self.rig.power_on(host)
 
     def recorder_pids(self, host: str) -> list[int]:
-        """The board's recorder worker processes (they name themselves nvr-<cameras>)."""
+        """The board's recorder worker processes (hil/proctree.py)."""
         main = self.pid(host)
-        if main is None:
-            return []
-        with open(f"/proc/{main}/task/{main}/children") as f:
-            kids = [int(p) for p in f.read().split()]
-        out = []
-        for pid in kids:
-            try:
-                with open(f"/proc/{pid}/comm") as f:
-                    if f.read().startswith("nvr-"):
-                        out.append(pid)
-            except OSError:
-                pass  # exited meanwhile
-        return out
+        return [] if main is None else recorder_workers(main)
 
     def log(self, host: str) -> str:
         path = self.logs.get(host)

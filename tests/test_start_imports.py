@@ -186,20 +186,12 @@ def test_console_reaches_the_wizards_first_question_without_pyav(tmp_path: Path)
 _FORKSERVER = """
 import os, time
 from firmware.recorder.procs import prewarm
+from hil.proctree import children
 prewarm()
-def children():
-    for d in os.listdir("/proc"):
-        if d.isdigit():
-            try:
-                stat = open(f"/proc/{d}/stat").read()
-            except OSError:
-                continue
-            if int(stat.rpartition(")")[2].split()[1]) == os.getpid():
-                yield int(d)
 deadline = time.monotonic() + 60
 ready = []
 while not ready and time.monotonic() < deadline:
-    for pid in children():
+    for pid in children(os.getpid()):
         if "libavformat" in open(f"/proc/{pid}/maps").read():
             ready.append(pid)
     time.sleep(0.05)

@@ -8,9 +8,14 @@ Stdlib only: prewarm runs before anything heavy is imported."""
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
+import os
+import select
+import signal
 from multiprocessing import forkserver
 from multiprocessing.context import ForkServerContext
+from multiprocessing.process import BaseProcess
 
 PRELOAD = ["firmware.recorder.worker", "firmware.recorder.ingest"]
 """What a worker imports (worker_main and the camera ingest, PyAV with them)."""
@@ -27,3 +32,61 @@ def prewarm() -> None:
     """Start the forkserver now, its imports beside the caller's."""
     context()
     forkserver.ensure_running()
+
+
+def watch(pid: int) -> int:
+    """A pidfd of the process (-1: it has ended already): readable once it ends, whoever
+    its parent is."""
+    try:
+        return os.pidfd_open(pid)
+    except ProcessLookupError:
+        return -1
+
+
+def ended(pidfd: int, timeout: float = 0.0) -> bool:
+    """Whether the watched process has ended, waiting at most timeout seconds."""
+    if pidfd < 0:
+        return True
+    readable, _, _ = select.select([pidfd], [], [], max(0.0, timeout))
+    return bool(readable)
+
+
+class Worker:
+    """A worker process, watched through a pidfd: whether it still runs is asked of the kernel.
+    multiprocessing learns a forkserver child's end from the forkserver, and takes a dead
+    forkserver (a SIGTERM to the process group, the OOM killer) for the end of every worker it
+    forked, while they still record; the supervisor would then salvage files still being
+    written and start a second worker on the same cameras."""
+
+    def __init__(self, process: BaseProcess) -> None:
+        assert process.pid is not None
+        self.process = process
+        self.pid = process.pid
+        self._fd = watch(self.pid)
+
+    def alive(self) -> bool:
+        return not ended(self._fd)
+
+    def wait(self, timeout: float) -> bool:
+        """True once the process has ended, waiting at most timeout seconds."""
+        return ended(self._fd, timeout)
+
+    def exitcode(self) -> int | None:
+        """Of an ended worker, as the forkserver reports it (it may take a moment); None when it
+        cannot tell."""
+        self.process.join(1)
+        return self.process.exitcode
+
+    def terminate(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signal.SIGTERM)
+
+    def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signal.SIGKILL)
+
+    def close(self) -> None:
+        """Stop watching; the forkserver reaps the process."""
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1

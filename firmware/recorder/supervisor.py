@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import multiprocessing as mp
 import multiprocessing.connection as mp_connection
 import os
 import sqlite3
@@ -133,7 +132,7 @@ class Recorder:
         self._conns_lock = threading.Lock()
         self._stopping = False
         self._halt = threading.Event()
-        self._workers: list[tuple[mp.process.BaseProcess, list[tuple[str, str]]]] = []
+        self._workers: list[tuple[procs.Worker, list[tuple[str, str]]]] = []
         self._commands: dict[int, mp_connection.Connection] = {}
         """Per worker pid: the pipe that carries mode switches to it."""
         self._threads: list[threading.Thread] = []
@@ -205,7 +204,7 @@ class Recorder:
             self.alerts.raise_(AlertId.RECOVERY, Severity.WARNING, f"{what} failed: {e}",
                                now_us())  # fmt: skip
 
-    def _spawn(self, share: list[tuple[str, str]]) -> mp.process.BaseProcess:
+    def _spawn(self, share: list[tuple[str, str]]) -> procs.Worker:
         receiver, sender = self._ctx.Pipe(duplex=False)
         cmd_in, cmd_out = self._ctx.Pipe(duplex=False)
         p = self._ctx.Process(
@@ -221,6 +220,7 @@ class Recorder:
                 ring_seconds(self.cfg),
                 cmd_in,
                 None if self.tiering is None else self.tiering.local_days,
+                os.getpid(),
             ),
             name="nvr-rec-" + ",".join(n for n, _ in share)[:40],
             daemon=False,
@@ -232,7 +232,7 @@ class Recorder:
             self._conns.append(receiver)
         assert p.pid is not None
         self._commands[p.pid] = cmd_out
-        return p
+        return procs.Worker(p)
 
     def set_mode(self, mode: str) -> None:
         """record (this board is active) or ring (standby). Taking over, each camera goes on
@@ -261,17 +261,18 @@ class Recorder:
         # SIGTERM, not a shared Event: a worker killed while holding a shared lock would
         # deadlock every other worker on it.
         self._stopping = True
-        for p, _ in self._workers:
-            if p.is_alive():
-                p.terminate()
+        for w, _ in self._workers:
+            if w.alive():
+                w.terminate()
         deadline = time.monotonic() + (timeout or self.cfg.stall_seconds + 10)
-        for p, _ in self._workers:
-            p.join(max(0.1, deadline - time.monotonic()))
-        for p, _ in self._workers:
-            if p.is_alive():
-                log.error("worker %s did not stop in time; killing it", p.name)
-                p.kill()
-                p.join(2)
+        for w, _ in self._workers:
+            w.wait(max(0.1, deadline - time.monotonic()))
+        for w, _ in self._workers:
+            if w.alive():
+                log.error("worker %s did not stop in time; killing it", w.process.name)
+                w.kill()
+                w.wait(2)
+            w.close()
         self._halt.set()
         self._drain()
         for t in self._threads:
@@ -446,20 +447,22 @@ class Recorder:
     def _check_workers(self) -> None:
         if self._stopping:
             return
-        for i, (p, share) in enumerate(self._workers):
-            if p.is_alive():
+        for i, (w, share) in enumerate(self._workers):
+            if w.alive():
                 continue
             self.worker_restarts += 1
+            code = w.exitcode()
+            w.close()
             names = ", ".join(n for n, _ in share)
-            log.error("worker for %s exited (code %s); restarting it", names, p.exitcode)
+            log.error("worker for %s exited (code %s); restarting it", names, code)
             for name, _ in share:
                 self.status[name].recording = self.status[name].connected = False
-                self.status[name].error = f"worker process died (exit code {p.exitcode})"
+                self.status[name].error = f"worker process died (exit code {code})"
             # Its open runs were cut short: close them so the gap is explicit, then go on.
             for name, _ in share:
                 salvage_camera(self.data_dir, self.catalog, name)
                 self.catalog.close_open_runs(CRASH, self.origin, camera=name)
-            old = self._commands.pop(p.pid or 0, None)
+            old = self._commands.pop(w.pid, None)
             if old is not None:
                 old.close()
             self._workers[i] = (self._spawn(share), share)

@@ -25,6 +25,7 @@ from firmware.config import RecorderConfig
 from firmware.core.actions import RaiseAlert
 from firmware.lograte import setup_logging
 from firmware.recorder.events import CameraProgress, RetentionDeleted, WorkerEvent, WorkerExited
+from firmware.recorder.procs import ended, watch
 from firmware.recorder.retention import Retention, Tiering
 from firmware.roles import RecorderMode
 from firmware.supervise import keep_running
@@ -55,6 +56,7 @@ def worker_main(
     ring_seconds: float = 10.0,
     commands=None,  # Connection from the supervisor: ("mode", {"mode", "cont": {camera: ...}})
     tiering_days: float | None = None,  # [archive] local_days: retention waits for the archive
+    supervisor_pid: int | None = None,  # the board's main process; default: the parent
 ) -> None:
     import av.logging
 
@@ -120,10 +122,12 @@ def worker_main(
                             lambda: _obey(commands, ingests, local_stop), "commands"))  # fmt: skip
     for t in threads:
         t.start()
-    parent = os.getppid()
+    # The supervisor, not the parent: a worker's parent is the forkserver (procs.py), whose end
+    # ends no recording.
+    supervisor = watch(os.getppid() if supervisor_pid is None else supervisor_pid)
     while not local_stop.wait(STATUS_PERIOD_S):
-        if os.getppid() != parent:
-            local_stop.set()  # orphaned: the supervisor died without stopping us
+        if ended(supervisor):
+            local_stop.set()  # the supervisor died without stopping us
         for ing in ingests:
             report(
                 CameraProgress(
