@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Benchmarks (slow; not part of the default suite). Usage: bash hil/bench.sh recorder|failover|mirror|start|archive [ARGS...]
+# Benchmarks (slow; not part of the default suite). Usage: bash hil/bench.sh recorder|failover|mirror|start|archive|rtsp-read [ARGS...]
 set -euo pipefail
 top="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$top/hil/bootstrap.sh"
@@ -12,5 +12,6 @@ case "$what" in
   mirror) exec .venv/bin/python -m hil.bench_mirror "$@" ;;
   start) exec .venv/bin/python -m hil.bench_start "$@" ;;
   archive) exec .venv/bin/python -m hil.bench_archive "$@" ;;
-  *) echo "unknown benchmark: $what (known: recorder, failover, mirror, start, archive)" >&2; exit 2 ;;
+  rtsp-read) exec .venv/bin/python -m hil.bench_rtsp_read "$@" ;;
+  *) echo "unknown benchmark: $what (known: recorder, failover, mirror, start, archive, rtsp-read)" >&2; exit 2 ;;
 esac
