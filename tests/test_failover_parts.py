@@ -6,9 +6,10 @@ from __future__ import annotations
 import asyncio
 import os
 import stat
+import subprocess
 
 import pytest
-from conftest import wait_until
+from conftest import mounted_tmpfs, wait_until
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_pair_token import board, config, key_file  # noqa: F401 (a fixture)
@@ -246,3 +247,28 @@ def test_floating_ip_announces_repeatedly_comes_back_and_releases():
         assert not vip.held()
 
     asyncio.run(asyncio.wait_for(scenario(), 10))
+
+
+def test_the_advert_floors_are_never_written_under_a_pulled_disk_s_mount_point(tmp_path):
+    """The data disk pulled, before the hardware monitor has said so (state_held): the floors
+    do not land in the bare mount point; once the board holds and releases the disk it judged
+    its own again, they are written on it."""
+    key = tmp_path / "pair.key"
+    make_pair_key(key)
+    cfg = config(tmp_path, "a", key)
+    data = cfg.board.data_dir
+    with mounted_tmpfs(data, "8m"):
+        fo = board(cfg).failover
+        assert fo is not None
+        fo._write_floors({"b": 7})
+        assert load_seen(data) == {"b": 7}
+        subprocess.run(["umount", "-l", str(data)], check=True)  # pulled
+        fo._write_floors({"b": 8})
+        assert not (data / SEEN_FILE).exists()
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(data)], check=True)
+        fo._write_floors({"b": 9})  # another filesystem, not yet judged the board's own
+        assert not (data / SEEN_FILE).exists()
+        fo.state_held = True  # what the board does on the monitor's word, and then
+        fo.state_held = False
+        fo._write_floors({"b": 10})
+        assert load_seen(data) == {"b": 10}

@@ -71,6 +71,14 @@ def _write_json(path: Path, data: object) -> None:
     os.replace(tmp, path)
 
 
+def _device_of(path: Path) -> int | None:
+    """The filesystem a directory is on (None: it is not there)."""
+    try:
+        return os.stat(path).st_dev
+    except OSError:
+        return None
+
+
 def load_seen(data_dir: Path) -> dict[str, int]:
     """The anti-replay floors an earlier run persisted; none (with a warning when the file is
     there but unreadable) means the first advert of each peer is taken as it comes."""
@@ -165,9 +173,25 @@ class Failover:
         self._writing = threading.Lock()
         self.floor_save_errors = 0
         self._floors_failing = False
-        self.state_held = False
+        self._held = False
+        self._data_dev = _device_of(self.cfg.board.data_dir)
+
+    @property
+    def state_held(self) -> bool:
         """The data disk is not this board's (missing, swapped): its mount point is not
         written under, so the floors wait until it is back."""
+        return self._held
+
+    @state_held.setter
+    def state_held(self, held: bool) -> None:
+        if not held:  # the disk the board judged its own again: its filesystem from now on
+            self._data_dev = _device_of(self.cfg.board.data_dir)
+        self._held = held
+
+    def _on_its_disk(self) -> bool:
+        """The data directory is on the filesystem it had: a disk pulled before the hardware
+        monitor has said so (state_held) leaves the bare mount point, never written under."""
+        return self._data_dev is None or _device_of(self.cfg.board.data_dir) == self._data_dev
 
     # --- inputs --------------------------------------------------------------------------------
 
@@ -206,7 +230,7 @@ class Failover:
             with self._floors_lock:
                 floors, self._floors = self._floors, None
             floors = final if final is not None else floors
-            if floors is None or self.state_held:
+            if floors is None or self.state_held or not self._on_its_disk():
                 return
             try:
                 save_seen(self.cfg.board.data_dir, floors)
