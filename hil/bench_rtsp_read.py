@@ -8,6 +8,8 @@ the channel and length, the packet), each a poll and a recv: about 500 RTP packe
 
 - `pyav-demux`: `av.open(url, rtsp_transport=tcp)` and `demux()` of the video, nothing done with
   the packets (the recorder's read path without its Python per packet);
+- `bulk-recv`: one recv_into per 64 KiB into a buffer, nothing parsed (what a standby's ring
+  holding the raw stream, taken apart only at a takeover, would pay);
 - `bulk-read`: one recv_into per 64 KiB, the interleaved frames and RTP headers parsed;
 - `bulk-depay`: the same, and H.264 access units put together from the RTP payloads (single
   NAL units, STAP-A, FU-A; RFC 6184) as bytes, one per frame: what a muxer would be handed.
@@ -32,7 +34,7 @@ from urllib.parse import urlsplit
 
 from hil.camera import CameraSim, StreamSpec, free_port
 
-KINDS = ("pyav-demux", "bulk-read", "bulk-depay")
+KINDS = ("pyav-demux", "bulk-recv", "bulk-read", "bulk-depay")
 CHUNK = 1 << 16
 
 
@@ -72,6 +74,18 @@ def _play(url: str) -> socket.socket:
         session = _request(sock, f, "SETUP", track, 2 + i, extra)["session"].split(";")[0]
     _request(sock, f, "PLAY", url, 9, f"Session: {session}\r\nRange: npt=0-\r\n")
     return sock
+
+
+def recv_only(url: str, stop: threading.Event, counts: Counts) -> None:
+    sock = _play(url)
+    buf = bytearray(CHUNK)
+    view = memoryview(buf)
+    try:
+        while not stop.is_set():
+            if not sock.recv_into(view):
+                return
+    finally:
+        sock.close()
 
 
 def bulk(url: str, stop: threading.Event, depay: bool, counts: Counts) -> None:
@@ -157,6 +171,8 @@ def measure(kind: str, urls: list[str], seconds: float, warmup: float) -> str:
 
         del av
         targets = [(pyav, (u, stop, c)) for u, c in zip(urls, counts, strict=True)]
+    elif kind == "bulk-recv":
+        targets = [(recv_only, (u, stop, c)) for u, c in zip(urls, counts, strict=True)]
     else:
         depay = kind == "bulk-depay"
         targets = [(bulk, (u, stop, depay, c)) for u, c in zip(urls, counts, strict=True)]
@@ -177,8 +193,8 @@ def measure(kind: str, urls: list[str], seconds: float, warmup: float) -> str:
     per_min = cpu / len(urls) / (window / 60)
     rtp = sum(a[0] - b[0] for a, b in zip(after, before, strict=True)) / len(urls) / window
     frames = sum(a[1] - b[1] for a, b in zip(after, before, strict=True)) / len(urls) / window
-    rtp_text = f"{rtp:.0f}" if kind != "pyav-demux" else "-"
-    frames_text = f"{frames:.1f}" if kind != "bulk-read" else "-"
+    rtp_text = f"{rtp:.0f}" if kind in ("bulk-read", "bulk-depay") else "-"
+    frames_text = f"{frames:.1f}" if kind in ("pyav-demux", "bulk-depay") else "-"
     return f"| {len(urls)} | {kind} | {per_min:.3f} | {rtp_text} | {frames_text} |"
 
 
