@@ -4,13 +4,14 @@ chunks and taking the RTP packets apart in Python, on the same simulated cameras
 
 FFmpeg's demuxer reads an interleaved RTSP stream in three small reads per RTP packet (the '$',
 the channel and length, the packet), each a poll and a recv: about 500 RTP packets a second per
-4 Mbit/s camera. The bulk reader here makes one recv per 64 KiB. Rows:
+4 Mbit/s camera. The bulk reader here reads into a 64 KiB buffer, each recv taking what has
+arrived. Rows:
 
 - `pyav-demux`: `av.open(url, rtsp_transport=tcp)` and `demux()` of the video, nothing done with
   the packets (the recorder's read path without its Python per packet);
-- `bulk-recv`: one recv_into per 64 KiB into a buffer, nothing parsed (what a standby's ring
+- `bulk-recv`: recv_into a 64 KiB buffer, nothing parsed (what a standby's ring
   holding the raw stream, taken apart only at a takeover, would pay);
-- `bulk-read`: one recv_into per 64 KiB, the interleaved frames and RTP headers parsed;
+- `bulk-read`: the same, the interleaved frames and RTP headers parsed;
 - `bulk-depay`: the same, and H.264 access units put together from the RTP payloads (single
   NAL units, STAP-A, FU-A; RFC 6184) as bytes, one per frame: what a muxer would be handed.
 
