@@ -239,8 +239,8 @@ def ring_driver(argv: list[str]) -> int:
     from firmware.alerts import Alerts
     from firmware.config import validate_config
     from firmware.lograte import setup_logging
-    from firmware.recorder.ingest import RING
     from firmware.recorder.supervisor import Recorder
+    from firmware.roles import RecorderMode
 
     setup_logging(logging.WARNING)
     cameras = [dict(zip(("name", "url"), c.split("=", 1), strict=True)) for c in args.camera]
@@ -253,7 +253,9 @@ def ring_driver(argv: list[str]) -> int:
     args.data.mkdir(parents=True, exist_ok=True)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    rec = Recorder(args.data, cfg.board.name, cfg.recorder, cfg.camera, Alerts(), mode=RING)
+    rec = Recorder(
+        args.data, cfg.board.name, cfg.recorder, cfg.camera, Alerts(), mode=RecorderMode.RING
+    )
     rec.start()
     stop.wait()
     rec.stop()
