@@ -44,7 +44,7 @@ from firmware.storagecli import Storage, init_volume, replace_drive, status_line
 from hal.disks import BlockDevice, RaidState
 from hal.errors import DeviceIOError
 from hal.linux.disks import LinuxDisks
-from hal.linux.volumes import parse_blkid_export, parse_replace_status
+from hal.linux.volumes import LinuxVolumes, _run_when_free, parse_blkid_export, parse_replace_status
 from hal.sim.disks import SimDisks
 from hal.sim.volumes import SimVolumes
 from hal.volumes import ReplaceState
@@ -244,6 +244,45 @@ def test_parse_replace_status():
     with pytest.raises(DeviceIOError, match="unrecognised"):
         parse_replace_status("ERROR: something else")
     assert parse_blkid_export("DEVNAME=/dev/loop3\nTYPE=ext4\nUSAGE=filesystem\n")["TYPE"] == "ext4"
+
+
+def _fake_btrfs(tmp_path: Path, busy_times: int, other_error: str = "") -> Path:
+    """A btrfs that answers `balance start` the way the kernel does while a finished replace
+    still holds the volume, `busy_times` times, then succeeds (or fails with `other_error`)."""
+    count = tmp_path / "calls"
+    script = tmp_path / "btrfs"
+    script.write_text(f"""#!/bin/sh
+n=$(cat {count} 2>/dev/null || echo 0); n=$((n+1)); echo $n > {count}
+if [ $n -le {busy_times} ]; then
+  echo "ERROR: unable to start balance, another exclusive operation 'device replace' \
+in progress" >&2
+  exit 1
+fi
+if [ -n "{other_error}" ]; then echo "ERROR: {other_error}" >&2; exit 1; fi
+echo "Done, had to relocate 3 out of 7 chunks"
+""")
+    script.chmod(0o755)
+    return script
+
+
+def test_the_convert_balance_waits_for_a_finished_replace_to_let_go(tmp_path):
+    vols = LinuxVolumes(btrfs=str(_fake_btrfs(tmp_path, busy_times=2)))
+    vols.convert_raid1(str(tmp_path))
+    assert (tmp_path / "calls").read_text().strip() == "3"
+
+
+def test_the_convert_balance_raises_other_errors_at_once_and_busy_after_the_wait(tmp_path):
+    vols = LinuxVolumes(btrfs=str(_fake_btrfs(tmp_path, busy_times=0, other_error="no space")))
+    with pytest.raises(DeviceIOError, match="no space"):
+        vols.convert_raid1(str(tmp_path))
+    assert (tmp_path / "calls").read_text().strip() == "1"
+    (tmp_path / "calls").unlink()
+    busy = _fake_btrfs(tmp_path, busy_times=1000)
+    t = [0.0]
+    with pytest.raises(DeviceIOError, match="another exclusive operation"):
+        _run_when_free([str(busy), "balance", "start", str(tmp_path)], 10, 1.0,
+                       sleep=lambda s: t.__setitem__(0, t[0] + s), clock=lambda: t[0])  # fmt: skip
+    assert int((tmp_path / "calls").read_text()) == 6  # at 0, 0.2, ... 1.0 s: then it gives up
 
 
 # --- the sim backend: the same commands, scripted ---------------------------------------------

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import time
 from pathlib import Path
 
 from hal.errors import DeviceIOError, DeviceTimeout, Unavailable
@@ -19,6 +20,10 @@ QUICK_S = 60
 """probe, wipe, mkfs, mount, starting a replace."""
 LONG_S = 7 * 24 * 3600
 """remove missing and the convert balance move data: as long as the drives need."""
+BUSY = "another exclusive operation"
+"""btrfs's answer while a replace, balance or device change holds the volume. The kernel
+drops a finished replace's hold a moment after `replace status` says finished."""
+BUSY_POLL_S = 0.2
 
 
 def _run(
@@ -157,5 +162,21 @@ class LinuxVolumes:
         _run([self.btrfs, "device", "remove", "missing", mount_point], LONG_S)
 
     def convert_raid1(self, mount_point: str) -> None:
-        _run([self.btrfs, "balance", "start", "-dconvert=raid1,soft", "-mconvert=raid1,soft",
-              mount_point], LONG_S)  # fmt: skip
+        argv = [self.btrfs, "balance", "start", "-dconvert=raid1,soft", "-mconvert=raid1,soft",
+                mount_point]  # fmt: skip
+        _run_when_free(argv, LONG_S, QUICK_S)
+
+
+def _run_when_free(
+    argv: list[str], timeout: float, wait_s: float, sleep=time.sleep, clock=time.monotonic
+) -> subprocess.CompletedProcess:
+    """Runs an exclusive btrfs operation, waiting up to `wait_s` for one still holding the
+    volume (a replace that has just finished) to let go; any other failure is raised at once."""
+    deadline = clock() + wait_s
+    while True:
+        try:
+            return _run(argv, timeout)
+        except DeviceIOError as e:
+            if BUSY not in str(e) or clock() >= deadline:
+                raise
+        sleep(BUSY_POLL_S)
