@@ -164,6 +164,8 @@ def cmd_record(args: argparse.Namespace) -> int:
         raw["recorder"]["retention_days"] = args.retention_days
     if args.stall_seconds is not None:
         raw["recorder"]["stall_seconds"] = args.stall_seconds
+    if args.rtsp_reader is not None:
+        raw["recorder"]["rtsp_reader"] = args.rtsp_reader
     if args.api_port is not None:
         raw["api"] = {"listen_port": args.api_port, "listen_address": args.api_address}
     try:
@@ -687,6 +689,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--board", default="single", help="board name stored as segment origin")
     r.add_argument("--min-free-mb", type=float, default=None)
     r.add_argument("--stall-seconds", type=float, default=None)
+    r.add_argument("--rtsp-reader", choices=("ffmpeg", "builtin"), default=None,
+                   help="who reads RTSP cameras (see [recorder] rtsp_reader)")  # fmt: skip
     r.add_argument("--retention-days", type=float, default=None)
     r.add_argument("--api-port", type=int, default=None, help="serve the HTTP API too")
     r.add_argument("--api-address", default="127.0.0.1")

@@ -57,6 +57,8 @@ class Result:
     max_lag: float | None = None
     memory: Memory | None = None
     """Of the whole process tree, at the end of the window."""
+    reader: str = ""
+    """nvr's RTSP reader ([recorder] rtsp_reader); empty for ffmpeg."""
 
     @property
     def cpu_per_camera_minute(self) -> float:
@@ -152,15 +154,22 @@ SOAK_RETENTION_DAYS = 10 / 1440
 
 
 def _nvr_args(
-    urls: dict[str, str], data: Path, workers: int, port: int, ring: bool, retention_days: float
+    urls: dict[str, str],
+    data: Path,
+    workers: int,
+    port: int,
+    ring: bool,
+    retention_days: float,
+    reader: str,
 ) -> list[str]:
     if ring:  # the recorder as a standby board runs it, without the board around it
         args = [sys.executable, "-m", "hil.bench_recorder", "--ring-driver", str(data),
-                "--workers", str(workers)]  # fmt: skip
+                "--workers", str(workers), "--rtsp-reader", reader]  # fmt: skip
     else:
         args = [sys.executable, "-m", "firmware.cli", "--log-level", "warning", "record",
                 "--data", str(data), "--segment-seconds", "4", "--api-port", str(port),
-                "--workers", str(workers), "--min-free-mb", "64"]  # fmt: skip
+                "--workers", str(workers), "--min-free-mb", "64",
+                "--rtsp-reader", reader]  # fmt: skip
         if retention_days:
             args += ["--retention-days", str(retention_days)]
     for name, url in urls.items():
@@ -188,6 +197,7 @@ def run_nvr(
     ring: bool = False,
     soak: list[tuple[float, Memory]] | None = None,
     soak_period: float = 10.0,
+    reader: str = "ffmpeg",
 ) -> Result:
     """nvr recording (or, ring=True, holding the cameras in the standby's ring). With `soak`,
     the window is a soak: a memory sample every soak_period seconds is appended to it, and
@@ -198,7 +208,7 @@ def run_nvr(
     before = children_cpu()
     with open(workdir / "nvr.log", "wb") as log:
         keep = SOAK_RETENTION_DAYS if soak is not None else 0.0
-        proc = subprocess.Popen(_nvr_args(urls, data, workers, port, ring, keep), cwd=ROOT,
+        proc = subprocess.Popen(_nvr_args(urls, data, workers, port, ring, keep, reader), cwd=ROOT,
                                 stdout=subprocess.DEVNULL, stderr=log)  # fmt: skip
     time.sleep(warmup)
     w0 = tree_cpu([proc.pid])
@@ -223,9 +233,9 @@ def run_nvr(
     files = {n: sorted((data / "segments" / n).rglob("*.mp4")) for n in urls}
     kept, missing, dup = count_frames(files) if soak is None else (0, 0, 0)
     n = workers or min(len(urls), os.cpu_count() or 1)
-    label = f"nvr ring (standby), workers={n}" if ring else f"nvr record, workers={n}"
-    return Result(label, len(urls), seconds, window, total, kept, missing, dup,
-                  None if ring else max_lag, memory)  # fmt: skip
+    label = f"nvr ring (standby, {reader} reader)" if ring else f"nvr record ({reader} reader)"
+    return Result(f"{label}, workers={n}", len(urls), seconds, window, total, kept, missing, dup,
+                  None if ring else max_lag, memory, reader)  # fmt: skip
 
 
 def ring_driver(argv: list[str]) -> int:
@@ -234,6 +244,7 @@ def ring_driver(argv: list[str]) -> int:
     ap.add_argument("data", type=Path)
     ap.add_argument("--workers", type=int, default=0)
     ap.add_argument("--camera", action="append", default=[])
+    ap.add_argument("--rtsp-reader", default="ffmpeg")
     args = ap.parse_args(argv)
 
     from firmware.alerts import Alerts
@@ -246,7 +257,12 @@ def ring_driver(argv: list[str]) -> int:
     cameras = [dict(zip(("name", "url"), c.split("=", 1), strict=True)) for c in args.camera]
     raw = {
         "board": {"name": "bench", "data_dir": str(args.data)},
-        "recorder": {"segment_seconds": 4, "workers": args.workers, "min_free_mb": 64},
+        "recorder": {
+            "segment_seconds": 4,
+            "workers": args.workers,
+            "min_free_mb": 64,
+            "rtsp_reader": args.rtsp_reader,
+        },
         "camera": cameras,
     }
     cfg = validate_config(raw, "bench")
@@ -329,8 +345,8 @@ def report(results: list[Result], args: argparse.Namespace) -> str:
     for n in sorted({r.n for r in results}):
         group = [r for r in results if r.n == n]
         ref = next((r for r in group if r.tool.startswith("ffmpeg")), None)
-        rec = next((r for r in group if r.tool.startswith("nvr record")), None)
-        lines += [row(r, ref, rec) for r in group]
+        recs = {r.reader: r for r in group if r.tool.startswith("nvr record")}
+        lines += [row(r, ref, recs.get(r.reader)) for r in group]
     return "\n".join(lines)
 
 
@@ -367,6 +383,8 @@ def main() -> int:
     ap.add_argument("--no-ring", action="store_true",
                     help="leave out the standby's ring (the recorder in ring mode)")  # fmt: skip
     ap.add_argument("--no-ffmpeg", action="store_true", help="leave out ffmpeg")
+    ap.add_argument("--readers", default="ffmpeg,builtin",
+                    help="nvr's RTSP readers to run, comma separated")  # fmt: skip
     ap.add_argument("--soak-seconds", type=float, default=0,
                     help="then record the first N this long, sampling memory")  # fmt: skip
     ap.add_argument("--soak-period", type=float, default=10, help="seconds between samples")
@@ -396,14 +414,17 @@ def main() -> int:
         cam.start()
         try:
             urls = {s.name: cam.url(s.name) for s in specs}
-            for workers in (int(w) for w in args.workers.split(",")):
-                with tempfile.TemporaryDirectory(prefix="bench-nvr-") as d:
-                    results.append(run_nvr(urls, args.seconds, args.warmup, Path(d), workers))
-                    print(row(results[-1], None), flush=True)
-            if not args.no_ring:
-                with tempfile.TemporaryDirectory(prefix="bench-ring-") as d:
-                    results.append(run_nvr(urls, args.seconds, args.warmup, Path(d), 0, True))
-                    print(row(results[-1], None), flush=True)
+            for reader in args.readers.split(","):
+                for workers in (int(w) for w in args.workers.split(",")):
+                    with tempfile.TemporaryDirectory(prefix="bench-nvr-") as d:
+                        results.append(run_nvr(urls, args.seconds, args.warmup, Path(d), workers,
+                                               reader=reader))  # fmt: skip
+                        print(row(results[-1], None), flush=True)
+                if not args.no_ring:
+                    with tempfile.TemporaryDirectory(prefix="bench-ring-") as d:
+                        results.append(run_nvr(urls, args.seconds, args.warmup, Path(d), 0, True,
+                                               reader=reader))  # fmt: skip
+                        print(row(results[-1], None), flush=True)
             if not args.no_ffmpeg:
                 with tempfile.TemporaryDirectory(prefix="bench-ffmpeg-") as d:
                     results.append(run_ffmpeg(urls, args.seconds, args.warmup, Path(d)))

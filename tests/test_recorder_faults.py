@@ -17,6 +17,11 @@ from hil.camera import StreamSpec
 from hil.framecheck import frame_numbers
 from hil.proctree import comm, forkserver, recorder_workers
 
+VP8 = (  # a camera of a codec MP4 segments here do not take
+    "videotestsrc is-live=true ! video/x-raw,width=320,height=240,framerate=10/1 ! "
+    "vp8enc deadline=1 ! rtpvp8pay name=pay0 pt=96"
+)
+
 
 def runs_of(data, camera):
     return [r for r in catalog(data)["runs"] if r["camera"] == camera]
@@ -221,11 +226,7 @@ def test_sighup_with_a_bad_config_keeps_recording_on_the_last_good_one(camera, t
 def test_wrong_credentials_and_unsupported_codec_are_named(recorder):
     from hil.camera import CameraSim, free_port
 
-    vp8 = (  # a codec MP4 segments here do not take
-        "videotestsrc is-live=true ! video/x-raw,width=320,height=240,framerate=10/1 ! "
-        "vp8enc deadline=1 ! rtpvp8pay name=pay0 pt=96"
-    )
-    cam = CameraSim([StreamSpec("good", gop=10)], port=free_port(), raw_mounts={"vp8": vp8},
+    cam = CameraSim([StreamSpec("good", gop=10)], port=free_port(), raw_mounts={"vp8": VP8},
                     auth="admin:s3cret")  # fmt: skip
     cam.start()
     try:

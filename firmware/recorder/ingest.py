@@ -40,6 +40,7 @@ from firmware.recorder.events import (
 )
 from firmware.recorder.recovery import salvage_camera
 from firmware.recorder.ring import Held, Point, StandbyRing, fingerprint
+from firmware.recorder.rtsp_reader import BuiltinReader, ReaderError
 from firmware.recorder.salvage import salvage_partial
 from firmware.recorder.segment_file import (
     PARTIAL,
@@ -50,6 +51,7 @@ from firmware.recorder.segment_file import (
     relative_path,
     write_meta,
 )
+from firmware.recorder.stream_templates import apply_overrides
 from firmware.roles import RecorderMode
 
 log = logging.getLogger(__name__)
@@ -241,6 +243,8 @@ class CameraIngest:
         self._connected = False
         self._guard: read_guard.ReadGuard | None = None
         self._last_packet_mono_us = 0
+        self._overrides: dict[int, tuple[bytes, int]] = {}
+        """What each output stream gets on top of its template (the built-in client's AAC)."""
 
     def request_mode(self, mode: str, cont: list[dict] | None = None) -> None:
         """From another thread: switch at the next packet. `cont` lists the newest segments
@@ -292,7 +296,7 @@ class CameraIngest:
         self._connected = True
         try:
             reason, text = self._record(container)
-        except CameraError as e:
+        except (CameraError, ReaderError) as e:
             reason, text = e.reason, f"{redact(self.url)}: {e}"
         except StallError as e:
             reason, text = STALL, str(e)
@@ -314,10 +318,24 @@ class CameraIngest:
             container.close()
         return reason, text
 
-    def _open(self) -> av.container.InputContainer:
+    def _open(self) -> av.container.InputContainer | BuiltinReader:
         """Open the session. Reads are guarded against never returning: by FFmpeg's socket
         timeout and the read guard's watchdog (see read_guard.py), or, where the guard does not
         know this PyAV, by PyAV's read timeout (its callback takes the GIL on every poll)."""
+        if self.cfg.rtsp_reader == "builtin" and self.url.startswith("rtsp://"):
+            reader = BuiltinReader(
+                self.url, self.cfg.open_timeout_seconds, self.cfg.stall_seconds, self.stop
+            )
+            try:
+                reader.open()
+            except ReaderError as e:
+                reader.close()
+                raise CameraError(e.reason, str(e)) from None
+            except BaseException:
+                reader.close()
+                raise
+            self.codec = reader.codec
+            return reader
         socket_s = max(self.cfg.open_timeout_seconds, self.cfg.stall_seconds)
         options = {"timeout": str(round(socket_s * 1e6))}
         if self.url.startswith("rtsp"):
@@ -363,7 +381,11 @@ class CameraIngest:
             self._guard = None
         container.close()
 
-    def _record(self, container: av.container.InputContainer) -> tuple[str, str | None]:
+    def _record(
+        self, container: av.container.InputContainer | BuiltinReader
+    ) -> tuple[str, str | None]:
+        if isinstance(container, BuiltinReader):
+            return self._record_from(container)
         vstream = container.streams.video[0]
         streams = [vstream]
         for a in container.streams.audio[:1]:
@@ -375,26 +397,12 @@ class CameraIngest:
                     self.name,
                     a.codec_context.name,
                 )
-        self.templates = streams
-        stall_us = round(self.cfg.stall_seconds * 1e6)
-        recording = self.mode == RECORD and self._disk_fault is None
-        self.report(
-            SessionChanged(
-                self.name, recording=recording, error=self._disk_fault, codec=self.codec, up=True
-            )
-        )
+        self._overrides = {}
+        self._begin(streams)
         rate = vstream.guessed_rate or vstream.average_rate
         ticks = round(1 / (rate * vstream.time_base)) if rate else None
         joiner = AccessUnitJoiner(self.codec, ticks)
-        # pts to µs in integers: Fraction arithmetic per packet is measurably slow.
-        self._us_per_tick = {
-            s.index: (s.time_base.numerator * 1_000_000, s.time_base.denominator) for s in streams
-        }
-        self.ring.clear()  # a new session: its timestamps do not follow the last one's
-        self._held_clock = None
-        self._video_index = vindex = vstream.index
-        self._stall_us = stall_us
-        self._last_packet_mono_us = time.monotonic_ns() // 1000
+        vindex, stall_us = self._video_index, self._stall_us
         guard, stop = self._guard, self.stop
         stalled = False
         for pkt in container.demux(streams):
@@ -419,6 +427,45 @@ class CameraIngest:
         if stalled or quiet_us >= stall_us * 9 // 10:
             # FFmpeg's RTSP demuxer ends a session whose read timed out (the guard's timeout, or
             # its socket timeout) as if the camera had ended it.
+            return STALL, f"no data for {self.cfg.stall_seconds:g} s"
+        return STREAM_ENDED, "camera ended the stream"
+
+    def _begin(self, streams: list[av.stream.Stream]) -> None:
+        """A session's streams are known: say so, and start its timeline afresh."""
+        self.templates = streams
+        self.report(
+            SessionChanged(
+                self.name,
+                recording=self.mode == RECORD and self._disk_fault is None,
+                error=self._disk_fault,
+                codec=self.codec,
+                up=True,
+            )
+        )
+        # pts to µs in integers: Fraction arithmetic per packet is measurably slow.
+        self._us_per_tick = {
+            s.index: (s.time_base.numerator * 1_000_000, s.time_base.denominator) for s in streams
+        }
+        self.ring.clear()  # a new session: its timestamps do not follow the last one's
+        self._held_clock = None
+        self._video_index = streams[0].index
+        self._stall_us = round(self.cfg.stall_seconds * 1e6)
+        self._last_packet_mono_us = time.monotonic_ns() // 1000
+
+    def _record_from(self, reader: BuiltinReader) -> tuple[str, str | None]:
+        """The built-in client's session: whole frames, timed, from the first keyframe on; it
+        ends its packets itself on a stall or a stop (see rtsp_reader.py)."""
+        t = reader.templates
+        assert t is not None
+        self._overrides = t.overrides
+        self._begin([t.video] if t.audio is None else [t.video, t.audio])
+        step, stop = self._step, self.stop
+        for pkt in reader.packets():  # they end on a stop too
+            step(pkt)
+        if stop.is_set():
+            self._step(None)
+            return STOPPED, None
+        if reader.stalled:
             return STALL, f"no data for {self.cfg.stall_seconds:g} s"
         return STREAM_ENDED, "camera ended the stream"
 
@@ -589,6 +636,7 @@ class CameraIngest:
             offsets = {}
             for s in self.templates:
                 o = out.add_stream_from_template(s)
+                apply_overrides(s, o, self._overrides)
                 ostreams[s.index] = o
                 offsets[s.index] = round(a.media_start_us / 1e6 / s.time_base)
         except (OSError, sqlite3.Error) as e:

@@ -72,6 +72,7 @@ class CameraSim:
         raw_mounts: dict[str, str] | None = None,
         auth: str | None = None,
         wsd: tuple[str, str] | None = None,
+        digest: bool = False,
     ) -> None:
         if not streams and not raw_mounts:
             raise ValueError("a camera needs at least one stream")
@@ -79,6 +80,8 @@ class CameraSim:
         """Extra streams from raw GStreamer launch lines (odd codecs), without frame numbers."""
         self.auth = auth
         """USER:PASSWORD the camera asks for, or None."""
+        self.digest = digest
+        """Ask for them by Digest authentication instead of Basic."""
         self.wsd = wsd
         """(name, hardware): answer ONVIF WS-Discovery probes with these scopes; None: off."""
         self.streams = list(streams)
@@ -119,6 +122,8 @@ class CameraSim:
             cmd += ["--mount", f"{name}={launch}"]
         if self.auth:
             cmd += ["--auth", self.auth]
+            if self.digest:
+                cmd += ["--digest"]
         if self.wsd:
             cmd += ["--wsd", "--wsd-name", self.wsd[0], "--wsd-hardware", self.wsd[1]]
         if self.netns:

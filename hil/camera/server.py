@@ -35,10 +35,19 @@ import gi
 
 gi.require_version("Gst", "1.0")
 gi.require_version("GstApp", "1.0")
+gi.require_version("GstRtsp", "1.0")
 gi.require_version("GstBase", "1.0")
 gi.require_version("GstRtspServer", "1.0")
 gi.require_version("GstVideo", "1.0")
-from gi.repository import GLib, Gst, GstApp, GstBase, GstRtspServer, GstVideo  # noqa: E402
+from gi.repository import (  # noqa: E402
+    GLib,
+    Gst,
+    GstApp,
+    GstBase,
+    GstRtsp,
+    GstRtspServer,
+    GstVideo,
+)
 
 from hil.camera.sei import first_vcl_offset, insert_sei  # noqa: E402
 from hil.camera.spec import StreamSpec  # noqa: E402
@@ -534,6 +543,7 @@ class CameraServer:
         epoch: float,
         raw_mounts: dict[str, str] | None = None,
         auth: str | None = None,
+        digest: bool = False,
     ) -> None:
         names = [s.name for s in specs]
         if len(set(names)) != len(names):
@@ -582,17 +592,21 @@ class CameraServer:
             factory.set_shared(True)
             mounts.add_factory(f"/{name}", factory)
         if auth is not None:
-            self._require_basic_auth(auth, mounts)
+            self._require_auth(auth, mounts, digest)
         self._clients: set[GstRtspServer.RTSPClient] = set()
         self.server.connect("client-connected", self._on_client_connected)
 
-    def _require_basic_auth(self, auth: str, mounts: GstRtspServer.RTSPMountPoints) -> None:
-        """Every mount asks for HTTP basic credentials, as most cameras do."""
+    def _require_auth(self, auth: str, mounts: GstRtspServer.RTSPMountPoints, digest: bool) -> None:
+        """Every mount asks for credentials: HTTP Basic, as most cameras do, or Digest."""
         user, _, password = auth.partition(":")
         rtsp_auth = GstRtspServer.RTSPAuth()
         token = GstRtspServer.RTSPToken()
         token.set_string("media.factory.role", "viewer")
-        rtsp_auth.add_basic(GstRtspServer.RTSPAuth.make_basic(user, password), token)
+        if digest:
+            rtsp_auth.add_digest(user, password, token)
+            rtsp_auth.set_supported_methods(GstRtsp.RTSPAuthMethod.DIGEST)
+        else:
+            rtsp_auth.add_basic(GstRtspServer.RTSPAuth.make_basic(user, password), token)
         self.server.set_auth(rtsp_auth)
         names = [s for s in self.streams] + list(self._raw_names)
         for name in names:
@@ -797,6 +811,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="an extra stream from a raw GStreamer launch line ending in pay0 (repeatable)",
     )
     p.add_argument("--auth", metavar="USER:PASSWORD", help="require these credentials")
+    p.add_argument("--digest", action="store_true", help="by Digest authentication, not Basic")
     p.add_argument(
         "--wsd",
         action="store_true",
@@ -813,7 +828,7 @@ def main(argv: list[str] | None = None) -> int:
     epoch = time.time() if args.epoch is None else args.epoch
     try:
         raw = dict(m.split("=", 1) for m in args.mount)
-        camera = CameraServer(args.stream, args.bind, args.port, epoch, raw, args.auth)
+        camera = CameraServer(args.stream, args.bind, args.port, epoch, raw, args.auth, args.digest)
     except (ValueError, RuntimeError, GLib.Error) as exc:
         _log(f"cannot start: {exc}")
         return 2

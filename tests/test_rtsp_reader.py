@@ -1,0 +1,129 @@
+"""The built-in RTSP client ([recorder] rtsp_reader = "builtin") against real servers: the
+simulated camera (GStreamer's RTSP server, Basic and Digest authentication) and a loopback
+responder for the status lines cameras answer with. What it records is checked as the
+FFmpeg-read recording is (tests/test_recorder.py runs both readers)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from conftest import catalog, wait_until
+from test_camera_errors import PASSWORD, USER, responder  # noqa: F401  (a fixture)
+from test_recorder import assert_contiguous, run_frames
+from test_recorder_faults import VP8
+
+from firmware.catalog import Catalog
+from firmware.config import RecorderConfig
+from firmware.recorder.events import SessionChanged
+from firmware.recorder.ingest import STOPPED, CameraIngest
+from hil.camera import CameraSim, StreamSpec, free_port
+
+BUILTIN = ["--rtsp-reader", "builtin"]
+
+
+def _ingest(url: str, tmp_path: Path, stop: threading.Event, reports: list, **cfg) -> CameraIngest:
+    return CameraIngest(
+        name="cam1", url=url, data_dir=tmp_path, origin="a",
+        cfg=RecorderConfig(rtsp_reader="builtin", segment_seconds=1, **cfg),
+        catalog=Catalog(tmp_path), report=reports.append, stop=stop,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("status", "reason", "text"),
+    [
+        ("401 Unauthorized", "camera-auth-failed", "(401)"),  # with no challenge to answer
+        ("403 Forbidden", "camera-auth-failed", "camera refused access (403 Forbidden)"),
+        ("404 Not Found", "camera-not-found", "camera has no stream at that path (404)"),
+        ("453 Not Enough Bandwidth", "camera-refused", "453 Not Enough Bandwidth"),
+        ("503 Service Unavailable", "camera-unavailable", "503 Service Unavailable"),
+    ],
+)
+@pytest.mark.parametrize("fail_on", ["OPTIONS", "DESCRIBE"])
+def test_the_camera_status_is_named_exactly(responder, tmp_path, status, reason, text, fail_on):  # noqa: F811
+    """Unlike FFmpeg's demuxer (whose error classes fold other 4xx and every 5xx together),
+    the built-in client knows the code and the camera's phrase."""
+    cam = responder(status, fail_on)
+    ingest = _ingest(cam.url(), tmp_path, threading.Event(), [], open_timeout_seconds=5)
+    got_reason, got_text = ingest.session()
+    assert fail_on in cam.methods
+    assert got_reason == reason
+    assert got_text is not None and got_text.startswith(f"rtsp://***@127.0.0.1:{cam.port}/")
+    assert text in got_text and PASSWORD not in got_text and USER not in got_text
+
+
+@pytest.mark.parametrize("digest", [False, True], ids=["basic", "digest"])
+def test_credentials_are_sent_as_the_camera_asks_and_wrong_ones_named(recorder, digest):
+    cam = CameraSim([StreamSpec("good", gop=10, audio=True)], port=free_port(),
+                    raw_mounts={"vp8": VP8}, auth="admin:s3cret", digest=digest)  # fmt: skip
+    cam.start()
+    try:
+        rec = recorder(
+            {
+                "good": cam.url("good"),
+                "badpass": cam.url("good", credentials="admin:wrong"),
+                "vp8": cam.url("vp8"),
+            },
+            segment_seconds=1,
+            extra=BUILTIN,
+        )
+        wait_until(lambda: rec.segments() >= 3, 30, "segments of the good camera")
+        errs = wait_until(
+            lambda: len(rec.camera_errors()) == 2 and rec.camera_errors(), 30, "both errors"
+        )
+        assert "credentials (401)" in errs["badpass"], errs
+        assert "VP8" in errs["vp8"] and "H.264" in errs["vp8"], errs
+        assert "wrong" not in str(errs) and "s3cret" not in str(errs)
+        rec.stop()
+    finally:
+        cam.stop()
+    assert "s3cret" not in rec.output() and "wrong" not in rec.output()
+    [good] = run_frames(rec.data, catalog(rec.data), "good")
+    assert_contiguous(good)
+
+
+def test_a_stall_and_a_dropped_connection_end_runs_and_recording_resumes(camera, recorder):
+    cam = camera(StreamSpec("cam1", gop=10))
+    rec = recorder({"cam1": cam.url("cam1")}, segment_seconds=1,
+                   extra=[*BUILTIN, "--stall-seconds", "2"])  # fmt: skip
+    wait_until(lambda: rec.segments() >= 2, 30, "two segments")
+    cam.stall("cam1", True)
+    wait_until(lambda: catalog(rec.data)["runs"][0]["end_reason"], 20, "the stalled run to end")
+    cam.stall("cam1", False)
+    wait_until(lambda: len(catalog(rec.data)["runs"]) >= 2, 30, "a new run after the stall")
+    wait_until(lambda: rec.status()["cameras"][0]["recording"], 20, "recording again")
+    n = rec.segments()
+    wait_until(lambda: rec.segments() >= n + 1, 20, "a segment of the second run")
+    assert cam.drop("cam1") == 1
+    wait_until(lambda: len(catalog(rec.data)["runs"]) >= 3, 30, "a new run after the drop")
+    wait_until(lambda: rec.status()["cameras"][0]["recording"], 20, "recording again")
+    rec.stop()
+    runs = catalog(rec.data)["runs"]
+    assert runs[0]["end_reason"] == "stall"
+    assert runs[1]["end_reason"] in ("stream-ended", "stream-error")
+    for frames in run_frames(rec.data, catalog(rec.data)):
+        assert_contiguous(frames)
+
+
+def test_a_stop_ends_a_quiet_session_without_waiting_for_the_stall(camera, tmp_path):
+    cam = camera(StreamSpec("cam1", gop=10))
+    stop, reports = threading.Event(), []
+    ingest = _ingest(cam.url("cam1"), tmp_path, stop, reports, stall_seconds=60)
+    result: list = []
+    t = threading.Thread(target=lambda: result.append(ingest.session()), daemon=True)
+    t.start()
+    try:
+        wait_until(lambda: any(isinstance(r, SessionChanged) and r.up for r in reports), 20,
+                   "the session up")  # fmt: skip
+        wait_until(lambda: ingest.last_frame_seen_us, 10, "frames")
+        cam.stall("cam1", True)
+        quiet_from = time.monotonic()
+        wait_until(lambda: time.monotonic() - quiet_from > 1, 5, "a second of quiet")
+    finally:
+        stop.set()
+        t.join(10)
+    assert not t.is_alive(), "the session did not end on the stop"
+    assert result and result[0][0] == STOPPED
