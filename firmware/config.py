@@ -201,9 +201,10 @@ class RecorderConfig(_Section):
     max_drift_seconds: Annotated[Real, Field(gt=0, le=3600)] = 5.0
     reconnect_min_seconds: Annotated[Real, Field(gt=0, le=60)] = 0.5
     reconnect_max_seconds: Annotated[Real, Field(gt=0, le=600)] = 10.0
-    rtsp_reader: Literal["ffmpeg", "builtin"] = "ffmpeg"
-    """Who reads RTSP cameras: FFmpeg's RTSP demuxer, or the built-in client (fewer system
-    calls per packet: see docs/RECORDER.md). Other URLs are always read by FFmpeg."""
+    rtsp_reader: Literal["builtin", "ffmpeg"] = "builtin"
+    """Who reads RTSP cameras: the built-in client (a third less CPU: docs/BENCHMARKS.md), or
+    FFmpeg's RTSP demuxer, for a camera the built-in client does not read (docs/RECORDER.md).
+    Other URLs are always read by FFmpeg."""
     standby_ring_seconds: Annotated[Real, Field(ge=0, le=600)] = 0.0
     """Seconds of each camera a hot standby holds in memory; 0 = 2 x segment + 10 s, enough
     to cover a camera-path fault's detection on the active board ([pair] camera_stale_seconds

@@ -135,7 +135,7 @@ def open_session(url: str, tmp_path: Path) -> tuple[str, str | None]:
         url=url,
         data_dir=tmp_path,
         origin="a",
-        cfg=RecorderConfig(open_timeout_seconds=5, stall_seconds=5),
+        cfg=RecorderConfig(open_timeout_seconds=5, stall_seconds=5, rtsp_reader="ffmpeg"),
         catalog=Catalog(tmp_path),
         report=lambda event: None,
         stop=threading.Event(),
