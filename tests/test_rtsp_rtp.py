@@ -921,3 +921,40 @@ def test_depacketizer_for():
             depacketizer_for(enc, fmtp, 90000)
     with pytest.raises(UnsupportedStream, match="clock rate"):
         depacketizer_for("H264", {}, 0)
+
+
+def wire(p: RtpPacket, extension: bool) -> bytes:
+    """The packet as sent: a plain header, or one with an empty header extension."""
+    b1 = (0x80 if p.marker else 0) | p.payload_type
+    head = struct.pack("!BBHII", 0x90 if extension else 0x80, b1, p.seq, p.timestamp, p.ssrc)
+    return head + (b"\xbe\xde\x00\x00" if extension else b"") + p.payload
+
+
+@FUZZ
+@given(
+    make=depacketizers,
+    items=st.lists(st.tuples(packets, st.booleans()) | st.binary(max_size=30), max_size=40),
+)
+def test_push_rtp_is_push_of_parse_rtp(make, items):
+    """The reader's fast path (no packet object for a plain header) changes nothing: the same
+    units, flags and counts as parsing each packet and pushing it, for any packets, plain or
+    not, and garbage among them."""
+    fast, slow = make(), make()
+    got, want = [], []
+    for item in items:
+        data = item if isinstance(item, bytes) else wire(*item)
+        got += fast.push_rtp(data)
+        pkt = parse_rtp(data)
+        if pkt is not None:
+            want += slow.push(pkt)
+    assert got == want
+    assert (fast.lost, fast.dropped, fast.malformed) == (slow.lost, slow.dropped, slow.malformed)
+
+
+def test_push_rtp_takes_a_real_stream_whole():
+    rng = random.Random(7)
+    aus = [h264_au(rng) for _ in range(6)]
+    pkts, _ = video_stream(aus, 1400, rng, False, 65530, 2**32 - 6000)
+    dep = H264Depacketizer()
+    out = [au for p in pkts for au in dep.push_rtp(wire(p, False))] + dep.flush()
+    assert [au.data for au in out] == [annexb(nals) for nals in aus]

@@ -33,7 +33,6 @@ from firmware.rtsp.rtp import (
     depacketizer_for,
     h264_parameter_sets,
     h265_parameter_sets,
-    parse_rtp,
 )
 from firmware.rtsp.sdp import MediaKind
 from firmware.rtsp.session import Failed, FailureKind, Interleaved, Playing, RtspClient, Send, Track
@@ -296,11 +295,8 @@ class BuiltinReader:
         track = self._tracks.get(ev.channel)
         if track is None:
             return  # RTCP, or a track not stored
-        pkt = parse_rtp(ev.data)
-        if pkt is None:
-            return
-        self._last_media = time.monotonic()
-        for au in track.depay.push(pkt):
+        for au in track.depay.push_rtp(ev.data):
+            self._last_media = time.monotonic()
             started = any(t.video for t, _ in self._held)
             if started or (track.video and au.keyframe):
                 self._held.append((track, au))
@@ -350,12 +346,8 @@ class BuiltinReader:
             for ev in events:  # about 520 RTP packets a second at 4 Mbit/s: kept tight
                 if type(ev) is not Interleaved or (track := tracks.get(ev.channel)) is None:
                     continue  # RTCP, a track not stored
-                pkt = parse_rtp(ev.data)
-                if pkt is None:
-                    continue
-                media = True
-                aus = track.depay.push(pkt)
-                for au in aus:
+                for au in track.depay.push_rtp(ev.data):
+                    media = True  # frames, not packets: RTP that never makes one is a stall
                     yield from self._frames(track, au)
             now = time.monotonic()
             if media:

@@ -50,6 +50,9 @@ packets."""
 START = b"\x00\x00\x00\x01"
 _START_1 = [START + bytes((b,)) for b in range(256)]  # start code and a one-byte NAL header
 _HEAD = struct.Struct("!BBHII")
+_PLAIN = struct.Struct("!xBHII")
+"""The header after its first octet, for a packet whose first octet is 0x80: version 2, no
+padding, extension or CSRC, as cameras send nearly every packet."""
 _ANY_SSRC = -1  # expect_seq() was called: adopt the first packet's SSRC without a restart
 
 
@@ -143,6 +146,7 @@ class Depacketizer(Protocol):
 
     def expect_seq(self, seq: int) -> None: ...
     def push(self, pkt: RtpPacket) -> list[AccessUnit]: ...
+    def push_rtp(self, data: bytes) -> list[AccessUnit]: ...
     def flush(self) -> list[AccessUnit]: ...
 
 
@@ -203,6 +207,15 @@ class _Sequenced:
     def _gap(self) -> None:
         raise NotImplementedError
 
+    def push(self, pkt: RtpPacket) -> list[AccessUnit]:
+        raise NotImplementedError
+
+    def push_rtp(self, data: bytes) -> list[AccessUnit]:
+        """`push(parse_rtp(data))`; a malformed packet is dropped, counted as lost by the
+        sequence gap it leaves."""
+        pkt = parse_rtp(data)
+        return [] if pkt is None else self.push(pkt)
+
 
 # --- H.264 / H.265 -----------------------------------------------------------------------------
 
@@ -252,20 +265,32 @@ class _NalDepacketizer(_Sequenced):
         # the next packet of the same source: the only check on the common path
         if (pkt.ssrc != self._ssrc or (seq - self._seq) & 0xFFFF != 1) and not self._accept(pkt):
             return []
+        return self._take(seq, pkt.timestamp, pkt.marker, pkt.payload)
+
+    def push_rtp(self, data: bytes) -> list[AccessUnit]:
+        """`push(parse_rtp(data))`, without the packet object for the common packet (a plain
+        header, the next of this source): some 520 a second per camera at 4 Mbit/s."""
+        if len(data) > 12 and data[0] == 0x80:
+            b1, seq, ts, ssrc = _PLAIN.unpack_from(data)
+            if ssrc == self._ssrc and (seq - self._seq) & 0xFFFF == 1:
+                return self._take(seq, ts, b1 >= 0x80, data[12:])
+        pkt = parse_rtp(data)
+        return [] if pkt is None else self.push(pkt)
+
+    def _take(self, seq: int, ts: int, marker: bool, payload: bytes) -> list[AccessUnit]:
         self._seq = seq
         out: list[AccessUnit] = []
-        ts = pkt.timestamp
         if ts != self._ts:
             if self._ts is not None:
                 self._end(out)
             self._ts = ts
             self._uts = self._unwrapper.unwrap(ts)
         if not self._damaged:
-            self._add(pkt.payload)
+            self._add(payload)
             if self._size > MAX_AU_SIZE:
                 self._parts = []
                 self._damaged = True
-        if pkt.marker:
+        if marker:
             self._markers = True
             self._end(out)
             if not self._parts:
