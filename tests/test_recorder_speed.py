@@ -30,7 +30,7 @@ from conftest import wait_until
 from firmware.catalog import Catalog
 from firmware.config import RecorderConfig
 from firmware.recorder import read_guard
-from firmware.recorder.events import WorkerEvent
+from firmware.recorder.events import SessionChanged, WorkerEvent
 from firmware.recorder.ingest import STALL, CameraIngest
 from firmware.recorder.policy import Clocks
 from firmware.recorder.ring import Held, StandbyRing
@@ -57,6 +57,8 @@ class Mode(enum.Enum):
     RTCP_ONLY = "rtcp-only"
     """The camera's RTCP still comes (and is repeated twice a second), its media does not: the
     socket never goes quiet, so no socket timeout can fire."""
+    NO_MEDIA = "no-media"
+    """The RTSP answers come, the media does not (a keyframe still far off)."""
 
 
 class FreezeProxy:
@@ -69,6 +71,8 @@ class FreezeProxy:
         self.upstream_port = upstream_port
         self.mode = Mode.PASS
         self.rtcp_seen = 0
+        self.frames_seen = 0
+        """Interleaved frames from the camera, passed on or not."""
         self._listener = socket.create_server(("127.0.0.1", 0))
         self._closed = threading.Event()
         self._socks: list[socket.socket] = [self._listener]
@@ -115,7 +119,7 @@ class FreezeProxy:
                 return
             if not data:
                 return
-            if self.mode is Mode.PASS:
+            if self.mode in (Mode.PASS, Mode.NO_MEDIA):
                 try:
                     server.sendall(data)
                 except OSError:
@@ -146,7 +150,13 @@ class FreezeProxy:
                 if rtcp:
                     self.rtcp_seen += 1
                     last_rtcp = frame
-                if self.mode is Mode.PASS or (self.mode is Mode.RTCP_ONLY and rtcp):
+                media = frame[:1] == b"$"
+                self.frames_seen += media
+                if (
+                    self.mode is Mode.PASS
+                    or (self.mode is Mode.RTCP_ONLY and rtcp)
+                    or (self.mode is Mode.NO_MEDIA and not media)
+                ):
                     out += frame
             now = time.monotonic()
             if self.mode is Mode.RTCP_ONLY and last_rtcp and now >= next_repeat:
@@ -200,7 +210,9 @@ def proxy() -> Iterator[Callable[[int], FreezeProxy]]:
 class Session:
     """One camera session of the recorder's own ingest, on a thread of the test."""
 
-    def __init__(self, url: str, data: Path, reader: str = "ffmpeg") -> None:
+    def __init__(
+        self, url: str, data: Path, reader: str = "ffmpeg", open_s: float = OPEN_S
+    ) -> None:
         self.events: list[WorkerEvent] = []
         self.stop = threading.Event()
         self.ingest = CameraIngest(
@@ -209,7 +221,7 @@ class Session:
             data_dir=data,
             origin="a",
             cfg=RecorderConfig(
-                open_timeout_seconds=OPEN_S,
+                open_timeout_seconds=open_s,
                 stall_seconds=STALL_S,
                 segment_seconds=1,
                 rtsp_reader=reader,
@@ -279,6 +291,28 @@ def test_a_camera_that_goes_quiet_mid_stream_is_a_stall_in_bounded_time(
     runs = Catalog(tmp_path).runs("cam1")
     assert [r.end_reason for r in runs] == [STALL]
     assert Catalog(tmp_path).segments("cam1"), "the footage before the stall is committed"
+
+
+def test_the_built_in_reader_waits_for_a_keyframe_beyond_the_open_timeout(
+    camera: Callable[..., CameraSim], proxy: Callable[[int], FreezeProxy], tmp_path: Path
+) -> None:
+    """Cameras with "smart" codecs send a keyframe every 10 s or more: the open timeout bounds
+    the set-up, not the wait for the first keyframe (while frames, or nothing for less than the
+    stall time, come). Here the first keyframe reaches the client over a second after PLAY."""
+    cam = camera(StreamSpec("cam1", gop=100))  # a keyframe every 4 s
+    relay = proxy(cam.port)
+    relay.mode = Mode.NO_MEDIA
+    session = Session(relay.url(cam.url("cam1")), tmp_path, "builtin", open_s=1.0)
+    try:
+        wait_until(lambda: relay.frames_seen, 10, "the session playing")
+        played = time.monotonic()
+        wait_until(lambda: time.monotonic() - played > STALL_S * 0.75, 5, "media held back")
+        relay.mode = Mode.PASS
+        wait_until(_recording(session), 15, "recording from the first keyframe")
+    finally:
+        session.close()
+    assert session.result is not None and session.result[0] == "recorder-stopped", session.result
+    assert not any(isinstance(e, SessionChanged) and e.error for e in session.events)
 
 
 def test_the_fallback_read_timeout_also_ends_a_quiet_camera(

@@ -46,6 +46,10 @@ BATCH_BYTES = 32 << 10
 """Once the session records, a read waits for this much (SO_RCVLOWAT) or for POLL_S, then
 takes what has come: at 4 Mbit/s about 16 reads a second instead of one per burst, and as
 many fewer wake-ups of the camera's thread."""
+KEYFRAME_WAIT_S = 60.0
+"""How long frames without a keyframe are waited through at the start of a session: cameras
+with a long keyframe interval ("smart" codecs) send one every 10 s or more. The open timeout
+bounds the set-up alone."""
 AUDIO_WAIT_S = 2.0
 """After the first keyframe, how long the first audio frame is waited for before the session
 records video alone (the audio track is then not stored until the next session)."""
@@ -159,6 +163,7 @@ class BuiltinReader:
                     early.append(ev)  # media before the PLAY answer: some cameras do that
         self._set_up(playing.tracks)
         self._last_media = time.monotonic()
+        give_up = self._last_media + KEYFRAME_WAIT_S
         for ev in early:
             self._media(ev)
         keyframe_at: float | None = None
@@ -168,11 +173,16 @@ class BuiltinReader:
                 keyframe_at = time.monotonic()
             audio = [t for t in self._tracks.values() if not t.video]
             have_audio = not audio or any(not t.video for t, _ in self._held)
-            if keyframe_at is not None and (
-                have_audio or time.monotonic() - keyframe_at >= AUDIO_WAIT_S
-            ):
+            now = time.monotonic()
+            if keyframe_at is not None and (have_audio or now - keyframe_at >= AUDIO_WAIT_S):
                 break
-            for ev in self._read(deadline):
+            if self.stop.is_set():
+                raise ReaderError("recorder-stopped", "stopped before the first keyframe")
+            if now - self._last_media >= self.stall_s:
+                raise ReaderError("stall", f"no frame for {self.stall_s:g} s")
+            if now >= give_up:
+                raise ReaderError("stream-error", f"no keyframe in {KEYFRAME_WAIT_S:g} s")
+            for ev in self._read(None):
                 if isinstance(ev, Interleaved):
                     self._media(ev)
         self._make_templates(playing.tracks)
