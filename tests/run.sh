@@ -9,4 +9,6 @@ cd "$top"
 # Tests with a command of their own (the QEMU image test and its rollback drill:
 # bash image/test.sh; the drill rig's driver checks: bash hil/drills.sh --checks) are
 # deselected.
-exec .venv/bin/python -m pytest -p no:cacheprovider -m "not drill and not image and not hil" "$@"
+# The slowest tests are listed at the end: the suite is kept under 20 minutes.
+exec .venv/bin/python -m pytest -p no:cacheprovider -m "not drill and not image and not hil" \
+    --durations=30 "$@"
