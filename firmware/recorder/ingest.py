@@ -1,4 +1,5 @@
-"""One camera's ingest: PyAV over RTSP/TCP in, crash-safe fMP4 segments out. Remux only.
+"""One camera's ingest: RTSP/TCP in (the built-in client, or FFmpeg's demuxer through PyAV),
+crash-safe fMP4 segments out. Remux only.
 
 The adapter around SegmentPolicy: it reads packets and the clocks, asks the policy what to do,
 and carries out the actions (open segment, mux, commit + catalog row, end run). Every way a
@@ -319,9 +320,10 @@ class CameraIngest:
         return reason, text
 
     def _open(self) -> av.container.InputContainer | BuiltinReader:
-        """Open the session. Reads are guarded against never returning: by FFmpeg's socket
-        timeout and the read guard's watchdog (see read_guard.py), or, where the guard does not
-        know this PyAV, by PyAV's read timeout (its callback takes the GIL on every poll)."""
+        """Open the session. The built-in client's reads never block for long (rtsp_reader.py).
+        FFmpeg's are guarded against never returning: by its socket timeout and the read
+        guard's watchdog (see read_guard.py), or, where the guard does not know this PyAV, by
+        PyAV's read timeout (its callback takes the GIL on every poll)."""
         if self.cfg.rtsp_reader == "builtin" and self.url.startswith("rtsp://"):
             reader = BuiltinReader(
                 self.url, self.cfg.open_timeout_seconds, self.cfg.stall_seconds, self.stop
