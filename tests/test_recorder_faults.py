@@ -223,17 +223,18 @@ def test_sighup_with_a_bad_config_keeps_recording_on_the_last_good_one(camera, t
     assert {s["camera"] for s in catalog(data)["segments"]} == {"cam1", "cam2"}
 
 
-def test_wrong_credentials_and_unsupported_codec_are_named(recorder):
+@pytest.mark.parametrize("digest", [False, True], ids=["basic", "digest"])
+def test_wrong_credentials_and_unsupported_codec_are_named(recorder, digest):
     from hil.camera import CameraSim, free_port
 
-    cam = CameraSim([StreamSpec("good", gop=10)], port=free_port(), raw_mounts={"vp8": VP8},
-                    auth="admin:s3cret")  # fmt: skip
+    cam = CameraSim([StreamSpec("good", gop=10, audio=digest)], port=free_port(),
+                    raw_mounts={"vp8": VP8}, auth="admin:s3cret", digest=digest)  # fmt: skip
     cam.start()
     try:
         rec = recorder(
             {
                 "good": cam.url("good"),
-                "badpass": cam.url("good", credentials="admin:wrong"),
+                "badpass": cam.url("good", credentials="admin:Wr0ng-pw"),
                 "vp8": cam.url("vp8"),
             },
             segment_seconds=1,
@@ -243,12 +244,13 @@ def test_wrong_credentials_and_unsupported_codec_are_named(recorder):
         errs = wait_until(
             lambda: len(rec.camera_errors()) == 2 and rec.camera_errors(), 30, "both errors"
         )
-        assert "credentials" in errs["badpass"]
+        assert "credentials (401)" in errs["badpass"], errs
         assert "VP8" in errs["vp8"].upper() and "H.264" in errs["vp8"], errs
-        assert "wrong" not in errs["badpass"] and "s3cret" not in str(errs)  # no secrets shown
+        assert "Wr0ng-pw" not in str(errs) and "s3cret" not in str(errs)  # no secrets shown
         rec.stop()
     finally:
         cam.stop()
+    assert "s3cret" not in rec.output() and "Wr0ng-pw" not in rec.output()
     [good] = run_frames(rec.data, catalog(rec.data), "good")
     assert_contiguous(good)
 

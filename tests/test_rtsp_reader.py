@@ -10,18 +10,14 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import catalog, wait_until
+from conftest import wait_until
 from test_camera_errors import PASSWORD, USER, responder  # noqa: F401  (a fixture)
-from test_recorder import assert_contiguous, run_frames
-from test_recorder_faults import VP8
 
 from firmware.catalog import Catalog
 from firmware.config import RecorderConfig
 from firmware.recorder.events import SessionChanged
 from firmware.recorder.ingest import STOPPED, CameraIngest
-from hil.camera import CameraSim, StreamSpec, free_port
-
-BUILTIN = ["--rtsp-reader", "builtin"]
+from hil.camera import StreamSpec
 
 
 def _ingest(url: str, tmp_path: Path, stop: threading.Event, reports: list, **cfg) -> CameraIngest:
@@ -53,37 +49,6 @@ def test_the_camera_status_is_named_exactly(responder, tmp_path, status, reason,
     assert got_reason == reason
     assert got_text is not None and got_text.startswith(f"rtsp://***@127.0.0.1:{cam.port}/")
     assert text in got_text and PASSWORD not in got_text and USER not in got_text
-
-
-def test_digest_credentials_are_sent_and_wrong_ones_named(recorder):
-    """Digest here; Basic, the stall and the dropped connection are in test_recorder_faults.py,
-    which runs on this client (the default)."""
-    cam = CameraSim([StreamSpec("good", gop=10, audio=True)], port=free_port(),
-                    raw_mounts={"vp8": VP8}, auth="admin:s3cret", digest=True)  # fmt: skip
-    cam.start()
-    try:
-        rec = recorder(
-            {
-                "good": cam.url("good"),
-                "badpass": cam.url("good", credentials="admin:wrong"),
-                "vp8": cam.url("vp8"),
-            },
-            segment_seconds=1,
-            extra=BUILTIN,
-        )
-        wait_until(lambda: rec.segments() >= 3, 30, "segments of the good camera")
-        errs = wait_until(
-            lambda: len(rec.camera_errors()) == 2 and rec.camera_errors(), 30, "both errors"
-        )
-        assert "credentials (401)" in errs["badpass"], errs
-        assert "VP8" in errs["vp8"] and "H.264" in errs["vp8"], errs
-        assert "wrong" not in str(errs) and "s3cret" not in str(errs)
-        rec.stop()
-    finally:
-        cam.stop()
-    assert "s3cret" not in rec.output() and "wrong" not in rec.output()
-    [good] = run_frames(rec.data, catalog(rec.data), "good")
-    assert_contiguous(good)
 
 
 def test_a_stop_ends_a_quiet_session_without_waiting_for_the_stall(camera, tmp_path):

@@ -45,7 +45,7 @@ from firmware.rtsp.session import (
     State,
 )
 
-URL = "rtsp://10.0.0.5:8554/cam1"
+URL = "rtsp://192.0.2.5:8554/cam1"
 TCP01 = "RTP/AVP/TCP;interleaved=0-1"
 TCP23 = "RTP/AVP/TCP;interleaved=2-3"
 BASE = URL + "/"
@@ -54,7 +54,7 @@ USER = "admin"
 
 SDP = (
     "v=0\r\n"
-    "o=- 1188340656180883 1 IN IP4 10.0.0.5\r\n"
+    "o=- 1188340656180883 1 IN IP4 192.0.2.5\r\n"
     "s=Session streamed with GStreamer\r\n"
     "t=0 0\r\n"
     "a=tool:GStreamer\r\n"
@@ -337,20 +337,20 @@ def test_unusable_transport_answers_fail(transport: str, text: str) -> None:
 
 def test_video_only_camera_with_absolute_controls_and_no_content_base() -> None:
     sdp = (
-        "v=0\r\ns=x\r\na=control:rtsp://10.0.0.5:8554/cam1\r\n"
+        "v=0\r\ns=x\r\na=control:rtsp://192.0.2.5:8554/cam1\r\n"
         "m=video 0 RTP/AVP 98\r\na=rtpmap:98 H265/90000\r\n"
         "a=fmtp:98 sprop-vps=QAEM;sprop-sps=QgEB;sprop-pps=RAHA\r\n"
-        "a=control:rtsp://10.0.0.5:8554/cam1/trackID=1\r\n"
+        "a=control:rtsp://192.0.2.5:8554/cam1/trackID=1\r\n"
         "m=audio 0 RTP/AVP 0\r\na=control:trackID=2\r\n"
     )
     c = client()
     c.start(0.0)
     c.receive(OPTIONS_OK, 0)
     (setup,) = c.receive(answer(2, body=sdp.encode()), 0)
-    assert request_of(setup)[1] == "rtsp://10.0.0.5:8554/cam1/trackID=1"
+    assert request_of(setup)[1] == "rtsp://192.0.2.5:8554/cam1/trackID=1"
     (play_req,) = c.receive(answer(3, headers=(("Session", "1;timeout=30"),)), 0)
     assert request_of(play_req)[1] == URL
-    rtp_info = "url=rtsp://192.168.1.2/cam1/trackID=1;seq=1;rtptime=2"  # other host: by path
+    rtp_info = "url=rtsp://198.51.100.2/cam1/trackID=1;seq=1;rtptime=2"  # other host: by path
     (playing,) = c.receive(answer(4, headers=(("RTP-Info", rtp_info),)), 0)
     assert isinstance(playing, Playing)
     (track,) = playing.tracks
@@ -717,7 +717,7 @@ def test_password_never_in_text_the_core_makes() -> None:
 
 def test_url_with_userinfo_is_refused_without_echoing_it() -> None:
     with pytest.raises(ValueError) as info:
-        RtspClient(f"rtsp://{USER}:{PASSWORD}@10.0.0.5/cam", None, None, cnonce=cnonce)
+        RtspClient(f"rtsp://{USER}:{PASSWORD}@192.0.2.5/cam", None, None, cnonce=cnonce)
     assert PASSWORD not in str(info.value)
 
 
@@ -726,11 +726,11 @@ def test_camera_urls_with_userinfo_are_stripped_from_requests() -> None:
     c = client(USER, PASSWORD)
     c.start(0.0)
     c.receive(OPTIONS_OK, 0)
-    base = f"rtsp://{USER}:{PASSWORD}@10.0.0.5:8554/cam1/"
+    base = f"rtsp://{USER}:{PASSWORD}@192.0.2.5:8554/cam1/"
     (setup,) = c.receive(answer(2, headers=(("Content-Base", base),), body=sdp.encode()), 0)
-    assert request_of(setup)[1] == "rtsp://10.0.0.5:8554/cam1/track1"
+    assert request_of(setup)[1] == "rtsp://192.0.2.5:8554/cam1/track1"
     (play_req,) = c.receive(answer(3, headers=(("Session", "S"),)), 0)
-    assert request_of(play_req)[1] == "rtsp://10.0.0.5:8554/cam1/"
+    assert request_of(play_req)[1] == "rtsp://192.0.2.5:8554/cam1/"
 
 
 @pytest.mark.parametrize("bad", ["rtsp://cam/x y", "http://cam/x", "rtsp://cam/\r\nX: y", "cam/x"])
