@@ -6,6 +6,7 @@ lost one are missing or flagged; and no bytes make them raise."""
 from __future__ import annotations
 
 import base64
+import itertools
 import random
 import struct
 
@@ -19,6 +20,7 @@ from firmware.rtsp.rtp import (
     AacDepacketizer,
     AacParams,
     AccessUnit,
+    ChannelUnit,
     H264Depacketizer,
     H265Depacketizer,
     RtpPacket,
@@ -958,3 +960,119 @@ def test_push_rtp_takes_a_real_stream_whole():
     dep = H264Depacketizer()
     out = [au for p in pkts for au in dep.push_rtp(wire(p, False))] + dep.flush()
     assert [au.data for au in out] == [annexb(nals) for nals in aus]
+
+
+# --- frames taken in place (the parser's sink) -------------------------------------------------
+
+
+def interleaved(channel: int, data: bytes) -> bytes:
+    return b"$" + bytes((channel,)) + struct.pack("!H", len(data)) + data
+
+
+def through_parser(make, frames: list[tuple[int, bytes]], cuts: list[int]):
+    """What a depacketizer routed as the parser's sink for channel 0 makes of the frames
+    (channel 1 is another track, not routed), fed as a stream cut at `cuts`; and the events."""
+    from firmware.rtsp.messages import Parser
+
+    dep = make()
+    parser = Parser()
+    parser.sinks[0] = dep
+    stream = b"".join(interleaved(ch, data) for ch, data in frames)
+    bounds = sorted({c % (len(stream) + 1) for c in cuts} | {0, len(stream)})
+    out: list = []
+    for a, b in itertools.pairwise(bounds):
+        parser.feed(stream[a:b], out)
+    assert parser.buffered == 0
+    return dep, out
+
+
+@FUZZ
+@given(
+    make=depacketizers,
+    seed=st.integers(0, 2**32),
+    mtu=st.integers(40, 1500),
+    edits=st.lists(
+        st.tuples(st.sampled_from(["drop", "dup", "byte", "ts", "ssrc", "cut", "other"]),
+                  st.integers(0, 10**6), st.integers(0, 255)),
+        max_size=6,
+    ),
+    cuts=st.lists(st.integers(0, 10**7), max_size=12),
+)  # fmt: skip
+def test_frames_taken_in_place_are_push_rtp_of_each(make, seed, mtu, edits, cuts):
+    """The in-place path (views of the received bytes, no packet object) changes nothing: for
+    real streams with lost, repeated, damaged or foreign packets, cut anywhere, the units,
+    flags and counts are those of push_rtp on each frame's bytes, and another channel's
+    frames pass as Interleaved events in order."""
+    from firmware.rtsp.messages import Interleaved
+
+    rng = random.Random(seed)
+    probe = make()
+    h265 = isinstance(probe, H265Depacketizer)
+    if isinstance(probe, AacDepacketizer):
+        data = [rng.randbytes(rng.randint(1, 300)) for _ in range(5)]
+        pkts = [rtp(b"\x00\x10" + struct.pack("!H", len(d) << 3) + d, k, 1024 * k, True)
+                for k, d in enumerate(data)]  # fmt: skip
+    else:
+        aus = [(h265_au if h265 else h264_au)(rng) for _ in range(5)]
+        pkts, _ = video_stream(aus, mtu, rng, h265, rng.randint(0, 0xFFFF), rng.randint(0, 2**32))
+    frames = [(0, wire(p, False)) for p in pkts]
+    for kind, where, value in edits:
+        i = where % len(frames)
+        ch, data = frames[i]
+        if kind == "drop":
+            del frames[i]
+        elif kind == "dup":
+            frames.insert(i, (ch, data))
+        elif kind == "byte":
+            b = bytearray(data)
+            b[where % len(b)] = value
+            frames[i] = (ch, bytes(b))
+        elif kind == "ts":
+            frames[i] = (ch, data[:4] + struct.pack("!I", value) + data[8:])
+        elif kind == "ssrc":
+            frames[i] = (ch, data[:8] + struct.pack("!I", value) + data[12:])
+        elif kind == "cut":
+            frames[i] = (ch, data[: where % (len(data) + 1)])
+        else:
+            frames.insert(i, (1, data[: value % 40]))
+        if not frames:
+            return
+    dep, out = through_parser(make, frames, cuts)
+    ref = make()
+    want = [au for ch, data in frames if ch == 0 for au in ref.push_rtp(data)]
+    assert [e.unit for e in out if type(e) is ChannelUnit] == want
+    assert all(e.channel == 0 for e in out if type(e) is ChannelUnit)
+    assert [e.data for e in out if type(e) is Interleaved] == [d for ch, d in frames if ch == 1]
+    assert (dep.lost, dep.dropped, dep.malformed) == (ref.lost, ref.dropped, ref.malformed)
+    assert dep.flush() == ref.flush()
+
+
+@pytest.mark.parametrize("h265", [False, True])
+def test_a_clean_stream_is_taken_in_place_but_each_units_first_and_last_packet(h265):
+    """The point of the in-place path: a unit's middle packets never go through push_rtp."""
+    rng = random.Random(3)
+    nal = (h265_nal if h265 else h264_nal)(rng, 1, 12000)
+    aus = [[nal]] * 4
+    pkts = []
+    for k, nals in enumerate(aus):
+        body = nals[0][2:] if h265 else nals[0][1:]
+        pieces = [body[i : i + 1000] for i in range(0, len(body), 1000)]
+        for j, piece in enumerate(pieces):
+            s_e = (0x80 if j == 0 else 0) | (0x40 if j == len(pieces) - 1 else 0)
+            head = (bytes(((nal[0] & 0x81) | 49 << 1, nal[1], s_e | 1)) if h265
+                    else bytes(((nals[0][0] & 0xE0) | 28, s_e | 1)))  # fmt: skip
+            pkts.append(rtp(head + piece, 100 + len(pkts), 3000 * k, j == len(pieces) - 1))
+    frames = [(0, wire(p, False)) for p in pkts]
+    slow = []
+
+    class Counted(H265Depacketizer if h265 else H264Depacketizer):
+        __slots__ = ()
+
+        def push_rtp(self, data):
+            slow.append(len(data))
+            return super().push_rtp(data)
+
+    dep, out = through_parser(Counted, frames, [])
+    assert [e.unit.data for e in out] + [au.data for au in dep.flush()] == [START + nal] * 4
+    per_unit = len(pkts) // 4
+    assert per_unit >= 12 and len(slow) == 4 * 2  # a new timestamp, a marker

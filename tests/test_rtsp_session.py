@@ -270,6 +270,37 @@ def test_short_session_timeout_and_get_parameter_refused_falls_back_to_options()
     assert request_of(second)[0] == "OPTIONS"
 
 
+def test_a_routed_channel_goes_to_its_sink_amid_answers_and_other_frames() -> None:
+    """Once playing, a routed channel's frames are taken by its sink (whole frames, in any
+    split) and what it makes keeps its place in the stream; unrouted, they are Interleaved."""
+
+    class Sink:
+        def take_frames(self, buf: bytes, pos: int, n: int, out: list) -> int:
+            taken = pos
+            while n - taken >= 4 and buf[taken] == 0x24 and buf[taken + 1] == 0:
+                end = taken + 4 + ((buf[taken + 2] << 8) | buf[taken + 3])
+                if end > n:
+                    break
+                out.append(("unit", bytes(buf[taken + 4 : end])))
+                taken = end
+            return taken
+
+    c = client()
+    with pytest.raises(RuntimeError):
+        c.route(0, Sink())  # type: ignore[arg-type]  # a test double
+    play(c, now=0.0)
+    c.route(0, Sink())  # type: ignore[arg-type]
+    (keepalive,) = c.poll(30.0)
+    stream = (frame(0, b"a" * 10) + frame(0, b"b") + answer(cseq_of(keepalive))
+              + frame(1, b"rtcp") + frame(0, b"c"))  # fmt: skip
+    for cut in range(len(stream) + 1):
+        out = c.receive(stream[:cut], 31.0) + c.receive(stream[cut:], 31.0)
+        assert out == [("unit", b"a" * 10), ("unit", b"b"), Interleaved(1, b"rtcp"), ("unit", b"c")]
+        assert c.state is State.PLAYING
+    c.route(0, None)
+    assert c.receive(frame(0, b"d"), 32.0) == [Interleaved(0, b"d")]
+
+
 def test_media_before_the_play_answer_is_held_until_playing() -> None:
     c = client()
     c.start(0.0)

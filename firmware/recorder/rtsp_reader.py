@@ -3,10 +3,12 @@
 
 Why not FFmpeg's RTSP demuxer: it reads an interleaved stream in three small reads per RTP
 packet, each a poll and a recv, the largest single cost of recording (docs/BENCHMARKS.md,
-"Reading a camera"). Here each recv takes whatever has arrived (up to 64 KiB) and the RTP
-packets in it are taken apart in Python. A read never blocks for longer than a poll period,
-so a camera that goes quiet (or sends only RTCP) is a stall after `stall_seconds` without any
-watchdog, and a stop is seen within the poll period.
+"Reading a camera"). Here each recv takes whatever has arrived in a poll period and the RTP
+packets in it are taken apart in Python, inside the session's parser once playing (`route`):
+most packets are middle fragments of a frame, added to it as views of the received bytes.
+A read never blocks for longer than a poll period, so a camera that goes quiet (or sends only
+RTCP) is a stall after `stall_seconds` without any watchdog, and a stop is seen within the
+poll period.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import logging
 import secrets
 import socket
+import struct
 import threading
 import time
 from collections.abc import Iterator
@@ -26,6 +29,7 @@ import av
 from firmware.recorder.stream_templates import Templates, make_templates
 from firmware.rtsp.rtp import (
     AccessUnit,
+    ChannelUnit,
     Depacketizer,
     UnsupportedStream,
     aac_config,
@@ -39,13 +43,14 @@ from firmware.rtsp.session import Failed, FailureKind, Interleaved, Playing, Rts
 
 log = logging.getLogger(__name__)
 
-RECV_BYTES = 1 << 16
+RECV_BYTES = 1 << 19
 POLL_S = 0.25
 """The longest a read blocks: how soon a stop or a stall is seen."""
-BATCH_BYTES = 32 << 10
-"""Once the session records, a read waits for this much (SO_RCVLOWAT) or for POLL_S, then
-takes what has come: at 4 Mbit/s about 16 reads a second instead of one per burst, and as
-many fewer wake-ups of the camera's thread."""
+BATCH_BYTES = 256 << 10
+"""Once the session records, a read waits for this much (SO_RCVLOWAT) or for POLL_S
+(SO_RCVTIMEO), then takes what has come: up to 8 Mbit/s, one read every POLL_S instead of
+one per burst, and as many fewer wake-ups of the camera's thread. One system call each: the
+kernel does the waiting, without a poll before the read."""
 KEYFRAME_WAIT_S = 60.0
 """How long frames without a keyframe are waited through at the start of a session: cameras
 with a long keyframe interval ("smart" codecs) send one every 10 s or more. The open timeout
@@ -124,7 +129,6 @@ class BuiltinReader:
         self._tracks: dict[int, _Track] = {}
         self._held: list[tuple[_Track, AccessUnit]] = []
         self._pending: tuple[_Track, AccessUnit] | None = None
-        self._batched = False
         self._last_media = 0.0
 
     # --- opening ----------------------------------------------------------------------------
@@ -166,6 +170,8 @@ class BuiltinReader:
         give_up = self._last_media + KEYFRAME_WAIT_S
         for ev in early:
             self._media(ev)
+        for channel, track in self._tracks.items():
+            self.client.route(channel, track.depay)
         keyframe_at: float | None = None
         while True:
             have_video = any(t.video for t, _ in self._held)
@@ -183,7 +189,9 @@ class BuiltinReader:
             if now >= give_up:
                 raise ReaderError("stream-error", f"no keyframe in {KEYFRAME_WAIT_S:g} s")
             for ev in self._read(None):
-                if isinstance(ev, Interleaved):
+                if type(ev) is ChannelUnit:
+                    self._opening(self._tracks.get(ev.channel), ev.unit)
+                elif type(ev) is Interleaved:
                     self._media(ev)
         self._make_templates(playing.tracks)
 
@@ -225,7 +233,7 @@ class BuiltinReader:
                 if au is not None and config is not None:
                     audio = (config, au.data, t.clock)
                 else:
-                    del self._tracks[ch]
+                    self._drop_track(ch)
                 break
         try:
             self.templates = make_templates(self.codec, annexb(params) + first.data,
@@ -233,10 +241,10 @@ class BuiltinReader:
         except (ValueError, av.error.FFmpegError) as e:
             raise ReaderError("stream-error", f"the camera's first keyframe: {e}") from None
         video_track.index = self.templates.video.index
-        for t in self._tracks.values():
+        for ch, t in list(self._tracks.items()):
             if not t.video:
                 if self.templates.audio is None:
-                    self._tracks = {c: x for c, x in self._tracks.items() if x.video}
+                    self._drop_track(ch)
                 else:
                     t.index = self.templates.audio.index
                 break
@@ -260,18 +268,14 @@ class BuiltinReader:
             self._send(self.client.poll(now))
         try:
             data = self.sock.recv(RECV_BYTES)
-        except TimeoutError:
-            if not self._batched:
-                return []
-            data = self._drain()  # less than a batch has come in POLL_S: take it
-            if data is None:
-                return []
+        except (TimeoutError, BlockingIOError):
+            return []  # nothing in POLL_S
         except OSError as e:
             raise ReaderError("stream-error", f"stream error: {e.strerror or e}") from None
         if not data:
             raise EOFError
         events = self.client.receive(data, time.monotonic())
-        if all(type(ev) is Interleaved for ev in events):
+        if all(type(ev) is ChannelUnit or type(ev) is Interleaved for ev in events):
             return events  # nearly always, while playing
         out = []
         for ev in events:
@@ -284,32 +288,37 @@ class BuiltinReader:
         return out
 
     def _batch(self) -> None:
-        assert self.sock is not None
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, BATCH_BYTES)
-        self._batched = True
+        """A blocking socket whose reads the kernel ends after POLL_S with what has come (none:
+        EAGAIN); its writes (keep-alives) are bounded the same way."""
+        sock = self.sock
+        assert sock is not None
+        sock.settimeout(None)
+        period = struct.pack("ll", 0, round(POLL_S * 1e6))
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, period)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, period)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, BATCH_BYTES)
 
-    def _drain(self) -> bytes | None:
-        """What is there, below the low-water mark (None: nothing). A timed socket polls
-        before it reads, so the read is made on a non-blocking one."""
-        assert self.sock is not None
-        self.sock.setblocking(False)
-        try:
-            return self.sock.recv(RECV_BYTES)
-        except BlockingIOError:
-            return None
-        finally:
-            self.sock.settimeout(POLL_S)
+    def _drop_track(self, channel: int) -> None:
+        del self._tracks[channel]
+        assert self.client is not None
+        self.client.route(channel, None)
 
     def _media(self, ev: Interleaved) -> None:
-        """While opening: hold what comes from the first keyframe on."""
+        """While opening, a frame that came before the track's channel was routed."""
         track = self._tracks.get(ev.channel)
         if track is None:
             return  # RTCP, or a track not stored
         for au in track.depay.push_rtp(ev.data):
-            self._last_media = time.monotonic()
-            started = any(t.video for t, _ in self._held)
-            if started or (track.video and au.keyframe):
-                self._held.append((track, au))
+            self._opening(track, au)
+
+    def _opening(self, track: _Track | None, au: AccessUnit) -> None:
+        """While opening: hold what comes from the first keyframe on."""
+        if track is None:
+            return
+        self._last_media = time.monotonic()
+        started = any(t.video for t, _ in self._held)
+        if started or (track.video and au.keyframe):
+            self._held.append((track, au))
 
     def _packet(self, track: _Track, au: AccessUnit) -> av.Packet:
         assert self.templates is not None
@@ -353,12 +362,10 @@ class BuiltinReader:
             except EOFError:
                 break
             media = False
-            for ev in events:  # about 520 RTP packets a second at 4 Mbit/s: kept tight
-                if type(ev) is not Interleaved or (track := tracks.get(ev.channel)) is None:
-                    continue  # RTCP, a track not stored
-                for au in track.depay.push_rtp(ev.data):
+            for ev in events:  # access units of the routed tracks; RTCP as Interleaved
+                if type(ev) is ChannelUnit and (track := tracks.get(ev.channel)) is not None:
                     media = True  # frames, not packets: RTP that never makes one is a stall
-                    yield from self._frames(track, au)
+                    yield from self._frames(track, ev.unit)
             now = time.monotonic()
             if media:
                 self._last_media = now

@@ -1,9 +1,11 @@
 """RTSP/1.0 framing: requests out; an incremental parser for what a camera sends back.
 
 A camera's stream over TCP mixes responses, requests of its own and `$`-interleaved RTP/RTCP
-frames in any order and split anywhere. The parser keeps one bytearray, walks it with index
-arithmetic, copies only frame payloads and compacts the buffer once per `feed`, because
-during PLAY it sees some 500 frames a second per camera.
+frames in any order and split anywhere. The parser walks what it is fed with index arithmetic,
+because during PLAY it sees some 500 frames a second per camera: a channel with a sink (the
+track's depacketizer) has its frames taken apart in place, in one call per run of them; other
+frames are copied out as events. What it is fed is kept as immutable bytes, so a sink may hold
+views of it.
 
 Everything it buffers is bounded (MAX_HEAD, MAX_BODY, one frame of at most 64 KiB), and
 anything that cannot start a message or frame fails the stream: there is no resynchronising
@@ -16,7 +18,7 @@ import enum
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final, Protocol
 
 MAX_HEAD: Final = 16 * 1024
 MAX_BODY: Final = 64 * 1024
@@ -102,6 +104,14 @@ class ParseFailure:
 Event = Interleaved | Response | ServerRequest | ParseFailure
 
 
+class FrameSink(Protocol):
+    def take_frames(self, buf: bytes, pos: int, n: int, out: list[Any]) -> int:
+        """Take the complete `$` frames of the channel of the one at `pos` (there are at least
+        its four header octets), appending what they make to `out`; return the position after
+        the last one taken, `pos` if the first is incomplete."""
+        ...
+
+
 def _cseq(headers: Headers) -> int | None:
     text = headers.get("CSeq")
     if text is None:
@@ -141,65 +151,70 @@ def build_response(status: int, reason: str, cseq: str | None) -> bytes:
 class Parser:
     """Incremental: `feed` any split of the stream, get the same events in the same order."""
 
-    __slots__ = ("_buf", "_failed")
+    __slots__ = ("_failed", "_rest", "sinks")
 
     def __init__(self) -> None:
-        self._buf = bytearray()
+        self._rest = b""
         self._failed = False
+        self.sinks: dict[int, FrameSink] = {}
+        """Per interleaved channel: who takes its frames instead of an Interleaved event."""
 
     @property
     def buffered(self) -> int:
-        return len(self._buf)
+        return len(self._rest)
 
     @property
     def failed(self) -> bool:
         return self._failed
 
-    def feed(self, data: bytes, out: list[Event]) -> int:
-        """Append the events `data` completes to `out`; return how many are not frames.
+    def feed(self, data: bytes, out: list[Any]) -> int:
+        """Append the events `data` completes to `out`; return how many are messages.
 
         The count lets a caller in PLAY pass `out` through untouched when it holds only media.
         """
         if self._failed:
             return 0
-        buf = self._buf
-        buf += data
+        rest = self._rest
+        buf = rest + data if rest else bytes(data)
         n = len(buf)
         pos = 0
         messages = 0
         append = out.append
-        view = memoryview(buf)
-        try:
-            while pos < n:
-                if buf[pos] == 0x24:  # '$'
-                    if pos + 4 > n:
-                        break
-                    end = pos + 4 + ((buf[pos + 2] << 8) | buf[pos + 3])
-                    if end > n:
-                        break
-                    append(Interleaved(buf[pos + 1], view[pos + 4 : end].tobytes()))
-                    pos = end
-                    continue
-                if buf[pos] in (13, 10):  # blank lines between messages are allowed
-                    pos += 1
-                    continue
-                step, event = self._message(buf, pos, n)
-                if event is None:
+        sinks = self.sinks
+        while pos < n:
+            if buf[pos] == 0x24:  # '$'
+                if pos + 4 > n:
                     break
-                append(event)
-                messages += 1
-                if type(event) is ParseFailure:
-                    self._failed = True
-                    pos = n
+                sink = sinks.get(buf[pos + 1]) if sinks else None
+                if sink is not None:
+                    taken = sink.take_frames(buf, pos, n, out)
+                    if taken == pos:
+                        break
+                    pos = taken
+                    continue
+                end = pos + 4 + ((buf[pos + 2] << 8) | buf[pos + 3])
+                if end > n:
                     break
-                pos = step
-        finally:
-            view.release()
-        if pos:
-            del buf[:pos]
+                append(Interleaved(buf[pos + 1], buf[pos + 4 : end]))
+                pos = end
+                continue
+            if buf[pos] in (13, 10):  # blank lines between messages are allowed
+                pos += 1
+                continue
+            step, event = self._message(buf, pos, n)
+            if event is None:
+                break
+            append(event)
+            messages += 1
+            if type(event) is ParseFailure:
+                self._failed = True
+                pos = n
+                break
+            pos = step
+        self._rest = buf[pos:] if pos else buf
         return messages
 
-    def _message(self, buf: bytearray, pos: int, n: int) -> tuple[int, Event | None]:
+    def _message(self, buf: bytes, pos: int, n: int) -> tuple[int, Event | None]:
         """(position after the message, the message) or (pos, None) if incomplete."""
         if not _PLAUSIBLE_START.match(buf, pos, min(n, pos + 33)):
             return n, ParseFailure("camera sent bytes that start neither a response nor a $ frame")
@@ -208,7 +223,7 @@ class Parser:
             return pos, None
         if end is None or end.start() - pos > MAX_HEAD:
             return n, ParseFailure(f"camera sent a message head over {MAX_HEAD} bytes")
-        text = bytes(buf[pos : end.start()]).decode("utf-8", "surrogateescape")
+        text = buf[pos : end.start()].decode("utf-8", "surrogateescape")
         lines = _LINES.split(text)
         if len(lines) - 1 > MAX_HEADER_LINES:
             return n, ParseFailure(f"camera sent more than {MAX_HEADER_LINES} header lines")
@@ -235,7 +250,7 @@ class Parser:
         body_end = end.end() + length
         if body_end > n:
             return pos, None
-        body = bytes(buf[end.end() : body_end])
+        body = buf[end.end() : body_end]
         first = lines[0]
         status = _STATUS.fullmatch(first)
         if status is not None:

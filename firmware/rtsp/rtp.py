@@ -17,13 +17,14 @@ import base64
 import binascii
 import struct
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 __all__ = [
     "MAX_AU_SIZE",
     "AacDepacketizer",
     "AacParams",
     "AccessUnit",
+    "ChannelUnit",
     "Depacketizer",
     "H264Depacketizer",
     "H265Depacketizer",
@@ -138,6 +139,14 @@ class AccessUnit:
     the references of those after it. A recorder typically waits for a keyframe after this."""
 
 
+@dataclass(frozen=True, slots=True)
+class ChannelUnit:
+    """An access unit from `take_frames`, with the interleaved channel its packets came on."""
+
+    channel: int
+    unit: AccessUnit
+
+
 class Depacketizer(Protocol):
     lost: int  # packets known lost (sequence gaps), once per missing packet
     dropped: int  # access units discarded: damaged by a loss, malformed, oversized
@@ -147,6 +156,7 @@ class Depacketizer(Protocol):
     def expect_seq(self, seq: int) -> None: ...
     def push(self, pkt: RtpPacket) -> list[AccessUnit]: ...
     def push_rtp(self, data: bytes) -> list[AccessUnit]: ...
+    def take_frames(self, buf: bytes, pos: int, n: int, out: list[Any]) -> int: ...
     def flush(self) -> list[AccessUnit]: ...
 
 
@@ -216,6 +226,21 @@ class _Sequenced:
         pkt = parse_rtp(data)
         return [] if pkt is None else self.push(pkt)
 
+    def take_frames(self, buf: bytes, pos: int, n: int, out: list[Any]) -> int:
+        """The RTSP parser's sink for this track's channel (messages.FrameSink): the complete
+        `$` frames (RFC 2326 10.12) of the channel of the one at `pos`, each through
+        `push_rtp`, their units appended to `out` as ChannelUnit. Returns where it stopped: at
+        an incomplete frame, another channel's, or a message."""
+        ch = buf[pos + 1]
+        while n - pos >= 4 and buf[pos] == 0x24 and buf[pos + 1] == ch:
+            end = pos + 4 + ((buf[pos + 2] << 8) | buf[pos + 3])
+            if end > n:
+                break
+            for au in self.push_rtp(buf[pos + 4 : end]):
+                out.append(ChannelUnit(ch, au))
+            pos = end
+        return pos
+
 
 # --- H.264 / H.265 -----------------------------------------------------------------------------
 
@@ -259,6 +284,66 @@ class _NalDepacketizer(_Sequenced):
         self._key = False
         self._after_loss = False
         self._markers = False  # the stream sets the marker bit: a unit without it is short
+
+    _FU_MASK = 0
+    _FU_TYPE = 1
+    """A fragmentation unit's payload header: first octet & _FU_MASK == _FU_TYPE."""
+    _FU_AT = 0
+    """Where the FU header is in the payload, and where the fragment starts after it."""
+
+    def take_frames(self, buf: bytes, pos: int, n: int, out: list[Any]) -> int:
+        """As _Sequenced.take_frames, with the packet most frames are made of taken in place:
+        the next one (plain header, same source and timestamp, no marker) holding a fragment
+        of a NAL unit, which adds its NAL header if it is the first and a view of its bytes,
+        and nothing else. The rest (a unit's first and last packets, aggregates, single NAL
+        units, anything unusual) go through push_rtp. `buf` must not change while a unit is
+        open: bytes, not a bytearray."""
+        ch = buf[pos + 1]
+        view = memoryview(buf)
+        mask, kind, at = self._FU_MASK, self._FU_TYPE, self._FU_AT
+        tid = at == 2  # H.265: a TemporalId of 0 is malformed, left to the slow path
+        head = 16 + at  # `$` frame header, RTP header, payload header: the FU header's place
+        while n - pos >= 4 and buf[pos] == 0x24 and buf[pos + 1] == ch:
+            end = pos + 4 + ((buf[pos + 2] << 8) | buf[pos + 3])
+            if end > n:
+                break
+            if (
+                end - pos > head
+                and buf[pos + 4] == 0x80
+                and buf[pos + 16] & mask == kind
+                and not self._damaged
+                and (not tid or buf[pos + 17] & 7)
+            ):
+                b1, seq, ts, ssrc = _PLAIN.unpack_from(buf, pos + 4)
+                fu = buf[pos + head]
+                if (
+                    b1 < 0x80
+                    and ts == self._ts
+                    and ssrc == self._ssrc
+                    and (seq - self._seq) & 0xFFFF == 1
+                    and (not fu & 0x80) is self._in_fu  # a start only outside a unit
+                    and fu & 0xC0 != 0xC0
+                ):
+                    self._seq = seq
+                    if fu & 0x80:
+                        self._open_fu(buf[pos + 16], buf[pos + 17], fu)
+                    elif fu & 0x40:
+                        self._in_fu = False
+                    self._parts.append(view[pos + head + 1 : end])
+                    self._size += end - pos - 16
+                    if self._size > MAX_AU_SIZE:
+                        self._parts = []
+                        self._damaged = True
+                    pos = end
+                    continue
+            for au in self.push_rtp(buf[pos + 4 : end]):
+                out.append(ChannelUnit(ch, au))
+            pos = end
+        return pos
+
+    def _open_fu(self, b0: int, b1: int, fu: int) -> None:
+        """A fragmented NAL unit starts: its reconstructed header, and what it tells."""
+        raise NotImplementedError
 
     def push(self, pkt: RtpPacket) -> list[AccessUnit]:
         seq = pkt.seq
@@ -358,6 +443,17 @@ class H264Depacketizer(_NalDepacketizer):
     a whole NAL unit."""
 
     __slots__ = ()
+    _FU_MASK, _FU_TYPE, _FU_AT = 0x1F, 28, 1
+
+    def _open_fu(self, b0: int, b1: int, fu: int) -> None:
+        nt = fu & 0x1F
+        self._parts.append(_START_1[(b0 & 0xE0) | nt])
+        self._in_fu = not fu & 0x40
+        self._skip_fu = False
+        if 1 <= nt <= 5:
+            self._vcl = True
+            if nt == 5:
+                self._key = True
 
     def _add(self, p: bytes) -> None:
         n = len(p)
@@ -372,14 +468,8 @@ class H264Depacketizer(_NalDepacketizer):
             if fu & 0x80:  # start
                 if self._in_fu:
                     return self._bad()
-                nt = fu & 0x1F
-                self._parts += (_START_1[(b0 & 0xE0) | nt], p[2:])
-                self._in_fu = not fu & 0x40
-                self._skip_fu = False
-                if 1 <= nt <= 5:
-                    self._vcl = True
-                    if nt == 5:
-                        self._key = True
+                self._open_fu(b0, fu, fu)
+                self._parts.append(p[2:])
             elif self._in_fu:
                 self._parts.append(p[2:])
                 if fu & 0x40:
@@ -432,6 +522,17 @@ class H265Depacketizer(_NalDepacketizer):
     is a payload header with TemporalId 0 (forbidden; FFmpeg refuses it too)."""
 
     __slots__ = ()
+    _FU_MASK, _FU_TYPE, _FU_AT = 0x7E, 49 << 1, 2
+
+    def _open_fu(self, b0: int, b1: int, fu: int) -> None:
+        nt = fu & 0x3F
+        self._parts.append(START + bytes(((b0 & 0x81) | (nt << 1), b1)))
+        self._in_fu = not fu & 0x40
+        self._skip_fu = False
+        if nt < 32:
+            self._vcl = True
+            if 16 <= nt <= 21:
+                self._key = True
 
     def _add(self, p: bytes) -> None:
         n = len(p)
@@ -446,14 +547,8 @@ class H265Depacketizer(_NalDepacketizer):
             if fu & 0x80:
                 if self._in_fu:
                     return self._bad()
-                nt = fu & 0x3F
-                self._parts += (START + bytes(((b0 & 0x81) | (nt << 1), p[1])), p[3:])
-                self._in_fu = not fu & 0x40
-                self._skip_fu = False
-                if nt < 32:
-                    self._vcl = True
-                    if 16 <= nt <= 21:
-                        self._key = True
+                self._open_fu(b0, p[1], fu)
+                self._parts.append(p[3:])
             elif self._in_fu:
                 self._parts.append(p[3:])
                 if fu & 0x40:

@@ -22,6 +22,8 @@ Decisions:
   other requests of the camera get 501 (200 for OPTIONS).
 - An OPTIONS answered 405 or 501 is not fatal; DESCRIBE follows without a Public list.
 - Any failure of a SETUP, also of the audio track, fails the whole session (as FFmpeg).
+- Once playing, the adapter may `route` a track's channel to its depacketizer: its frames are
+  then taken apart inside `receive` and come out as ChannelUnits, in stream order.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from typing import Final
 from firmware.rtsp.auth import Authenticator, choose, parse_challenges
 from firmware.rtsp.messages import (
     Event,
+    FrameSink,
     Interleaved,
     Method,
     ParseFailure,
@@ -45,9 +48,11 @@ from firmware.rtsp.messages import (
     build_response,
     check_token,
 )
+from firmware.rtsp.rtp import ChannelUnit
 from firmware.rtsp.sdp import MediaDesc, MediaKind, SdpError, parse_sdp, resolve_control
 
 __all__ = [
+    "ChannelUnit",
     "Failed",
     "FailureKind",
     "Interleaved",
@@ -137,7 +142,7 @@ class Failed:
     text: str
 
 
-Output = Send | Playing | Interleaved | Failed
+Output = Send | Playing | Interleaved | ChannelUnit | Failed
 
 
 @dataclass(frozen=True)
@@ -221,10 +226,19 @@ class RtspClient:
         """Everything `data` completes, in stream order; media passes through untouched."""
         if self._state is State.FAILED or self._state is State.CLOSED:
             return []
-        out: list[Event] = []
+        out: list[Event | ChannelUnit] = []
         if not self._parser.feed(data, out) and self._state is State.PLAYING:
-            return out  # type: ignore[return-value]  # only Interleaved in it
+            return out  # type: ignore[return-value]  # only Interleaved and ChannelUnit in it
         return self._sort(out, now)
+
+    def route(self, channel: int, sink: FrameSink | None) -> None:
+        """From now on, the frames of `channel` go to `sink` (None: back to Interleaved)."""
+        if self._state is not State.PLAYING:
+            raise RuntimeError("route() is for a playing session")
+        if sink is None:
+            self._parser.sinks.pop(channel, None)
+        else:
+            self._parser.sinks[channel] = sink
 
     def poll(self, now: float) -> list[Send]:
         if self._state is not State.PLAYING or self._keepalive_at is None:
@@ -276,7 +290,7 @@ class RtspClient:
 
     # -- answers -------------------------------------------------------------------------
 
-    def _sort(self, events: list[Event], now: float) -> list[Output]:
+    def _sort(self, events: list[Event | ChannelUnit], now: float) -> list[Output]:
         result: list[Output] = []
         for event in events:
             if type(event) is Interleaved:
@@ -290,6 +304,8 @@ class RtspClient:
                 result.extend(self._on_server_request(event))
             elif type(event) is ParseFailure:
                 result.append(self._fail(FailureKind.PROTOCOL, None, event.text))
+            else:  # what a routed channel's sink made (ChannelUnit)
+                result.append(event)
             if self._state is State.FAILED or self._state is State.CLOSED:
                 break
         return result
