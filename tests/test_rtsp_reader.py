@@ -5,6 +5,8 @@ recorder's other tests run on it; tests/test_recorder.py also records through FF
 
 from __future__ import annotations
 
+import socket
+import struct
 import threading
 import time
 from pathlib import Path
@@ -15,16 +17,18 @@ from test_camera_errors import PASSWORD, USER, responder  # noqa: F401  (a fixtu
 
 from firmware.catalog import Catalog
 from firmware.config import RecorderConfig
-from firmware.recorder.events import SessionChanged
-from firmware.recorder.ingest import STOPPED, CameraIngest
+from firmware.recorder.events import SegmentCommitted, SessionChanged
+from firmware.recorder.ingest import RECORD, RING, STOPPED, CameraIngest
+from firmware.recorder.rtsp_reader import BATCH_BYTES, HOLD_BATCH_BYTES, HOLD_POLL_S, POLL_S
 from hil.camera import StreamSpec
 
 
-def _ingest(url: str, tmp_path: Path, stop: threading.Event, reports: list, **cfg) -> CameraIngest:
+def _ingest(url: str, tmp_path: Path, stop: threading.Event, reports: list, mode=RECORD,
+            **cfg) -> CameraIngest:  # fmt: skip
     return CameraIngest(
         name="cam1", url=url, data_dir=tmp_path, origin="a",
         cfg=RecorderConfig(rtsp_reader="builtin", segment_seconds=1, **cfg),
-        catalog=Catalog(tmp_path), report=reports.append, stop=stop,
+        catalog=Catalog(tmp_path), report=reports.append, stop=stop, mode=mode,
     )  # fmt: skip
 
 
@@ -70,3 +74,37 @@ def test_a_stop_ends_a_quiet_session_without_waiting_for_the_stall(camera, tmp_p
         t.join(10)
     assert not t.is_alive(), "the session did not end on the stop"
     assert result and result[0][0] == STOPPED
+
+
+def _pace(ingest: CameraIngest) -> tuple[int, float] | None:
+    """The low-water mark and receive timeout (to 10 ms: the kernel keeps it in ticks) of the
+    session's socket, None between sessions."""
+    reader = ingest.reader
+    sock = reader.sock if reader is not None else None
+    if sock is None:
+        return None
+    lowat = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT)
+    sec, usec = struct.unpack("ll", sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, 16))
+    return lowat, round(sec + usec / 1e6, 2)
+
+
+def test_a_standby_reads_in_large_batches_and_a_takeover_at_the_recording_pace(camera, tmp_path):
+    """A standby's session wakes its thread a quarter as often (its largest cost); the takeover
+    puts the socket back to the recording pace, and writes what waited."""
+    cam = camera(StreamSpec("cam1", gop=10))
+    stop, reports = threading.Event(), []
+    ingest = _ingest(cam.url("cam1"), tmp_path, stop, reports, mode=RING)
+    t = threading.Thread(target=ingest.session, daemon=True)
+    t.start()
+    try:
+        wait_until(lambda: ingest.holding, 20, "the ring filling")
+        assert _pace(ingest) == (HOLD_BATCH_BYTES, HOLD_POLL_S)
+        assert not any(isinstance(r, SegmentCommitted) for r in reports)
+        ingest.request_mode(RECORD)
+        wait_until(lambda: _pace(ingest) == (BATCH_BYTES, POLL_S), 10, "the recording pace")
+        wait_until(lambda: any(isinstance(r, SegmentCommitted) for r in reports), 10,
+                   "a segment written after the takeover")  # fmt: skip
+    finally:
+        stop.set()
+        t.join(10)
+    assert not t.is_alive()

@@ -245,6 +245,8 @@ class CameraIngest:
         self._guard: read_guard.ReadGuard | None = None
         self._last_packet_mono_us = 0
         self._overrides: dict[int, tuple[bytes, int]] = {}
+        self.reader: BuiltinReader | None = None
+        """The built-in client's session while it runs: its pace follows the mode."""
         """What each output stream gets on top of its template (the built-in client's AAC)."""
 
     def request_mode(self, mode: str, cont: list[dict] | None = None) -> None:
@@ -462,8 +464,13 @@ class CameraIngest:
         self._overrides = t.overrides
         self._begin([t.video] if t.audio is None else [t.video, t.audio])
         step, stop = self._step, self.stop
-        for pkt in reader.packets():  # they end on a stop too
-            step(pkt)
+        reader.pace(holding=self.mode == RING)
+        self.reader = reader
+        try:
+            for pkt in reader.packets():  # they end on a stop too
+                step(pkt)
+        finally:
+            self.reader = None
         if stop.is_set():
             self._step(None)
             return STOPPED, None
@@ -548,6 +555,8 @@ class CameraIngest:
         if mode == self.mode:
             return
         self.mode = mode
+        if self.reader is not None:
+            self.reader.pace(holding=mode == RING)
         self._disk_fault = self._held_clock = None  # a standby does not write
         if mode == RING:
             self._end_run(HANDED_OVER)

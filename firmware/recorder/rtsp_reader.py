@@ -14,6 +14,7 @@ poll period.
 from __future__ import annotations
 
 import logging
+import mmap
 import secrets
 import socket
 import struct
@@ -43,14 +44,23 @@ from firmware.rtsp.session import Failed, FailureKind, Interleaved, Playing, Rts
 
 log = logging.getLogger(__name__)
 
-RECV_BYTES = 1 << 19
 POLL_S = 0.25
-"""The longest a read blocks: how soon a stop or a stall is seen."""
+"""The longest a read blocks while recording: how soon a stop or a stall is seen."""
 BATCH_BYTES = 256 << 10
 """Once the session records, a read waits for this much (SO_RCVLOWAT) or for POLL_S
 (SO_RCVTIMEO), then takes what has come: up to 8 Mbit/s, one read every POLL_S instead of
 one per burst, and as many fewer wake-ups of the camera's thread. One system call each: the
 kernel does the waiting, without a poll before the read."""
+HOLD_POLL_S = 1.0
+HOLD_BATCH_BYTES = 512 << 10
+"""The same while the session only fills the standby's ring: a quarter of the wake-ups (they
+cost a standby more than taking the frames apart does). The frames wait in the socket's
+buffer meanwhile and none is lost; a stop or a takeover is seen within HOLD_POLL_S, and the
+takeover writes the frames that waited."""
+RECV_BYTES = 1 << 20
+"""Each read goes into one buffer of the session's, then is copied out at its size: a fresh
+buffer this large for every read would be mapped and faulted in by the allocator each time.
+The buffer is an anonymous mapping: only the pages a read reaches are ever resident."""
 KEYFRAME_WAIT_S = 60.0
 """How long frames without a keyframe are waited through at the start of a session: cameras
 with a long keyframe interval ("smart" codecs) send one every 10 s or more. The open timeout
@@ -129,6 +139,10 @@ class BuiltinReader:
         self._tracks: dict[int, _Track] = {}
         self._held: list[tuple[_Track, AccessUnit]] = []
         self._pending: tuple[_Track, AccessUnit] | None = None
+        self._batched = False
+        self._holding = False
+        self._buffer = mmap.mmap(-1, RECV_BYTES)
+        self._view = memoryview(self._buffer)
         self._last_media = 0.0
 
     # --- opening ----------------------------------------------------------------------------
@@ -267,13 +281,14 @@ class BuiltinReader:
         if due is not None and now >= due:
             self._send(self.client.poll(now))
         try:
-            data = self.sock.recv(RECV_BYTES)
+            got = self.sock.recv_into(self._buffer)
         except (TimeoutError, BlockingIOError):
-            return []  # nothing in POLL_S
+            return []  # nothing in the period
         except OSError as e:
             raise ReaderError("stream-error", f"stream error: {e.strerror or e}") from None
-        if not data:
+        if not got:
             raise EOFError
+        data = self._view[:got].tobytes()  # the parser and the units keep views of it
         events = self.client.receive(data, time.monotonic())
         if all(type(ev) is ChannelUnit or type(ev) is Interleaved for ev in events):
             return events  # nearly always, while playing
@@ -287,16 +302,29 @@ class BuiltinReader:
                 out.append(ev)
         return out
 
+    def pace(self, holding: bool) -> None:
+        """Read for the standby's ring (seldom, in large batches) or for recording. From the
+        thread that reads."""
+        self._holding = holding
+        if self._batched:
+            self._set_pace()
+
     def _batch(self) -> None:
-        """A blocking socket whose reads the kernel ends after POLL_S with what has come (none:
-        EAGAIN); its writes (keep-alives) are bounded the same way."""
+        """A blocking socket whose reads the kernel ends after the period with what has come
+        (none: EAGAIN); its writes (keep-alives) are bounded the same way."""
+        assert self.sock is not None
+        self.sock.settimeout(None)
+        self._batched = True
+        self._set_pace()
+
+    def _set_pace(self) -> None:
         sock = self.sock
         assert sock is not None
-        sock.settimeout(None)
-        period = struct.pack("ll", 0, round(POLL_S * 1e6))
+        seconds, batch = (HOLD_POLL_S, HOLD_BATCH_BYTES) if self._holding else (POLL_S, BATCH_BYTES)
+        period = struct.pack("ll", int(seconds), round(seconds % 1 * 1e6))
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, period)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, period)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, BATCH_BYTES)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, batch)
 
     def _drop_track(self, channel: int) -> None:
         del self._tracks[channel]

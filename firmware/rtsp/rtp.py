@@ -54,6 +54,9 @@ _HEAD = struct.Struct("!BBHII")
 _PLAIN = struct.Struct("!xBHII")
 """The header after its first octet, for a packet whose first octet is 0x80: version 2, no
 padding, extension or CSRC, as cameras send nearly every packet."""
+_FRAGMENT = struct.Struct("!BBHIIBBB")
+"""An RTP header and the three octets after it: an H.264 FU-A's indicator, header and first
+data octet, or an H.265 FU's payload header and FU header."""
 _ANY_SSRC = -1  # expect_seq() was called: adopt the first packet's SSRC without a restart
 
 
@@ -297,48 +300,54 @@ class _NalDepacketizer(_Sequenced):
         of a NAL unit, which adds its NAL header if it is the first and a view of its bytes,
         and nothing else. The rest (a unit's first and last packets, aggregates, single NAL
         units, anything unusual) go through push_rtp. `buf` must not change while a unit is
-        open: bytes, not a bytearray."""
+        open: bytes, not a bytearray. The state the in-place packets touch is held in locals
+        and written back around each push_rtp and at the end (some 450 packets a second)."""
         ch = buf[pos + 1]
         view = memoryview(buf)
-        mask, kind, at = self._FU_MASK, self._FU_TYPE, self._FU_AT
-        tid = at == 2  # H.265: a TemporalId of 0 is malformed, left to the slow path
-        head = 16 + at  # `$` frame header, RTP header, payload header: the FU header's place
+        mask, kind = self._FU_MASK, self._FU_TYPE
+        h265 = self._FU_AT == 2  # the FU header is the payload's third octet, not its second
+        head = 17 + self._FU_AT  # `$` frame, RTP and payload headers, the FU header: the data
+        unpack = _FRAGMENT.unpack_from
+        last, open_ts, ssrc, in_fu = self._seq, self._ts, self._ssrc, self._in_fu
+        parts, size, damaged = self._parts, self._size, self._damaged
         while n - pos >= 4 and buf[pos] == 0x24 and buf[pos + 1] == ch:
             end = pos + 4 + ((buf[pos + 2] << 8) | buf[pos + 3])
             if end > n:
                 break
-            if (
-                end - pos > head
-                and buf[pos + 4] == 0x80
-                and buf[pos + 16] & mask == kind
-                and not self._damaged
-                and (not tid or buf[pos + 17] & 7)
-            ):
-                b1, seq, ts, ssrc = _PLAIN.unpack_from(buf, pos + 4)
-                fu = buf[pos + head]
+            if end - pos > head and not damaged:
+                b0, b1, seq, ts, src, p0, p1, p2 = unpack(buf, pos + 4)
+                fu = p2 if h265 else p1
                 if (
-                    b1 < 0x80
-                    and ts == self._ts
-                    and ssrc == self._ssrc
-                    and (seq - self._seq) & 0xFFFF == 1
-                    and (not fu & 0x80) is self._in_fu  # a start only outside a unit
+                    b0 == 0x80
+                    and b1 < 0x80
+                    and ts == open_ts
+                    and src == ssrc
+                    and (seq - last) & 0xFFFF == 1
+                    and p0 & mask == kind
+                    and (not fu & 0x80) is in_fu  # a start only outside a unit
                     and fu & 0xC0 != 0xC0
+                    and (not h265 or p1 & 7)  # H.265: TemporalId 0 is malformed
                 ):
-                    self._seq = seq
+                    last = seq
                     if fu & 0x80:
-                        self._open_fu(buf[pos + 16], buf[pos + 17], fu)
+                        self._open_fu(p0, p1, fu)
+                        in_fu = True
                     elif fu & 0x40:
-                        self._in_fu = False
-                    self._parts.append(view[pos + head + 1 : end])
-                    self._size += end - pos - 16
-                    if self._size > MAX_AU_SIZE:
-                        self._parts = []
-                        self._damaged = True
+                        in_fu = False
+                    parts.append(view[pos + head : end])
+                    size += end - pos - 16
+                    if size > MAX_AU_SIZE:
+                        self._parts = parts = []
+                        self._damaged = damaged = True
                     pos = end
                     continue
+            self._seq, self._in_fu, self._size = last, in_fu, size
             for au in self.push_rtp(buf[pos + 4 : end]):
                 out.append(ChannelUnit(ch, au))
+            last, open_ts, ssrc, in_fu = self._seq, self._ts, self._ssrc, self._in_fu
+            parts, size, damaged = self._parts, self._size, self._damaged
             pos = end
+        self._seq, self._in_fu, self._size = last, in_fu, size
         return pos
 
     def _open_fu(self, b0: int, b1: int, fu: int) -> None:
