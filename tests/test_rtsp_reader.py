@@ -17,6 +17,7 @@ from test_camera_errors import PASSWORD, USER, responder  # noqa: F401  (a fixtu
 
 from firmware.catalog import Catalog
 from firmware.config import RecorderConfig
+from firmware.recorder import rtsp_reader
 from firmware.recorder.events import SegmentCommitted, SessionChanged
 from firmware.recorder.ingest import RECORD, RING, STOPPED, CameraIngest
 from firmware.recorder.rtsp_reader import BATCH_BYTES, HOLD_BATCH_BYTES, HOLD_POLL_S, POLL_S
@@ -107,4 +108,28 @@ def test_a_standby_reads_in_large_batches_and_a_takeover_at_the_recording_pace(c
     finally:
         stop.set()
         t.join(10)
+    assert not t.is_alive()
+
+
+def test_a_takeover_does_not_wait_for_the_standbys_batch(camera, tmp_path, monkeypatch):
+    """A standby waiting for a batch that would take half a minute to come still takes over at
+    once: the takeover wakes its read."""
+    monkeypatch.setattr(rtsp_reader, "HOLD_POLL_S", 60.0)
+    monkeypatch.setattr(rtsp_reader, "HOLD_BATCH_BYTES", 32 << 20)
+    cam = camera(StreamSpec("cam1", gop=10, bitrate=300))
+    stop, reports = threading.Event(), []
+    ingest = _ingest(cam.url("cam1"), tmp_path, stop, reports, mode=RING, stall_seconds=120)
+    t = threading.Thread(target=ingest.session, daemon=True)
+    t.start()
+    try:
+        wait_until(lambda: ingest.holding and _pace(ingest) is not None, 20, "the standby")
+        frames_before = len(ingest.ring)
+        ingest.request_mode(RECORD)
+        wait_until(lambda: _pace(ingest) == (BATCH_BYTES, POLL_S), 10, "the recording pace")
+        wait_until(lambda: any(isinstance(r, SegmentCommitted) for r in reports), 15,
+                   "a segment written after the takeover")  # fmt: skip
+    finally:
+        stop.set()
+        t.join(70)
+    assert frames_before >= 1
     assert not t.is_alive()

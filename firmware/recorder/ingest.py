@@ -254,6 +254,9 @@ class CameraIngest:
         of this camera this board holds, newest first ({"id", "last_frame", "end_us"}):
         where recording may go on (see StandbyRing.takeover)."""
         self._pending = (mode, cont)
+        reader = self.reader
+        if reader is not None:
+            reader.wake()  # a standby's read waits up to a second for its batch
 
     @property
     def holding(self) -> bool:

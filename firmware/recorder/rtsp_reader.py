@@ -13,9 +13,12 @@ poll period.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import mmap
+import os
 import secrets
+import select
 import socket
 import struct
 import threading
@@ -55,8 +58,8 @@ HOLD_POLL_S = 1.0
 HOLD_BATCH_BYTES = 512 << 10
 """The same while the session only fills the standby's ring: a quarter of the wake-ups (they
 cost a standby more than taking the frames apart does). The frames wait in the socket's
-buffer meanwhile and none is lost; a stop or a takeover is seen within HOLD_POLL_S, and the
-takeover writes the frames that waited."""
+buffer meanwhile and none is lost. A stop is seen within HOLD_POLL_S; a takeover at once
+(`wake`), and it writes the frames that waited."""
 RECV_BYTES = 1 << 20
 """Each read goes into one buffer of the session's, then is copied out at its size: a fresh
 buffer this large for every read would be mapped and faulted in by the allocator each time.
@@ -143,6 +146,9 @@ class BuiltinReader:
         self._holding = False
         self._buffer = mmap.mmap(-1, RECV_BYTES)
         self._view = memoryview(self._buffer)
+        self._wake_lock = threading.Lock()
+        self._wake_fd: int | None = None
+        self._poll: select.poll | None = None
         self._last_media = 0.0
 
     # --- opening ----------------------------------------------------------------------------
@@ -281,7 +287,11 @@ class BuiltinReader:
         if due is not None and now >= due:
             self._send(self.client.poll(now))
         try:
-            got = self.sock.recv_into(self._buffer)
+            if self._poll is not None and self._holding:
+                self._wait_holding()
+                got = self.sock.recv_into(self._buffer, 0, socket.MSG_DONTWAIT)
+            else:
+                got = self.sock.recv_into(self._buffer)
         except (TimeoutError, BlockingIOError):
             return []  # nothing in the period
         except OSError as e:
@@ -309,13 +319,34 @@ class BuiltinReader:
         if self._batched:
             self._set_pace()
 
+    def wake(self) -> None:
+        """From another thread: end a standby's wait now (a takeover is pending), rather than
+        when a batch or HOLD_POLL_S comes."""
+        with self._wake_lock:
+            if self._wake_fd is not None:
+                os.eventfd_write(self._wake_fd, 1)
+
     def _batch(self) -> None:
         """A blocking socket whose reads the kernel ends after the period with what has come
-        (none: EAGAIN); its writes (keep-alives) are bounded the same way."""
+        (none: EAGAIN); its writes (keep-alives) are bounded the same way. A standby waits in
+        a poll of the socket (which keeps the low-water mark) and of an eventfd that `wake`
+        writes, then takes what has come."""
         assert self.sock is not None
         self.sock.settimeout(None)
         self._batched = True
+        with self._wake_lock:
+            self._wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self._poll = select.poll()
+        self._poll.register(self.sock.fileno(), select.POLLIN)
+        self._poll.register(self._wake_fd, select.POLLIN)
         self._set_pace()
+
+    def _wait_holding(self) -> None:
+        assert self._poll is not None and self._wake_fd is not None
+        for fd, _ in self._poll.poll(HOLD_POLL_S * 1000):
+            if fd == self._wake_fd:
+                with contextlib.suppress(BlockingIOError):
+                    os.eventfd_read(fd)
 
     def _set_pace(self) -> None:
         sock = self.sock
@@ -405,6 +436,10 @@ class BuiltinReader:
             yield self._packet(*pending)
 
     def close(self) -> None:
+        with self._wake_lock:
+            if self._wake_fd is not None:
+                os.close(self._wake_fd)
+                self._wake_fd = None
         sock, self.sock = self.sock, None
         if sock is None:
             return
