@@ -133,6 +133,32 @@ def test_a_cut_audit_log_raises_the_damage_alert(tmp_path: Path) -> None:
     assert a is not None and a.severity == "critical" and "audit.log" in a.text
 
 
+def test_a_data_directory_gone_with_its_disk_is_no_cut_audit_log(tmp_path: Path) -> None:
+    """A pulled data disk leaves an empty mount point where the data directory was: the log
+    is behind (a warning, taken in when the disk is back), not damaged; the same file
+    missing from the directory the log was opened in is damage."""
+    b = board(tmp_path, "a")
+    b.audit.append(T0, "event")
+    alerts = Alerts()
+    svc = EvidenceService(b.log, b.catalog, alerts, lambda what, e: None)
+    svc.step()
+    b.data.rename(tmp_path / "pulled")
+    b.data.mkdir()  # the empty mount point
+    svc.step()
+    assert alerts.get(AlertId.EVIDENCE_LOG_DAMAGED) is None
+    behind = alerts.get(AlertId.EVIDENCE_LOG_BEHIND)
+    assert behind is not None and "disk is gone" in behind.text
+    b.data.rmdir()
+    (tmp_path / "pulled").rename(b.data)  # the disk is back
+    svc.step()
+    assert alerts.get(AlertId.EVIDENCE_LOG_BEHIND) is None
+    assert alerts.get(AlertId.EVIDENCE_LOG_DAMAGED) is None
+    (b.data / AUDIT_FILE).unlink()
+    svc.step()
+    damaged = alerts.get(AlertId.EVIDENCE_LOG_DAMAGED)
+    assert damaged is not None and "audit.log" in damaged.text
+
+
 # --- the witness, sans-IO ------------------------------------------------------------------------
 
 

@@ -77,6 +77,14 @@ class LogMissing(Exception):
     """No evidence log in this data directory (a firmware before it, or not started yet)."""
 
 
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
 class LogDamaged(Exception):
     """The log's own files contradict each other (not a peer's verdict: this board's)."""
 
@@ -96,6 +104,9 @@ class EvidenceLog:
         made, and the tree is not caught up; LogMissing when there is no log."""
         self.data_dir = data_dir
         self.dir = data_dir / LOG_DIR
+        self._place = _identity(data_dir)
+        """The data directory as opened: a pulled disk leaves an empty mount point in its
+        place, which is not the same directory, and its missing audit.log no cut."""
         if reader:
             if not (self.dir / KEY_FILE).exists() or not (self.dir / LOG_DB).exists():
                 raise LogMissing(f"{self.dir}: no evidence log here")
@@ -225,6 +236,9 @@ class EvidenceLog:
                 f.seek(offset)
                 chunk = f.read(min(size - offset, BATCH * 1024))
         except FileNotFoundError:
+            if offset and _identity(self.data_dir) != self._place:
+                raise OSError(f"{self.data_dir} is no longer the directory the log was opened "
+                              "in (its disk is gone?)") from None  # fmt: skip
             return [], offset, offset > 0
         lines: list[bytes] = []
         end = 0
