@@ -28,6 +28,7 @@ from firmware.consolemenu import MENU_HINT, menu_lines
 from firmware.provision import Result
 from firmware.wizard import done_path
 from hil.camera import free_port
+from hil.proctree import comm, descendants
 from hil.wait import holds, wait_until
 
 PASSWORD = "Install3r"
@@ -267,7 +268,12 @@ def test_the_root_shell_needs_the_admin_password_again(tmp_path):
         t.type("echo marker-$((6*7))")
         t.wait("marker-42")  # the shell computed it: it runs
         t.type("sleep 30")
+        # Ctrl-C once the sleep runs (sent while bash forks it, it races bash's job control)
+        wait_until(lambda: "sleep" in [comm(p) for p in descendants(t.child.pid)], 10,
+                   "the sleep running")  # fmt: skip
         t.child.sendcontrol("c")  # Ctrl-C is the shell's: it stops the sleep, not the shell
+        wait_until(lambda: "sleep" not in [comm(p) for p in descendants(t.child.pid)], 10,
+                   "the sleep stopped")  # fmt: skip
         t.type("echo after-$((2*3))")
         t.wait("after-6")
         t.type("exit")
