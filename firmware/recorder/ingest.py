@@ -246,6 +246,7 @@ class CameraIngest:
         self._last_packet_mono_us = 0
         self._overrides: dict[int, tuple[bytes, int]] = {}
         self.reader: BuiltinReader | None = None
+        self._committing = False
         """The built-in client's session while it runs: its pace follows the mode."""
         """What each output stream gets on top of its template (the built-in client's AAC)."""
 
@@ -696,10 +697,23 @@ class CameraIngest:
         if idx == self._video_index:
             seg.frames += 1
 
+    @property
+    def recording(self) -> bool:
+        """A segment is open, or the last one is being committed (at a cut, the next opens
+        right after): what the worker's status reports, read from its own thread."""
+        return self.seg is not None or self._committing
+
     def _finish(self, end_us: int, media_end_us: int) -> None:
         seg, self.seg = self.seg, None
         if seg is None:
             return
+        self._committing = True  # the fsyncs below let the status thread run
+        try:
+            self._commit(seg, end_us, media_end_us)
+        finally:
+            self._committing = False
+
+    def _commit(self, seg: _Open, end_us: int, media_end_us: int) -> None:
         partial = seg.file.path
         try:
             sha = seg.file.finish()  # trailer, fsync, SHA-256 of the bytes as stored

@@ -134,7 +134,7 @@ def worker_main(
                     ing.name,
                     last_frame_wall_us=ing.last_frame_wall_us,
                     last_frame_seen_us=ing.last_frame_seen_us,
-                    recording=ing.seg is not None,
+                    recording=ing.recording,
                     holding=ing.holding,
                     ring_seconds=round(ing.ring.seconds, 1),
                 )
