@@ -245,10 +245,11 @@ class CameraIngest:
         self._guard: read_guard.ReadGuard | None = None
         self._last_packet_mono_us = 0
         self._overrides: dict[int, tuple[bytes, int]] = {}
-        self.reader: BuiltinReader | None = None
-        self._committing = False
-        """The built-in client's session while it runs: its pace follows the mode."""
         """What each output stream gets on top of its template (the built-in client's AAC)."""
+        self.reader: BuiltinReader | None = None
+        """The built-in client's session while it runs: its pace follows the mode."""
+        self._committing = False
+        """A segment is being committed (see `recording`)."""
 
     def request_mode(self, mode: str, cont: list[dict] | None = None) -> None:
         """From another thread: switch at the next packet. `cont` lists the newest segments

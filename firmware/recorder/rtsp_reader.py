@@ -142,12 +142,13 @@ class BuiltinReader:
         self._tracks: dict[int, _Track] = {}
         self._held: list[tuple[_Track, AccessUnit]] = []
         self._pending: tuple[_Track, AccessUnit] | None = None
-        self._batched = False
         self._holding = False
         self._buffer = mmap.mmap(-1, RECV_BYTES)
         self._view = memoryview(self._buffer)
         self._wake_lock = threading.Lock()
-        self._wake_fd: int | None = None
+        self._wake_fd: int | None = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        """Written by `wake`; made with the reader, so a wake before the first batched read
+        is not lost (the poll then returns at once)."""
         self._poll: select.poll | None = None
         self._last_media = 0.0
 
@@ -316,7 +317,7 @@ class BuiltinReader:
         """Read for the standby's ring (seldom, in large batches) or for recording. From the
         thread that reads."""
         self._holding = holding
-        if self._batched:
+        if self._poll is not None:  # reading in batches already
             self._set_pace()
 
     def wake(self) -> None:
@@ -333,9 +334,7 @@ class BuiltinReader:
         writes, then takes what has come."""
         assert self.sock is not None
         self.sock.settimeout(None)
-        self._batched = True
-        with self._wake_lock:
-            self._wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        assert self._wake_fd is not None
         self._poll = select.poll()
         self._poll.register(self.sock.fileno(), select.POLLIN)
         self._poll.register(self._wake_fd, select.POLLIN)
