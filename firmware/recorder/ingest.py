@@ -472,7 +472,7 @@ class CameraIngest:
         reader.pace(holding=self.mode == RING)
         self.reader = reader
         try:
-            for pkt in reader.packets():  # they end on a stop too
+            for pkt in reader.packets():  # they end on a stop too; None: woken, no frame
                 step(pkt)
         finally:
             self.reader = None

@@ -150,6 +150,7 @@ class BuiltinReader:
         """Written by `wake`; made with the reader, so a wake before the first batched read
         is not lost (the poll then returns at once)."""
         self._poll: select.poll | None = None
+        self._woken = False
         self._last_media = 0.0
 
     # --- opening ----------------------------------------------------------------------------
@@ -289,7 +290,7 @@ class BuiltinReader:
             self._send(self.client.poll(now))
         try:
             if self._poll is not None and self._holding:
-                self._wait_holding()
+                self._woken = self._wait_holding()
                 got = self.sock.recv_into(self._buffer, 0, socket.MSG_DONTWAIT)
             else:
                 got = self.sock.recv_into(self._buffer)
@@ -340,12 +341,16 @@ class BuiltinReader:
         self._poll.register(self._wake_fd, select.POLLIN)
         self._set_pace()
 
-    def _wait_holding(self) -> None:
+    def _wait_holding(self) -> bool:
+        """Whether `wake` ended the wait."""
         assert self._poll is not None and self._wake_fd is not None
+        woken = False
         for fd, _ in self._poll.poll(HOLD_POLL_S * 1000):
             if fd == self._wake_fd:
+                woken = True
                 with contextlib.suppress(BlockingIOError):
                     os.eventfd_read(fd)
+        return woken
 
     def _set_pace(self) -> None:
         sock = self.sock
@@ -405,10 +410,11 @@ class BuiltinReader:
             yield self._packet(*pending)
         self._pending = (track, au)
 
-    def packets(self) -> Iterator[av.Packet]:
+    def packets(self) -> Iterator[av.Packet | None]:
         """The session's packets in arrival order, starting at the first keyframe. Ends when
         the camera ends the stream, on a stall (then `stalled` is set) or on a stop; the frame
-        held back is handed out last."""
+        held back is handed out last. A `wake` that brought no frame gives None, so the caller
+        acts on what woke it now, not with the next frame (a batch away)."""
         held, self._held = self._held, []
         for track, au in held:
             yield from self._frames(track, au)
@@ -424,6 +430,10 @@ class BuiltinReader:
                 if type(ev) is ChannelUnit and (track := tracks.get(ev.channel)) is not None:
                     media = True  # frames, not packets: RTP that never makes one is a stall
                     yield from self._frames(track, ev.unit)
+            if self._woken:
+                self._woken = False
+                if not media:
+                    yield None
             now = time.monotonic()
             if media:
                 self._last_media = now
