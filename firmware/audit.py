@@ -30,10 +30,18 @@ class AuditLog:
         line = json.dumps({"time": iso(now_us), "event": event, **fields}, sort_keys=True) + "\n"
         try:
             with self._lock:
+                if self._fd < 0:
+                    raise OSError(f"closed before {event!r}")
                 os.write(self._fd, line.encode())
                 os.fsync(self._fd)
         except OSError as e:
             log.error("audit log %s: %s", self.path, e)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._fd >= 0:
+                os.close(self._fd)
+                self._fd = -1
 
 
 def open_audit(data_dir: Path) -> AuditLog:

@@ -102,7 +102,8 @@ class Board:
         )
         self.shutdown_reason: str | None = None
         self.restart_reason: str | None = None
-        """Set when the firmware stops to start again at once (a pairing wrote the key)."""
+        """Set when the firmware stops to start again at once (`restart`: a pairing wrote the
+        key, or SIGUSR1 after the installer's setup changed what needs a restart)."""
         self._reload_lock = threading.Lock()
         self._stop: asyncio.Event | None = None
         self.catalog = Catalog(self.data_dir)
@@ -213,14 +214,25 @@ class Board:
         )
 
     def _paired(self, fingerprint: str) -> None:
-        """A pairing wrote the key: restart into the pair (the firmware execs itself once
-        the API has answered), so the election, the mirror and the token start from the key."""
+        """A pairing wrote the key: restart into the pair once the API has answered, so the
+        election, the mirror and the token start from the key."""
         self.audit.append(now_us(), "paired", fingerprint=fingerprint)
         log.warning("paired (fingerprint %s): restarting the firmware to form the pair",
                     fingerprint)  # fmt: skip
-        self.restart_reason = "paired"
-        if self._loop is not None and self._stop is not None:
-            self._loop.call_later(PAIRED_RESTART_S, self._stop.set)
+        if self._loop is not None:
+            self._loop.call_later(PAIRED_RESTART_S, self.restart, "paired")
+
+    def restart(self, reason: str) -> None:
+        """Stop as for a shutdown (the VIP first, open segments committed), then `nvr run`
+        starts a new board on the config file in this same process: its imports and the
+        workers' forkserver are kept, so it is recording again in a fraction of a cold start.
+        On the event loop's thread."""
+        log.warning("restarting the firmware in its process: %s", reason)
+        self.restart_reason = reason
+        if self.hw is not None:
+            self.hw.restarting = True
+        if self._stop is not None:
+            self._stop.set()
 
     def _make_recorder(self, cfg: Config, mode: RecorderMode) -> Recorder:
         from firmware.recorder.retention import tiering_of
@@ -587,6 +599,13 @@ class Board:
             if self.evidence is not None:  # after the mirror's routes that read it are gone
                 await asyncio.to_thread(self.evidence.stop)
             log.info("stopped")
+
+    def close(self) -> None:
+        """After `serve`, on the thread that made the board: what the process would only let
+        go of at its exit (a restart in the process makes a new board beside it)."""
+        self.recorder.catalog.close()
+        self.catalog.close()
+        self.audit.close()
 
     def _keep(
         self, what: str, body: Callable[[asyncio.Event], Awaitable[None]], stop: asyncio.Event

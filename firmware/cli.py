@@ -25,6 +25,7 @@ from firmware.timefmt import now_us
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from firmware.board import Board
     from firmware.catalog import Catalog
     from firmware.config import Config
 
@@ -47,16 +48,53 @@ def _camera_arg(text: str) -> dict:
 
 
 def _serve(cfg: Config, serve_api: bool, config_path: Path | None = None) -> int:
-    import asyncio
+    """Run boards until one stops for good: a board that stops to restart (Board.restart) is
+    followed by a new one on the config file, in this process."""
+    while True:
+        # Asked between two boards (or twice), a restart is not the end of the process: the
+        # next board reads the config file anyway.
+        signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+        board = _board(cfg, serve_api, config_path)
+        if isinstance(board, int):
+            return board
+        _run_board(board, config_path)
+        if board.shutdown_reason is not None:
+            return _power_off(board)
+        if board.restart_reason is None or config_path is None:
+            return 0
+        import gc
 
+        from firmware.config import load_config
+
+        reason = board.restart_reason
+        board.close()
+        del board
+        gc.collect()  # the old board's cycles, and the descriptors they hold, go now
+
+        try:
+            cfg = load_config(config_path)
+        except ConfigError as e:
+            return _fail(f"restart ({reason}): {e}")
+        log.warning("restart (%s): starting again on %s", reason, config_path)
+
+
+def _board(cfg: Config, serve_api: bool, config_path: Path | None) -> Board | int:
+    """The board, or the exit code of why there is none (said)."""
     from firmware.board import Board
     from firmware.datadir import DataDirError
     from hal.errors import HalError
 
     try:
-        board = Board(cfg, serve_api=serve_api, config_path=config_path)
+        return Board(cfg, serve_api=serve_api, config_path=config_path)
     except (DataDirError, ConfigError, HalError) as e:
         return _fail(str(e))
+
+
+def _run_board(board: Board, config_path: Path | None) -> None:
+    """Until the board stops: SIGINT/SIGTERM stop it, SIGHUP reloads its config, SIGUSR1
+    restarts it in this process (on a config change that needs a restart: the console's
+    setup does this)."""
+    import asyncio
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -70,10 +108,11 @@ def _serve(cfg: Config, serve_api: bool, config_path: Path | None = None) -> int
                 fut.add_done_callback(lambda f: log.info("SIGHUP: config %s", f.result()))
 
             loop.add_signal_handler(signal.SIGHUP, reload)
+            loop.add_signal_handler(signal.SIGUSR1, board.restart, "SIGUSR1")
         watch = _watch_config(board, config_path)
         task = asyncio.create_task(board.serve(stop))
         try:
-            while board.api_port is None and serve_api and not task.done():
+            while board.api_port is None and board.serve_api and not task.done():
                 await asyncio.sleep(0.05)
             _announce(board)
             await task
@@ -82,13 +121,6 @@ def _serve(cfg: Config, serve_api: bool, config_path: Path | None = None) -> int
                 await asyncio.to_thread(watch.stop)
 
     asyncio.run(main())
-    if board.shutdown_reason is not None:
-        return _power_off(board)
-    if board.restart_reason is not None:
-        from firmware.paircli import restart_paired
-
-        restart_paired()
-    return 0
 
 
 def _watch_config(board, path: Path | None):

@@ -1,6 +1,10 @@
 """Making the wizard's files live on the board without a reboot: networkd takes the new
 addresses, chrony its servers, and the firmware restarts on the new config and answers again.
 
+A running firmware restarts in its own process (SIGUSR1, Board.restart): its imports and the
+workers' forkserver are kept, which under QEMU without KVM is seconds off every setup. One
+that is not running (failed, still starting) is restarted by systemd.
+
 The wizard needs this twice: before pairing (the two boards reach each other only on the sync
 addresses just answered; the image's default gives both boards the same one) and after the
 last step. Only the console on a board does it (root, systemd); elsewhere the files wait for
@@ -16,11 +20,14 @@ from pathlib import Path
 from firmware.apiclient import api_base, fetch_status
 from firmware.config import ConfigError, load_config
 from firmware.netchange import reload_commands
-from firmware.provision import SYSTEMD_RUNTIME, Runner, run_command
+from firmware.provision import SERVICE, SYSTEMD_RUNTIME, Runner, run_command
 from firmware.setupfiles import Layout
 
 ANSWER_S = 90.0
 """How long the restarted firmware may take to answer (a slow board's start, migrations)."""
+DATA_OWNER = Path("/usr/lib/nvr/data-owner")
+"""Gives the firmware's user what the console wrote as root; nvr.service runs it before every
+start, and the restart in the firmware's process needs it too."""
 
 
 def on_a_board(release: Path = Path("/etc/nvr-release")) -> bool:
@@ -49,20 +56,38 @@ class GoLive:
             steps += reload_commands([net.lan_interface, net.sync_interface])
         if any(self.layout.chrony_dir in p.parents for p in changed):
             steps.append(["systemctl", "try-restart", "chrony.service"])
-        steps.append(["systemctl", "restart", "nvr.service"])
         for argv in steps:
             done = self.runner(argv)
             if done.returncode != 0:
                 return f"{' '.join(argv)}: {done.last_line}"
-        return self.wait_answer()
+        return self.restart()
 
-    def wait_answer(self) -> str | None:
+    def restart(self) -> str | None:
+        if self.runner(["systemctl", "is-active", "--quiet", SERVICE]).returncode != 0:
+            done = self.runner(["systemctl", "restart", SERVICE])
+            if done.returncode != 0:
+                return f"systemctl restart {SERVICE}: {done.last_line}"
+            return self.wait_answer()
+        for argv in (
+            [str(DATA_OWNER)],
+            ["systemctl", "kill", "--kill-who=main", "--signal=SIGUSR1", SERVICE],
+        ):
+            done = self.runner(argv)
+            if done.returncode != 0:
+                return f"{' '.join(argv)}: {done.last_line}"
+        return self.wait_answer(since=self.clock())
+
+    def wait_answer(self, since: float | None = None) -> str | None:
+        """Until the firmware answers; with `since`, a firmware started after it (the old
+        board answers until its restart stops it; the new one's uptime is shorter)."""
         deadline = self.clock() + self.answer_s
         last = ""
         while self.clock() < deadline:
             try:
-                fetch_status(api_base(self.config), timeout=2.0)
-                return None
+                st = fetch_status(api_base(self.config), timeout=2.0)
+                if since is None or float(st.get("uptime_seconds", 0.0)) < self.clock() - since:
+                    return None
+                last = "the firmware has not restarted yet"
             except (OSError, ConfigError, ValueError) as e:
                 last = str(e)
             self.sleep(0.5)

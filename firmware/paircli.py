@@ -6,8 +6,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import logging
-import os
 import sys
 import time
 from pathlib import Path
@@ -138,15 +136,6 @@ def cmd_pair_join(args: argparse.Namespace) -> int:
     print(f"paired: pair key fingerprint {answer['fingerprint']} (the other board shows the "
           "same); the firmware restarts into the pair")  # fmt: skip
     return 0
-
-
-def restart_paired() -> None:
-    """The firmware runs itself again, same process id and command line, so a service
-    manager or a rig sees one process that restarted into the pair."""
-    logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os.execv(sys.executable, sys.orig_argv)
 
 
 def add_parser(sub: argparse._SubParsersAction, default_config: Path) -> None:

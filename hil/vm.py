@@ -151,6 +151,12 @@ class Vm:
         self._eof = False
         self._reader: threading.Thread | None = None
         self.log_path = workdir / "console.log"
+        self.timed_log_path = workdir / "console-timed.log"
+        """The same output, each line after the seconds since power-on at which it began:
+        where a boot or a setup spent its time, seen from outside the board."""
+        self.powered_on = 0.0
+        """time.monotonic() when QEMU was started (after the rig's KVM probe): the board's
+        power-on, from which the boot figures count."""
         self.overlay = workdir / "disk.qcow2"
         self.vars = workdir / "UEFI_VARS.fd"
         self.accel = ""
@@ -223,8 +229,10 @@ class Vm:
     def start(self) -> None:
         if not self.overlay.exists():
             self.prepare()
+        argv = self.command_line()
+        self.powered_on = time.monotonic()
         self.proc = subprocess.Popen(
-            self.command_line(),
+            argv,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -235,10 +243,16 @@ class Vm:
 
     def _read(self) -> None:
         assert self.proc is not None and self.proc.stdout is not None
-        with open(self.log_path, "ab") as log:
+        line_open = False
+        with open(self.log_path, "ab") as log, open(self.timed_log_path, "ab") as timed:
             while chunk := self.proc.stdout.read1(4096):
                 log.write(chunk)
                 log.flush()
+                stamp = b"[%8.3f] " % (time.monotonic() - self.powered_on)
+                for part in chunk.replace(b"\r", b"").splitlines(keepends=True):
+                    timed.write(part if line_open else stamp + part)
+                    line_open = not part.endswith(b"\n")
+                timed.flush()
                 with self._seen:
                     self.output += chunk.decode("utf-8", "replace").replace("\r", "")
                     self._seen.notify_all()

@@ -1,5 +1,6 @@
 """The wizard's go-live step: which services it touches for which files, and that it waits
-until the restarted firmware answers (a real HTTP server on loopback stands in for it)."""
+until the restarted firmware answers (a real HTTP server on loopback stands in for it): a
+running firmware restarts in its process, and the old board's answers do not count."""
 
 from __future__ import annotations
 
@@ -8,17 +9,25 @@ import json
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
-from firmware.golive import GoLive
+from firmware.golive import DATA_OWNER, GoLive
 from firmware.provision import Result
 from firmware.setupfiles import Layout
 
 
 class Status(http.server.BaseHTTPRequestHandler):
+    uptimes: ClassVar[list[float]] = []
+    """The firmware's uptime in each answer, first to last (the last repeats); none: 0."""
+    asked = 0
+
     def do_GET(self) -> None:
-        body = json.dumps({"role": "single"}).encode()
+        cls = type(self)
+        up = cls.uptimes[min(cls.asked, len(cls.uptimes) - 1)] if cls.uptimes else 0.0
+        cls.asked += 1
+        body = json.dumps({"role": "single", "uptime_seconds": up}).encode()
         self.send_response(200 if self.path == "/api/v1/status" else 404)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
@@ -30,6 +39,7 @@ class Status(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture
 def firmware_port() -> Iterator[int]:
+    Status.uptimes, Status.asked = [], 0
     srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Status)
     t = threading.Thread(target=srv.serve_forever, daemon=True)
     t.start()
@@ -41,12 +51,15 @@ def firmware_port() -> Iterator[int]:
 
 
 class Runner:
-    def __init__(self, fail: str | None = None) -> None:
+    def __init__(self, fail: str | None = None, active: bool = True) -> None:
         self.calls: list[list[str]] = []
         self.fail = fail
+        self.active = active
 
     def __call__(self, argv: Sequence[str], on_line=None) -> Result:
         self.calls.append(list(argv))
+        if argv[:2] == ["systemctl", "is-active"]:
+            return Result(0 if self.active else 3, "")
         if self.fail and self.fail in argv:
             return Result(1, "Failed to reload network settings: Access denied\n")
         return Result(0, "")
@@ -73,8 +86,39 @@ def test_network_files_reload_networkd_then_the_firmware_restarts_and_answers(
         ["networkctl", "reload"],
         ["networkctl", "reconfigure", "lan0"],
         ["networkctl", "reconfigure", "sync0"],
-        ["systemctl", "restart", "nvr.service"],
+        *RESTART_IN_PROCESS,
     ]
+
+
+RESTART_IN_PROCESS = [
+    ["systemctl", "is-active", "--quiet", "nvr.service"],
+    [str(DATA_OWNER)],
+    ["systemctl", "kill", "--kill-who=main", "--signal=SIGUSR1", "nvr.service"],
+]
+
+
+def test_the_old_board_s_answers_do_not_count_until_the_restart(
+    tmp_path: Path, firmware_port: int
+) -> None:
+    """Signalled, the old board answers on until its restart has stopped it: only an answer
+    from a board younger than the signal is the restarted firmware."""
+    layout, config = _layout(tmp_path, firmware_port)
+    clock = [100.0]
+    Status.uptimes = [3600.0, 3600.5, 3601.0, 0.2]
+    live = GoLive(layout, config, runner=Runner(), clock=lambda: clock[0],
+                  sleep=lambda s: clock.__setitem__(0, clock[0] + s))  # fmt: skip
+    assert live([config]) is None
+    assert Status.asked == 4
+
+
+def test_a_firmware_that_is_not_running_is_started_by_systemd(
+    tmp_path: Path, firmware_port: int
+) -> None:
+    layout, config = _layout(tmp_path, firmware_port)
+    run = Runner(active=False)
+    assert GoLive(layout, config, runner=run)([config]) is None
+    assert run.calls == [["systemctl", "is-active", "--quiet", "nvr.service"],
+                         ["systemctl", "restart", "nvr.service"]]  # fmt: skip
 
 
 def test_chrony_files_restart_chrony_and_nothing_touches_networkd(
@@ -92,7 +136,7 @@ def test_a_failing_step_is_named_and_the_firmware_is_not_restarted(tmp_path: Pat
     run = Runner(fail="reload")
     why = GoLive(layout, config, runner=run)([layout.network_dir / "10-lan.network"])
     assert why is not None and why.startswith("networkctl reload: ") and "Access denied" in why
-    assert ["systemctl", "restart", "nvr.service"] not in run.calls
+    assert not any(c[0] == "systemctl" for c in run.calls)
 
 
 def test_a_firmware_that_never_answers_is_reported_after_the_deadline(tmp_path: Path) -> None:

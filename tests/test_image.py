@@ -197,8 +197,8 @@ def test_image_boots_records_and_updates_through_signed_bundles(built, camera, t
     vm = Vm(disk, tmp_path / "vm", camera_port=camera.port, stick=stick, board=BOARD)
     figures: dict[str, float] = {}
     try:
-        t0 = time.monotonic()
         vm.start()
+        t0 = vm.powered_on  # QEMU's start: the rig's own KVM probe is no part of the boot
         vm.expect(r"nvr-pair first-boot setup", BOOT)  # forced before anything else
         figures["boot_to_console_s"] = time.monotonic() - t0
         setup_steps_1_to_3(vm, "a", "north", BOARD_LAN, "192.0.2.12")
@@ -368,9 +368,9 @@ def test_two_boards_from_one_image_set_up_by_their_consoles_form_a_pair(built, t
         a, b = vms["a"], vms["b"]
         try:
             cam.start()
-            t0 = time.monotonic()
             for vm in vms.values():
                 vm.start()
+            t0 = a.powered_on
             for side, vm in vms.items():
                 other = "b" if side == "a" else "a"
                 setup_steps_1_to_3(vm, side, name[side], lan[side], lan[other])
@@ -530,8 +530,8 @@ def test_data_partition_grows_to_a_bigger_disk_once(built, tmp_path):
     vm = Vm(disk, tmp_path / "vm", disk_size="4G", board=BOARD)
     figures: dict[str, float] = {}
     try:
-        t0 = time.monotonic()
         vm.start()
+        t0 = vm.powered_on  # QEMU's start: the rig's own KVM probe is no part of the boot
         vm.expect(r"nvr-pair first-boot setup", BOOT_S)
         figures["grow_boot_to_console_s"] = time.monotonic() - t0
         setup_steps_1_to_3(vm, "a", "north", BOARD_LAN, "192.0.2.12")
@@ -569,8 +569,8 @@ def test_data_partition_grows_to_a_bigger_disk_once(built, tmp_path):
                                f"{start * 512}"], capture_output=True, text=True)  # fmt: skip
         assert fsck.returncode == 0, fsck.stdout + fsck.stderr
 
-        t1 = time.monotonic()
         vm.start()  # the second boot, on the same disk
+        t1 = vm.powered_on
         vm.answer("admin password", ADMIN_PW, BOOT_S)  # set up: a login from now on
         vm.expect(re.escape(PROMPT), 60)
         figures["grow_second_boot_to_console_s"] = time.monotonic() - t1
@@ -639,8 +639,8 @@ def test_power_cut_in_the_partition_table_write_still_boots_and_grows(built, tmp
         assert state["primary"]["valid"] is (name == "after-backup"), name
         vm = Vm(torn, tmp_path / f"vm-{name}", board=BOARD)
         try:
-            t0 = time.monotonic()
             vm.start()
+            t0 = vm.powered_on
             vm.expect(r"nvr-pair first-boot setup", BOOT_S)
             vm.expect(r"admin password", 60)  # /data is mounted: the wizard reads it
             figures[f"grow_torn_{name}_boot_to_console_s"] = time.monotonic() - t0
@@ -694,8 +694,8 @@ def test_two_drives_made_one_raid1_volume_lose_one_keep_recording_and_take_a_new
         return sum(c.get("segments", 0) for c in st.get("cameras", []))
 
     try:
-        t0 = time.monotonic()
         vm.start()
+        t0 = vm.powered_on  # QEMU's start: the rig's own KVM probe is no part of the boot
         setup_steps_1_to_3(vm, "a", "north", BOARD_LAN, "192.0.2.12")
         vm.answer("show a code, join with one, or skip (code/join/skip)", "skip")
         setup_cameras_and_apply(vm, "cam1", drives=make_volume)

@@ -76,6 +76,9 @@ class Hardware:
         self.leds: Leds | None = None
         self.leds_shown: LedWish | None = None
         self._stop_threads = threading.Event()
+        self.restarting = False
+        """The stop is an in-process restart (Board.restart): systemd hears RELOADING=1, not
+        STOPPING=1, and the new board's READY=1 ends it."""
 
     # --- UPS -------------------------------------------------------------------------------
 
@@ -208,7 +211,7 @@ class Hardware:
                     self.alerts.task_failed("the watchdog ping", e)
         finally:
             if self._stop_threads.is_set():
-                notifier.notify("STOPPING=1")
+                notifier.notify("RELOADING=1" if self.restarting else "STOPPING=1")
             if dog is not None:
                 dog.close()
 

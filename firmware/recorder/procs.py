@@ -86,7 +86,11 @@ class Worker:
             os.kill(self.pid, signal.SIGKILL)
 
     def close(self) -> None:
-        """Stop watching; the forkserver reaps the process."""
+        """Stop watching, and let go of the process's status pipe from the forkserver once
+        it has said the exit (the forkserver reaps the process)."""
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
+        self.process.join(1)
+        with contextlib.suppress(ValueError):  # not said within the second: left to the GC
+            self.process.close()

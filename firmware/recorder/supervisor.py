@@ -277,6 +277,13 @@ class Recorder:
         self._drain()
         for t in self._threads:
             t.join(2)
+        # The pipes to the workers, each end once: a firmware that restarts in its process
+        # (Board.restart) would otherwise keep three descriptors per worker per restart.
+        with self._conns_lock:
+            conns, self._conns = self._conns, []
+        for conn in [*conns, *self._commands.values()]:
+            conn.close()
+        self._commands.clear()
 
     # --- events --------------------------------------------------------------------------------
 
