@@ -234,6 +234,14 @@ class Board:
         if self._stop is not None:
             self._stop.set()
 
+    def terminate(self) -> None:
+        """SIGTERM, SIGINT: stop and stay stopped, also when a restart is under way."""
+        self.restart_reason = None
+        if self.hw is not None:
+            self.hw.restarting = False
+        if self._stop is not None:
+            self._stop.set()
+
     def _make_recorder(self, cfg: Config, mode: RecorderMode) -> Recorder:
         from firmware.recorder.retention import tiering_of
 

@@ -19,7 +19,14 @@ from typing import TYPE_CHECKING
 
 from firmware.configfile import ConfigError
 from firmware.lograte import setup_logging
-from firmware.paths import BOARD_FILE, DATA_ROOT, DEFAULT_CONFIG, FACTORY_CONFIG, RELEASE_FILE
+from firmware.paths import (
+    BOARD_FILE,
+    CONSOLE_SHOWN,
+    DATA_ROOT,
+    DEFAULT_CONFIG,
+    FACTORY_CONFIG,
+    RELEASE_FILE,
+)
 from firmware.timefmt import now_us
 
 if TYPE_CHECKING:
@@ -100,7 +107,7 @@ def _run_board(board: Board, config_path: Path | None) -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, lambda: (board.terminate(), stop.set()))
         if config_path is not None:
 
             def reload() -> None:
@@ -108,7 +115,7 @@ def _run_board(board: Board, config_path: Path | None) -> None:
                 fut.add_done_callback(lambda f: log.info("SIGHUP: config %s", f.result()))
 
             loop.add_signal_handler(signal.SIGHUP, reload)
-            loop.add_signal_handler(signal.SIGUSR1, board.restart, "SIGUSR1")
+            loop.add_signal_handler(signal.SIGUSR1, lambda: (board.restart("SIGUSR1"), stop.set()))
         watch = _watch_config(board, config_path)
         task = asyncio.create_task(board.serve(stop))
         try:
@@ -693,6 +700,8 @@ def cmd_console(args: argparse.Namespace) -> int:
     except ConfigError as e:  # the build checked it: a damaged root; the console still works
         print(f"nvr: {e}", file=sys.stderr, flush=True)
         profile = None
+    if board:
+        CONSOLE_SHOWN.touch()  # the firmware's first start waits for this (console-first)
     if not setup_complete(root) and run_wizard(Layout(root), args.factory, args.config, live,
                                                drives, profile):  # fmt: skip
         return 1  # left half way: the next start asks again

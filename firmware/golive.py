@@ -3,7 +3,8 @@ addresses, chrony its servers, and the firmware restarts on the new config and a
 
 A running firmware restarts in its own process (SIGUSR1, Board.restart): its imports and the
 workers' forkserver are kept, which under QEMU without KVM is seconds off every setup. One
-that is not running (failed, still starting) is restarted by systemd.
+still starting is waited for; one that is not running (failed, stopped) is restarted by
+systemd.
 
 The wizard needs this twice: before pairing (the two boards reach each other only on the sync
 addresses just answered; the image's default gives both boards the same one) and after the
@@ -63,7 +64,7 @@ class GoLive:
         return self.restart()
 
     def restart(self) -> str | None:
-        if self.runner(["systemctl", "is-active", "--quiet", SERVICE]).returncode != 0:
+        if self.started() != "active":
             done = self.runner(["systemctl", "restart", SERVICE])
             if done.returncode != 0:
                 return f"systemctl restart {SERVICE}: {done.last_line}"
@@ -76,6 +77,16 @@ class GoLive:
             if done.returncode != 0:
                 return f"{' '.join(argv)}: {done.last_line}"
         return self.wait_answer(since=self.clock())
+
+    def started(self) -> str:
+        """The firmware's state once it is not starting: at first boot it starts while the
+        installer types (console-first), and is worth waiting for rather than starting over."""
+        deadline = self.clock() + self.answer_s
+        while True:
+            state = self.runner(["systemctl", "is-active", SERVICE]).last_line
+            if state not in ("activating", "reloading") or self.clock() >= deadline:
+                return state
+            self.sleep(0.5)
 
     def wait_answer(self, since: float | None = None) -> str | None:
         """Until the firmware answers; with `since`, a firmware started after it (the old

@@ -16,3 +16,6 @@ DATA_ROOT = Path("/data")
 BOARD_FILE = Path("/usr/share/nvr/board.toml")
 """Where the build puts the board profile in the image (firmware/hw/profile.py)."""
 RELEASE_FILE = Path("/etc/nvr-release")
+CONSOLE_SHOWN = Path("/run/nvr-console-shown")
+"""Left by the console once it asks its first question; at first boot the firmware's start
+waits for it (rootfs/usr/lib/nvr/console-first)."""

@@ -51,15 +51,17 @@ def firmware_port() -> Iterator[int]:
 
 
 class Runner:
-    def __init__(self, fail: str | None = None, active: bool = True) -> None:
+    def __init__(self, fail: str | None = None, states: Sequence[str] = ("active",)) -> None:
         self.calls: list[list[str]] = []
         self.fail = fail
-        self.active = active
+        self.states = list(states)
+        """What `systemctl is-active` says, one after the other (the last repeats)."""
 
     def __call__(self, argv: Sequence[str], on_line=None) -> Result:
         self.calls.append(list(argv))
         if argv[:2] == ["systemctl", "is-active"]:
-            return Result(0 if self.active else 3, "")
+            state = self.states.pop(0) if len(self.states) > 1 else self.states[0]
+            return Result(0 if state == "active" else 3, state + "\n")
         if self.fail and self.fail in argv:
             return Result(1, "Failed to reload network settings: Access denied\n")
         return Result(0, "")
@@ -91,7 +93,7 @@ def test_network_files_reload_networkd_then_the_firmware_restarts_and_answers(
 
 
 RESTART_IN_PROCESS = [
-    ["systemctl", "is-active", "--quiet", "nvr.service"],
+    ["systemctl", "is-active", "nvr.service"],
     [str(DATA_OWNER)],
     ["systemctl", "kill", "--kill-who=main", "--signal=SIGUSR1", "nvr.service"],
 ]
@@ -115,10 +117,24 @@ def test_a_firmware_that_is_not_running_is_started_by_systemd(
     tmp_path: Path, firmware_port: int
 ) -> None:
     layout, config = _layout(tmp_path, firmware_port)
-    run = Runner(active=False)
+    run = Runner(states=["failed"])
     assert GoLive(layout, config, runner=run)([config]) is None
-    assert run.calls == [["systemctl", "is-active", "--quiet", "nvr.service"],
+    assert run.calls == [["systemctl", "is-active", "nvr.service"],
                          ["systemctl", "restart", "nvr.service"]]  # fmt: skip
+
+
+def test_a_firmware_still_starting_is_waited_for_and_restarted_in_its_process(
+    tmp_path: Path, firmware_port: int
+) -> None:
+    """At first boot the firmware starts while the installer types (console-first): the
+    setup waits for it to be up rather than start it over."""
+    layout, config = _layout(tmp_path, firmware_port)
+    run = Runner(states=["activating", "activating", "active"])
+    clock = [0.0]
+    live = GoLive(layout, config, runner=run, clock=lambda: clock[0],
+                  sleep=lambda s: clock.__setitem__(0, clock[0] + s))  # fmt: skip
+    assert live([config]) is None
+    assert run.calls == [["systemctl", "is-active", "nvr.service"]] * 2 + RESTART_IN_PROCESS
 
 
 def test_chrony_files_restart_chrony_and_nothing_touches_networkd(

@@ -117,6 +117,10 @@ def test_sigusr1_restarts_the_firmware_in_its_process_and_leaves_nothing_behind(
                     f"{what}: more {last - first}; after each restart: {[s[i] for s in seen]}"
                 ) from None
         assert not [a for a in status()["alerts"] if a["id"] == "task-failed"]
+        said.clear()
+        os.kill(proc.pid, signal.SIGTERM)  # after restarts, a stop is still the end
+        assert proc.wait(30) == 0
+        assert heard("STOPPING=1") and "RELOADING=1" not in said, said
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(30)
