@@ -22,7 +22,9 @@ REPORT = (
     " $(systemctl show -P ExecMainStartTimestampMonotonic $u)"
     " $(systemctl show -P ActiveEnterTimestampMonotonic $u); done; "
     "echo ==journal; journalctl -b -o short-monotonic --no-pager -u nvr.service"
-    " | grep -E '(Starting|Started|Stopping|Stopped) nvr|: recording,'; "
+    " | grep -E '(Starting|Started|Stopping|Stopped) nvr|: recording,|restarting the firmware in'; "
+    "echo ==console $(stat -c %.6Y /run/nvr-console-shown 2>/dev/null || echo -)"
+    " $(date +%s.%N) $(cut -d' ' -f1 /proc/uptime); "
     "echo ==analyze; systemd-analyze; "
     "echo ==chain; systemd-analyze critical-chain nvr.service; "
     "echo ==console-chain; systemd-analyze critical-chain nvr-console.service; "
@@ -58,7 +60,10 @@ def parse_report(text: str, loader_s: float | None) -> dict[str, float]:
     "kernel"), userspace_s is systemd's until the boot's jobs are done. firmware_start_s is
     the running nvr.service's start to READY=1 (the start the console's wizard makes, on the
     path to recording); firmware_boot_start_s the boot's own first start, from the journal;
-    firmware_stop_s how long the first stop took (the wizard's restart: also on that path)."""
+    firmware_stop_s how long the first stop took (a restart by systemd: also on that path);
+    firmware_restart_to_recording_s the setup's restart in the firmware's process to the camera
+    recording; console_shown_at_s when the console asked its first question (its flag, on
+    which the firmware's first start waits at first boot)."""
     figures: dict[str, float] = {}
     if loader_s is not None:
         figures["loader_s"] = loader_s
@@ -97,6 +102,14 @@ def parse_report(text: str, loader_s: float | None) -> dict[str, float]:
     recording = re.findall(r"^\[\s*([\d.]+)\] .*: recording,", journal, re.M)
     if recording:
         figures["firmware_recording_at_s"] = float(recording[-1])
+    restart = re.search(r"^\[\s*([\d.]+)\] .*restarting the firmware in its process", journal,
+                        re.M)  # fmt: skip
+    if restart and recording and float(recording[-1]) > float(restart.group(1)):
+        figures["firmware_restart_to_recording_s"] = float(recording[-1]) - float(restart.group(1))
+    console = re.search(r"^==console ([\d.]+) ([\d.]+) ([\d.]+)\s*$", text, re.M)
+    if console:  # the flag's wall time, on the uptime clock
+        shown, now, up = (float(x) for x in console.groups())
+        figures["console_shown_at_s"] = shown - (now - up)
     return {k: round(v, 2) for k, v in figures.items()}
 
 

@@ -60,8 +60,9 @@ def setup_cameras_and_apply(
     vm.expect(re.escape(PROMPT), 60)
 
 
-def wait_console(vm: Vm, cmd: str, cond: Callable[[str], object], timeout: float, what: str) -> str:
-    """Repeat a console command (every 2 s, it costs the board a little) until its output
+def wait_console(vm: Vm, cmd: str, cond: Callable[[str], object], timeout: float, what: str,
+                 every: float = 2.0) -> str:  # fmt: skip
+    """Repeat a console command (every 2 s: it costs the board a little) until its output
     satisfies cond; the last output goes into the failure."""
     last: list[str] = []
 
@@ -70,7 +71,7 @@ def wait_console(vm: Vm, cmd: str, cond: Callable[[str], object], timeout: float
         return last[0] if cond(last[0]) else None
 
     try:
-        return wait_until(answered, timeout, what, every=2)
+        return wait_until(answered, timeout, what, every=every)
     except WaitTimeout as e:
         raise AssertionError(f"{e}; last `{cmd}`:\n{last[0] if last else ''}") from None
 

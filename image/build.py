@@ -525,6 +525,34 @@ def system_conf(compatible: str) -> str:
     return SYSTEM_CONF.replace("@COMPATIBLE@", compatible)
 
 
+PYC_CHECKED_HASH, PYC_UNCHECKED_HASH = 0b11, 0b01
+"""The flags word of a hash-based .pyc (PEP 552): bit 0 hash-based, bit 1 check the source."""
+
+
+def unchecked_bytecode(root: Path) -> int:
+    """Makes the root's byte-code unchecked-hash .pyc; how many were changed. The root is built
+    with SOURCE_DATE_EPOCH set, under which pip and Debian's py3compile write checked-hash
+    .pyc (reproducible), so every import would read and hash its .py again to check it. On a
+    read-only root whose sources and byte-code come and go together (a whole slot per update)
+    that check never fails, and under QEMU without KVM it is seconds of each Python start
+    (docs/IMAGE.md "Boot time"). Only the flags word changes; the hash and the code stay."""
+    changed = 0
+    for top in (root / "usr" / "lib", root / "opt"):
+        for path, _dirs, files in os.walk(top):  # links are not followed out of the root
+            if not path.endswith("__pycache__"):
+                continue
+            for name in files:
+                if not name.endswith(".pyc"):
+                    continue
+                with open(os.path.join(path, name), "r+b") as f:
+                    head = f.read(8)
+                    if len(head) == 8 and int.from_bytes(head[4:], "little") == PYC_CHECKED_HASH:
+                        f.seek(4)
+                        f.write(PYC_UNCHECKED_HASH.to_bytes(4, "little"))
+                        changed += 1
+    return changed
+
+
 def squash(root: Path, dest: Path, epoch: int, compression: str) -> None:
     dest.unlink(missing_ok=True)
     level = ["-Xcompression-level", "1"] if compression == "gzip" else []
@@ -805,6 +833,7 @@ def cmd_image(args: argparse.Namespace) -> int:
         root = refresh_root(work, board, args, release, keys)
     else:
         root = build_root(work, board, args, release, keys)
+    log(f"byte-code: {unchecked_bytecode(root)} .pyc made unchecked-hash")
     root_seconds = time.monotonic() - started
     squashfs = work / "rootfs.squashfs"
     squash(root, squashfs, epoch, args.compression)

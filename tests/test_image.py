@@ -206,6 +206,13 @@ def test_image_boots_records_and_updates_through_signed_bundles(built, camera, t
         setup_cameras_and_apply(vm, "cam1")
         figures["boot_to_set_up_s"] = time.monotonic() - t0
 
+        status = wait_console(vm, "status --json", lambda t: '"recording": true' in t, READY_S,
+                              "cam1 recording", every=0.5)  # fmt: skip
+        figures["boot_to_recording_s"] = time.monotonic() - t0
+        st = json.loads(status[status.index("{") : status.rindex("}") + 1])
+        assert st["board"] == "north" and st["role"] == "unpaired"  # records alone
+        assert [c["name"] for c in st["cameras"]] == ["cam1"]
+
         release = vm.command("release")
         assert "NAME=nvr-pair" in release
         assert f"VERSION={V1}" in release
@@ -221,12 +228,6 @@ def test_image_boots_records_and_updates_through_signed_bundles(built, camera, t
         held = r"^watchdog: /dev/watchdog\d? \((watchdog0, )?i6300ESB timer\) held by systemd"
         assert re.search(held, system, re.M), system
 
-        status = wait_console(vm, "status --json", lambda t: '"recording": true' in t, READY_S,
-                              "cam1 recording")  # fmt: skip
-        figures["boot_to_recording_s"] = time.monotonic() - t0
-        st = json.loads(status[status.index("{") : status.rindex("}") + 1])
-        assert st["board"] == "north" and st["role"] == "unpaired"  # records alone
-        assert [c["name"] for c in st["cameras"]] == ["cam1"]
         # Where the boot went (figures only): before the kernel, kernel, initramfs, systemd,
         # and the firmware's own start to READY=1; the texts beside the figures.
         boot = boot_report(vm, t0)

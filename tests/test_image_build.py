@@ -17,6 +17,7 @@ import re
 import shlex
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -227,3 +228,35 @@ def test_the_image_keeps_time_with_chrony_and_only_chrony():
     assert "chrony.service" in enable and "systemd-timesyncd.service" in mask
     dropin = (TOP / "rootfs/usr/lib/systemd/system/chrony.service.d/nvr.conf").read_text()
     assert "RequiresMountsFor=/data" in dropin and "After=nvr-data-layout.service" in dropin
+
+
+def test_the_root_s_byte_code_is_not_checked_against_its_sources(tmp_path):
+    """A checked-hash .pyc (as pip and py3compile write it under SOURCE_DATE_EPOCH) becomes
+    unchecked: Python then loads it without reading its source, which a changed source shows."""
+    import py_compile
+
+    pkg = tmp_path / "root" / "opt" / "nvr" / "site" / "mod_unchecked.py"
+    pkg.parent.mkdir(parents=True)
+    pkg.write_text("WHAT = 'built'\n")
+    pyc = Path(
+        py_compile.compile(str(pkg), invalidation_mode=py_compile.PycInvalidationMode.CHECKED_HASH)
+    )
+    assert int.from_bytes(pyc.read_bytes()[4:8], "little") == build.PYC_CHECKED_HASH
+    other = tmp_path / "root" / "usr" / "lib" / "x.pyc"  # not in a __pycache__: left alone
+    other.parent.mkdir(parents=True)
+    other.write_bytes(pyc.read_bytes())
+    assert build.unchecked_bytecode(tmp_path / "root") == 1
+    assert build.unchecked_bytecode(tmp_path / "root") == 0  # once
+    assert int.from_bytes(pyc.read_bytes()[4:8], "little") == build.PYC_UNCHECKED_HASH
+    assert other.read_bytes()[4:8] == (build.PYC_CHECKED_HASH).to_bytes(4, "little")
+    pkg.write_text("WHAT = 'edited'\n")  # a checked .pyc would be compiled anew from this
+    code = "import mod_unchecked; print(mod_unchecked.WHAT)"
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=pkg.parent,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
+    )
+    assert done.stdout.strip() == "built", done.stderr
