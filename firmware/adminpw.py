@@ -12,6 +12,7 @@ import string
 from dataclasses import dataclass
 from pathlib import Path
 
+from firmware.paths import password_path
 from firmware.provision import write_file_atomic
 
 MIN_LENGTH = 8
@@ -49,10 +50,6 @@ def verify(stored: str, password: str) -> bool:
         return hmac.compare_digest(got, bytes.fromhex(digest))
     except ValueError:
         return False
-
-
-def password_path(data_root: Path) -> Path:
-    return data_root / "etc" / "nvr" / "admin.pw"
 
 
 def save(data_root: Path, password: str) -> None:

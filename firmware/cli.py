@@ -21,7 +21,6 @@ from firmware.configfile import ConfigError
 from firmware.lograte import setup_logging
 from firmware.paths import (
     BOARD_FILE,
-    CONSOLE_SHOWN,
     DATA_ROOT,
     DEFAULT_CONFIG,
     FACTORY_CONFIG,
@@ -681,18 +680,26 @@ def cmd_factory_reset(args: argparse.Namespace) -> int:
 
 
 def cmd_console(args: argparse.Namespace) -> int:
+    from firmware.paths import on_a_board, setup_complete
+
+    board = on_a_board()
+    first = None
+    if board and not setup_complete(args.data_root):
+        from firmware.firstcpu import FirstCpu
+
+        first = FirstCpu()
+        first.yield_()  # before the imports below: they are the wait
     from firmware.console import Console
     from firmware.hw.profile import installed_profile
 
     if hasattr(sys.stdin, "reconfigure"):
         sys.stdin.reconfigure(errors="replace")  # line noise on the serial line is no crash
-    from firmware.golive import GoLive, on_a_board
+    from firmware.golive import GoLive
     from firmware.setupfiles import Layout
     from firmware.storagecli import storage_for
-    from firmware.wizard import login, run_wizard, setup_complete
+    from firmware.wizard import login, run_wizard
 
     root = args.data_root
-    board = on_a_board()
     live = GoLive(Layout(root), args.config) if board else None
     drives = (lambda: storage_for(args.config, root)) if board else None
     try:
@@ -700,8 +707,8 @@ def cmd_console(args: argparse.Namespace) -> int:
     except ConfigError as e:  # the build checked it: a damaged root; the console still works
         print(f"nvr: {e}", file=sys.stderr, flush=True)
         profile = None
-    if board:
-        CONSOLE_SHOWN.touch()  # the firmware's first start waits for this (console-first)
+    if first is not None:
+        first.done()  # the wizard's first question is next
     if not setup_complete(root) and run_wizard(Layout(root), args.factory, args.config, live,
                                                drives, profile):  # fmt: skip
         return 1  # left half way: the next start asks again

@@ -28,8 +28,8 @@ from firmware.answers import CameraAnswers, LanAnswers
 from firmware.apiclient import api_base, fetch_status
 from firmware.audit import AUDIT_FILE
 from firmware.config import Config, ConfigError, config_error, load_config, parse_config
-from firmware.paths import FACTORY_CONFIG
-from firmware.provision import NOT_FOUND, SERVICE, write_file_atomic
+from firmware.paths import FACTORY_CONFIG, SERVICE
+from firmware.provision import NOT_FOUND, write_file_atomic
 from firmware.setupfiles import Layout, camera_url, lan_network
 
 if TYPE_CHECKING:

@@ -21,7 +21,8 @@ from pathlib import Path
 from firmware.apiclient import api_base, fetch_status
 from firmware.config import ConfigError, load_config
 from firmware.netchange import reload_commands
-from firmware.provision import SERVICE, SYSTEMD_RUNTIME, Runner, run_command
+from firmware.paths import SERVICE
+from firmware.provision import Runner, run_command
 from firmware.setupfiles import Layout
 
 ANSWER_S = 90.0
@@ -29,11 +30,6 @@ ANSWER_S = 90.0
 DATA_OWNER = Path("/usr/lib/nvr/data-owner")
 """Gives the firmware's user what the console wrote as root; nvr.service runs it before every
 start, and the restart in the firmware's process needs it too."""
-
-
-def on_a_board(release: Path = Path("/etc/nvr-release")) -> bool:
-    """systemd is PID 1 and this is the image (not a development host)."""
-    return SYSTEMD_RUNTIME.is_dir() and release.is_file()
 
 
 @dataclass

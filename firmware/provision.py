@@ -21,12 +21,10 @@ from typing import Protocol, TextIO
 
 from firmware.audit import AUDIT_FILE, AuditLog
 from firmware.config import Config, ConfigError, load_config
+from firmware.paths import SERVICE, SYSTEMD_RUNTIME
 from firmware.recorder.segment_file import fsync_dir
 from firmware.timefmt import now_us
 
-SYSTEMD_RUNTIME = Path("/run/systemd/system")
-"""Exists when systemd is the init system (as sd_booted() checks)."""
-SERVICE = "nvr.service"
 NOT_FOUND = 127
 """Exit status of a program that is not installed (as the shell reports it)."""
 

@@ -33,6 +33,7 @@ from firmware.answers import (
 )
 from firmware.config import ConfigError, config_error, load_config, read_toml
 from firmware.hw.profile import BoardProfile, Question, device_set
+from firmware.paths import done_path, password_path
 from firmware.provision import write_file_atomic
 from firmware.setupfiles import Layout, apply, camera_url, render, summary_lines
 from firmware.storagecli import Storage
@@ -44,14 +45,6 @@ GoLive = Callable[[list[Path]], str | None]
 Check = Callable[[str], str | None]
 Ask = Callable[[str, Check | None, bool, str], str]
 """(question, check, secret, default) -> the answer; raises EOFError when the line is gone."""
-
-
-def done_path(data_root: Path) -> Path:
-    return data_root / "etc" / "nvr" / "setup-done"
-
-
-def setup_complete(data_root: Path) -> bool:
-    return done_path(data_root).exists() and adminpw.password_path(data_root).exists()
 
 
 def field_check(
@@ -511,7 +504,7 @@ def admin_try(
     """One ask of the admin password, after the wait that `backoff` calls for; a failure is
     counted there and kept in `state`."""
     try:
-        stored = adminpw.password_path(data_root).read_text()
+        stored = password_path(data_root).read_text()
     except OSError as e:
         out.write(f"console: the admin password cannot be read: {e.strerror}\n")
         return PasswordCheck.GONE

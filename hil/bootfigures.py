@@ -23,8 +23,6 @@ REPORT = (
     " $(systemctl show -P ActiveEnterTimestampMonotonic $u); done; "
     "echo ==journal; journalctl -b -o short-monotonic --no-pager -u nvr.service"
     " | grep -E '(Starting|Started|Stopping|Stopped) nvr|: recording,|restarting the firmware in'; "
-    "echo ==console $(stat -c %.6Y /run/nvr-console-shown 2>/dev/null || echo -)"
-    " $(date +%s.%N) $(cut -d' ' -f1 /proc/uptime); "
     "echo ==analyze; systemd-analyze; "
     "echo ==chain; systemd-analyze critical-chain nvr.service; "
     "echo ==console-chain; systemd-analyze critical-chain nvr-console.service; "
@@ -62,8 +60,7 @@ def parse_report(text: str, loader_s: float | None) -> dict[str, float]:
     path to recording); firmware_boot_start_s the boot's own first start, from the journal;
     firmware_stop_s how long the first stop took (a restart by systemd: also on that path);
     firmware_restart_to_recording_s the setup's restart in the firmware's process to the camera
-    recording; console_shown_at_s when the console asked its first question (its flag, on
-    which the firmware's first start waits at first boot)."""
+    recording."""
     figures: dict[str, float] = {}
     if loader_s is not None:
         figures["loader_s"] = loader_s
@@ -106,10 +103,7 @@ def parse_report(text: str, loader_s: float | None) -> dict[str, float]:
                         re.M)  # fmt: skip
     if restart and recording and float(recording[-1]) > float(restart.group(1)):
         figures["firmware_restart_to_recording_s"] = float(recording[-1]) - float(restart.group(1))
-    console = re.search(r"^==console ([\d.]+) ([\d.]+) ([\d.]+)\s*$", text, re.M)
-    if console:  # the flag's wall time, on the uptime clock
-        shown, now, up = (float(x) for x in console.groups())
-        figures["console_shown_at_s"] = shown - (now - up)
+
     return {k: round(v, 2) for k, v in figures.items()}
 
 

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from firmware import adminpw
 from firmware.adminpw import Backoff
+from firmware.paths import password_path
 
 
 def test_weak_passwords_are_refused_with_the_reason() -> None:
@@ -23,7 +24,7 @@ def test_weak_passwords_are_refused_with_the_reason() -> None:
 
 def test_only_a_salted_hash_is_stored_0600(tmp_path: Path) -> None:
     adminpw.save(tmp_path, "Install3r")
-    path = adminpw.password_path(tmp_path)
+    path = password_path(tmp_path)
     stored = path.read_text()
     assert stat.S_IMODE(path.stat().st_mode) == 0o600 and "Install3r" not in stored
     assert adminpw.verify(stored, "Install3r") and not adminpw.verify(stored, "Install3R")

@@ -95,7 +95,7 @@ def answers(output: str) -> list[str]:
 def set_up(tmp_path: Path) -> list[str]:
     """A data root the first-boot wizard has completed (tests/test_wizard.py runs it)."""
     from firmware import adminpw
-    from firmware.wizard import done_path
+    from firmware.paths import done_path
 
     root = tmp_path / "data-set-up"
     adminpw.save(root, "Install3r")

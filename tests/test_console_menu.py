@@ -25,8 +25,8 @@ from test_wizard import Term
 from firmware import adminpw
 from firmware.config import load_config
 from firmware.consolemenu import MENU_HINT, menu_lines
+from firmware.paths import done_path
 from firmware.provision import Result
-from firmware.wizard import done_path
 from hil.camera import free_port
 from hil.proctree import comm, descendants
 from hil.wait import holds, wait_until

@@ -18,7 +18,7 @@ from conftest import wait_until
 
 from firmware import adminpw
 from firmware.config import load_config
-from firmware.wizard import done_path
+from firmware.paths import done_path, password_path
 
 ROOT = Path(__file__).resolve().parent.parent
 FACTORY = ROOT / "rootfs" / "etc" / "nvr" / "nvr.toml"
@@ -133,7 +133,7 @@ def test_complete_setup_as_typed(term: Term, tmp_path: Path) -> None:
     assert "Address=192.0.2.11/24" in lan and "Gateway=192.0.2.1" in lan
     chrony = [f.read_text() for f in (data / "etc/chrony").rglob("*") if f.is_file()]
     assert any("192.0.2.123" in text and "ntp.example.net" in text for text in chrony)
-    pw = adminpw.password_path(data)
+    pw = password_path(data)
     assert stat.S_IMODE(pw.stat().st_mode) == 0o600 and "Install3r" not in pw.read_text()
     assert adminpw.verify(pw.read_text(), "Install3r")
 
@@ -169,7 +169,7 @@ def test_abandoned_wizard_is_forced_again(tmp_path: Path) -> None:
     first.close()
     assert first.child.exitstatus == 1
     assert not done_path(tmp_path / "data").exists()
-    assert not adminpw.password_path(tmp_path / "data").exists()
+    assert not password_path(tmp_path / "data").exists()
     again = Term(tmp_path)
     try:
         again.wait("step 1/6: admin password")

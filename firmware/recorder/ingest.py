@@ -442,10 +442,13 @@ class CameraIngest:
     def _begin(self, streams: list[av.stream.Stream]) -> None:
         """A session's streams are known: say so, and start its timeline afresh."""
         self.templates = streams
+        recording = self.mode == RECORD and self._disk_fault is None
+        log.info("camera %s: %s, session up (%s)", self.name,
+                 "recording" if recording else "holding", self.codec)  # fmt: skip
         self.report(
             SessionChanged(
                 self.name,
-                recording=self.mode == RECORD and self._disk_fault is None,
+                recording=recording,
                 error=self._disk_fault,
                 codec=self.codec,
                 up=True,
