@@ -380,8 +380,8 @@ def test_two_boards_from_one_image_set_up_by_their_consoles_form_a_pair(built, t
             code = a.expect(r"pairing code: (\d{4}-\d{4})", READY_S).group(1)
             b.answer(ask, "join")
             b.answer("pairing code", code, READY_S)
-            fp_a = a.expect(r"paired: pair key fingerprint (\S+)", 120).group(1)
-            fp_b = b.expect(r"paired: pair key fingerprint (\S+)", 120).group(1)
+            fp_a = a.expect(r"paired: pair key fingerprint (\S+) \(", 120).group(1)
+            fp_b = b.expect(r"paired: pair key fingerprint (\S+) \(", 120).group(1)
             assert fp_a == fp_b
             for vm in vms.values():
                 setup_cameras_and_apply(vm, "cam1")

@@ -161,7 +161,7 @@ def test_console_is_a_labgrid_console(target: Target) -> None:
     """labgrid's ConsoleProtocol reads and types on the board's serial console."""
     console = target.get_driver(ConsoleProtocol, name="b")
     console.sendline("release")
-    index, _, match, _ = console.expect(r"VERSION=(\S+)", timeout=30)
+    index, _, match, _ = console.expect(r"VERSION=(\S+)\s", timeout=30)
     assert index == 0 and match.group(1)
 
 
