@@ -683,12 +683,12 @@ def cmd_console(args: argparse.Namespace) -> int:
     from firmware.paths import on_a_board, setup_complete
 
     board = on_a_board()
-    data = None
-    if board:  # the console starts before /data is mounted (firmware/consolestart.py)
-        from firmware.consolestart import DataWait
+    first = None
+    if board and not setup_complete(args.data_root):
+        from firmware.firstcpu import FirstCpu
 
-        data = DataWait()
-        data.start()
+        first = FirstCpu()
+        first.yield_()  # before the imports below: they are the wait
     from firmware.console import Console
     from firmware.hw.profile import installed_profile
 
@@ -700,14 +700,6 @@ def cmd_console(args: argparse.Namespace) -> int:
     from firmware.wizard import login, run_wizard
 
     root = args.data_root
-    first = None
-    if data is not None:
-        data.wait()
-        if not setup_complete(root):
-            from firmware.consolestart import FirstCpu
-
-            first = FirstCpu()
-            first.yield_()
     live = GoLive(Layout(root), args.config) if board else None
     drives = (lambda: storage_for(args.config, root)) if board else None
     try:

@@ -1,5 +1,5 @@
 """At first boot the console puts the firmware on the idle CPU weight until its wizard is up
-(firmware.consolestart.py): the two systemctl calls, in order, the second after the first ended;
+(firmware/firstcpu.py): the two systemctl calls, in order, the second after the first ended;
 and only while no setup is done (`nvr console` on a board)."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import subprocess
 import sys
 from collections.abc import Sequence
 
-from firmware.consolestart import DataWait, FirstCpu, weight
+from firmware.firstcpu import FirstCpu, weight
 
 
 class Spawned:
@@ -41,29 +41,3 @@ def test_the_firmware_is_idle_weighted_until_the_wizard_is_up_then_itself_again(
     assert last.stdin is not None
     last.stdin.close()
     last.wait(10)
-
-
-def test_the_console_asks_systemd_for_the_first_boot_s_units_and_waits_only_when_told():
-    """Started first thing, its wait comes after the imports: the systemctl call runs beside
-    them, and `wait` returns once systemd has done the unit (here: the child ends)."""
-    spawn = Spawned()
-    data = DataWait(spawn)
-    data.start()
-    assert [a for a, _ in spawn.procs] == [["systemctl", "start", "nvr-firstboot.service"]]
-    proc = spawn.procs[0][1]
-    assert proc.poll() is None  # still running: start() did not wait
-    assert proc.stdin is not None
-    proc.stdin.close()
-    data.wait()
-    assert proc.returncode == 0
-
-
-def test_the_console_unit_starts_before_basic_target():
-    """No default dependencies: not ordered after basic.target (and /data); the console's
-    own wait for nvr-firstboot.service stands in for it."""
-    from conftest import ROOT
-
-    unit = (ROOT / "rootfs/usr/lib/systemd/system/nvr-console.service").read_text()
-    lines = unit.splitlines()
-    assert "DefaultDependencies=no" in lines and "Conflicts=shutdown.target" in lines
-    assert not [ln for ln in lines if ln.startswith("After=")]
