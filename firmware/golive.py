@@ -75,8 +75,8 @@ class GoLive:
         return self.wait_answer(since=self.clock())
 
     def started(self) -> str:
-        """The firmware's state once it is not starting: at first boot it starts while the
-        installer types (console-first), and is worth waiting for rather than starting over."""
+        """The firmware's state once it is not starting: at first boot it starts beside the
+        console's wizard (firmware/firstcpu.py), and is worth waiting for, not starting over."""
         deadline = self.clock() + self.answer_s
         while True:
             state = self.runner(["systemctl", "is-active", SERVICE]).last_line

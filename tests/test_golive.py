@@ -126,7 +126,7 @@ def test_a_firmware_that_is_not_running_is_started_by_systemd(
 def test_a_firmware_still_starting_is_waited_for_and_restarted_in_its_process(
     tmp_path: Path, firmware_port: int
 ) -> None:
-    """At first boot the firmware starts while the installer types (console-first): the
+    """At first boot the firmware starts beside the console's wizard (firmware/firstcpu.py): the
     setup waits for it to be up rather than start it over."""
     layout, config = _layout(tmp_path, firmware_port)
     run = Runner(states=["activating", "activating", "active"])
