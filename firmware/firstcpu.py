@@ -45,4 +45,5 @@ class FirstCpu:
     def done(self) -> None:
         for proc in self._running:  # in order: the idle weight is set before it is undone
             proc.wait()
-        self._running = [self.spawn(weight(""))]
+        self._running = []
+        self.spawn(weight(""))  # not waited for: reaped when the console next runs a program

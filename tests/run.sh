@@ -7,8 +7,8 @@ cd "$top"
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 # Tests with a command of their own (the QEMU image test and its rollback drill:
-# bash image/test.sh; the drill rig's driver checks: bash hil/drills.sh --checks) are
-# deselected.
+# bash image/test.sh; the drill rig's driver checks: bash hil/drills.sh --checks; the long
+# variants of rig tests: bash tests/run.sh -m long, a later -m wins) are deselected.
 # The slowest tests are listed at the end: the suite is kept under 20 minutes.
-exec .venv/bin/python -m pytest -p no:cacheprovider -m "not drill and not image and not hil" \
+exec .venv/bin/python -m pytest -p no:cacheprovider -m "not drill and not image and not hil and not long" \
     --durations=30 "$@"

@@ -136,7 +136,9 @@ def all_kept(tb: TwinBoards, survivor: str, first: dict[str, int], seconds: floa
         assert res.returncode == 0, res.stdout + res.stderr
 
 
-@pytest.mark.parametrize("pair", [1, 4], indirect=True, ids=["1cam", "4cams"])
+@pytest.mark.parametrize(
+    "pair", [pytest.param(1, marks=pytest.mark.long), 4], indirect=True, ids=["1cam", "4cams"]
+)
 def test_power_cut_mid_segment_loses_no_frame(pair):
     tb = pair
     first = first_frames(tb)
