@@ -44,12 +44,23 @@ def _descriptors(pid: int) -> collections.Counter[str]:
     return out
 
 
-def _threads(pid: int) -> collections.Counter[str]:
-    out: collections.Counter[str] = collections.Counter()
+def _uptime() -> float:
+    return float(Path("/proc/uptime").read_text().split()[0])
+
+
+def _threads_started_before(pid: int, uptime: float) -> list[int]:
+    """The process's threads, its main one aside, that began before `uptime` (the kernel's
+    start time of each, /proc/PID/task/TID/stat field 22). A restarted board's own threads
+    (its event loop's executor grows as it needs) all began after the restart."""
+    tick = os.sysconf("SC_CLK_TCK")
+    old = []
     for tid in os.listdir(f"/proc/{pid}/task"):
-        with contextlib.suppress(FileNotFoundError):
-            out[Path(f"/proc/{pid}/task/{tid}/comm").read_text().strip()] += 1
-    return out
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+            stat = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
+            began = int(stat.rsplit(")", 1)[1].split()[19]) / tick
+            if int(tid) != pid and began < uptime:
+                old.append(int(tid))
+    return old
 
 
 def test_sigusr1_restarts_the_firmware_in_its_process_and_leaves_nothing_behind(camera, tmp_path):
@@ -92,30 +103,37 @@ def test_sigusr1_restarts_the_firmware_in_its_process_and_leaves_nothing_behind(
         wait_until(lambda: heard("READY=1"), 10, "READY=1")
         server = forkserver(proc.pid)
         assert server is not None
-        seen: list[tuple[collections.Counter[str], collections.Counter[str]]] = []
+        seen: list[collections.Counter[str]] = []
+        signalled = 0.0
         for n in range(1, RESTARTS + 1):
             name = f"r{n}"
             _config(cfg, name, data, port, cam.url("cam1"))  # [board] needs a restart
             said.clear()
+            signalled = _uptime()
             os.kill(proc.pid, signal.SIGUSR1)
             wait_until(lambda name=name: recording_as(name), 60, f"board {name} recording")
             wait_until(lambda: heard("READY=1"), 10, "READY=1 again")
             assert said.index("RELOADING=1") < said.index("READY=1"), said
             assert "STOPPING=1" not in said
             assert proc.poll() is None and forkserver(proc.pid) == server
-            seen.append((_descriptors(proc.pid), _threads(proc.pid)))
-        # Each board leaves no descriptor and no thread behind: after the last restart the
-        # process holds no more of each kind than after the first (one may come and go).
-        for i, (what, now) in enumerate((("descriptors", _descriptors), ("threads", _threads))):
-            first = seen[0][i]
-            try:
-                wait_until(lambda now=now, first=first: now(proc.pid) <= first, 20,
-                           f"the {what} of the first restart again")  # fmt: skip
-            except AssertionError:
-                last = now(proc.pid)
-                raise AssertionError(
-                    f"{what}: more {last - first}; after each restart: {[s[i] for s in seen]}"
-                ) from None
+            seen.append(_descriptors(proc.pid))
+        # Each board leaves no descriptor behind: after the last restart the process holds
+        # no more of each kind than after the first (one may come and go).
+        first = seen[0]
+        try:
+            wait_until(lambda: _descriptors(proc.pid) <= first, 20,
+                       "the descriptors of the first restart again")  # fmt: skip
+        except AssertionError:
+            raise AssertionError(
+                f"descriptors: more {_descriptors(proc.pid) - first}; after each restart: {seen}"
+            ) from None
+        # ...and no thread: every thread but the main one began after the last restart.
+        try:
+            wait_until(lambda: not _threads_started_before(proc.pid, signalled), 20,
+                       "no thread of an old board")  # fmt: skip
+        except AssertionError:
+            old = _threads_started_before(proc.pid, signalled)
+            raise AssertionError(f"threads of an old board still run: {old}") from None
         assert not [a for a in status()["alerts"] if a["id"] == "task-failed"]
         said.clear()
         os.kill(proc.pid, signal.SIGTERM)  # after restarts, a stop is still the end
