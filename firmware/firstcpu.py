@@ -37,13 +37,13 @@ class FirstCpu:
 
     def __init__(self, spawn: Spawn = _spawn) -> None:
         self.spawn = spawn
-        self._running: list[subprocess.Popen] = []
+        self._idle: subprocess.Popen | None = None
 
     def yield_(self) -> None:
-        self._running.append(self.spawn(weight("idle")))
+        self._idle = self.spawn(weight("idle"))
 
     def done(self) -> None:
-        for proc in self._running:  # in order: the idle weight is set before it is undone
-            proc.wait()
-        self._running = []
+        if self._idle is not None:  # in order: the idle weight is set before it is undone
+            self._idle.wait()
+            self._idle = None
         self.spawn(weight(""))  # not waited for: reaped when the console next runs a program

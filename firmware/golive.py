@@ -53,26 +53,21 @@ class GoLive:
             steps += reload_commands([net.lan_interface, net.sync_interface])
         if any(self.layout.chrony_dir in p.parents for p in changed):
             steps.append(["systemctl", "try-restart", "chrony.service"])
+        return self._run(steps) or self.restart()
+
+    def _run(self, steps: Iterable[list[str]]) -> str | None:
+        """Each program in turn; what failed, or None."""
         for argv in steps:
             done = self.runner(argv)
             if done.returncode != 0:
                 return f"{' '.join(argv)}: {done.last_line}"
-        return self.restart()
+        return None
 
     def restart(self) -> str | None:
         if self.started() != "active":
-            done = self.runner(["systemctl", "restart", SERVICE])
-            if done.returncode != 0:
-                return f"systemctl restart {SERVICE}: {done.last_line}"
-            return self.wait_answer()
-        for argv in (
-            [str(DATA_OWNER)],
-            ["systemctl", "kill", "--kill-who=main", "--signal=SIGUSR1", SERVICE],
-        ):
-            done = self.runner(argv)
-            if done.returncode != 0:
-                return f"{' '.join(argv)}: {done.last_line}"
-        return self.wait_answer(since=self.clock())
+            return self._run([["systemctl", "restart", SERVICE]]) or self.wait_answer()
+        signal = ["systemctl", "kill", "--kill-who=main", "--signal=SIGUSR1", SERVICE]
+        return self._run([[str(DATA_OWNER)], signal]) or self.wait_answer(since=self.clock())
 
     def started(self) -> str:
         """The firmware's state once it is not starting: at first boot it starts beside the
