@@ -10,6 +10,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Awaitable, Callable
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -79,6 +80,18 @@ UNPAIRED_TEXT = ("[pair] is configured but this board holds no pair key: it reco
                  "CODE` on the other")  # fmt: skip
 
 
+class Reload(StrEnum):
+    """What a reload of the config file did (logged, and audited when it changed anything)."""
+
+    APPLIED = "applied"
+    UNCHANGED = "unchanged"
+    """Nothing the running firmware applies changed (what needs a restart is an alert)."""
+    REFUSED = "refused"
+    """The file is bad: the last good config runs on, with the config-invalid alert."""
+    STOPPING = "stopping"
+    """The firmware is stopping: its recorder is not started again."""
+
+
 class Board:
     def __init__(
         self,
@@ -105,6 +118,9 @@ class Board:
         """Set when the firmware stops to start again at once (`restart`: a pairing wrote the
         key, or SIGUSR1 after the installer's setup changed what needs a restart)."""
         self._reload_lock = threading.Lock()
+        self._recorder_stopped = False
+        """Set (under the reload lock) once `serve` stops the recorder: a reload after it, or
+        one that was waiting for the lock, starts no recorder nobody would stop."""
         self._stop: asyncio.Event | None = None
         self.catalog = Catalog(self.data_dir)
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -346,22 +362,28 @@ class Board:
     def _recording(self) -> dict[str, bool]:
         return {st.name: st.recording for st in self.recorder.status.values()}
 
-    def reload(self, path: Path) -> str:
+    def reload(self, path: Path) -> Reload:
         """SIGHUP or an edit of the file (firmware.configwatch): apply a changed config; a bad
         one is refused and the running one kept. One reload at a time, whoever asks."""
         with self._reload_lock:
-            result = self._reload(path)
-        if result != "unchanged":
-            self.audit.append(now_us(), "config-" + result, path=str(path))
+            result = Reload.STOPPING if self._recorder_stopped else self._reload(path)
+        if result in (Reload.APPLIED, Reload.REFUSED):
+            self.audit.append(now_us(), f"config-{result}", path=str(path))
         return result
 
-    def _reload(self, path: Path) -> str:
+    def _stop_recorder(self) -> None:
+        """After a reload under way (it may be starting a new recorder), and for good."""
+        with self._reload_lock:
+            self._recorder_stopped = True
+        self.recorder.stop()
+
+    def _reload(self, path: Path) -> Reload:
         try:
             new = load_config(path)
         except ConfigError as e:
             self.alerts.raise_(AlertId.CONFIG_INVALID, Severity.CRITICAL,
                                f"{e} (still running the last good config)", now_us())  # fmt: skip
-            return "refused"
+            return Reload.REFUSED
         self.alerts.clear(AlertId.CONFIG_INVALID)
         if self.pairsync is not None:
             self.pairsync.local(new)
@@ -377,14 +399,14 @@ class Board:
             )
         if (new.recorder, new.camera) == (self.cfg.recorder, self.cfg.camera):
             self.cfg = new
-            return "unchanged"
+            return Reload.UNCHANGED
         log.info("config reloaded: restarting the recorder with %d cameras", len(new.camera))
         mode = self.recorder.mode
         self.recorder.stop()
         self.recorder = self._make_recorder(new, mode)
         self.recorder.start()
         self.cfg = self.cfg.model_copy(update={"recorder": new.recorder, "camera": new.camera})
-        return "applied"
+        return Reload.APPLIED
 
     @property
     def role(self) -> Role:
@@ -594,7 +616,7 @@ class Board:
                 if t is not None:
                     await t
             log.info("stopping: committing open segments")
-            await asyncio.get_running_loop().run_in_executor(None, self.recorder.stop)
+            await asyncio.get_running_loop().run_in_executor(None, self._stop_recorder)
             if self.archive is not None:
                 await asyncio.to_thread(self.archive.stop)
             if self.mirror is not None:

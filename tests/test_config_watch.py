@@ -178,3 +178,41 @@ def test_edited_config_is_applied_and_a_bad_edit_keeps_the_last_good_one(camera,
 def status_after(log: Path) -> list[str]:
     """Lines of the firmware's log that raised an alert."""
     return [ln for ln in log.read_text(errors="replace").splitlines() if "alert raised" in ln]
+
+
+def test_a_reload_as_the_firmware_stops_starts_no_recorder(tmp_path):
+    """systemd's stop and an edit at the same moment: the reload comes after the recorder's
+    stop (or waited for it), and starts no workers that nobody would stop."""
+    import asyncio
+
+    from firmware.board import Board, Reload
+    from firmware.config import load_config
+    from hil.proctree import recorder_workers
+
+    cfg = tmp_path / "nvr.toml"
+    base = (
+        f'[board]\nname = "a"\ndata_dir = "{tmp_path / "data"}"\n'
+        '[[camera]]\nname = "cam1"\nurl = "rtsp://127.0.0.1:9/cam1"\n'
+    )
+    cfg.write_text(base)
+    board = Board(load_config(cfg), serve_api=False)
+
+    async def serve_then_stop() -> None:
+        stop = asyncio.Event()
+        task = asyncio.create_task(board.serve(stop))
+        await asyncio.to_thread(
+            wait_until, lambda: len(recorder_workers(os.getpid())) == 1, 30, "cam1's worker"
+        )
+        stop.set()
+        await task
+
+    try:
+        asyncio.run(serve_then_stop())
+        assert recorder_workers(os.getpid()) == []
+        cfg.write_text(base + '[[camera]]\nname = "cam2"\nurl = "rtsp://127.0.0.1:9/cam2"\n')
+        assert board.reload(cfg) == Reload.STOPPING
+        assert recorder_workers(os.getpid()) == []
+        assert "config-applied" not in (tmp_path / "data" / "audit.log").read_text()
+    finally:
+        board.recorder.stop()
+        board.close()

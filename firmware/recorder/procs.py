@@ -13,6 +13,8 @@ import multiprocessing as mp
 import os
 import select
 import signal
+import time
+from collections.abc import Callable
 from multiprocessing import forkserver
 from multiprocessing.context import ForkServerContext
 from multiprocessing.process import BaseProcess
@@ -32,6 +34,29 @@ def prewarm() -> None:
     """Start the forkserver now, its imports beside the caller's."""
     context()
     forkserver.ensure_running()
+
+
+START_TRIES_S = 5.0
+"""How long a worker's start tries again after the forkserver ended under it."""
+
+
+def start(make: Callable[[], BaseProcess], tries_s: float = START_TRIES_S) -> BaseProcess:
+    """Start the process `make` gives, from the forkserver. The forkserver can end while it
+    forks (systemd's SIGTERM to the service's processes as a reload starts a camera, the OOM
+    killer): the fork is then lost (EOFError, or a refused connection while the dead server is
+    not yet reaped), and multiprocessing starts a new forkserver for the next try."""
+    deadline = time.monotonic() + tries_s
+    pause = 0.02
+    while True:
+        process = make()
+        try:
+            process.start()
+            return process
+        except (EOFError, ConnectionError):
+            if time.monotonic() + pause > deadline:
+                raise
+        time.sleep(pause)  # the dead forkserver's reaping, before the next connect
+        pause = min(pause * 2, 0.5)
 
 
 def watch(pid: int) -> int:

@@ -7,6 +7,7 @@ workers' events into status, metrics and alerts, and runs retention by age in th
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import multiprocessing.connection as mp_connection
 import os
@@ -207,7 +208,8 @@ class Recorder:
     def _spawn(self, share: list[tuple[str, str]]) -> procs.Worker:
         receiver, sender = self._ctx.Pipe(duplex=False)
         cmd_in, cmd_out = self._ctx.Pipe(duplex=False)
-        p = self._ctx.Process(
+        make = functools.partial(
+            self._ctx.Process,
             target=worker_main,
             args=(
                 str(self.data_dir),
@@ -225,7 +227,12 @@ class Recorder:
             name="nvr-rec-" + ",".join(n for n, _ in share)[:40],
             daemon=False,
         )
-        p.start()
+        try:
+            p = procs.start(make)
+        except BaseException:
+            for end in (receiver, sender, cmd_in, cmd_out):
+                end.close()
+            raise
         sender.close()
         cmd_in.close()
         with self._conns_lock:
@@ -257,7 +264,10 @@ class Recorder:
                 conn.send(("mode", {"mode": mode, "cont": cont}))
 
     def stop(self, timeout: float | None = None) -> None:
-        """Commit open segments, close runs as stopped, wait for workers."""
+        """Commit open segments, close runs as stopped, wait for workers. Once: a board that
+        stopped and then closes, or a test's clean-up after it, asks again."""
+        if self._halt.is_set():
+            return
         # SIGTERM, not a shared Event: a worker killed while holding a shared lock would
         # deadlock every other worker on it.
         self._stopping = True
