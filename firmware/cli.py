@@ -689,7 +689,6 @@ def cmd_console(args: argparse.Namespace) -> int:
 
         first = FirstCpu()
         first.yield_()  # before the imports below: they are the wait
-    from firmware.console import Console
     from firmware.hw.profile import installed_profile
 
     if hasattr(sys.stdin, "reconfigure"):
@@ -712,6 +711,8 @@ def cmd_console(args: argparse.Namespace) -> int:
     if not setup_complete(root) and run_wizard(Layout(root), args.factory, args.config, live,
                                                drives, profile):  # fmt: skip
         return 1  # left half way: the next start asks again
+    from firmware.console import Console  # the menu's (status, updates, ...): after the wizard
+
     con = Console(args.config, args.release, sys.stdin, sys.stdout, data_root=root,
                   profile=profile)  # fmt: skip
     if not login(root, sys.stdin, sys.stdout, state=Path("/run/nvr-console-login"),

@@ -283,3 +283,75 @@ def test_console_says_why_the_data_disk_is_unreadable(tmp_path):
     lines = data_disk_lines(dev, tmp_path / "sys")
     assert len(lines) == 1 and lines[0].startswith("data partition: unreadable:"), lines
     assert ext4_bytes(dev / "vda4") is None  # too short for a superblock
+
+
+GROW = TOP / "rootfs" / "usr" / "lib" / "nvr" / "data-grow"
+
+
+def fake_sysfs(top: Path, disks: dict[str, tuple[int, list[tuple[str, int, int]]]],
+               root: str) -> dict[str, str]:  # fmt: skip
+    """A /sys and /proc as data-grow reads them: {disk: (sectors, [(label, start, size)])},
+    the root mounted from the partition `root` (e.g. vda2). The environment that points the
+    script at them, with a systemd-repart that says how it was called."""
+    sys_, proc = top / "sys", top / "proc"
+    (sys_ / "class" / "block").mkdir(parents=True)
+    (sys_ / "dev" / "block").mkdir(parents=True)
+    (proc / "self").mkdir(parents=True)
+    major = 250
+    for disk, (sectors, parts) in disks.items():
+        major += 1
+        ddir = sys_ / "devices" / "pci0000:00" / disk / "block" / disk
+        ddir.mkdir(parents=True)
+        (ddir / "size").write_text(f"{sectors}\n")
+        (sys_ / "class" / "block" / disk).symlink_to(ddir)
+        for n, (label, start, size) in enumerate(parts, 1):
+            name = f"{disk}{n}"
+            pdir = ddir / name
+            pdir.mkdir()
+            (pdir / "partition").write_text(f"{n}\n")
+            (pdir / "start").write_text(f"{start}\n")
+            (pdir / "size").write_text(f"{size}\n")
+            uevent = f"MAJOR={major}\nMINOR={n}\nDEVNAME={name}\nDEVTYPE=partition\n"
+            (pdir / "uevent").write_text(uevent + f"PARTN={n}\nPARTNAME={label}\n")
+            (sys_ / "class" / "block" / name).symlink_to(pdir)
+            (sys_ / "dev" / "block" / f"{major}:{n}").symlink_to(pdir)
+            if name == root:
+                (proc / "self" / "mountinfo").write_text(
+                    "1 0 0:2 / / rw - rootfs rootfs rw\n"
+                    f"22 1 {major}:{n} / / ro,relatime shared:1 - squashfs /dev/{name} ro\n"
+                    "23 22 0:5 / /dev rw - devtmpfs udev rw\n"
+                )
+    repart = top / "repart"
+    repart.write_text('#!/bin/sh\necho "repart $*"\n')
+    repart.chmod(0o755)
+    return {**os.environ, "NVR_SYS": str(sys_), "NVR_PROC": str(proc), "NVR_REPART": str(repart)}
+
+
+def grow(env: dict[str, str]) -> str:
+    done = subprocess.run(["sh", str(GROW)], env=env, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+IMAGE_PARTS = [("esp", 2048, 131072), ("rootfs-a", 133120, 1310720),
+               ("rootfs-b", 1443840, 1310720), ("data", 2754560, 1048576)]  # fmt: skip
+IMAGE_END = 2754560 + 1048576 + 33
+
+
+def test_data_grow_runs_systemd_repart_on_the_root_s_disk_only_when_there_is_room(tmp_path):
+    """Flashed onto a bigger disk: systemd-repart on that disk. A disk the partition already
+    fills (every boot after the first): no systemd-repart started. A "data" partition on a
+    stick is never the one looked at, whichever comes first in sysfs."""
+    bigger = fake_sysfs(tmp_path / "a", {"vda": (IMAGE_END * 4, IMAGE_PARTS)}, root="vda2")
+    assert grow(bigger) == ("repart --dry-run=no --no-pager "
+                            "--definitions=/usr/lib/nvr/repart.d /dev/vda")  # fmt: skip
+    same = fake_sysfs(tmp_path / "b", {"vda": (IMAGE_END + 2047, IMAGE_PARTS)}, root="vda2")
+    assert grow(same) == "the data partition reaches the end of vda: nothing to grow"
+    stick = {"sda": (10**7, [("data", 2048, 4096)]), "vdb": (IMAGE_END, IMAGE_PARTS)}
+    assert grow(fake_sysfs(tmp_path / "c", stick, root="vdb3")) == (
+        "the data partition reaches the end of vdb: nothing to grow"
+    )
+    alone = {"sda": (10**7, [("data", 2048, 4096)]), "vdb": (IMAGE_END, IMAGE_PARTS[:3])}
+    assert grow(fake_sysfs(tmp_path / "d", alone, root="vdb2")) == (
+        "no data partition on the system disk vdb: not grown"
+    )

@@ -155,10 +155,12 @@ def test_read_write_paths_cover_every_path_the_firmware_writes():
         assert under(on_board(path), rw), f"{what} {path} ({on_board(path)}) is read-only"
     # The firmware owns them: nvr-data-layout (boot) and nvr.service (each start) chown them.
     owner = DATA_OWNER.read_text()
+    chowns = [ln for ln in owner.splitlines() if ln.strip().startswith('chown -R "$user:" ')]
     for d in rw:
-        assert f'chown -R "$user:" "$data/{PurePosixPath(d).relative_to("/data")}"' in owner
+        assert any(f'"$data/{PurePosixPath(d).relative_to("/data")}"' in ln for ln in chowns), d
     assert "data=${NVR_DATA:-/data}" in owner and "user=${NVR_USER:-nvr}" in owner
-    assert "/usr/lib/nvr/data-owner" in unit(UNITS / "nvr-data-layout.service")["ExecStart"]
+    assert unit(UNITS / "nvr-data-layout.service")["ExecStart"] == ["/usr/lib/nvr/data-layout"]
+    assert "\n. /usr/lib/nvr/data-owner\n" in (DATA_OWNER.parent / "data-layout").read_text()
     assert "+/usr/lib/nvr/data-owner" in svc["ExecStartPre"]
     # Power-off on low battery: a file in the firmware's runtime directory, watched by a unit.
     [cmd] = [cfg.ups.shutdown_command]

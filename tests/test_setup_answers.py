@@ -13,6 +13,7 @@ import pytest
 from conftest import ROOT, nvr
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from test_timesync import layout_made
 
 from firmware.answers import parse_answers
 from firmware.config import ConfigError, load_config
@@ -235,5 +236,5 @@ def test_the_image_reads_the_network_files_from_data():
     dropin = (units / "systemd-networkd.service.d/nvr.conf").read_text()
     assert "RequiresMountsFor=/data" in dropin and "After=nvr-data-layout.service" in dropin
     layout = (units / "nvr-data-layout.service").read_text()
-    assert f"mkdir -p {written}" in layout and "Before=systemd-networkd.service" in layout
+    assert str(written) in layout_made() and "Before=systemd-networkd.service" in layout
     assert Layout(Path("/data")).config == Path("/data/etc/nvr/nvr.toml")  # /etc/nvr's target

@@ -4,6 +4,7 @@ chrony config reading them from where the firmware writes them."""
 from __future__ import annotations
 
 import re
+import shlex
 from pathlib import Path
 
 import pytest
@@ -67,10 +68,18 @@ def test_the_images_chrony_reads_where_the_firmware_writes():
     assert directives["confdir"] == [str(timesync.CHRONY_DIR / CONF.parent)]
     assert directives["driftfile"][0].startswith("/data/"), "the root is read-only"
     assert directives["local"] == ["stratum", "10", "orphan"]
-    layout = (TOP / "rootfs/usr/lib/systemd/system/nvr-data-layout.service").read_text()
-    made = {d for ln in layout.splitlines() if ln.startswith("ExecStart=/bin/mkdir -p")
-            for d in ln.split()[2:]}  # fmt: skip
+    made = layout_made()
     for d in (SOURCES.parent, CONF.parent):
         assert str(timesync.CHRONY_DIR / d) in made
     assert str(Path(directives["driftfile"][0]).parent) in made
-    assert re.search(r"chown _chrony:_chrony /data/chrony\b", layout)
+    layout = (TOP / "rootfs/usr/lib/nvr/data-layout").read_text()
+    assert re.search(r'chown _chrony:_chrony "\$data/chrony"', layout)
+
+
+def layout_made() -> set[str]:
+    """The directories rootfs/usr/lib/nvr/data-layout makes on /data (its one mkdir -p)."""
+    unit = (TOP / "rootfs/usr/lib/systemd/system/nvr-data-layout.service").read_text()
+    assert "\nExecStart=/usr/lib/nvr/data-layout\n" in unit
+    script = (TOP / "rootfs/usr/lib/nvr/data-layout").read_text().replace("\\\n", " ")
+    [mkdir] = [ln.split()[2:] for ln in script.splitlines() if ln.startswith("mkdir -p ")]
+    return {shlex.split(d.replace("$data", "/data"))[0] for d in mkdir}
