@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Benchmarks (slow; not part of the default suite). Usage: bash hil/bench.sh recorder|failover|mirror|start|archive|rtsp-read [ARGS...]
+# Benchmarks (slow; not part of the default suite). Usage: bash hil/bench.sh recorder|failover|mirror|start|archive|rtsp-read|boot [ARGS...]
 set -euo pipefail
 top="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$top/hil/bootstrap.sh"
@@ -13,5 +13,6 @@ case "$what" in
   start) exec .venv/bin/python -m hil.bench_start "$@" ;;
   archive) exec .venv/bin/python -m hil.bench_archive "$@" ;;
   rtsp-read) exec .venv/bin/python -m hil.bench_rtsp_read "$@" ;;
-  *) echo "unknown benchmark: $what (known: recorder, failover, mirror, start, archive, rtsp-read)" >&2; exit 2 ;;
+  boot) bash "$top/image/build.sh" tools; exec .venv/bin/python -m hil.bench_boot "$@" ;;
+  *) echo "unknown benchmark: $what (known: recorder, failover, mirror, start, archive, rtsp-read, boot)" >&2; exit 2 ;;
 esac

@@ -17,6 +17,33 @@ BOOT_S, READY_S = 300, 300
 """Power on to the wizard's first question; apply to a firmware that answers (under TCG)."""
 
 
+LAB_FACTORY = f"""
+[board]
+name = "a"
+data_dir = "/var/lib/nvr"
+
+[pair]
+peer_lan_address = "192.0.2.12"
+peer_sync_address = "198.51.100.2"
+virtual_ip = "192.0.2.100/24"
+priority = 150
+key_file = "/etc/nvr/pair.key"
+gateway = "{LAN_HOST}"  # QEMU's user network answers pings here; the camera does not
+
+[recorder]
+segment_seconds = 2
+
+[disks]
+smart_poll_seconds = 10  # RAID and SMART every 10 s (an hour by default): the drives drill
+
+[[camera]]
+name = "cam1"
+url = "rtsp://{CAMERA_ADDR}:8554/cam1"
+"""
+"""The factory config of the lab's images (tests/test_image.py, hil/bench_boot.py): board a of
+a pair, one camera on the simulator behind QEMU's user network."""
+
+
 def setup_steps_1_to_3(vm: Vm, side: str, name: str, lan: str, peer_lan: str) -> None:
     """The wizard's first three steps as an installer types them on the serial console."""
     vm.answer("admin password", ADMIN_PW, BOOT_S)

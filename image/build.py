@@ -414,13 +414,18 @@ chroot "$root" systemctl enable nvr.service nvr-firstboot.service nvr-mark-good.
 # timers, and what a board has no use for, each a process or a mount at every boot that the
 # firmware's start waits behind on a small CPU: dpkg's database backup (it would write to the
 # read-only root), e2scrub (LVM snapshots), FUSE, DRM (no display), debugfs and tracefs,
-# hugepages, foreign binaries (binfmt), network settings from the kernel's command line.
+# hugepages, foreign binaries (binfmt), network settings from the kernel's command line,
+# configfs (no USB gadget), POSIX message queues, pstore's crash records in EFI variables,
+# logind (no one logs in: the console is no login session), and the early loads of loop and
+# dm_mod (the nodes kmod-static-nodes makes load them when RAUC first opens them).
 chroot "$root" systemctl mask serial-getty@{tty}.service getty@tty1.service \\
     systemd-timesyncd.service apt-daily.timer apt-daily-upgrade.timer dpkg-db-backup.timer \\
     e2scrub_all.timer e2scrub_reap.service modprobe@fuse.service modprobe@drm.service \\
     sys-fs-fuse-connections.mount sys-kernel-debug.mount sys-kernel-tracing.mount \\
     dev-hugepages.mount proc-sys-fs-binfmt_misc.automount systemd-binfmt.service \\
-    systemd-network-generator.service 2>/dev/null || true
+    systemd-network-generator.service modprobe@configfs.service sys-kernel-config.mount \\
+    dev-mqueue.mount modprobe@efi_pstore.service systemd-pstore.service \\
+    systemd-logind.service modprobe@loop.service modprobe@dm_mod.service 2>/dev/null || true
 : > "$root/etc/machine-id"
 rm -f "$root/var/lib/dbus/machine-id"
 ln -sf /etc/machine-id "$root/var/lib/dbus/machine-id"

@@ -31,7 +31,6 @@ from hil.vm import (
     BOARD_LAN,
     BOARDS_DIR,
     CAMERA_ADDR,
-    LAN_HOST,
     PROMPT,
     Vm,
     emulated_board,
@@ -41,6 +40,7 @@ from hil.wait import wait_until
 from hil.wizardrun import (
     ADMIN_PW,
     BOOT_S,
+    LAB_FACTORY,
     READY_S,
     VIP,
     recording_as,
@@ -86,29 +86,6 @@ pytestmark = [
 ]
 V1, V2 = "1.0.0-test.1", "1.0.0-test.2"
 EPOCH = 1_790_000_000  # 2026-09-21T14:13:20Z
-FACTORY = f"""
-[board]
-name = "a"
-data_dir = "/var/lib/nvr"
-
-[pair]
-peer_lan_address = "192.0.2.12"
-peer_sync_address = "198.51.100.2"
-virtual_ip = "192.0.2.100/24"
-priority = 150
-key_file = "/etc/nvr/pair.key"
-gateway = "{LAN_HOST}"  # QEMU's user network answers pings here; the camera does not
-
-[recorder]
-segment_seconds = 2
-
-[disks]
-smart_poll_seconds = 10  # RAID and SMART every 10 s (an hour by default): the drives drill
-
-[[camera]]
-name = "cam1"
-url = "rtsp://{CAMERA_ADDR}:8554/cam1"
-"""
 INSTALL_S = 600
 
 
@@ -124,7 +101,7 @@ def _build(*args: str, out: Path) -> None:
 def built(tmp_path_factory) -> dict:
     out = tmp_path_factory.mktemp("image-out")
     factory = out / "factory.toml"
-    factory.write_text(FACTORY)
+    factory.write_text(LAB_FACTORY)
     started = time.monotonic()
     _build("image", "--version", V1, "--compression", "gzip", "--factory-config", str(factory),
            out=out)  # fmt: skip
