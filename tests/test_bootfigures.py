@@ -67,3 +67,17 @@ def test_a_systemd_initramfs_and_missing_lines_give_no_invented_figures():
     assert f["kernel_s"] == 2.5 and f["initrd_s"] == 4.91  # systemd's own initrd stamp wins
     bare = parse_report("==manager\nUserspaceTimestampMonotonic=7000000\n", loader_s=None)
     assert bare == {"kernel_s": 7.0}  # no finish, no units, no journal: nothing else
+
+
+def test_the_boot_benchmark_puts_each_image_s_median_beside_its_runs():
+    from hil.bench_boot import table
+
+    runs = {
+        "a": [{"boot_to_recording_s": 50.0}, {"boot_to_recording_s": 44.0},
+              {"boot_to_recording_s": 58.0, "loader_s": 8.0}],
+        "b": [{"boot_to_recording_s": 47.5}],
+    }  # fmt: skip
+    rows = {ln.split(" | ")[0].strip("| "): ln for ln in table(["a", "b"], runs).splitlines()}
+    want = "| boot_to_recording_s | 50.0 | 50.0 44.0 58.0 | 47.5 | 47.5 |"
+    assert rows["boot_to_recording_s"] == want
+    assert rows["loader_s"] == "| loader_s | 8.0 | 8.0 | - |  |"
