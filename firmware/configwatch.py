@@ -23,6 +23,19 @@ from firmware.supervise import Failure, keep_running
 
 log = logging.getLogger("nvr.configwatch")
 
+
+class _StopRace(logging.Filter):
+    """watchdog (7.x) logs an ERROR when an inotify event arrives as its observer stops: at
+    every stop of the firmware with an edit pending, a line an installer would chase. Nothing
+    is lost by it, and an emitter that really ends is caught by `ConfigWatch` itself (it
+    raises, and the watch is reported and started again)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "called when the thread is inactive" not in record.getMessage()
+
+
+logging.getLogger("watchdog.observers.inotify").addFilter(_StopRace())
+
 QUIET_S = 0.3
 """The file must be this long without an event before it is read."""
 MAX_WAIT_S = 3.0
