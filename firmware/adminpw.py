@@ -53,14 +53,10 @@ def verify(stored: str, password: str) -> bool:
 
 
 def save(data_root: Path, password: str) -> None:
-    save_hash(data_root, hash_password(password))
-
-
-def save_hash(data_root: Path, stored: str) -> None:
     """Only the hash is written, 0600, atomically (a power cut leaves the old or the new)."""
     path = password_path(data_root)
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    write_file_atomic(path, (stored + "\n").encode(), 0o600)
+    write_file_atomic(path, (hash_password(password) + "\n").encode(), 0o600)
 
 
 @dataclass

@@ -13,7 +13,6 @@ import contextlib
 import os
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from enum import Enum
 from pathlib import Path
 from typing import TextIO
@@ -139,30 +138,23 @@ class Wizard:
     def run(self) -> int:
         """0 when the setup was applied; EOFError propagates (nothing written)."""
         self.say("nvr-pair first-boot setup: 6 steps; the board records only once it is done")
-        with ThreadPoolExecutor(1, "password-hash") as hasher:
-            while True:
-                # Hashed while the other steps are answered (scrypt is memory-hard by design:
-                # a second or more on a small board, and it holds no GIL).
-                password = hasher.submit(adminpw.hash_password, self.password())
-                if self.steps(password):
-                    return 0
-                self.say("nothing written; from the start again")
-
-    def steps(self, password: Future[str]) -> bool:
-        """Steps 2-6; True once applied."""
-        raw = self.board()
         while True:
-            raw.update(self.network(raw["board"]["side"]))
-            try:
-                Answers.model_validate(raw)
-                break
-            except ValidationError as e:
-                self.say(str(config_error(e, raw, "refused")))
-                self.say("step 3 again")
-        self.pairing(raw)
-        raw["camera"] = self.cameras()
-        self.drives()
-        return self.finish(raw, password)
+            password = self.password()
+            raw = self.board()
+            while True:
+                raw.update(self.network(raw["board"]["side"]))
+                try:
+                    Answers.model_validate(raw)
+                    break
+                except ValidationError as e:
+                    self.say(str(config_error(e, raw, "refused")))
+                    self.say("step 3 again")
+            self.pairing(raw)
+            raw["camera"] = self.cameras()
+            self.drives()
+            if self.finish(raw, password):
+                return 0
+            self.say("nothing written; from the start again")
 
     def password(self) -> str:
         self.say("step 1/6: admin password (8 or more characters, two kinds)")
@@ -346,7 +338,7 @@ class Wizard:
         except (StorageError, HalError, OSError) as e:
             self.say(f"recording drives: {e} (nvr storage list)")
 
-    def finish(self, raw: dict, password: Future[str]) -> bool:
+    def finish(self, raw: dict, password: str) -> bool:
         self.say("step 6/6: summary")
         base_path = self.base()
         try:
@@ -366,7 +358,7 @@ class Wizard:
             return False
         try:
             changed = apply(files)
-            adminpw.save_hash(self.layout.data_root, password.result())
+            adminpw.save(self.layout.data_root, password)
             write_file_atomic(done_path(self.layout.data_root), b"", 0o600)
         except OSError as e:
             self.say(f"setup: {e.filename}: cannot write: {e.strerror}")
