@@ -25,21 +25,13 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 from hil.bootfigures import boot_report
 from hil.camera.client import CameraSim
 from hil.camera.spec import StreamSpec
-from hil.vm import BOARD_LAN, Vm, emulated_board
-from hil.wizardrun import (
-    BOOT_S,
-    LAB_FACTORY,
-    READY_S,
-    setup_cameras_and_apply,
-    setup_steps_1_to_3,
-    wait_console,
-)
+from hil.vm import Vm, emulated_board
+from hil.wizardrun import BOOT_S, LAB_FACTORY, first_boot_to_recording
 
 TOP = Path(__file__).resolve().parent.parent
 EPOCH = 1_790_000_000
@@ -65,20 +57,10 @@ def boot_once(disk: Path, workdir: Path, camera: CameraSim, board_name: str) -> 
     """One first boot, set up through the console, to the camera recording."""
     board = emulated_board(board_name)
     vm = Vm(disk, workdir, camera_port=camera.port, board=board)
-    figures: dict[str, float] = {}
     try:
         vm.start()
-        t0 = vm.powered_on
-        vm.expect(r"nvr-pair first-boot setup", BOOT_S * 2)
-        figures["boot_to_console_s"] = time.monotonic() - t0
-        setup_steps_1_to_3(vm, "a", "north", BOARD_LAN, "192.0.2.12")
-        vm.answer("show a code, join with one, or skip (code/join/skip)", "skip")
-        setup_cameras_and_apply(vm, "cam1")
-        figures["boot_to_set_up_s"] = time.monotonic() - t0
-        wait_console(vm, "status --json", lambda t: '"recording": true' in t, READY_S,
-                     "cam1 recording", every=0.5)  # fmt: skip
-        figures["boot_to_recording_s"] = time.monotonic() - t0
-        figures |= boot_report(vm, t0).figures
+        figures, _ = first_boot_to_recording(vm, BOOT_S * 2)
+        figures |= boot_report(vm, vm.powered_on).figures
     finally:
         vm.stop()
     return {k: round(v, 2) for k, v in figures.items()}

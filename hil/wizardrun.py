@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Callable, Sequence
 
-from hil.vm import CAMERA_ADDR, LAN_HOST, PROMPT, Vm
+from hil.vm import BOARD_LAN, CAMERA_ADDR, LAN_HOST, PROMPT, Vm
 from hil.wait import WaitTimeout, wait_until
 
 ADMIN_PW = "Install3r-pw"
@@ -85,6 +86,23 @@ def setup_cameras_and_apply(
     vm.expect(r"setup applied and live", READY_S)
     vm.answer("admin password", ADMIN_PW)
     vm.expect(re.escape(PROMPT), 60)
+
+
+def first_boot_to_recording(vm: Vm, boot_timeout: float) -> tuple[dict[str, float], str]:
+    """A started board's first boot set up through its console as board a of a pair, alone
+    (pairing skipped), with camera cam1, to the camera recording: seconds from power-on
+    (`vm.powered_on`) to the wizard, to set up and to recording, and the last `status --json`."""
+    t0 = vm.powered_on
+    vm.expect(r"nvr-pair first-boot setup", boot_timeout)  # forced before anything else
+    figures = {"boot_to_console_s": time.monotonic() - t0}
+    setup_steps_1_to_3(vm, "a", "north", BOARD_LAN, "192.0.2.12")
+    vm.answer("show a code, join with one, or skip (code/join/skip)", "skip")
+    setup_cameras_and_apply(vm, "cam1")
+    figures["boot_to_set_up_s"] = time.monotonic() - t0
+    status = wait_console(vm, "status --json", lambda t: '"recording": true' in t, READY_S,
+                          "cam1 recording", every=0.5)  # fmt: skip
+    figures["boot_to_recording_s"] = time.monotonic() - t0
+    return figures, status
 
 
 def wait_console(vm: Vm, cmd: str, cond: Callable[[str], object], timeout: float, what: str,

@@ -43,6 +43,7 @@ from hil.wizardrun import (
     LAB_FACTORY,
     READY_S,
     VIP,
+    first_boot_to_recording,
     recording_as,
     setup_cameras_and_apply,
     setup_steps_1_to_3,
@@ -176,16 +177,8 @@ def test_image_boots_records_and_updates_through_signed_bundles(built, camera, t
     try:
         vm.start()
         t0 = vm.powered_on  # QEMU's start: the rig's own KVM probe is no part of the boot
-        vm.expect(r"nvr-pair first-boot setup", BOOT)  # forced before anything else
-        figures["boot_to_console_s"] = time.monotonic() - t0
-        setup_steps_1_to_3(vm, "a", "north", BOARD_LAN, "192.0.2.12")
-        vm.answer("show a code, join with one, or skip (code/join/skip)", "skip")
-        setup_cameras_and_apply(vm, "cam1")
-        figures["boot_to_set_up_s"] = time.monotonic() - t0
-
-        status = wait_console(vm, "status --json", lambda t: '"recording": true' in t, READY_S,
-                              "cam1 recording", every=0.5)  # fmt: skip
-        figures["boot_to_recording_s"] = time.monotonic() - t0
+        first, status = first_boot_to_recording(vm, BOOT)
+        figures |= first
         st = json.loads(status[status.index("{") : status.rindex("}") + 1])
         assert st["board"] == "north" and st["role"] == "unpaired"  # records alone
         assert [c["name"] for c in st["cameras"]] == ["cam1"]
