@@ -145,7 +145,8 @@ def test_edited_config_is_applied_and_a_bad_edit_keeps_the_last_good_one(camera,
         [alert] = wait_until(alerts, 20, "the config-invalid alert")
         assert f"{cfg}: recorder.segment_seconds" in alert["text"]  # the path as configured
         assert "recorder.segment_seconds" in alert["text"] and "number" in alert["text"]
-        assert reloads() == 1
+        # the alert is raised inside the reload, its log line written once it returns
+        wait_until(lambda: reloads() == 1, 10, "the refused reload logged")
         assert [c["name"] for c in status()["cameras"]] == ["cam1"]
         segs = len(catalog(data)["segments"])
         wait_until(lambda: len(catalog(data)["segments"]) > segs + 1, 20, "cam1 still recording")
@@ -159,7 +160,7 @@ def test_edited_config_is_applied_and_a_bad_edit_keeps_the_last_good_one(camera,
             "both cameras recording after the edit",
         )
         assert not alerts()
-        assert reloads() == 2
+        wait_until(lambda: reloads() == 2, 10, "the applied reload logged")
         # A bad edit by rename, then a good one in place: refused, then cleared.
         tmp.write_text(base + '[[camera]]\nname = "cam2"\nurl = "http://x"\n')
         os.replace(tmp, cfg)
