@@ -11,8 +11,9 @@ figures read in the board (hil/bootfigures.py: before the kernel, kernel, initra
 the firmware's start). Without --image, an image is built from this tree first (image/build.py;
 `bash image/build.sh tools` installs what that needs).
 
-Run: `bash hil/bench.sh boot [--runs 3] [--image DIR ...] [--json FILE]`. Prints a Markdown table:
-each figure's median per image, and every run's value."""
+Run: `bash hil/bench.sh boot [--runs 3] [--image DIR ...] [--json FILE] [--reports DIR]`. Prints
+a Markdown table: each figure's median per image, and every run's value; --reports keeps each
+boot's own account (critical chains, blame, the firmware's journal lines)."""
 
 from __future__ import annotations
 
@@ -53,14 +54,20 @@ def build(out: Path, board: str) -> Path:
     return out
 
 
-def boot_once(disk: Path, workdir: Path, camera: CameraSim, board_name: str) -> dict[str, float]:
-    """One first boot, set up through the console, to the camera recording."""
+def boot_once(
+    disk: Path, workdir: Path, camera: CameraSim, board_name: str, report: Path | None = None
+) -> dict[str, float]:
+    """One first boot, set up through the console, to the camera recording; `report`: where
+    the board's own account of the boot goes (critical chains, blame, the firmware's journal)."""
     board = emulated_board(board_name)
     vm = Vm(disk, workdir, camera_port=camera.port, board=board)
     try:
         vm.start()
         figures, _ = first_boot_to_recording(vm, BOOT_S * 2)
-        figures |= boot_report(vm, vm.powered_on).figures
+        got = boot_report(vm, vm.powered_on)
+        figures |= got.figures
+        if report is not None:
+            report.write_text(got.text)
     finally:
         vm.stop()
     return {k: round(v, 2) for k, v in figures.items()}
@@ -86,6 +93,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="a build's output directory (disk.img); repeat to compare")  # fmt: skip
     p.add_argument("--board", default=None, help="image/boards/NAME.toml (default qemu-x86_64)")
     p.add_argument("--json", type=Path, default=None)
+    p.add_argument("--reports", type=Path, default=None,
+                   help="a directory for each boot's report, INDEX-RUN.txt (INDEX: the "
+                        "image's place among --image)")  # fmt: skip
     args = p.parse_args(argv)
     board = emulated_board(args.board).board.name
     with tempfile.TemporaryDirectory(prefix="bench-boot-") as tmp_name:
@@ -100,7 +110,11 @@ def main(argv: list[str] | None = None) -> int:
             for n in range(args.runs):
                 for image, name in zip(images, names, strict=True):
                     workdir = tmp / f"vm-{len(runs[name])}-{images.index(image)}"
-                    got = boot_once(image / "disk.img", workdir, cam, board)
+                    report = None
+                    if args.reports:
+                        args.reports.mkdir(parents=True, exist_ok=True)
+                        report = args.reports / f"{images.index(image)}-{n + 1}.txt"
+                    got = boot_once(image / "disk.img", workdir, cam, board, report)
                     shutil.rmtree(workdir, ignore_errors=True)
                     runs[name].append(got)
                     took = got.get("boot_to_recording_s")

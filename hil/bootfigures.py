@@ -21,6 +21,8 @@ REPORT = (
     "for u in nvr.service nvr-console.service nvr-firstboot.service; do echo ==unit $u"
     " $(systemctl show -P ExecMainStartTimestampMonotonic $u)"
     " $(systemctl show -P ActiveEnterTimestampMonotonic $u); done; "
+    "for t in local-fs.target basic.target network-online.target; do echo ==target $t"
+    " $(systemctl show -P ActiveEnterTimestampMonotonic $t); done; "
     "echo ==journal; journalctl -b -o short-monotonic --no-pager -u nvr.service"
     " | grep -E '(Starting|Started|Stopping|Stopped) nvr|: recording,|restarting the firmware in'; "
     "echo ==analyze; systemd-analyze; "
@@ -86,6 +88,10 @@ def parse_report(text: str, loader_s: float | None) -> dict[str, float]:
             figures[f"{name}_started_at_s"] = b
         if b is not None and r is not None and name == "nvr":
             figures["firmware_start_s"] = r - b
+    for target, reached in re.findall(r"^==target (\S+)\.target (\d+)\s*$", text, re.M):
+        at = _seconds(reached)
+        if at is not None:  # the gates of the firmware's start: when each was reached
+            figures[f"{target.replace('-', '_')}_target_at_s"] = at
     journal = _section(text, "journal")
     starting = re.search(r"^\[\s*([\d.]+)\] .*Starting nvr\.service", journal, re.M)
     started = re.search(r"^\[\s*([\d.]+)\] .*Started nvr\.service", journal, re.M)

@@ -18,6 +18,9 @@ FinishTimestampMonotonic=52000000
 ==unit nvr.service 60500000 71250000
 ==unit nvr-console.service 21000000 21000000
 ==unit nvr-firstboot.service 18000000 20900000
+==target local-fs.target 15200000
+==target basic.target 19400000
+==target network-online.target 0
 ==journal
 [   22.100000] nvr systemd[1]: Starting nvr.service - NVR pair firmware...
 [   36.600000] nvr systemd[1]: Started nvr.service - NVR pair firmware.
@@ -45,6 +48,9 @@ def test_each_boot_phase_is_read_from_its_own_line():
     assert f["firmware_stop_s"] == 2.0
     assert f["firmware_recording_at_s"] == 73.9
     assert f["nvr_console_started_at_s"] == 21.0
+    # The gates of the firmware's start; a target never reached (0) gives no figure.
+    assert f["local_fs_target_at_s"] == 15.2 and f["basic_target_at_s"] == 19.4
+    assert "network_online_target_at_s" not in f
     assert "firmware_restart_to_recording_s" not in f  # restarted by systemd, not in process
 
 
