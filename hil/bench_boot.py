@@ -67,7 +67,8 @@ def boot_once(
         got = boot_report(vm, vm.powered_on)
         figures |= got.figures
         if report is not None:
-            report.write_text(got.text)
+            marks = "".join(f"{at - vm.powered_on:7.2f} {what}\n" for at, what in vm.matched)
+            report.write_text(f"{got.text}\n==console (s from power-on, what was seen)\n{marks}")
     finally:
         vm.stop()
     return {k: round(v, 2) for k, v in figures.items()}

@@ -145,6 +145,9 @@ class Vm:
         bigger disk; None: the image's own size."""
         self.proc: subprocess.Popen[bytes] | None = None
         self.output = ""
+        self.matched: list[tuple[float, str]] = []
+        """time.monotonic() when each expect() matched, and its pattern: where a boot's console
+        time went (the wizard's steps), for the boot benchmark's reports."""
         self._cursor = 0
         self._seen = threading.Condition()
         """Guards output and the cursor; notified on every chunk and at QEMU's exit."""
@@ -322,6 +325,7 @@ class Vm:
                     raise ConsoleTimeout(f"{why} while waiting for {pattern!r}:\n{tail}")
                 self._seen.wait(left)
             self._cursor = m.end()
+            self.matched.append((time.monotonic(), pattern))
             return m
 
     def send(self, text: str) -> None:

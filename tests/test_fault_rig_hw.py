@@ -127,6 +127,7 @@ def logged_at(tb: TwinBoards, host: str, text: str) -> datetime:
 # --- the data disk ------------------------------------------------------------------------------
 
 
+@pytest.mark.long  # test_data_disk_turned_read_only_by_the_kernel_hands_over: the field's way
 def test_data_disk_remounted_read_only_hands_over(tmp_path, small_disk):
     with pair(tmp_path, disk=small_disk) as tb:
         data = tb.data_dir("a")

@@ -154,18 +154,18 @@ def test_full_disk_keeps_recording_and_deletes_oldest(camera, recorder, tmp_path
         "cam1", width=1280, height=720, bitrate=8000, gop=25, cheap=True, pattern="snow"
     )
     cam = camera(spec)
-    with mounted_tmpfs(tmp_path / "small", "24m") as disk:
+    with mounted_tmpfs(tmp_path / "small", "16m") as disk:
         rec = recorder(
             {"cam1": cam.url("cam1")},
             data=disk / "data",
             segment_seconds=1,
-            extra=["--min-free-mb", "6"],
+            extra=["--min-free-mb", "5"],
         )
         first = wait_until(lambda: catalog(rec.data)["segments"], 30, "a segment")[0]
         written = lambda: sum(  # noqa: E731
             c["bytes_written"] for c in rec.get("/api/v1/cameras", token=True)["cameras"]
         )
-        wait_until(lambda: written() > 36e6, 90, "1.5 x the disk written")
+        wait_until(lambda: written() > 24e6, 90, "1.5 x the disk written")
         alerts = {a["id"] for a in rec.status()["alerts"]}
         metrics = rec.get("/metrics").decode()
         rec.stop()
@@ -177,7 +177,7 @@ def test_full_disk_keeps_recording_and_deletes_oldest(camera, recorder, tmp_path
         assert [r["end_reason"] for r in cat["runs"]] == ["recorder-stopped"], cat["runs"]
         assert_contiguous(run_frames(rec.data, cat)[-1])  # recording never stopped
         st = os.statvfs(rec.data)
-        assert st.f_bavail * st.f_frsize > 2e6
+        assert st.f_bavail * st.f_frsize > 1e6  # the 5 MB kept free, less the open segment
         assert nvr("verify", "--data", str(rec.data)).returncode == 0
 
 
