@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
 import os
+import threading
 import time
 from collections.abc import Callable
 from enum import Enum
@@ -127,6 +129,7 @@ class Wizard:
         """Makes written files live (firmware.golive, on a board); None: at the next boot."""
         self.storage = storage
         """The board's drives, for the recording-drives step; None: no such step."""
+        self._probe_loading = False
 
     def q(self, question: str, check: Check | None = None, default: str = "") -> str:
         return self.ask(question, check, False, default)
@@ -140,6 +143,7 @@ class Wizard:
         self.say("nvr-pair first-boot setup: 6 steps; the board records only once it is done")
         while True:
             password = self.password()
+            self._load_the_probe()
             raw = self.board()
             while True:
                 raw.update(self.network(raw["board"]["side"]))
@@ -155,6 +159,14 @@ class Wizard:
             if self.finish(raw, password):
                 return 0
             self.say("nothing written; from the start again")
+
+    def _load_the_probe(self) -> None:
+        """PyAV is imported while the installer types steps 2-4, not after the camera's URL: on
+        a board's small CPU it is a second or more of the probe's wait. Not before the first
+        question, which it would slow down."""
+        if not self._probe_loading:
+            self._probe_loading = True
+            threading.Thread(target=_import_the_probe, name="probe-import", daemon=True).start()
 
     def password(self) -> str:
         self.say("step 1/6: admin password (8 or more characters, two kinds)")
@@ -443,6 +455,13 @@ def run_wizard(
     except EOFError:
         print("\nsetup left before the end: it starts again at the next console start", flush=True)
         return 1
+
+
+def _import_the_probe() -> None:
+    """A failing import is not reported here: the probe's own import, in the wizard's thread,
+    raises it again and says it."""
+    with contextlib.suppress(Exception):
+        importlib.import_module("firmware.camprobe")
 
 
 def read_secret(inp: TextIO, out: TextIO | None = None, prompt: str = "") -> str | None:

@@ -184,6 +184,38 @@ def test_console_reaches_the_wizards_first_question_without_pyav(tmp_path: Path)
     assert loaded == []
 
 
+def test_the_wizard_loads_the_camera_probe_once_the_first_step_is_answered(
+    tmp_path: Path,
+) -> None:
+    """PyAV is imported in the background while steps 2-4 are typed, so the camera's probe
+    does not wait for it; not before the first question, which it would slow down."""
+    body = (
+        "import threading\n"
+        "from pathlib import Path\n"
+        "from firmware.setupfiles import Layout\n"
+        "from firmware.wizard import Wizard\n"
+        "asked = []\n"
+        "def ask(question, check, secret, default):\n"
+        "    asked.append((question, 'firmware.camprobe' in sys.modules))\n"
+        "    if question in ('admin password', 'again'):\n"
+        "        return 'Install3r-pw'\n"
+        "    raise EOFError\n"
+        f"w = Wizard(Layout(Path({str(tmp_path)!r})), Path('rootfs/etc/nvr/nvr.toml'),\n"
+        f"           Path({str(tmp_path / 'nvr.toml')!r}), ask, lambda s: None)\n"
+        "try:\n"
+        "    w.run()\n"
+        "except EOFError:\n"
+        "    pass\n"
+        "for t in threading.enumerate():\n"
+        "    if t.name == 'probe-import':\n"
+        "        t.join(60)\n"
+        "print('asked', asked)\n"
+    )
+    loaded, out = loaded_after(body, ("firmware.camprobe",))
+    assert "asked [('admin password', False), ('again', False), ('board A or B', " in out, out
+    assert loaded == ["firmware.camprobe"]
+
+
 _FORKSERVER = """
 import os, time
 from firmware.recorder.procs import prewarm
