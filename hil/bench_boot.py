@@ -31,7 +31,7 @@ from pathlib import Path
 from hil.bootfigures import boot_report
 from hil.camera.client import CameraSim
 from hil.camera.spec import StreamSpec
-from hil.vm import Vm, emulated_board
+from hil.vm import Vm, emulated_board, kvm_works
 from hil.wizardrun import BOOT_S, LAB_FACTORY, first_boot_to_recording
 
 TOP = Path(__file__).resolve().parent.parent
@@ -120,7 +120,9 @@ def main(argv: list[str] | None = None) -> int:
                     runs[name].append(got)
                     took = got.get("boot_to_recording_s")
                     print(f"run {n + 1}/{args.runs} {name}: {took} s to recording", flush=True)
-    print(f"\nmachine: {platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}")
+    accel = "KVM" if kvm_works(emulated_board(board)) else "TCG (no KVM)"
+    print(f"\nmachine: {platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}, "
+          f"QEMU on {accel}")  # fmt: skip
     print(table(names, runs))
     if args.json:
         args.json.write_text(json.dumps({"board": board, "runs": runs}, indent=1) + "\n")

@@ -10,6 +10,10 @@ files (read back from the camera's frame numbers), plus the worst ingest lag nvr
 window's end it reads the resident memory of each process tree (RSS, and PSS and private memory
 from /proc/PID/smaps_rollup), per camera. The camera simulator's own CPU is counted for none.
 
+--rounds R repeats each N's runs R times in turn (nvr, its ring, ffmpeg, then again): one
+run's CPU moves by 10-20 % with a shared host, so the table shows each recorder's median run
+(R odd: a real run), and a line per N gives each round's ratio of nvr to ffmpeg.
+
 --soak-seconds S then records the first N for S seconds more and samples the recorder's memory
 every --soak-period seconds: the slope of a least-squares line through the samples (MB per hour)
 says whether memory grows while recording.
@@ -59,6 +63,8 @@ class Result:
     """Of the whole process tree, at the end of the window."""
     reader: str = ""
     """nvr's RTSP reader ([recorder] rtsp_reader); empty for ffmpeg."""
+    round: int = 0
+    """Which of --rounds it was run in."""
 
     @property
     def cpu_per_camera_minute(self) -> float:
@@ -350,6 +356,31 @@ def report(results: list[Result], args: argparse.Namespace) -> str:
     return "\n".join(lines)
 
 
+def medians(results: list[Result]) -> list[Result]:
+    """Of each recorder at each N, the run with the median CPU per camera-minute (the lower
+    middle one of an even count), in the order they first ran."""
+    groups: dict[tuple[int, str], list[Result]] = {}
+    for r in results:
+        groups.setdefault((r.n, r.tool), []).append(r)
+    return [sorted(g, key=lambda r: r.cpu_per_camera_minute)[(len(g) - 1) // 2]
+            for g in groups.values()]  # fmt: skip
+
+
+def round_ratios(results: list[Result]) -> list[str]:
+    """Per N and nvr recorder, its ratio to ffmpeg in each round (runs minutes apart)."""
+    lines = []
+    for n in sorted({r.n for r in results}):
+        ref = {r.round: r for r in results if r.n == n and r.tool.startswith("ffmpeg")}
+        tools = dict.fromkeys(r.tool for r in results if r.n == n and r.tool.startswith("nvr"))
+        for tool in tools:
+            runs = [r for r in results if r.n == n and r.tool == tool and r.round in ref]
+            ratios = [f"{r.cpu_per_camera_minute / ref[r.round].cpu_per_camera_minute:.2f}"
+                      for r in runs]  # fmt: skip
+            if ratios:
+                lines.append(f"N = {n}, {tool}: ratio to ffmpeg by round {' '.join(ratios)}")
+    return lines
+
+
 def soak_report(samples: list[tuple[float, Memory]], n: int) -> str:
     """The samples and the least-squares slopes of RSS, PSS and private memory (MB per hour)."""
     lines = [
@@ -388,6 +419,8 @@ def main() -> int:
     ap.add_argument("--soak-seconds", type=float, default=0,
                     help="then record the first N this long, sampling memory")  # fmt: skip
     ap.add_argument("--soak-period", type=float, default=10, help="seconds between samples")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="runs of each recorder, in turn; the table shows medians")  # fmt: skip
     ap.add_argument("--json", type=Path, help="also write the results here")
     args = ap.parse_args()
     if not shutil.which("ffmpeg"):
@@ -414,21 +447,8 @@ def main() -> int:
         cam.start()
         try:
             urls = {s.name: cam.url(s.name) for s in specs}
-            for reader in args.readers.split(","):
-                for workers in (int(w) for w in args.workers.split(",")):
-                    with tempfile.TemporaryDirectory(prefix="bench-nvr-") as d:
-                        results.append(run_nvr(urls, args.seconds, args.warmup, Path(d), workers,
-                                               reader=reader))  # fmt: skip
-                        print(row(results[-1], None), flush=True)
-                if not args.no_ring:
-                    with tempfile.TemporaryDirectory(prefix="bench-ring-") as d:
-                        results.append(run_nvr(urls, args.seconds, args.warmup, Path(d), 0, True,
-                                               reader=reader))  # fmt: skip
-                        print(row(results[-1], None), flush=True)
-            if not args.no_ffmpeg:
-                with tempfile.TemporaryDirectory(prefix="bench-ffmpeg-") as d:
-                    results.append(run_ffmpeg(urls, args.seconds, args.warmup, Path(d)))
-                    print(row(results[-1], None), flush=True)
+            for turn in range(args.rounds):
+                run_round(urls, args, results, turn)
             if args.soak_seconds and n == counts[0]:
                 with tempfile.TemporaryDirectory(prefix="bench-soak-") as d:
                     run_nvr(urls, args.soak_seconds, args.warmup, Path(d), 0, soak=soak,
@@ -436,7 +456,10 @@ def main() -> int:
         finally:
             cam.stop()
     print()
-    print(report(results, args))
+    print(report(medians(results), args))
+    if args.rounds > 1:
+        print(f"\nAbove: each recorder's median run of {args.rounds} rounds. Each round:")
+        print("\n".join(round_ratios(results)))
     if soak:
         print()
         print(soak_report(soak, counts[0]))
@@ -445,6 +468,29 @@ def main() -> int:
                "soak": [{"s": t, **asdict(m)} for t, m in soak]}  # fmt: skip
         args.json.write_text(json.dumps(out, indent=1))
     return 0
+
+
+def run_round(
+    urls: dict[str, str], args: argparse.Namespace, results: list[Result], turn: int
+) -> None:
+    """Each recorder once on these cameras: nvr with each reader and worker count, its ring,
+    then ffmpeg."""
+
+    def ran(r: Result) -> None:
+        r.round = turn
+        results.append(r)
+        print(row(r, None), flush=True)
+
+    for reader in args.readers.split(","):
+        for workers in (int(w) for w in args.workers.split(",")):
+            with tempfile.TemporaryDirectory(prefix="bench-nvr-") as d:
+                ran(run_nvr(urls, args.seconds, args.warmup, Path(d), workers, reader=reader))
+        if not args.no_ring:
+            with tempfile.TemporaryDirectory(prefix="bench-ring-") as d:
+                ran(run_nvr(urls, args.seconds, args.warmup, Path(d), 0, True, reader=reader))
+    if not args.no_ffmpeg:
+        with tempfile.TemporaryDirectory(prefix="bench-ffmpeg-") as d:
+            ran(run_ffmpeg(urls, args.seconds, args.warmup, Path(d)))
 
 
 if __name__ == "__main__":
