@@ -74,6 +74,12 @@ def test_the_images_chrony_reads_where_the_firmware_writes():
     assert str(Path(directives["driftfile"][0]).parent) in made
     layout = (TOP / "rootfs/usr/lib/nvr/data-layout").read_text()
     assert re.search(r'chown _chrony:_chrony "\$data/chrony"', layout)
+    # Debian's chrony.service has ProtectSystem=strict: the drift file's directory must be
+    # given back to it, or chronyd cannot save the drift it learnt.
+    dropin = (TOP / "rootfs/usr/lib/systemd/system/chrony.service.d/nvr.conf").read_text()
+    writable = [p for ln in dropin.splitlines() if ln.startswith("ReadWritePaths=")
+                for p in ln.split("=", 1)[1].split()]  # fmt: skip
+    assert str(Path(directives["driftfile"][0]).parent) in writable
 
 
 def layout_made() -> set[str]:
