@@ -1024,9 +1024,10 @@ def test_frames_taken_in_place_are_push_rtp_of_each(make, seed, mtu, edits, cuts
         elif kind == "dup":
             frames.insert(i, (ch, data))
         elif kind == "byte":
-            b = bytearray(data)
-            b[where % len(b)] = value
-            frames[i] = (ch, bytes(b))
+            if data:  # a frame cut to nothing has no byte to change
+                b = bytearray(data)
+                b[where % len(b)] = value
+                frames[i] = (ch, bytes(b))
         elif kind == "ts":
             frames[i] = (ch, data[:4] + struct.pack("!I", value) + data[8:])
         elif kind == "ssrc":
