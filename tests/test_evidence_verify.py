@@ -139,3 +139,62 @@ def test_retention_records_what_it_deletes_and_the_log_stays_intact(tmp_path: Pa
     events = [e for e in (b.data / AUDIT_FILE).read_text().splitlines() if "retention" in e]
     assert len(events) == 1 and all(i in events[0] for i in ids)
     assert kinds(b) == []
+
+
+def _ingest_after_the_leaves(b: Board, then) -> None:
+    """The running firmware's next step lands while verify is between its reads."""
+    leaves = b.log.iter_leaves
+
+    def iter_then_write(start: int = 0):
+        yield from leaves(start)
+        then()
+
+    b.log.iter_leaves = iter_then_write  # type: ignore[method-assign]
+
+
+def test_rows_taken_in_during_a_pass_are_not_yet_logged_not_added_behind_its_back(
+    tmp_path: Path,
+) -> None:
+    b = recorded(tmp_path)
+    for i in range(4):  # a segment boundary: every camera commits at once
+        add_segment(b.data, b.catalog, f"cam{i}", T0 + 20_000_000, bytes([70 + i]) * 500)
+    _ingest_after_the_leaves(b, lambda: b.log.ingest(b.catalog))
+    found = check_log(b.data, b.catalog, b.log, sha256_file).findings
+    assert [f.kind for f in found] == [Break.NOT_YET_LOGGED]
+    assert found[0].text.startswith("4 segments were committed after")
+    assert kinds(b) == []  # the next pass sees them in the log
+
+
+def test_a_deletion_during_a_pass_is_not_yet_logged_when_audit_log_holds_it(
+    tmp_path: Path,
+) -> None:
+    from firmware.config import RecorderConfig
+    from firmware.recorder.retention import Retention
+
+    b = recorded(tmp_path)
+    retention = Retention(b.data, RecorderConfig(retention_days=1), b.catalog)
+    _ingest_after_the_leaves(b, lambda: retention.run(T0 + 2 * 86_400_000_000))
+    found = check_log(b.data, b.catalog, b.log, sha256_file).findings
+    assert [f.kind for f in found] == [Break.NOT_YET_LOGGED]
+    assert found[0].text.startswith("3 segments were deleted after")
+    b.log.ingest(b.catalog)
+    assert kinds(b) == []
+
+
+def test_retention_writes_the_audit_event_before_the_rows_go(tmp_path: Path) -> None:
+    """A crash between the two then leaves rows to delete again, never a deletion unsaid."""
+    from firmware.config import RecorderConfig
+    from firmware.recorder.retention import Retention
+
+    b = recorded(tmp_path)
+    seen: list[str] = []
+    delete_rows = b.catalog.delete_segment_rows
+
+    def watched(ids: list[str]) -> list[str]:
+        seen.append((b.data / AUDIT_FILE).read_text())
+        return delete_rows(ids)
+
+    b.catalog.delete_segment_rows = watched  # type: ignore[method-assign]
+    ids = [s.id for s in b.catalog.segments()]
+    Retention(b.data, RecorderConfig(retention_days=1), b.catalog).run(T0 + 2 * 86_400_000_000)
+    assert len(seen) == 1 and "retention-deleted" in seen[0] and ids[0] in seen[0]

@@ -106,6 +106,9 @@ def check_log(data_dir: Path, catalog: Catalog, evlog: EvidenceLog,
               file_sha256: Callable[[Path], str]) -> LogReport:  # fmt: skip
     """Everything `nvr verify` says of the log, the first break first."""
     found: list[Finding] = []
+    # The cursor before the leaves: a running firmware may ingest between the reads, and a
+    # cursor read after them would claim rows whose leaves this pass never saw.
+    cursor = evlog.ingested_rows()
     size = evlog.tree.size()
     checkpoints = evlog.checkpoints()
     wanted = {size} | {cp_size for cp_size, _, _ in checkpoints}
@@ -149,7 +152,25 @@ def check_log(data_dir: Path, catalog: Catalog, evlog: EvidenceLog,
         found.append(Finding(Break.TREE_CHANGED, "the log's leaves do not hash to its tree: "
                              "entries were changed"))  # fmt: skip
     found += _check_checkpoints(evlog, checkpoints, roots, n_leaves)
-    found += _check_segments(data_dir, catalog, evlog, segs, deleted, file_sha256)
+    tail: set[str] | None = None
+
+    def deleted_since() -> set[str]:
+        """Deletions audit.log holds past the log's leaves: a running firmware's, still to be
+        taken in (the event is written before the rows go, so it is there once they are gone)."""
+        nonlocal tail
+        if tail is None:
+            tail = set()
+            for raw in audit:
+                try:
+                    event = json.loads(raw)
+                except ValueError:
+                    continue
+                if isinstance(event, dict) and event.get("event") in DELETIONS:
+                    tail.update(event.get("segments") or [])
+        return tail
+
+    found += _check_segments(data_dir, catalog, cursor, segs, deleted, deleted_since,
+                             file_sha256)  # fmt: skip
     latest = checkpoints[0][0] if checkpoints else None
     cosigned = next((s for s, _, c in checkpoints if c is not None), None)
     return LogReport(n_leaves, len(segs), n_audit, latest, cosigned, tuple(found))
@@ -188,10 +209,12 @@ def _check_checkpoints(evlog: EvidenceLog, checkpoints: list[tuple[int, Note, No
     return found
 
 
-def _check_segments(data_dir: Path, catalog: Catalog, evlog: EvidenceLog,
+def _check_segments(data_dir: Path, catalog: Catalog, cursor: int,
                     segs: dict[str, dict], deleted: dict[str, str],
+                    deleted_since: Callable[[], set[str]],
                     file_sha256: Callable[[Path], str]) -> list[Finding]:  # fmt: skip
     found: list[Finding] = []
+    going = 0
     numbered = catalog.segments_since(0, 1 << 62)  # every row, read once, with its row id
     rows: dict[str, Segment] = {s.id: s for _, s in numbered}
     for sid, d in segs.items():
@@ -202,6 +225,8 @@ def _check_segments(data_dir: Path, catalog: Catalog, evlog: EvidenceLog,
             if why == "segments-lost":
                 found.append(Finding(Break.SEGMENT_LOST, f"{what}: lost (its file was gone "
                                      "when the firmware started; recorded as lost)"))  # fmt: skip
+            elif why is None and sid in deleted_since():
+                going += 1
             elif why is None:
                 found.append(Finding(Break.SEGMENT_DELETED, f"{what}: in the log, but its row "
                                      "and file are gone and no deletion was recorded"))  # fmt: skip
@@ -217,13 +242,14 @@ def _check_segments(data_dir: Path, catalog: Catalog, evlog: EvidenceLog,
         try:
             digest = file_sha256(data_dir / row.path)
         except FileNotFoundError:
-            if sid not in deleted:
+            if sid in deleted_since():
+                going += 1
+            elif sid not in deleted:
                 found.append(Finding(Break.SEGMENT_DELETED, f"{what}: the file is gone"))
             continue
         if digest != d["sha256"]:
             found.append(Finding(Break.SEGMENT_CHANGED, f"{what}: the file was changed after "
                                  "it was recorded"))  # fmt: skip
-    cursor = evlog.ingested_rows()
     later = 0
     for rowid, seg in numbered:
         if rowid > cursor:
@@ -237,4 +263,7 @@ def _check_segments(data_dir: Path, catalog: Catalog, evlog: EvidenceLog,
         found.append(Finding(Break.NOT_YET_LOGGED, f"{later} segments were committed after the "
                              "log's last ingest (taken in within a second by the running "
                              "firmware, or at its next start)"))  # fmt: skip
+    if going:
+        found.append(Finding(Break.NOT_YET_LOGGED, f"{going} segments were deleted after the "
+                             "log's last ingest; audit.log holds their deletion"))  # fmt: skip
     return found

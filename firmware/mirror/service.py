@@ -54,10 +54,11 @@ def prune_superseded(catalog: Catalog) -> list[str]:
     spare -= catalog.held_ids(sorted(spare))  # an evidence lock keeps even a second copy
     if not spare:
         return []
+    # Audited before the rows go, as retention does (firmware/recorder/retention.py `_delete`).
+    append_event(catalog.data_dir, wall_now_us(), "spare-copies-deleted", segments=sorted(spare))
     paths = catalog.delete_segment_rows(sorted(spare))
     unlink_files(catalog.data_dir, paths)
     catalog.forget_garbage(paths)
-    append_event(catalog.data_dir, wall_now_us(), "spare-copies-deleted", segments=sorted(spare))
     log.info("mirror: removed %d segments recorded by both boards: %s", len(spare),
              ", ".join(sorted(spare)[:4]))  # fmt: skip
     return sorted(spare)

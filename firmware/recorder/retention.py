@@ -199,7 +199,12 @@ class Retention:
         return out, False  # the next pass finds nothing more to delete, or the disk above low
 
     def _delete(self, why: str, segs: list[Segment], archived: bool | None, now_us: int) -> int:
-        """Rows first (into the garbage list), then the files; logged, counted and audited."""
+        """Audited first (a crash after it leaves rows a later pass deletes again; one before
+        it, rows gone unsaid), then rows (into the garbage list), then the files."""
+        # A leaf of the evidence log: verify tells these from footage gone unsaid.
+        extra = {} if archived is None else {"archived": archived}
+        append_event(self.data_dir, now_us, "retention-deleted", why=why,
+                     segments=[s.id for s in segs], **extra)  # fmt: skip
         paths = self.catalog.delete_segment_rows([s.id for s in segs])
         unlink_files(self.data_dir, paths)
         self.catalog.forget_garbage(paths)
@@ -210,10 +215,6 @@ class Retention:
             why, len(segs), nbytes, tier, self.held.text(),
         )  # fmt: skip
         self.on_delete(why, len(segs), nbytes)
-        # A leaf of the evidence log: verify tells these from footage gone unsaid.
-        extra = {} if archived is None else {"archived": archived}
-        append_event(self.data_dir, now_us, "retention-deleted", why=why,
-                     segments=[s.id for s in segs], **extra)  # fmt: skip
         if archived is False:
             n, b = self.unarchived_deleted
             self.unarchived_deleted = (n + len(segs), b + nbytes)
