@@ -73,6 +73,10 @@ log = logging.getLogger(__name__)
 
 SAMPLE_PERIOD_S = 0.25
 """How often the recorder, the mirror and the election are sampled for the board core."""
+ALONE_SAMPLE_PERIOD_S = 1.0
+"""The same for a board without a pair: its facts are the recorder's, which the workers
+report once a second, so sampling them faster finds nothing new (and costs the main process
+a wake-up each time: docs/BENCHMARKS.md)."""
 PAIRED_RESTART_S = 1.0
 """After a pairing, time for the API to answer `nvr pair` before the firmware restarts."""
 UNPAIRED_TEXT = ("[pair] is configured but this board holds no pair key: it records alone and "
@@ -344,11 +348,13 @@ class Board:
                     self._stop.set()
 
     async def _decide(self, stop: asyncio.Event) -> None:
-        """Sample what the core needs every SAMPLE_PERIOD_S (under keep_running)."""
+        """Sample what the core needs every SAMPLE_PERIOD_S, or ALONE_SAMPLE_PERIOD_S without
+        a pair (under keep_running)."""
+        period = SAMPLE_PERIOD_S if self.failover is not None else ALONE_SAMPLE_PERIOD_S
         while not stop.is_set():
             self._sample()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), SAMPLE_PERIOD_S)
+                await asyncio.wait_for(stop.wait(), period)
 
     def _catalog_changed(self) -> None:
         """From the recorder's thread: a segment was committed or a run ended."""

@@ -17,6 +17,7 @@ from firmware.core.actions import ClearAlert, RaiseAlert
 from firmware.recorder.events import (
     CameraEvent,
     CameraProgress,
+    Progress,
     Reconnecting,
     RetentionDeleted,
     RunEnded,
@@ -31,6 +32,12 @@ from firmware.recorder.supervisor import Recorder
 EXAMPLES: list[WorkerEvent] = [
     CameraProgress("cam1", 1_700_000_000_000_000, 1_700_000_000_040_000, True, False, 0.0),
     CameraProgress("cam1", None, None, False, True, 13.9),
+    Progress(
+        (
+            CameraProgress("cam1", 5, 6, True, False, 0.0),
+            CameraProgress("gone", 1, 2, False, False, 0.0),
+        )
+    ),
     SessionChanged("cam1", recording=True, error=None, codec="hevc"),
     SessionChanged("cam1", recording=False, error="rtsp://***@cam/x: connection refused"),
     SegmentCommitted("cam1", "cam1.1700000000000.a", 1_234_567, 50),
@@ -101,6 +108,11 @@ def test_camera_events_update_its_status(recorder):
     assert (st.recording, st.codec, st.error) == (False, "h264", "stalled"), "codec kept"
     recorder._apply(CameraProgress("cam1", 30, 40, False, True, 12.5))
     assert (st.holding, st.ring_seconds, st.recording) == (True, 12.5, False)
+    # A worker's progress comes as one message for all its cameras; a camera no longer
+    # recorded (its config changed meanwhile) is dropped, the others land.
+    recorder._apply(Progress((CameraProgress("gone", 1, 2, True, False, 0.0),
+                              CameraProgress("cam1", 50, 70, True, False, 0.0))))  # fmt: skip
+    assert (st.last_frame_wall_us, st.recording, st.holding) == (50, True, False)
 
 
 def test_a_session_up_or_ended_shows_at_once_also_on_a_standby(recorder):

@@ -37,6 +37,14 @@ class CameraProgress:
 
 
 @dataclass(frozen=True, slots=True)
+class Progress:
+    """Once a second per worker: each of its cameras' progress in one message, so that the
+    supervisor's thread wakes once per worker, not once per camera."""
+
+    cameras: tuple[CameraProgress, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class SessionChanged:
     """A camera session came up (recording unless the board is a standby) or ended (error says
     why, None when the recorder stopped it)."""
@@ -100,7 +108,9 @@ CameraEvent: TypeAlias = (
 )
 """Events about one camera; the supervisor drops those of a camera it does not record."""
 
-WorkerEvent: TypeAlias = CameraEvent | RetentionDeleted | RaiseAlert | ClearAlert | WorkerExited
+WorkerEvent: TypeAlias = (
+    CameraEvent | Progress | RetentionDeleted | RaiseAlert | ClearAlert | WorkerExited
+)
 
 Report: TypeAlias = Callable[[WorkerEvent], None]
 """How a camera's thread (and the worker's retention) hands an event to the supervisor."""

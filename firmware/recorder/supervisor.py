@@ -28,6 +28,7 @@ from firmware.recorder import procs
 from firmware.recorder.events import (
     CameraEvent,
     CameraProgress,
+    Progress,
     Reconnecting,
     RetentionDeleted,
     RunEnded,
@@ -342,6 +343,9 @@ class Recorder:
                 self.alerts.raise_(alert_id, severity, text, now_us())
             case ClearAlert(id=alert_id):
                 self.alerts.clear(alert_id)
+            case Progress(cameras=each):
+                for progress in each:
+                    self._apply(progress)
             case (
                 CameraProgress()
                 | SessionChanged()

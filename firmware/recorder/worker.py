@@ -24,7 +24,13 @@ from firmware.catalog import Catalog
 from firmware.config import RecorderConfig
 from firmware.core.actions import RaiseAlert
 from firmware.lograte import setup_logging
-from firmware.recorder.events import CameraProgress, RetentionDeleted, WorkerEvent, WorkerExited
+from firmware.recorder.events import (
+    CameraProgress,
+    Progress,
+    RetentionDeleted,
+    WorkerEvent,
+    WorkerExited,
+)
 from firmware.recorder.procs import ended, watch
 from firmware.recorder.retention import Retention, Tiering
 from firmware.roles import RecorderMode
@@ -128,17 +134,17 @@ def worker_main(
     while not local_stop.wait(STATUS_PERIOD_S):
         if ended(supervisor):
             local_stop.set()  # the supervisor died without stopping us
-        for ing in ingests:
-            report(
-                CameraProgress(
-                    ing.name,
-                    last_frame_wall_us=ing.last_frame_wall_us,
-                    last_frame_seen_us=ing.last_frame_seen_us,
-                    recording=ing.recording,
-                    holding=ing.holding,
-                    ring_seconds=round(ing.ring.seconds, 1),
-                )
+        report(Progress(tuple(
+            CameraProgress(
+                ing.name,
+                last_frame_wall_us=ing.last_frame_wall_us,
+                last_frame_seen_us=ing.last_frame_seen_us,
+                recording=ing.recording,
+                holding=ing.holding,
+                ring_seconds=round(ing.ring.seconds, 1),
             )
+            for ing in ingests
+        )))  # fmt: skip
     deadline = time.monotonic() + cfg.stall_seconds + 5
     for t in threads[: len(ingests)]:
         t.join(max(0.1, deadline - time.monotonic()))
@@ -151,8 +157,8 @@ def _obey(commands, ingests: list[CameraIngest], stop: threading.Event) -> None:
     its next packet."""
     while not stop.is_set():
         try:
-            if not commands.poll(0.5):
-                continue
+            # Blocks: the supervisor closes the pipe when it stops, and a daemon thread left
+            # waiting ends with the process. (A poll with a timeout woke it twice a second.)
             kind, payload = commands.recv()
         except (EOFError, OSError):
             return
