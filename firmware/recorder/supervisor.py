@@ -7,7 +7,6 @@ workers' events into status, metrics and alerts, and runs retention by age in th
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import multiprocessing.connection as mp_connection
 import os
@@ -16,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from multiprocessing.process import BaseProcess
 from pathlib import Path
 
 from firmware.alert_ids import AlertId, Severity
@@ -41,7 +41,7 @@ from firmware.recorder.events import (
 )
 from firmware.recorder.recovery import CRASH, recover, salvage_camera
 from firmware.recorder.retention import FREE_SPACE, Retention, Tiering, disk_usage, watermarks
-from firmware.recorder.worker import worker_main
+from firmware.recorder.worker import GO, worker_main
 from firmware.roles import RecorderMode
 from firmware.supervise import keep_running
 from firmware.timefmt import now_us
@@ -207,38 +207,54 @@ class Recorder:
                                now_us())  # fmt: skip
 
     def _spawn(self, share: list[tuple[str, str]]) -> procs.Worker:
-        receiver, sender = self._ctx.Pipe(duplex=False)
-        cmd_in, cmd_out = self._ctx.Pipe(duplex=False)
-        make = functools.partial(
-            self._ctx.Process,
-            target=worker_main,
-            args=(
-                str(self.data_dir),
-                self.origin,
-                self.cfg.model_dump_json(),
-                share,
-                sender,
-                logging.getLogger().level,
-                self.mode,
-                ring_seconds(self.cfg),
-                cmd_in,
-                None if self.tiering is None else self.tiering.local_days,
-                os.getpid(),
-            ),
-            name="nvr-rec-" + ",".join(n for n, _ in share)[:40],
-            daemon=False,
-        )
+        """A worker for these cameras, told to go once its pid is known here. Each try of the
+        start has pipes of its own: a try whose forkserver ended after forking but before
+        saying the pid leaves a process this supervisor never learns of; its pipes close here,
+        it reads the end of its command pipe instead of `go`, and exits before it connects a
+        camera (firmware/recorder/worker.py), so two workers never record one camera."""
+        tries: list[tuple[mp_connection.Connection, ...]] = []
+
+        def make() -> BaseProcess:
+            receiver, sender = self._ctx.Pipe(duplex=False)
+            cmd_in, cmd_out = self._ctx.Pipe(duplex=False)
+            tries.append((receiver, sender, cmd_in, cmd_out))
+            return self._ctx.Process(
+                target=worker_main,
+                args=(
+                    str(self.data_dir),
+                    self.origin,
+                    self.cfg.model_dump_json(),
+                    share,
+                    sender,
+                    logging.getLogger().level,
+                    self.mode,
+                    ring_seconds(self.cfg),
+                    cmd_in,
+                    None if self.tiering is None else self.tiering.local_days,
+                    os.getpid(),
+                ),
+                name="nvr-rec-" + ",".join(n for n, _ in share)[:40],
+                daemon=False,
+            )
+
         try:
             p = procs.start(make)
         except BaseException:
-            for end in (receiver, sender, cmd_in, cmd_out):
-                end.close()
+            for ends in tries:
+                for end in ends:
+                    end.close()
             raise
+        *lost, (receiver, sender, cmd_in, cmd_out) = tries
+        for ends in lost:
+            for end in ends:
+                end.close()
         sender.close()
         cmd_in.close()
+        assert p.pid is not None
+        with contextlib.suppress(OSError):  # it died already: the upkeep starts another
+            cmd_out.send(GO)
         with self._conns_lock:
             self._conns.append(receiver)
-        assert p.pid is not None
         self._commands[p.pid] = cmd_out
         return procs.Worker(p)
 

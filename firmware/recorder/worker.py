@@ -11,6 +11,7 @@ main process too: PyAV and the ingest are imported inside worker_main, in the wo
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import threading
@@ -36,10 +37,15 @@ from firmware.recorder.retention import Retention, Tiering
 from firmware.roles import RecorderMode
 from firmware.supervise import keep_running
 
+log = logging.getLogger(__name__)
+
 if TYPE_CHECKING:
     from firmware.recorder.ingest import CameraIngest
 
 STATUS_PERIOD_S = 1.0
+GO = ("go", None)
+"""The supervisor's first command: it knows this worker's pid (firmware/recorder/supervisor.py
+`_spawn`). A worker whose command pipe ends before it exits without touching a camera."""
 
 
 def _name_process(name: str) -> None:
@@ -76,6 +82,10 @@ def worker_main(
     signal.signal(signal.SIGTERM, lambda *_: local_stop.set())
 
     _name_process("nvr-" + ",".join(name for name, _ in cameras))
+    if commands is not None and not _told_to_go(commands):
+        log.warning("worker for %s: the supervisor never learned of it (its start was lost); "
+                    "ending before it records", ",".join(n for n, _ in cameras))  # fmt: skip
+        return
     cfg = RecorderConfig.model_validate_json(cfg_json)
     root = Path(data_dir)
     catalog = Catalog(root)
@@ -150,6 +160,13 @@ def worker_main(
         t.join(max(0.1, deadline - time.monotonic()))
     report(WorkerExited(tuple(n for n, _ in cameras)))
     events.close()
+
+
+def _told_to_go(commands) -> bool:
+    try:
+        return commands.recv() == GO
+    except (EOFError, OSError):
+        return False
 
 
 def _obey(commands, ingests: list[CameraIngest], stop: threading.Event) -> None:
