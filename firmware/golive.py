@@ -24,6 +24,7 @@ from firmware.netchange import reload_commands
 from firmware.paths import SERVICE
 from firmware.provision import Runner, run_command
 from firmware.setupfiles import Layout
+from firmware.timesync import TAKE_IN
 
 ANSWER_S = 90.0
 """How long the restarted firmware may take to answer (a slow board's start, migrations)."""
@@ -52,7 +53,7 @@ class GoLive:
         if any(p.parent == self.layout.network_dir for p in changed):
             steps += reload_commands([net.lan_interface, net.sync_interface])
         if any(self.layout.chrony_dir in p.parents for p in changed):
-            steps.append(["systemctl", "try-restart", "chrony.service"])
+            steps.append(TAKE_IN)
         return self._run(steps) or self.restart()
 
     def _run(self, steps: Iterable[list[str]]) -> str | None:

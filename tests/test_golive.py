@@ -137,13 +137,13 @@ def test_a_firmware_still_starting_is_waited_for_and_restarted_in_its_process(
     assert run.calls == [["systemctl", "is-active", "nvr.service"]] * 2 + RESTART_IN_PROCESS
 
 
-def test_chrony_files_restart_chrony_and_nothing_touches_networkd(
+def test_chrony_files_reload_chrony_and_nothing_touches_networkd(
     tmp_path: Path, firmware_port: int
 ) -> None:
     layout, config = _layout(tmp_path, firmware_port)
     run = Runner()
     assert GoLive(layout, config, runner=run)([layout.chrony_dir / "sources.d/nvr.sources"]) is None
-    assert ["systemctl", "try-restart", "chrony.service"] in run.calls
+    assert ["systemctl", "try-reload-or-restart", "chrony.service"] in run.calls
     assert not any(c[0] == "networkctl" for c in run.calls)
 
 

@@ -208,6 +208,15 @@ def test_image_boots_records_and_updates_through_signed_bundles(built, camera, t
         assert {"loader_s", "kernel_s", "userspace_s", "firmware_start_s"} <= set(boot.figures), (
             boot.text)  # fmt: skip
 
+        # The setup's time settings reached the running chronyd by its reload, not a restart
+        # (firmware/timesync.py TAKE_IN): started once, the peer a source and allowed to ask.
+        chrony = _root_shell(vm, "journalctl -u chrony -b --no-pager -o cat; chronyc -n sources; "
+                             "chronyc accheck 198.51.100.2")  # fmt: skip
+        assert chrony.count("chronyd version") == 1, chrony
+        assert "Reloaded chrony.service" in chrony, chrony
+        assert re.search(r"^\^. 198\.51\.100\.2 ", chrony, re.M), chrony
+        assert "208 Access allowed" in chrony, chrony
+
         system = wait_console(vm, "system", lambda t: "boot_status=good" in t, READY_S,
                               "slot A marked good")  # fmt: skip
         assert field(system, "slot") == "A"

@@ -3,8 +3,10 @@ chrony config reading them from where the firmware writes them."""
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -51,13 +53,13 @@ def test_a_bad_peer_address_or_too_many_servers_are_refused():
         TimeSettings(tuple(f"ntp{i}.example" for i in range(9)), None)
 
 
-def test_apply_restarts_chrony_only_when_something_changed(tmp_path, monkeypatch):
+def test_apply_has_chrony_take_the_files_in_only_when_something_changed(tmp_path, monkeypatch):
     calls = []
     monkeypatch.setattr(timesync.subprocess, "run", lambda cmd, **kw: calls.append(cmd))
     s = TimeSettings(("ntp.example",), None)
     timesync.apply(s, tmp_path)
     timesync.apply(s, tmp_path)
-    assert calls == [["systemctl", "try-restart", "chrony.service"]]
+    assert calls == [["systemctl", "try-reload-or-restart", "chrony.service"]]
 
 
 def test_the_images_chrony_reads_where_the_firmware_writes():
@@ -89,3 +91,30 @@ def layout_made() -> set[str]:
     script = (TOP / "rootfs/usr/lib/nvr/data-layout").read_text().replace("\\\n", " ")
     [mkdir] = [ln.split()[2:] for ln in script.splitlines() if ln.startswith("mkdir -p ")]
     return {shlex.split(d.replace("$data", "/data"))[0] for d in mkdir}
+
+
+def test_chronys_reload_takes_in_the_servers_and_the_peer_without_a_restart(tmp_path):
+    """The drop-in's ExecReload (what `systemctl try-reload-or-restart` runs on a running
+    chronyd) asks chronyd for the new sources and allows the peer; chronyc itself is faked
+    here (the image test has the real one)."""
+    dropin = (TOP / "rootfs/usr/lib/systemd/system/chrony.service.d/nvr.conf").read_text()
+    assert "\nExecReload=/usr/lib/nvr/chrony-reload\n" in dropin
+    timesync.write(TimeSettings(("ntp.example",), "198.51.100.2"), tmp_path / "chrony")
+    calls = tmp_path / "calls"
+    fake = tmp_path / "bin" / "chronyc"
+    fake.parent.mkdir()
+    fake.write_text(f'#!/bin/sh\necho "$*" >> {calls}\necho "200 OK"\n')
+    fake.chmod(0o755)
+    env = {**os.environ, "PATH": f"{fake.parent}:{os.environ['PATH']}",
+           "NVR_CHRONY_DIR": str(tmp_path / "chrony")}  # fmt: skip
+    script = TOP / "rootfs/usr/lib/nvr/chrony-reload"
+    done = subprocess.run([str(script)], env=env, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert calls.read_text().splitlines() == ["reload sources", "allow 198.51.100.2"]
+    calls.unlink()
+    timesync.write(TimeSettings(("ntp.example",), None), tmp_path / "chrony")  # unpaired
+    subprocess.run([str(script)], env=env, check=True, timeout=30)
+    assert calls.read_text().splitlines() == ["reload sources"]
+    fake.write_text("#!/bin/sh\necho '506 Cannot talk to daemon'\nexit 1\n")
+    failed = subprocess.run([str(script)], env=env, capture_output=True, timeout=30)
+    assert failed.returncode != 0, "a reload chronyd did not take is a failed reload"
