@@ -4,6 +4,7 @@ and that deletions the firmware recorded are no break."""
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 import subprocess
 from pathlib import Path
@@ -198,3 +199,47 @@ def test_retention_writes_the_audit_event_before_the_rows_go(tmp_path: Path) -> 
     ids = [s.id for s in b.catalog.segments()]
     Retention(b.data, RecorderConfig(retention_days=1), b.catalog).run(T0 + 2 * 86_400_000_000)
     assert len(seen) == 1 and "retention-deleted" in seen[0] and ids[0] in seen[0]
+
+
+def test_the_mirrors_pruning_writes_the_audit_event_before_the_rows_go(tmp_path: Path) -> None:
+    """A takeover run that went on past the run it took over from: the old run's segments after
+    the takeover point are spare copies; their deletion is on disk before they go."""
+    from firmware.catalog import Segment, segment_id
+    from firmware.mirror.service import prune_superseded
+    from firmware.recorder.segment_file import relative_path
+
+    b = board(tmp_path, "a")
+    s = 4_000_000
+
+    def seg(run: int, origin: str, i: int) -> Segment:
+        start = T0 + i * s
+        sid = segment_id("door", start, origin)
+        rel = relative_path("door", start, sid)
+        (b.data / rel).parent.mkdir(parents=True, exist_ok=True)
+        body = f"{origin}{i}".encode() * 100
+        (b.data / rel).write_bytes(body)
+        out = Segment(sid, "door", run, rel, start, start + s, 0, s, 100, len(body),
+                      hashlib.sha256(body).hexdigest(), origin, "h264")  # fmt: skip
+        b.catalog.add_segment(out)
+        return out
+
+    old = b.catalog.new_run("door", "b", T0, T0)
+    old_segs = [seg(old, "b", i) for i in range(3)]
+    b.catalog.end_run(old, "power-cut")
+    took = b.catalog.new_run("door", "a", T0 + s, T0 + s, continues=old_segs[0].id)
+    for i in range(1, 4):
+        seg(took, "a", i)
+    seen: list[str] = []
+    delete_rows = b.catalog.delete_segment_rows
+
+    def watched(ids: list[str]) -> list[str]:
+        seen.append((b.data / AUDIT_FILE).read_text())
+        return delete_rows(ids)
+
+    b.catalog.delete_segment_rows = watched  # type: ignore[method-assign]
+    gone = prune_superseded(b.catalog)
+    assert gone == sorted(x.id for x in old_segs[1:])
+    assert len(seen) == 1 and "spare-copies-deleted" in seen[0]
+    assert all(x in seen[0] for x in gone)
+    b.log.ingest(b.catalog)
+    assert kinds(b) == []
