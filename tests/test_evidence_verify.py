@@ -182,12 +182,8 @@ def test_a_deletion_during_a_pass_is_not_yet_logged_when_audit_log_holds_it(
     assert kinds(b) == []
 
 
-def test_retention_writes_the_audit_event_before_the_rows_go(tmp_path: Path) -> None:
-    """A crash between the two then leaves rows to delete again, never a deletion unsaid."""
-    from firmware.config import RecorderConfig
-    from firmware.recorder.retention import Retention
-
-    b = recorded(tmp_path)
+def audit_log_at_each_row_deletion(b: Board) -> list[str]:
+    """audit.log's text as it was each time catalog rows were about to be deleted."""
     seen: list[str] = []
     delete_rows = b.catalog.delete_segment_rows
 
@@ -196,6 +192,16 @@ def test_retention_writes_the_audit_event_before_the_rows_go(tmp_path: Path) -> 
         return delete_rows(ids)
 
     b.catalog.delete_segment_rows = watched  # type: ignore[method-assign]
+    return seen
+
+
+def test_retention_writes_the_audit_event_before_the_rows_go(tmp_path: Path) -> None:
+    """A crash between the two then leaves rows to delete again, never a deletion unsaid."""
+    from firmware.config import RecorderConfig
+    from firmware.recorder.retention import Retention
+
+    b = recorded(tmp_path)
+    seen = audit_log_at_each_row_deletion(b)
     ids = [s.id for s in b.catalog.segments()]
     Retention(b.data, RecorderConfig(retention_days=1), b.catalog).run(T0 + 2 * 86_400_000_000)
     assert len(seen) == 1 and "retention-deleted" in seen[0] and ids[0] in seen[0]
@@ -229,14 +235,7 @@ def test_the_mirrors_pruning_writes_the_audit_event_before_the_rows_go(tmp_path:
     took = b.catalog.new_run("door", "a", T0 + s, T0 + s, continues=old_segs[0].id)
     for i in range(1, 4):
         seg(took, "a", i)
-    seen: list[str] = []
-    delete_rows = b.catalog.delete_segment_rows
-
-    def watched(ids: list[str]) -> list[str]:
-        seen.append((b.data / AUDIT_FILE).read_text())
-        return delete_rows(ids)
-
-    b.catalog.delete_segment_rows = watched  # type: ignore[method-assign]
+    seen = audit_log_at_each_row_deletion(b)
     gone = prune_superseded(b.catalog)
     assert gone == sorted(x.id for x in old_segs[1:])
     assert len(seen) == 1 and "spare-copies-deleted" in seen[0]
