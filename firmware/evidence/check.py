@@ -6,6 +6,7 @@ reading `nvr verify` knows what was done to the footage, not only that a hash di
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -98,6 +99,17 @@ def _audit_lines(data_dir: Path) -> Iterator[bytes]:
         return
 
 
+def _deletion(line: str | bytes) -> tuple[str | None, list[str]]:
+    """An audit line's event name and the segment ids it names ((None, []) if not JSON)."""
+    try:
+        event = json.loads(line)
+    except ValueError:
+        return None, []
+    if not isinstance(event, dict):
+        return None, []
+    return event.get("event"), list(event.get("segments") or [])
+
+
 def _segment_text(d: dict) -> str:
     return f"segment {d.get('id')} ({d.get('camera')}, {d.get('path')})"
 
@@ -136,14 +148,9 @@ def check_log(data_dir: Path, catalog: Catalog, evlog: EvidenceLog,
         elif disk.decode("utf-8", "replace") != line:
             found.append(Finding(Break.AUDIT_CHANGED, f"audit.log line {n_audit} differs from "
                                  "the log's record of it: the event was rewritten"))  # fmt: skip
-        try:
-            event = json.loads(line)
-        except ValueError:
-            continue
-        name = event.get("event") if isinstance(event, dict) else None
+        name, ids = _deletion(line)
         if name in DELETIONS or name == "segments-lost":
-            for sid in event.get("segments") or []:
-                deleted[sid] = name
+            deleted.update(dict.fromkeys(ids, name))
     roots = roots_at(leaf_hashes, wanted)
     del leaf_hashes
     if n_leaves < size:
@@ -152,22 +159,13 @@ def check_log(data_dir: Path, catalog: Catalog, evlog: EvidenceLog,
         found.append(Finding(Break.TREE_CHANGED, "the log's leaves do not hash to its tree: "
                              "entries were changed"))  # fmt: skip
     found += _check_checkpoints(evlog, checkpoints, roots, n_leaves)
-    tail: set[str] | None = None
 
-    def deleted_since() -> set[str]:
+    @functools.cache
+    def deleted_since() -> frozenset[str]:
         """Deletions audit.log holds past the log's leaves: a running firmware's, still to be
         taken in (the event is written before the rows go, so it is there once they are gone)."""
-        nonlocal tail
-        if tail is None:
-            tail = set()
-            for raw in audit:
-                try:
-                    event = json.loads(raw)
-                except ValueError:
-                    continue
-                if isinstance(event, dict) and event.get("event") in DELETIONS:
-                    tail.update(event.get("segments") or [])
-        return tail
+        return frozenset(sid for raw in audit for name, ids in [_deletion(raw)]
+                         if name in DELETIONS for sid in ids)  # fmt: skip
 
     found += _check_segments(data_dir, catalog, cursor, segs, deleted, deleted_since,
                              file_sha256)  # fmt: skip
@@ -211,7 +209,7 @@ def _check_checkpoints(evlog: EvidenceLog, checkpoints: list[tuple[int, Note, No
 
 def _check_segments(data_dir: Path, catalog: Catalog, cursor: int,
                     segs: dict[str, dict], deleted: dict[str, str],
-                    deleted_since: Callable[[], set[str]],
+                    deleted_since: Callable[[], frozenset[str]],
                     file_sha256: Callable[[Path], str]) -> list[Finding]:  # fmt: skip
     found: list[Finding] = []
     going = 0

@@ -93,6 +93,12 @@ def ring_seconds(cfg: RecorderConfig) -> float:
     return cfg.standby_ring_seconds or 2 * cfg.segment_seconds + 10.0
 
 
+def _close(tries: list[tuple[mp_connection.Connection, ...]]) -> None:
+    for ends in tries:
+        for end in ends:
+            end.close()
+
+
 def worker_count(requested: int, cameras: int) -> int:
     """0 = one process per CPU core (never more than cameras): one process alone cannot remux
     dozens of cameras, and a process per camera costs more CPU and memory than it saves in GIL
@@ -240,14 +246,10 @@ class Recorder:
         try:
             p = procs.start(make)
         except BaseException:
-            for ends in tries:
-                for end in ends:
-                    end.close()
+            _close(tries)
             raise
         *lost, (receiver, sender, cmd_in, cmd_out) = tries
-        for ends in lost:
-            for end in ends:
-                end.close()
+        _close(lost)
         sender.close()
         cmd_in.close()
         assert p.pid is not None
